@@ -1,0 +1,232 @@
+"""The backend interface and its generic, array-API-only implementation.
+
+Every operation the array API standard lacks (padding, sliding windows,
+im2col/col2im, pooling windows, random numbers, device transfer) is a method
+here. The methods of :class:`Backend` use nothing but the standard (slicing,
+slice assignment, ``where``, ``reshape``, ``permute_dims``), so they run on any
+compliant namespace, ``array_api_strict`` included. Concrete backends subclass
+it and override what they can do faster.
+
+Layouts used throughout (N batch, C channels, kh/kw kernel, OH/OW output):
+
+* images are ``(N, C, H, W)``;
+* ``im2col`` returns ``(C*kh*kw, N*OH*OW)``: one GEMM ``W(O, C*kh*kw) @ col``
+  covers the whole batch, and ``col.T`` is the operand of the weight gradient;
+* pooling indices are the flat position ``i*kw + j`` of the chosen element
+  inside its window, shape ``(N, C, OH, OW)``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend's library or device is missing; the message says how to fix it."""
+
+
+class Window(NamedTuple):
+    """Geometry of a 2-D sliding window (conv or pool), computed by the engine.
+
+    ``pad_top``/``pad_bottom``/``pad_left``/``pad_right`` are the user's
+    padding; when the output needs more rows or columns than that (pooling
+    with ``ceil_mode``), the backend extends the bottom/right edge itself.
+    """
+
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    oh: int
+    ow: int
+
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        """Height and width of the padded input the windows are read from."""
+        need_h = (self.oh - 1) * self.sh + self.dh * (self.kh - 1) + 1
+        need_w = (self.ow - 1) * self.sw + self.dw * (self.kw - 1) + 1
+        return (max(h + self.pad_top + self.pad_bottom, need_h),
+                max(w + self.pad_left + self.pad_right, need_w))
+
+    def slices(self, i: int, j: int) -> tuple[slice, slice]:
+        """Row and column slices of the padded input seen by kernel offset (i, j)."""
+        r0, c0 = i * self.dh, j * self.dw
+        return (slice(r0, r0 + self.sh * (self.oh - 1) + 1, self.sh),
+                slice(c0, c0 + self.sw * (self.ow - 1) + 1, self.sw))
+
+
+class Backend:
+    """Generic backend over an array API namespace.
+
+    Subclasses set :attr:`name` and :attr:`xp` (an array-API namespace, as
+    returned by ``array_api_compat``) and implement :meth:`owns`,
+    :meth:`asarray` and :meth:`to_numpy`.
+    """
+
+    name: str = "generic"
+    xp = None
+    #: im2col workspace per chunk, in bytes; ``None`` means the backend's default.
+    workspace_limit: int | None = None
+    default_workspace_bytes: int = 8 << 20
+
+    # -- arrays -------------------------------------------------------------
+    def owns(self, x) -> bool:
+        """True if ``x`` is an array of this backend."""
+        raise NotImplementedError
+
+    def asarray(self, data, dtype=None):
+        """Copy of ``data`` (any array or nested sequence) on this backend."""
+        raise NotImplementedError
+
+    def to_numpy(self, x) -> np.ndarray:
+        """A NumPy copy (or view) of ``x``."""
+        raise NotImplementedError
+
+    def dtype(self, name: str):
+        """This backend's dtype object called ``name`` (e.g. ``"float32"``)."""
+        return getattr(self.xp, name)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on host backends)."""
+
+    def workspace_bytes(self) -> int:
+        """Bytes an im2col chunk may use: the settable limit, else the default."""
+        return self.workspace_limit if self.workspace_limit is not None else self.default_workspace_bytes
+
+    # -- random numbers ------------------------------------------------------
+    def uniform(self, shape, dtype, rng: np.random.Generator):
+        """Uniform [0, 1) samples. Drawn on the host by default, so that every
+        backend gives the same numbers for the same seed."""
+        return self.asarray(rng.random(shape), dtype=dtype)
+
+    # -- padding and windows -------------------------------------------------
+    def pad2d(self, x, win: Window, value=0.0):
+        """Pad the last two axes of ``x`` as ``win`` requires, with ``value``."""
+        xp = self.xp
+        n, c, h, w = x.shape
+        hp, wp = win.padded_size(h, w)
+        if (hp, wp) == (h, w):
+            return x
+        out = xp.full((n, c, hp, wp), value, dtype=x.dtype, device=_device(x))
+        out[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w] = x
+        return out
+
+    def im2col(self, x, win: Window):
+        """Columns ``(C*kh*kw, N*OH*OW)`` of the windows of ``x (N, C, H, W)``."""
+        xp = self.xp
+        n, c, _, _ = x.shape
+        xt = xp.permute_dims(self.pad2d(x, win), (1, 0, 2, 3))
+        col = xp.empty((c, win.kh, win.kw, n, win.oh, win.ow), dtype=x.dtype, device=_device(x))
+        for i in range(win.kh):
+            for j in range(win.kw):
+                rows, cols = win.slices(i, j)
+                col[:, i, j, :, :, :] = xt[:, :, rows, cols]
+        return xp.reshape(col, (c * win.kh * win.kw, n * win.oh * win.ow))
+
+    def col2im(self, col, x_shape, win: Window):
+        """Adjoint of :meth:`im2col`: sum columns back into an ``x_shape`` image."""
+        xp = self.xp
+        n, c, h, w = x_shape
+        hp, wp = win.padded_size(h, w)
+        col = xp.reshape(col, (c, win.kh, win.kw, n, win.oh, win.ow))
+        acc = xp.zeros((c, n, hp, wp), dtype=col.dtype, device=_device(col))
+        for i in range(win.kh):
+            for j in range(win.kw):
+                rows, cols = win.slices(i, j)
+                acc[:, :, rows, cols] = acc[:, :, rows, cols] + col[:, i, j, :, :, :]
+        acc = acc[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
+        return xp.permute_dims(acc, (1, 0, 2, 3))
+
+    def sliding_windows(self, x_padded, win: Window):
+        """Read-only view ``(N, C, OH, OW, kh, kw)`` of a padded input, no copy.
+
+        Needs ``as_strided``, which the array API standard lacks."""
+        raise NotImplementedError(
+            f"the {self.name!r} backend has no strided window views (as_strided); "
+            "use method='gemm' or method='naive'")
+
+    # -- pooling -------------------------------------------------------------
+    def max_pool2d(self, x, win: Window):
+        """Max over each window: ``(y, idx)``, ``idx`` the flat in-window argmax
+        (first maximum wins; NaN propagates, as in PyTorch)."""
+        xp = self.xp
+        lowest = xp.finfo(x.dtype).min  # not -inf: argmax over -inf is buggy on some GPU libraries
+        xpad = self.pad2d(x, win, value=lowest)
+        best = idx = None
+        for i in range(win.kh):
+            for j in range(win.kw):
+                rows, cols = win.slices(i, j)
+                v = xpad[:, :, rows, cols]
+                if best is None:
+                    best = v
+                    idx = xp.zeros(v.shape, dtype=xp.int64, device=_device(x))
+                    continue
+                take = (v > best) | (xp.isnan(v) & ~xp.isnan(best))
+                best = xp.where(take, v, best)
+                idx = xp.where(take, xp.asarray(i * win.kw + j, dtype=xp.int64), idx)
+        return best, idx
+
+    def max_pool2d_backward(self, grad_out, idx, x_shape, win: Window):
+        """Route each output gradient to its window's argmax."""
+        xp = self.xp
+        zero = xp.zeros((), dtype=grad_out.dtype)
+        parts = [(i, j, xp.where(idx == i * win.kw + j, grad_out, zero))
+                 for i in range(win.kh) for j in range(win.kw)]
+        return self._scatter_windows(parts, x_shape, win, grad_out)
+
+    def avg_pool_divisor(self, x_shape, win: Window, count_include_pad: bool, dtype):
+        """``(OH, OW)`` divisors of average pooling, as PyTorch defines them."""
+        _, _, h, w = x_shape
+        hp, wp = win.padded_size(h, w)
+        mask = np.zeros((hp, wp))
+        if count_include_pad:  # padded area counts, the ceil_mode overhang does not
+            mask[:h + win.pad_top + win.pad_bottom, :w + win.pad_left + win.pad_right] = 1
+        else:
+            mask[win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w] = 1
+        count = np.zeros((win.oh, win.ow))
+        for i in range(win.kh):
+            for j in range(win.kw):
+                rows, cols = win.slices(i, j)
+                count += mask[rows, cols]
+        return self.asarray(count, dtype=dtype)
+
+    def avg_pool2d(self, x, win: Window, divisor):
+        """Sum over each window divided by ``divisor`` (scalar or ``(OH, OW)``)."""
+        xpad = self.pad2d(x, win)
+        total = None
+        for i in range(win.kh):
+            for j in range(win.kw):
+                rows, cols = win.slices(i, j)
+                v = xpad[:, :, rows, cols]
+                total = v if total is None else total + v
+        return total / divisor
+
+    def avg_pool2d_backward(self, grad_out, x_shape, win: Window, divisor):
+        """Spread each output gradient evenly over its window."""
+        g = grad_out / divisor
+        parts = [(i, j, g) for i in range(win.kh) for j in range(win.kw)]
+        return self._scatter_windows(parts, x_shape, win, grad_out)
+
+    def _scatter_windows(self, parts, x_shape, win: Window, like):
+        xp = self.xp
+        n, c, h, w = x_shape
+        hp, wp = win.padded_size(h, w)
+        acc = xp.zeros((n, c, hp, wp), dtype=like.dtype, device=_device(like))
+        for i, j, g in parts:
+            rows, cols = win.slices(i, j)
+            acc[:, :, rows, cols] = acc[:, :, rows, cols] + g
+        return acc[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
+
+    def __repr__(self) -> str:
+        return f"<backend {self.name!r}>"
+
+
+def _device(x):
+    from array_api_compat import device
+    return device(x)

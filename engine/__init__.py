@@ -1,0 +1,11 @@
+"""A small CNN engine written once against the Python array API standard.
+
+    import engine
+    engine.set_backend("cupy")   # or "numpy" (default), "array_api_strict"
+"""
+from ._state import (asarray, available_backends, get_backend, get_rng_state, manual_seed,
+                     set_backend, set_rng_state, to_numpy, use_backend)
+
+__version__ = "0.1.0"
+__all__ = ["asarray", "available_backends", "get_backend", "manual_seed", "set_backend",
+           "to_numpy", "use_backend", "get_rng_state", "set_rng_state"]

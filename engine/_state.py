@@ -1,0 +1,103 @@
+"""Process-wide engine state: the active backend and the random generator."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+import backends
+
+_current = None  # set lazily to the numpy backend
+_host_rng = np.random.default_rng()
+
+
+def current():
+    """The active :class:`backends.Backend` object."""
+    global _current
+    if _current is None:
+        _current = backends.get("numpy")
+    return _current
+
+
+def set_backend(name: str) -> None:
+    """Make ``name`` ("numpy", "cupy" or "array_api_strict") the active backend.
+
+    New arrays (``engine.asarray``, data loaders, freshly built layers) go to it.
+    Raises ``ValueError`` for an unknown name and ``RuntimeError`` when the
+    backend cannot run here, saying why.
+    """
+    global _current
+    _current = backends.get(name)
+
+
+def get_backend() -> str:
+    """Name of the active backend."""
+    return current().name
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """``with engine.use_backend("array_api_strict"): ...`` switches the backend for a block."""
+    global _current
+    previous = current()
+    set_backend(name)
+    try:
+        yield backends.get(name)
+    finally:
+        _current = previous
+
+
+def available_backends() -> list[str]:
+    """Names of the backends usable on this machine (``"numpy"`` always is)."""
+    return backends.available()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed every random draw of the engine (initialisation, dropout, shuffling)."""
+    global _host_rng
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"manual_seed: seed must be an int, got {type(seed).__name__}")
+    _host_rng = np.random.default_rng(int(seed))
+    for b in backends._loaded.values():
+        reseed = getattr(b, "reseed", None)
+        if reseed is not None:
+            reseed(int(seed))
+
+
+def host_rng() -> np.random.Generator:
+    """The engine's host random generator (seeded by :func:`manual_seed`)."""
+    return _host_rng
+
+
+def get_rng_state() -> dict:
+    """The generator state, as a JSON-able dict (saved in checkpoints)."""
+    return _host_rng.bit_generator.state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore a state returned by :func:`get_rng_state`."""
+    _host_rng.bit_generator.state = state
+
+
+def asarray(data, dtype=None, backend: str | None = None):
+    """``data`` as an array of the active backend (or of ``backend``).
+
+    ``dtype`` may be a name such as ``"float32"``, a NumPy dtype, or a dtype
+    of the target backend.
+    """
+    b = backends.get(backend) if backend is not None else current()
+    if isinstance(dtype, str):
+        dtype = b.dtype(dtype)
+    elif dtype is not None and isinstance(dtype, (type, np.dtype)):
+        dtype = b.dtype(np.dtype(dtype).name)
+    return b.asarray(data, dtype=dtype)
+
+
+def to_numpy(x) -> np.ndarray:
+    """A NumPy array holding ``x``, whatever backend ``x`` lives on."""
+    if isinstance(x, np.ndarray):
+        return x
+    owner = backends.backend_of(x)
+    if owner is None:
+        return np.asarray(x)
+    return owner.to_numpy(x)
