@@ -1,0 +1,65 @@
+"""Argument normalisation and input checks shared by the functional ops and layers.
+
+Every error names the op or layer (``where``), the argument, what was expected
+and what came, so users never see a traceback from deep inside an array library.
+"""
+from __future__ import annotations
+
+import numbers
+
+import backends
+
+from . import _state
+
+
+def backend_for(*arrays, where: str):
+    """The backend owning all ``arrays`` (``None`` entries are ignored).
+
+    Raises ``TypeError`` for non-arrays and for arrays of two backends.
+    """
+    _state.current()  # make sure the default backend is loaded
+    found = None
+    for a in arrays:
+        if a is None:
+            continue
+        owner = backends.backend_of(a)
+        if owner is None:
+            raise TypeError(f"{where}: expected an array of one of the engine's backends "
+                            f"({', '.join(backends._loaded)}), got {type(a).__module__}.{type(a).__name__}; "
+                            "convert it with engine.asarray(...)")
+        if found is not None and owner is not found:
+            raise TypeError(f"{where}: arrays from two backends in one call: {found.name!r} and "
+                            f"{owner.name!r}; move the model or the data with model.to({found.name!r}) "
+                            f"or engine.asarray(x, backend={found.name!r})")
+        found = owner
+    return found
+
+
+def pair(value, name: str, where: str, minimum: int = 1) -> tuple[int, int]:
+    """``value`` (an int or a pair of ints) as a pair, each at least ``minimum``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        value = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{where}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(value) < minimum:
+        raise ValueError(f"{where}: {name} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def require_float(x, where: str, name: str = "input") -> None:
+    """Floating-point arrays only (convolution of integers is almost always a bug)."""
+    kind = str(x.dtype)
+    if "float" not in kind:
+        raise TypeError(f"{where}: {name} must be a floating-point array (float32 or float64), "
+                        f"got dtype {kind}; convert it with engine.asarray(x, dtype='float32')")
+
+
+def require_ndim(x, ndim: int, layout: str, where: str, name: str = "input") -> None:
+    if not hasattr(x, "ndim"):
+        raise TypeError(f"{where}: {name} must be an array, got {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(f"{where}: {name} must have {ndim} dimensions {layout}, "
+                         f"got {x.ndim} dimensions with shape {tuple(x.shape)}")
