@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import _state
 from .. import functional as F
+from ..functional._common import conv_padding
 from .._checks import backend_for, pair, require_ndim
 from . import init as _init
 from .module import Module, Parameter
@@ -61,7 +62,7 @@ class Conv2d(Module):
         self.stride = pair(stride, "stride", where)
         self.dilation = pair(dilation, "dilation", where)
         if isinstance(padding, str):
-            F._conv_padding(padding, self.kernel_size, self.dilation, self.stride, where)  # validates
+            conv_padding(padding, self.kernel_size, self.dilation, self.stride, where)  # validates
             self.padding = padding
         else:
             self.padding = pair(padding, "padding", where, minimum=0)

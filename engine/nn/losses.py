@@ -3,13 +3,14 @@ returns the gradient of the loss for its input."""
 from __future__ import annotations
 
 from .. import functional as F
+from ..functional.losses import check_reduction
 from .module import Module
 
 
 class _Loss(Module):
     def __init__(self, reduction="mean"):
         super().__init__()
-        F._check_reduction(reduction, type(self).__name__)
+        check_reduction(reduction, type(self).__name__)
         self.reduction = reduction
         self._input = self._target = None
 

@@ -227,6 +227,11 @@ class Module:
     def double(self):
         return self.to("float64")
 
+    def summary(self, input_shape, **kwargs):
+        """Per-layer output shape, parameters, receptive field and FLOPs (see ``engine.summary``)."""
+        from ..summary import summary
+        return summary(self, input_shape, **kwargs)
+
     # -- printing --------------------------------------------------------------
     def extra_repr(self) -> str:
         return ""

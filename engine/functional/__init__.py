@@ -1,0 +1,28 @@
+"""Functional ops: forward and backward of every layer, written once against the array API.
+
+Each forward takes arrays of one backend and gets that backend (and its
+namespace ``xp``) once per call; the backend supplies what the standard lacks
+(padding, im2col/col2im, pooling windows). Backward functions take the
+upstream gradient and whatever the forward needs to recompute, and return
+gradients in the order of the forward's array arguments.
+
+Shapes: images ``(N, C, H, W)``, conv weights ``(O, C/groups, kh, kw)``,
+linear weights ``(out_features, in_features)`` as in PyTorch.
+"""
+from ._common import conv_output_size
+from .activations import (dropout, leaky_relu, leaky_relu_backward, linear, linear_backward, log_softmax,
+                          log_softmax_backward, relu, relu_backward, sigmoid, sigmoid_backward, softmax,
+                          softmax_backward, tanh, tanh_backward)
+from .conv import CONV_METHODS, conv2d, conv2d_backward
+from .losses import cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward
+from .pooling import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d, global_avg_pool2d_backward,
+                      max_pool2d, max_pool2d_backward)
+
+__all__ = [
+    "conv_output_size", "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward",
+    "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward",
+    "linear", "linear_backward", "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
+    "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax", "softmax_backward",
+    "log_softmax", "log_softmax_backward", "dropout", "cross_entropy", "cross_entropy_backward",
+    "mse_loss", "mse_loss_backward", "CONV_METHODS",
+]

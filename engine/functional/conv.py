@@ -1,0 +1,202 @@
+"""2-D convolution as im2col + GEMM (and the strided and naive variants kept for
+benchmarks and tests), forward and backward."""
+from __future__ import annotations
+
+from .._checks import backend_for, pair, require_float, require_ndim
+from ._common import _batch_chunks, conv_padding, _device, _is_pointwise, _window, _window_at
+
+CONV_METHODS = ("gemm", "strided", "naive")
+
+
+def _conv_setup(x, weight, bias, stride, padding, dilation, groups, method, where):
+    backend = backend_for(x, weight, bias, where=where)
+    require_ndim(x, 4, "(N, C, H, W)", where)
+    require_ndim(weight, 4, "(out_channels, in_channels/groups, kh, kw)", where, "weight")
+    require_float(x, where)
+    require_float(weight, where, "weight")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{where}: input dtype {x.dtype} differs from weight dtype {weight.dtype}; "
+                        "convert one of them (e.g. model.to('float64'))")
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{where}: groups must be a positive int, got {groups!r}")
+    if method not in CONV_METHODS:
+        raise ValueError(f"{where}: method must be one of {CONV_METHODS}, got {method!r}")
+    o, cg, kh, kw = weight.shape
+    c = x.shape[1]
+    if c != cg * groups:
+        raise ValueError(f"{where}: input has {c} channels, expected {cg * groups} "
+                         f"(weight {tuple(weight.shape)} with groups={groups})")
+    if o % groups:
+        raise ValueError(f"{where}: out_channels={o} is not divisible by groups={groups}")
+    if bias is not None and tuple(bias.shape) != (o,):
+        raise ValueError(f"{where}: bias must have shape ({o},), got {tuple(bias.shape)}")
+    stride = pair(stride, "stride", where)
+    dilation = pair(dilation, "dilation", where)
+    pads = conv_padding(padding, (kh, kw), dilation, stride, where)
+    win = _window(x.shape, (kh, kw), stride, pads, dilation, where)
+    return backend, win
+
+
+# --------------------------------------------------------------------------- conv2d
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, method="gemm"):
+    """2-D cross-correlation, PyTorch's ``conv2d``: ``(N, C, H, W) -> (N, O, OH, OW)``.
+
+    ``padding`` is an int, a pair, ``"valid"`` or ``"same"``. ``method`` picks
+    the algorithm: ``"gemm"`` (im2col + one matrix product per batch chunk),
+    ``"strided"`` (strided window views + tensordot) or ``"naive"`` (a loop over
+    output positions).
+    """
+    where = "conv2d"
+    backend, win = _conv_setup(x, weight, bias, stride, padding, dilation, groups, method, where)
+    xp = backend.xp
+    if method == "gemm":
+        y = _conv2d_gemm(backend, x, weight, win, groups)
+    else:
+        y = _per_group(xp, x, weight, groups, lambda xg, wg: _CONV_FORWARD[method](backend, xg, wg, win))
+    if bias is not None:
+        y += xp.reshape(bias, (1, -1, 1, 1))
+    return y
+
+
+def _conv2d_gemm(backend, x, weight, win, groups):
+    xp = backend.xp
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    cols_per_group = weight.shape[1] * win.kh * win.kw
+    w_mat = xp.reshape(weight, (groups, o // groups, cols_per_group))
+    if _is_pointwise(win):  # 1x1 convolution: the input already is the column matrix
+        y = xp.matmul(w_mat, xp.reshape(x, (n, groups, c // groups, h * w)))
+        return xp.reshape(y, (n, o, h, w))
+    y = xp.empty((n, o, win.oh, win.ow), dtype=x.dtype, device=_device(x))
+    itemsize = 8 if x.dtype == xp.float64 else 4
+    per_image = c * win.kh * win.kw * win.oh * win.ow * itemsize
+    for part in _batch_chunks(backend, n, per_image):
+        nb = part.stop - part.start
+        col = xp.reshape(backend.im2col(x[part, ...], win), (groups, cols_per_group, nb * win.oh * win.ow))
+        out = xp.reshape(xp.matmul(w_mat, col), (o, nb, win.oh, win.ow))
+        y[part, ...] = xp.permute_dims(out, (1, 0, 2, 3))
+    return y
+
+
+def _conv2d_strided(backend, x, weight, win):
+    xp = backend.xp
+    windows = backend.sliding_windows(backend.pad2d(x, win), win)  # (N, C, OH, OW, kh, kw)
+    y = xp.tensordot(windows, weight, axes=([1, 4, 5], [1, 2, 3]))  # (N, OH, OW, O)
+    return xp.permute_dims(y, (0, 3, 1, 2))
+
+
+def _conv2d_naive(backend, x, weight, win):
+    xp = backend.xp
+    xpad = backend.pad2d(x, win)
+    n, o = x.shape[0], weight.shape[0]
+    y = xp.empty((n, o, win.oh, win.ow), dtype=x.dtype, device=_device(x))
+    for oh in range(win.oh):
+        for ow in range(win.ow):
+            patch = xpad[:, :, _window_at(oh, win.sh, win.dh, win.kh), _window_at(ow, win.sw, win.dw, win.kw)]
+            y[:, :, oh, ow] = xp.tensordot(patch, weight, axes=([1, 2, 3], [1, 2, 3]))
+    return y
+
+
+_CONV_FORWARD = {"strided": _conv2d_strided, "naive": _conv2d_naive}
+
+
+def _per_group(xp, x, weight, groups, fn, axis_in=1):
+    if groups == 1:
+        return fn(x, weight)
+    cg, og = x.shape[1] // groups, weight.shape[0] // groups
+    outs = [fn(x[:, g * cg:(g + 1) * cg, ...], weight[g * og:(g + 1) * og, ...]) for g in range(groups)]
+    return xp.concat(outs, axis=axis_in)
+
+
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, method="gemm",
+                    need_input_grad=True, has_bias=True):
+    """Gradients of :func:`conv2d`: ``(dx, dweight, dbias)``.
+
+    ``dx`` is ``None`` when ``need_input_grad`` is false (the first layer of a
+    network needs none), ``dbias`` when ``has_bias`` is false.
+    """
+    where = "conv2d backward"
+    backend, win = _conv_setup(x, weight, None, stride, padding, dilation, groups, method, where)
+    xp = backend.xp
+    expected = (x.shape[0], weight.shape[0], win.oh, win.ow)
+    if tuple(grad_out.shape) != expected:
+        raise ValueError(f"{where}: grad_out must have shape {expected}, got {tuple(grad_out.shape)}")
+    db = xp.sum(grad_out, axis=(0, 2, 3)) if has_bias else None
+    if method == "gemm":
+        dx, dw = _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_grad)
+    else:
+        fn = _CONV_BACKWARD[method]
+        if groups == 1:
+            dx, dw = fn(backend, grad_out, x, weight, win)
+        else:
+            cg, og = x.shape[1] // groups, weight.shape[0] // groups
+            parts = [fn(backend, grad_out[:, g * og:(g + 1) * og, ...], x[:, g * cg:(g + 1) * cg, ...],
+                        weight[g * og:(g + 1) * og, ...], win) for g in range(groups)]
+            dx = xp.concat([p[0] for p in parts], axis=1)
+            dw = xp.concat([p[1] for p in parts], axis=0)
+        if not need_input_grad:
+            dx = None
+    return dx, dw, db
+
+
+def _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_grad):
+    xp = backend.xp
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    og, kcols = o // groups, weight.shape[1] * win.kh * win.kw
+    w_mat = xp.reshape(weight, (groups, og, kcols))
+    w_mat_t = xp.permute_dims(w_mat, (0, 2, 1))
+    if _is_pointwise(win):
+        g = xp.reshape(grad_out, (n, groups, og, h * w))
+        xs = xp.reshape(x, (n, groups, c // groups, h * w))
+        dw = xp.sum(xp.matmul(g, xp.permute_dims(xs, (0, 1, 3, 2))), axis=0)
+        dx = xp.reshape(xp.matmul(w_mat_t, g), (n, c, h, w)) if need_input_grad else None
+        return dx, xp.reshape(dw, weight.shape)
+    dw = None
+    dx = xp.empty((n, c, h, w), dtype=x.dtype, device=_device(x)) if need_input_grad else None
+    itemsize = 8 if x.dtype == xp.float64 else 4
+    per_image = c * win.kh * win.kw * win.oh * win.ow * itemsize
+    for part in _batch_chunks(backend, n, per_image):
+        nb = part.stop - part.start
+        cols = nb * win.oh * win.ow
+        col = xp.reshape(backend.im2col(x[part, ...], win), (groups, kcols, cols))
+        g = xp.reshape(xp.permute_dims(grad_out[part, ...], (1, 0, 2, 3)), (groups, og, cols))
+        part_dw = xp.matmul(g, xp.permute_dims(col, (0, 2, 1)))
+        dw = part_dw if dw is None else dw + part_dw
+        if need_input_grad:
+            dcol = xp.reshape(xp.matmul(w_mat_t, g), (c * win.kh * win.kw, cols))
+            dx[part, ...] = backend.col2im(dcol, (nb, c, h, w), win)
+    return dx, xp.reshape(dw, weight.shape)
+
+
+def _conv2d_backward_strided(backend, grad_out, x, weight, win):
+    xp = backend.xp
+    n, c, h, w = x.shape
+    windows = backend.sliding_windows(backend.pad2d(x, win), win)  # (N, C, OH, OW, kh, kw)
+    dw = xp.tensordot(grad_out, windows, axes=([0, 2, 3], [0, 2, 3]))  # (O, C, kh, kw)
+    dcol = xp.tensordot(weight, grad_out, axes=([0], [1]))  # (C, kh, kw, N, OH, OW)
+    dx = backend.col2im(xp.reshape(dcol, (c * win.kh * win.kw, n * win.oh * win.ow)), x.shape, win)
+    return dx, dw
+
+
+def _conv2d_backward_naive(backend, grad_out, x, weight, win):
+    xp = backend.xp
+    n, c, h, w = x.shape
+    xpad = backend.pad2d(x, win)
+    hp, wp = xpad.shape[2], xpad.shape[3]
+    dxpad = xp.zeros((n, c, hp, wp), dtype=x.dtype, device=_device(x))
+    dw = xp.zeros(weight.shape, dtype=x.dtype, device=_device(x))
+    for oh in range(win.oh):
+        for ow in range(win.ow):
+            rows = _window_at(oh, win.sh, win.dh, win.kh)
+            cols = _window_at(ow, win.sw, win.dw, win.kw)
+            g = grad_out[:, :, oh, ow]  # (N, O)
+            dw += xp.tensordot(g, xpad[:, :, rows, cols], axes=([0], [0]))
+            dxpad[:, :, rows, cols] = dxpad[:, :, rows, cols] + xp.tensordot(g, weight, axes=([1], [0]))
+    dx = dxpad[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
+    return dx, dw
+
+
+_CONV_BACKWARD = {"strided": _conv2d_backward_strided, "naive": _conv2d_backward_naive}
+
+

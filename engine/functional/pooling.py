@@ -1,0 +1,92 @@
+"""Max, average and global average pooling, forward and backward."""
+from __future__ import annotations
+
+from .._checks import backend_for, pair, require_float, require_ndim
+from ._common import _window
+
+
+def _pool_setup(x, kernel_size, stride, padding, dilation, ceil_mode, where):
+    backend = backend_for(x, where=where)
+    require_ndim(x, 4, "(N, C, H, W)", where)
+    require_float(x, where)
+    return backend, _pool_window(x.shape, kernel_size, stride, padding, dilation, ceil_mode, where)
+
+
+def _pool_window(x_shape, kernel_size, stride, padding, dilation, ceil_mode, where):
+    if len(x_shape) != 4:
+        raise ValueError(f"{where}: x_shape must be (N, C, H, W), got {tuple(x_shape)}")
+    kernel = pair(kernel_size, "kernel_size", where)
+    stride = kernel if stride is None else pair(stride, "stride", where)
+    dilation = pair(dilation, "dilation", where)
+    ph, pw = pair(padding, "padding", where, minimum=0)
+    eff = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+    if ph > eff[0] // 2 or pw > eff[1] // 2:
+        raise ValueError(f"{where}: padding {(ph, pw)} must be at most half the (dilated) kernel "
+                         f"size {eff}")
+    return _window(x_shape, kernel, stride, (ph, ph, pw, pw), dilation, where, ceil_mode)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """Max over sliding windows: ``(N, C, H, W) -> (N, C, OH, OW)``.
+
+    ``stride`` defaults to ``kernel_size``. With ``return_indices`` also returns
+    the flat in-window position ``i*kw + j`` of each maximum (what
+    :func:`max_pool2d_backward` needs).
+    """
+    backend, win = _pool_setup(x, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
+    y, idx = backend.max_pool2d(x, win)
+    return (y, idx) if return_indices else y
+
+
+def max_pool2d_backward(grad_out, indices, x_shape, kernel_size, stride=None, padding=0, dilation=1,
+                        ceil_mode=False):
+    """Gradient of :func:`max_pool2d` for its input, ``x_shape`` shaped."""
+    backend = backend_for(grad_out, indices, where="max_pool2d backward")
+    win = _pool_window(x_shape, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d backward")
+    return backend.max_pool2d_backward(grad_out, indices, tuple(x_shape), win)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Mean over sliding windows: ``(N, C, H, W) -> (N, C, OH, OW)``, PyTorch's divisor rules."""
+    backend, win = _pool_setup(x, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
+    return backend.avg_pool2d(x, win, _avg_divisor(backend, x.shape, x.dtype, win, count_include_pad,
+                                                   divisor_override))
+
+
+def avg_pool2d_backward(grad_out, x_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, divisor_override=None):
+    """Gradient of :func:`avg_pool2d` for its input, ``x_shape`` shaped."""
+    backend = backend_for(grad_out, where="avg_pool2d backward")
+    win = _pool_window(x_shape, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d backward")
+    divisor = _avg_divisor(backend, x_shape, grad_out.dtype, win, count_include_pad, divisor_override)
+    return backend.avg_pool2d_backward(grad_out, tuple(x_shape), win, divisor)
+
+
+def _avg_divisor(backend, x_shape, dtype, win, count_include_pad, divisor_override):
+    if divisor_override is not None:
+        if not isinstance(divisor_override, int) or divisor_override <= 0:
+            raise ValueError(f"avg_pool2d: divisor_override must be a positive int, got {divisor_override!r}")
+        return float(divisor_override)
+    _, _, h, w = x_shape
+    no_overhang = win.padded_size(h, w) == (h + win.pad_top + win.pad_bottom, w + win.pad_left + win.pad_right)
+    if no_overhang and (count_include_pad or not any(win[6:10])):
+        return float(win.kh * win.kw)
+    return backend.avg_pool_divisor(tuple(x_shape), win, count_include_pad, dtype)
+
+
+def global_avg_pool2d(x):
+    """Mean over the spatial axes: ``(N, C, H, W) -> (N, C)``."""
+    backend = backend_for(x, where="global_avg_pool2d")
+    require_ndim(x, 4, "(N, C, H, W)", "global_avg_pool2d")
+    return backend.xp.mean(x, axis=(2, 3))
+
+
+def global_avg_pool2d_backward(grad_out, x_shape):
+    """Gradient of :func:`global_avg_pool2d`: each pixel gets ``grad / (H*W)``."""
+    xp = backend_for(grad_out, where="global_avg_pool2d backward").xp
+    n, c, h, w = x_shape
+    g = xp.reshape(grad_out / (h * w), (n, c, 1, 1))
+    return xp.broadcast_to(g, tuple(x_shape))
+
+
