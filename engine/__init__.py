@@ -5,8 +5,8 @@
 """
 from ._state import (asarray, available_backends, get_backend, get_rng_state, manual_seed,
                      set_backend, set_rng_state, to_numpy, use_backend)
-from . import functional, nn, optim  # noqa: E402  (after the state they use)
+from . import data, functional, nn, optim  # noqa: E402  (after the state they use)
 
 __version__ = "0.1.0"
 __all__ = ["asarray", "available_backends", "get_backend", "manual_seed", "set_backend",
-           "to_numpy", "use_backend", "get_rng_state", "set_rng_state", "functional", "nn", "optim"]
+           "to_numpy", "use_backend", "get_rng_state", "set_rng_state", "data", "functional", "nn", "optim"]

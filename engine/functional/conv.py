@@ -58,24 +58,44 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, meth
     return y
 
 
+def _grouped_matmul(xp, a, b, groups, transpose_a=False, transpose_b=False):
+    """Per group ``g``: ``op(a_g) @ op(b_g)``, stacked along the rows, where
+    ``a_g``/``b_g`` are the g-th blocks of rows of ``a``/``b`` and ``op``
+    transposes when asked.
+
+    2-D products only: NumPy's stacked (3-D) matmul runs 2-3x slower than its
+    plain BLAS GEMM on the same data (measured on the im2col shapes).
+    """
+    def block(m, g, transpose):
+        rows = m.shape[0] // groups
+        m = m[g * rows:(g + 1) * rows, :] if groups > 1 else m
+        return xp.matrix_transpose(m) if transpose else m
+    products = [xp.matmul(block(a, g, transpose_a), block(b, g, transpose_b)) for g in range(groups)]
+    return products[0] if groups == 1 else xp.concat(products, axis=0)
+
+
 def _conv2d_gemm(backend, x, weight, win, groups):
     xp = backend.xp
     n, c, h, w = x.shape
     o = weight.shape[0]
-    cols_per_group = weight.shape[1] * win.kh * win.kw
-    w_mat = xp.reshape(weight, (groups, o // groups, cols_per_group))
-    if _is_pointwise(win):  # 1x1 convolution: the input already is the column matrix
-        y = xp.matmul(w_mat, xp.reshape(x, (n, groups, c // groups, h * w)))
-        return xp.reshape(y, (n, o, h, w))
+    w_mat = xp.reshape(weight, (o, -1))  # (O, C/groups * kh * kw)
+    if _is_pointwise(win):  # 1x1 convolution: each image already is its column matrix, no copy
+        y = xp.empty((n, o, h, w), dtype=x.dtype, device=_device(x))
+        for i in range(n):
+            y[i, ...] = xp.reshape(_grouped_matmul(xp, w_mat, xp.reshape(x[i, ...], (c, h * w)), groups),
+                                   (o, h, w))
+        return y
     y = xp.empty((n, o, win.oh, win.ow), dtype=x.dtype, device=_device(x))
-    itemsize = 8 if x.dtype == xp.float64 else 4
-    per_image = c * win.kh * win.kw * win.oh * win.ow * itemsize
-    for part in _batch_chunks(backend, n, per_image):
+    for part in _batch_chunks(backend, n, _col_bytes_per_image(xp, x, win)):
         nb = part.stop - part.start
-        col = xp.reshape(backend.im2col(x[part, ...], win), (groups, cols_per_group, nb * win.oh * win.ow))
-        out = xp.reshape(xp.matmul(w_mat, col), (o, nb, win.oh, win.ow))
-        y[part, ...] = xp.permute_dims(out, (1, 0, 2, 3))
+        out = _grouped_matmul(xp, w_mat, backend.im2col(x[part, ...], win), groups)  # (O, nb*OH*OW)
+        y[part, ...] = xp.permute_dims(xp.reshape(out, (o, nb, win.oh, win.ow)), (1, 0, 2, 3))
     return y
+
+
+def _col_bytes_per_image(xp, x, win):
+    itemsize = 8 if x.dtype == xp.float64 else 4
+    return x.shape[1] * win.kh * win.kw * win.oh * win.ow * itemsize
 
 
 def _conv2d_strided(backend, x, weight, win):
@@ -143,28 +163,26 @@ def _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_
     xp = backend.xp
     n, c, h, w = x.shape
     o = weight.shape[0]
-    og, kcols = o // groups, weight.shape[1] * win.kh * win.kw
-    w_mat = xp.reshape(weight, (groups, og, kcols))
-    w_mat_t = xp.permute_dims(w_mat, (0, 2, 1))
-    if _is_pointwise(win):
-        g = xp.reshape(grad_out, (n, groups, og, h * w))
-        xs = xp.reshape(x, (n, groups, c // groups, h * w))
-        dw = xp.sum(xp.matmul(g, xp.permute_dims(xs, (0, 1, 3, 2))), axis=0)
-        dx = xp.reshape(xp.matmul(w_mat_t, g), (n, c, h, w)) if need_input_grad else None
-        return dx, xp.reshape(dw, weight.shape)
+    w_mat = xp.reshape(weight, (o, -1))
     dw = None
+    if _is_pointwise(win):
+        dx = xp.empty((n, c, h, w), dtype=x.dtype, device=_device(x)) if need_input_grad else None
+        for i in range(n):
+            g = xp.reshape(grad_out[i, ...], (o, h * w))
+            part_dw = _grouped_matmul(xp, g, xp.reshape(x[i, ...], (c, h * w)), groups, transpose_b=True)
+            dw = part_dw if dw is None else dw + part_dw
+            if need_input_grad:
+                dx[i, ...] = xp.reshape(_grouped_matmul(xp, w_mat, g, groups, transpose_a=True), (c, h, w))
+        return dx, xp.reshape(dw, weight.shape)
     dx = xp.empty((n, c, h, w), dtype=x.dtype, device=_device(x)) if need_input_grad else None
-    itemsize = 8 if x.dtype == xp.float64 else 4
-    per_image = c * win.kh * win.kw * win.oh * win.ow * itemsize
-    for part in _batch_chunks(backend, n, per_image):
+    for part in _batch_chunks(backend, n, _col_bytes_per_image(xp, x, win)):
         nb = part.stop - part.start
-        cols = nb * win.oh * win.ow
-        col = xp.reshape(backend.im2col(x[part, ...], win), (groups, kcols, cols))
-        g = xp.reshape(xp.permute_dims(grad_out[part, ...], (1, 0, 2, 3)), (groups, og, cols))
-        part_dw = xp.matmul(g, xp.permute_dims(col, (0, 2, 1)))
+        col = backend.im2col(x[part, ...], win)  # (C*kh*kw, nb*OH*OW)
+        g = xp.reshape(xp.permute_dims(grad_out[part, ...], (1, 0, 2, 3)), (o, nb * win.oh * win.ow))
+        part_dw = _grouped_matmul(xp, g, col, groups, transpose_b=True)
         dw = part_dw if dw is None else dw + part_dw
         if need_input_grad:
-            dcol = xp.reshape(xp.matmul(w_mat_t, g), (c * win.kh * win.kw, cols))
+            dcol = _grouped_matmul(xp, w_mat, g, groups, transpose_a=True)
             dx[part, ...] = backend.col2im(dcol, (nb, c, h, w), win)
     return dx, xp.reshape(dw, weight.shape)
 
