@@ -1,0 +1,168 @@
+// 2-D max and average pooling, forward and backward, as Backend.max_pool2d /
+// avg_pool2d (backends/base.py):
+//   x, grad_in          (N, C, H, W), contiguous;
+//   y, grad_out, argmax (N, C, OH, OW); argmax is int64, the flat in-window
+//                       index i*kw + j of the maximum;
+//   divisor             (OH, OW), the element type: one divisor per output
+//                       position (count_include_pad and the ceil_mode overhang
+//                       are already in it: Backend.avg_pool_divisor).
+// Window geometry as backends.base.Window; positions outside the input (user
+// padding, ceil_mode overhang) read the dtype's lowest finite value for max
+// pooling and zero for average pooling.
+//
+// Every entry point takes
+//   (inputs..., outputs..., long long n, c, h, w, oh, ow,
+//    int kh, kw, sh, sw, dh, dw, pad_top, pad_left)
+// and kernels/__init__.py packs exactly that (tests/test_kernels_host.py checks).
+#include "common.cuh"
+
+// One thread per output: scan the window in (i, j) order; the first maximum
+// wins, and a NaN beats any number (so NaN propagates, as in PyTorch).
+template <typename T>
+__device__ __forceinline__ void max_pool2d_forward_body(
+    const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ argmax, long long n,
+    long long c, long long h, long long w, long long oh, long long ow, int kh, int kw, int sh,
+    int sw, int dh, int dw, int pad_top, int pad_left) {
+  typedef typename Elem<T>::acc A;
+  const long long total = n * c * oh * ow;
+  for (long long idx = grid_start(); idx < total; idx += grid_step()) {
+    const long long ox = idx % ow;
+    const long long oy = (idx / ow) % oh;
+    const T* __restrict__ plane = x + (idx / (oh * ow)) * h * w;
+    A best = Elem<T>::lowest();
+    long long best_k = 0;
+    for (int i = 0; i < kh; ++i) {
+      const long long yy = oy * sh + (long long)i * dh - pad_top;
+      const bool row_in = yy >= 0 && yy < h;
+      for (int j = 0; j < kw; ++j) {
+        const long long xx = ox * sw + (long long)j * dw - pad_left;
+        const A v = (row_in && xx >= 0 && xx < w) ? Elem<T>::load(plane[yy * w + xx])
+                                                  : Elem<T>::lowest();
+        if ((i == 0 && j == 0) || v > best || (is_nan(v) && !is_nan(best))) {
+          best = v;
+          best_k = (long long)i * kw + j;
+        }
+      }
+    }
+    y[idx] = Elem<T>::store(best);
+    argmax[idx] = best_k;
+  }
+}
+
+// Gather: one thread per input element loops over the output windows that
+// contain it, kernel offsets in (i, j) order, and adds the gradient of those
+// whose argmax points at it.
+template <typename T>
+__device__ __forceinline__ void max_pool2d_backward_body(
+    const T* __restrict__ grad_out, const long long* __restrict__ argmax,
+    T* __restrict__ grad_in, long long n, long long c, long long h, long long w, long long oh,
+    long long ow, int kh, int kw, int sh, int sw, int dh, int dw, int pad_top, int pad_left) {
+  typedef typename Elem<T>::acc A;
+  const long long total = n * c * h * w;
+  for (long long idx = grid_start(); idx < total; idx += grid_step()) {
+    const long long xx = idx % w;
+    const long long yy = (idx / w) % h;
+    const long long base = (idx / (h * w)) * oh * ow;  // start of this (n, c) output plane
+    A acc = 0;
+    for (int i = 0; i < kh; ++i) {
+      const long long oy = window_origin(yy + pad_top, i, sh, dh, oh);
+      if (oy < 0) continue;
+      for (int j = 0; j < kw; ++j) {
+        const long long ox = window_origin(xx + pad_left, j, sw, dw, ow);
+        if (ox < 0) continue;
+        const long long o = base + oy * ow + ox;
+        if (argmax[o] == (long long)i * kw + j) acc += Elem<T>::load(grad_out[o]);
+      }
+    }
+    grad_in[idx] = Elem<T>::store(acc);
+  }
+}
+
+// One thread per output: window sum in (i, j) order (padding adds zero), then
+// one division by that position's divisor.
+template <typename T>
+__device__ __forceinline__ void avg_pool2d_forward_body(
+    const T* __restrict__ x, const T* __restrict__ divisor, T* __restrict__ y, long long n,
+    long long c, long long h, long long w, long long oh, long long ow, int kh, int kw, int sh,
+    int sw, int dh, int dw, int pad_top, int pad_left) {
+  typedef typename Elem<T>::acc A;
+  const long long total = n * c * oh * ow;
+  for (long long idx = grid_start(); idx < total; idx += grid_step()) {
+    const long long pos = idx % (oh * ow);  // (oy, ox) flattened
+    const long long ox = pos % ow;
+    const long long oy = pos / ow;
+    const T* __restrict__ plane = x + (idx / (oh * ow)) * h * w;
+    A acc = 0;
+    for (int i = 0; i < kh; ++i) {
+      const long long yy = oy * sh + (long long)i * dh - pad_top;
+      if (yy < 0 || yy >= h) continue;
+      for (int j = 0; j < kw; ++j) {
+        const long long xx = ox * sw + (long long)j * dw - pad_left;
+        if (xx < 0 || xx >= w) continue;
+        acc += Elem<T>::load(plane[yy * w + xx]);
+      }
+    }
+    y[idx] = Elem<T>::store(acc / Elem<T>::load(divisor[pos]));
+  }
+}
+
+// Gather: one thread per input element adds grad_out / divisor of every output
+// window that contains it, kernel offsets in (i, j) order.
+template <typename T>
+__device__ __forceinline__ void avg_pool2d_backward_body(
+    const T* __restrict__ grad_out, const T* __restrict__ divisor, T* __restrict__ grad_in,
+    long long n, long long c, long long h, long long w, long long oh, long long ow, int kh,
+    int kw, int sh, int sw, int dh, int dw, int pad_top, int pad_left) {
+  typedef typename Elem<T>::acc A;
+  const long long total = n * c * h * w;
+  for (long long idx = grid_start(); idx < total; idx += grid_step()) {
+    const long long xx = idx % w;
+    const long long yy = (idx / w) % h;
+    const long long base = (idx / (h * w)) * oh * ow;
+    A acc = 0;
+    for (int i = 0; i < kh; ++i) {
+      const long long oy = window_origin(yy + pad_top, i, sh, dh, oh);
+      if (oy < 0) continue;
+      for (int j = 0; j < kw; ++j) {
+        const long long ox = window_origin(xx + pad_left, j, sw, dw, ow);
+        if (ox < 0) continue;
+        const long long pos = oy * ow + ox;
+        acc += Elem<T>::load(grad_out[base + pos]) / Elem<T>::load(divisor[pos]);
+      }
+    }
+    grad_in[idx] = Elem<T>::store(acc);
+  }
+}
+
+#define POOL_PARAMS                                                                        \
+  long long n, long long c, long long h, long long w, long long oh, long long ow, int kh,  \
+      int kw, int sh, int sw, int dh, int dw, int pad_top, int pad_left
+#define POOL_ARGS n, c, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pad_top, pad_left
+
+#define POOL_ENTRY_POINTS(SUFFIX, T)                                                       \
+  extern "C" __global__ void max_pool2d_forward_##SUFFIX(                                 \
+      const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ argmax,         \
+      POOL_PARAMS) {                                                                      \
+    max_pool2d_forward_body<T>(x, y, argmax, POOL_ARGS);                                  \
+  }                                                                                       \
+  extern "C" __global__ void max_pool2d_backward_##SUFFIX(                                \
+      const T* __restrict__ grad_out, const long long* __restrict__ argmax,               \
+      T* __restrict__ grad_in, POOL_PARAMS) {                                             \
+    max_pool2d_backward_body<T>(grad_out, argmax, grad_in, POOL_ARGS);                    \
+  }                                                                                       \
+  extern "C" __global__ void avg_pool2d_forward_##SUFFIX(                                 \
+      const T* __restrict__ x, const T* __restrict__ divisor, T* __restrict__ y,          \
+      POOL_PARAMS) {                                                                      \
+    avg_pool2d_forward_body<T>(x, divisor, y, POOL_ARGS);                                 \
+  }                                                                                       \
+  extern "C" __global__ void avg_pool2d_backward_##SUFFIX(                                \
+      const T* __restrict__ grad_out, const T* __restrict__ divisor,                      \
+      T* __restrict__ grad_in, POOL_PARAMS) {                                             \
+    avg_pool2d_backward_body<T>(grad_out, divisor, grad_in, POOL_ARGS);                   \
+  }
+
+POOL_ENTRY_POINTS(f32, float)
+POOL_ENTRY_POINTS(f64, double)
+#ifndef KERNELS_NO_FP16
+POOL_ENTRY_POINTS(f16, __half)
+#endif

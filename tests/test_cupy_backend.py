@@ -1,0 +1,290 @@
+"""The CuPy backend: parity with the NumPy backend on a GPU (``gpu`` marker), and
+the errors it gives where CuPy or a CUDA device is missing (every CI run)."""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+import backends
+import engine
+from backends.base import Window
+
+DTYPES = ("float64", "float32", "float16")
+
+
+def _cupy_reason() -> str | None:
+    return backends.unavailable_reason("cupy")
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    reason = _cupy_reason()
+    if reason is not None:
+        pytest.skip(f"CuPy test requires a CUDA device ({reason.splitlines()[0]})")
+    return backends.get("cupy")
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return backends.get("numpy")
+
+
+# -- without CuPy (or without a device): runs in every CI run ---------------------------
+
+def test_module_imports_without_cupy():
+    module = importlib.import_module("backends.cupy_backend")
+    assert module.BACKEND_CLASS.name == "cupy"
+    names = backends.available()
+    assert "numpy" in names
+    assert ("cupy" in names) == (_cupy_reason() is None)
+
+
+def test_set_backend_cupy_without_cupy_says_how_to_install():
+    reason = _cupy_reason()
+    if reason is None:
+        pytest.skip("CuPy and a CUDA device are usable here")
+    before = engine.get_backend()
+    with pytest.raises(RuntimeError, match=r'pip install "\.\[cuda12\]"') as info:
+        engine.set_backend("cupy")
+    assert '".[cuda13]"' in str(info.value)
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        assert "could not be imported" in str(info.value)  # says which of the two is missing
+    else:
+        assert "CUDA device" in str(info.value)
+    assert engine.get_backend() == before  # a failed switch changes nothing
+    assert isinstance(info.value, backends.BackendUnavailableError)
+
+
+# -- geometry -----------------------------------------------------------------------------
+
+def _out(size, k, s, d, p0, p1, ceil_mode):
+    span = size + p0 + p1 - (d * (k - 1) + 1)
+    if not ceil_mode:
+        return span // s + 1
+    o = -(-span // s) + 1
+    return o - 1 if (o - 1) * s >= size + p0 else o
+
+
+def _case(n, c, h, w, k, s, d, pads, ceil_mode=False):
+    (kh, kw), (sh, sw), (dh, dw), (pt, pb, pl, pr) = k, s, d, pads
+    return (n, c, h, w), Window(kh, kw, sh, sw, dh, dw, pt, pb, pl, pr,
+                                _out(h, kh, sh, dh, pt, pb, ceil_mode),
+                                _out(w, kw, sw, dw, pl, pr, ceil_mode))
+
+
+CASES = [
+    _case(2, 3, 7, 5, (3, 2), (1, 1), (1, 1), (1, 1, 0, 0)),
+    _case(1, 1, 5, 5, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), ceil_mode=True),
+    _case(2, 2, 9, 6, (2, 3), (2, 3), (2, 1), (0, 1, 1, 0), ceil_mode=True),
+    _case(3, 2, 6, 11, (1, 1), (2, 2), (1, 1), (0, 0, 0, 0)),
+    _case(1, 4, 8, 8, (3, 3), (1, 1), (2, 2), (2, 2, 2, 2)),
+    _case(2, 1, 4, 9, (4, 3), (3, 2), (1, 1), (2, 1, 1, 1), ceil_mode=True),
+    _case(4, 16, 32, 32, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+    _case(2, 8, 33, 17, (5, 3), (2, 1), (1, 2), (2, 2, 1, 2), ceil_mode=True),
+]
+IDS = [f"x{'x'.join(map(str, s))}-k{w.kh}{w.kw}-s{w.sh}{w.sw}-d{w.dh}{w.dw}-o{w.oh}x{w.ow}"
+       for s, w in CASES]
+
+
+def _rand(seed, shape, dtype, integers=False):
+    rng = np.random.default_rng(seed)
+    if integers:
+        return rng.integers(-4, 5, size=shape).astype(dtype)
+    return rng.uniform(-1, 1, size=shape).astype(dtype)
+
+
+def _close(gpu, actual, expected, dtype, exact=False):
+    assert gpu.owns(actual), f"expected a CuPy array, got {type(actual).__name__}"
+    a = gpu.to_numpy(actual)
+    assert a.dtype == expected.dtype and a.shape == expected.shape
+    if exact or dtype == "float64":
+        np.testing.assert_array_equal(a, expected)
+    elif dtype == "float32":
+        np.testing.assert_allclose(a, expected, rtol=1e-6, atol=1e-6)
+    else:
+        np.testing.assert_allclose(a.astype(np.float32), expected.astype(np.float32),
+                                   rtol=1e-2, atol=1e-2)
+
+
+# -- parity with the NumPy backend (GPU) ----------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
+def test_im2col_col2im_parity(gpu, ref, case, dtype):
+    x_shape, win = CASES[case]
+    x = _rand(case, x_shape, dtype)
+    _close(gpu, gpu.im2col(gpu.asarray(x), win), ref.im2col(x, win), dtype, exact=True)
+    col = _rand(case + 100, (x_shape[1] * win.kh * win.kw, x_shape[0] * win.oh * win.ow), dtype)
+    _close(gpu, gpu.col2im(gpu.asarray(col), x_shape, win), ref.col2im(col, x_shape, win), dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
+@pytest.mark.parametrize("data", ["uniform", "ties", "nan"])
+def test_max_pool2d_parity(gpu, ref, case, dtype, data):
+    x_shape, win = CASES[case]
+    x = _rand(case, x_shape, dtype, integers=data != "uniform")
+    if data == "nan":
+        x[np.random.default_rng(case).random(x_shape) < 0.1] = np.nan
+    y, idx = gpu.max_pool2d(gpu.asarray(x), win)
+    y_ref, idx_ref = ref.max_pool2d(x, win)
+    _close(gpu, y, y_ref, dtype, exact=True)
+    _close(gpu, idx, idx_ref, "int64", exact=True)
+    g = _rand(case + 1, y_ref.shape, dtype)
+    _close(gpu, gpu.max_pool2d_backward(gpu.asarray(g), idx, x_shape, win),
+           ref.max_pool2d_backward(g, idx_ref, x_shape, win), dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
+@pytest.mark.parametrize("count_include_pad", [True, False], ids=["incl_pad", "excl_pad"])
+def test_avg_pool2d_parity(gpu, ref, case, dtype, count_include_pad):
+    x_shape, win = CASES[case]
+    x = _rand(case, x_shape, dtype)
+    d_ref = ref.avg_pool_divisor(x_shape, win, count_include_pad, dtype)
+    d = gpu.avg_pool_divisor(x_shape, win, count_include_pad, dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y_ref = ref.avg_pool2d(x, win, d_ref)
+        g = _rand(case + 1, y_ref.shape, dtype)
+        gx_ref = ref.avg_pool2d_backward(g, x_shape, win, d_ref)
+    _close(gpu, gpu.avg_pool2d(gpu.asarray(x), win, d), y_ref, dtype)
+    _close(gpu, gpu.avg_pool2d_backward(gpu.asarray(g), x_shape, win, d), gx_ref, dtype)
+
+
+@pytest.mark.gpu
+def test_avg_pool2d_scalar_divisor(gpu, ref):
+    x_shape, win = CASES[0]
+    x = _rand(0, x_shape, "float64")
+    _close(gpu, gpu.avg_pool2d(gpu.asarray(x), win, 6), ref.avg_pool2d(x, win, 6.0), "float64")
+
+
+@pytest.mark.gpu
+def test_non_contiguous_inputs(gpu, ref):
+    x_shape, win = CASES[0]
+    n, c, h, w = x_shape
+    base = _rand(7, (n, c, w, h), "float32")
+    x = base.transpose(0, 1, 3, 2)  # a strided view with shape (n, c, h, w)
+    xg = gpu.asarray(base).transpose(0, 1, 3, 2)
+    assert not xg.flags.c_contiguous
+    _close(gpu, gpu.im2col(xg, win), ref.im2col(np.ascontiguousarray(x), win), "float32", exact=True)
+    y, _ = gpu.max_pool2d(xg, win)
+    _close(gpu, y, ref.max_pool2d(np.ascontiguousarray(x), win)[0], "float32", exact=True)
+
+
+@pytest.mark.gpu
+def test_sliding_windows_parity(gpu, ref):
+    x_shape, win = CASES[2]
+    x = _rand(3, x_shape, "float64")
+    xp_ref = ref.pad2d(x, win)
+    _close(gpu, gpu.sliding_windows(gpu.asarray(xp_ref), win),
+           np.ascontiguousarray(ref.sliding_windows(xp_ref, win)), "float64")
+
+
+@pytest.mark.gpu
+def test_arrays_dtypes_and_transfers(gpu):
+    a = gpu.asarray([[1, 2], [3, 4]], dtype="float32")
+    assert gpu.owns(a) and a.dtype == np.float32 and a.shape == (2, 2)
+    b = gpu.asarray(np.arange(6, dtype=np.float64).reshape(2, 3), dtype=gpu.dtype("float16"))
+    assert b.dtype == np.float16
+    np.testing.assert_array_equal(gpu.to_numpy(b), np.arange(6).reshape(2, 3))
+    assert isinstance(gpu.to_numpy(a), np.ndarray)
+    assert not gpu.owns(np.zeros(3))
+    gpu.synchronize()
+
+
+@pytest.mark.gpu
+def test_uniform_reseed_is_reproducible(gpu):
+    host = np.random.default_rng(0)
+    gpu.reseed(1234)
+    a = gpu.to_numpy(gpu.uniform((1000,), "float32", host))
+    gpu.reseed(1234)
+    b = gpu.to_numpy(gpu.uniform((1000,), "float32", host))
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32 and 0 <= a.min() and a.max() < 1 and a.std() > 0.2
+    assert gpu.uniform((3, 4), "float16", host).dtype == np.float16
+    engine.manual_seed(5)  # reseeds every loaded backend, this one included
+    c = gpu.to_numpy(gpu.uniform((10,), "float64", host))
+    engine.manual_seed(5)
+    np.testing.assert_array_equal(c, gpu.to_numpy(gpu.uniform((10,), "float64", host)))
+
+
+@pytest.mark.gpu
+def test_workspace(gpu):
+    assert isinstance(gpu.default_workspace_bytes, int) and gpu.default_workspace_bytes >= 8 << 20
+    old = gpu.workspace_limit
+    try:
+        gpu.workspace_limit = 12345
+        assert gpu.workspace_bytes() == 12345
+    finally:
+        gpu.workspace_limit = old
+
+
+@pytest.mark.gpu
+def test_launch_checks_give_the_actual_values(gpu):
+    x_shape, win = CASES[0]
+    with pytest.raises(TypeError, match="int32"):
+        gpu.im2col(gpu.asarray(np.zeros(x_shape, np.int32)), win)
+    with pytest.raises(TypeError, match="CuPy array"):
+        gpu.im2col(np.zeros(x_shape, np.float32), win)
+    with pytest.raises(ValueError, match=r"\(3, 4\)"):
+        gpu.col2im(gpu.asarray(np.zeros((3, 4), np.float32)), x_shape, win)
+    with pytest.raises(ValueError, match="sh=0"):
+        gpu.im2col(gpu.asarray(np.zeros(x_shape, np.float32)), win._replace(sh=0))
+    with pytest.raises(ValueError, match="divisor"):
+        gpu.avg_pool2d(gpu.asarray(np.zeros(x_shape, np.float32)), win,
+                       gpu.asarray(np.ones((win.oh + 1, 2), np.float32)))
+
+
+@pytest.mark.gpu
+def test_engine_uses_the_cupy_backend(gpu):
+    before = engine.get_backend()
+    with engine.use_backend("cupy") as b:
+        assert b is gpu and engine.get_backend() == "cupy"
+        assert gpu.owns(engine.asarray([1.0, 2.0], dtype="float32"))
+    assert engine.get_backend() == before
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_im2col_and_col2im_past_2_31_elements(gpu):
+    """64-bit indexing: a column buffer of 2.4e9 elements (> 2**31), checked at sampled entries."""
+    import cupy
+
+    n, c, h, w = 1, 1, 16384, 16384
+    win = Window(3, 3, 1, 1, 1, 1, 1, 1, 1, 1, h, w)
+    rows, cols = c * 9, n * h * w
+    need = (rows * cols + 2 * n * c * h * w) * 4
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    if free + cupy.get_default_memory_pool().free_bytes() < need * 1.1:
+        pytest.skip(f"needs {need / 2**30:.1f} GiB of free GPU memory, {free / 2**30:.1f} GiB free")
+    assert rows * cols > 2**31
+    x = (cupy.arange(n * c * h * w, dtype=cupy.int64) % 2039).astype(cupy.float32).reshape(n, c, h, w)
+    col = gpu.im2col(x, win)
+    assert col.shape == (rows, cols)
+    rng = np.random.default_rng(0)
+    flat = np.concatenate([rng.integers(2**31, rows * cols, size=40),
+                           rng.integers(0, rows * cols, size=20), [rows * cols - 1, 2**31]])
+    for f in flat.tolist():
+        r, q = divmod(f, cols)
+        ch, ij = divmod(r, 9)
+        i, j = divmod(ij, 3)
+        b, rest = divmod(q, h * w)
+        oy, ox = divmod(rest, w)
+        yy, xx = oy + i - 1, ox + j - 1
+        inside = 0 <= yy < h and 0 <= xx < w
+        expected = float((((b * c + ch) * h + yy) * w + xx) % 2039) if inside else 0.0
+        assert float(col[r, q].item()) == expected, (f, r, q)
+    back = gpu.col2im(col, (n, c, h, w), win)  # each pixel, times the windows that read it
+    for f in [0, h * w - 1, w - 1, (h // 2) * w + w // 2, (h - 1) * w + 5]:
+        yy, xx = divmod(f, w)
+        count = (3 - (yy in (0, h - 1))) * (3 - (xx in (0, w - 1)))
+        assert float(back[0, 0, yy, xx].item()) == float(f % 2039) * count, f
+    del col, back
+    cupy.get_default_memory_pool().free_all_blocks()
