@@ -131,7 +131,7 @@ class CupyBackend(Backend):
             except _cupy.cuda.memory.OutOfMemoryError as exc:
                 raise MemoryError(
                     f"im2col: out of GPU memory for the {rows} x {cols} {x.dtype} column buffer "
-                    f"({rows * cols * x.dtype.itemsize / 2**20:.1f} MiB) of input {tuple(x.shape)}; "
+                    f"({rows * cols * x.dtype.itemsize:,} bytes) of input {tuple(x.shape)}; "
                     f"lower the workspace limit (backend.workspace_limit = <bytes>; now "
                     f"{self.workspace_bytes()} bytes) or the batch size ({exc})") from exc
             self._launch("im2col", x.dtype, col.size, kernels.im2col_args(x, col, x.shape, win))

@@ -2,7 +2,14 @@
 the errors it gives where CuPy or a CUDA device is missing (every CI run)."""
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,6 +250,13 @@ def test_launch_checks_give_the_actual_values(gpu):
 
 
 @pytest.mark.gpu
+def test_im2col_out_of_memory_says_what_to_lower(gpu):
+    win = Window(1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 10**6, 10**6)  # a 4 TB column buffer
+    with pytest.raises(MemoryError, match=r"backend\.workspace_limit = .*batch size"):
+        gpu.im2col(gpu.asarray(np.zeros((1, 1, 1, 1), np.float32)), win)
+
+
+@pytest.mark.gpu
 def test_engine_uses_the_cupy_backend(gpu):
     before = engine.get_backend()
     with engine.use_backend("cupy") as b:
@@ -288,3 +302,177 @@ def test_im2col_and_col2im_past_2_31_elements(gpu):
         assert float(back[0, 0, yy, xx].item()) == float(f % 2039) * count, f
     del col, back
     cupy.get_default_memory_pool().free_all_blocks()
+
+
+# -- the wrappers' Python code without a GPU: a stand-in cupy (every CI run) ----------------
+#
+# NumPy arrays play device arrays, and RawModule compiles the source it is given
+# with g++ and kernels/host_shim.h, so every launch of CupyBackend runs the real
+# kernel text on the CPU, with its arguments checked against the C signature.
+
+class _StandInArray(np.ndarray):
+    @property
+    def data(self):  # cupy: ndarray.data is a MemoryPointer with a device_id
+        return types.SimpleNamespace(device_id=0)
+
+
+def _stand_in_cupy(tmp_path):
+    def dev(a):
+        return np.asarray(a).view(_StandInArray)
+
+    class Device:
+        def __init__(self, id=None):
+            self.id = 0 if id is None else id
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def synchronize(self):
+            pass
+
+    class OutOfMemoryError(Exception):
+        pass
+
+    class RawModule:
+        def __init__(self, code, options=()):
+            self.code, self.options, self.lib = code, tuple(options), None
+
+        def get_function(self, name):
+            if self.lib is None:
+                import kernels
+                entries = [e for s in kernels.source_names() for e in kernels.entry_points(s)
+                           if f"{e.rsplit('_', 1)[0]}_##SUFFIX" in self.code]
+                body = [f'#include "{Path(kernels.__file__).parent / "host_shim.h"}"', self.code]
+                for e in entries:
+                    fp16 = e.endswith("_f16")
+                    body += ["#ifndef KERNELS_NO_FP16"] * fp16 + [f"SHIM_EXPORT({e})"] + ["#endif"] * fp16
+                stem = tmp_path / f"module{len(list(tmp_path.glob('*.so')))}"
+                Path(f"{stem}.cpp").write_text("\n".join(body) + "\n")
+                subprocess.run([shutil.which("g++"), "-std=c++17", "-O1", "-shared", "-fPIC",
+                                *self.options, "-o", f"{stem}.so", f"{stem}.cpp"], check=True)
+                self.lib = ctypes.CDLL(f"{stem}.so")
+            launch = getattr(self.lib, f"launch_{name}")
+            launch.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p]
+            signature = getattr(self.lib, f"signature_{name}")
+            signature.restype = ctypes.c_char_p
+
+            def kernel(grid, block, args):
+                codes, held = "", []
+                for a in args:
+                    if isinstance(a, _StandInArray):
+                        assert a.flags.c_contiguous, f"{name}: a RawKernel reads raw memory"
+                        codes, held = codes + "p", held + [ctypes.c_void_p(a.ctypes.data)]
+                    elif type(a) is np.int64:
+                        codes, held = codes + "q", held + [ctypes.c_longlong(int(a))]
+                    elif type(a) is np.int32:
+                        codes, held = codes + "i", held + [ctypes.c_int(int(a))]
+                    else:
+                        raise TypeError(f"{name}: argument {a!r} is not a device array, np.int64 "
+                                        "or np.int32")
+                assert codes == signature().decode(), (name, codes, signature().decode())
+                argv = (ctypes.c_void_p * len(held))(*(ctypes.addressof(h) for h in held))
+                launch(grid[0], block[0], argv)
+            return kernel
+
+    def memoize(for_each_device=False):
+        return lambda f: functools.lru_cache(maxsize=None)(f)
+
+    class Generator:
+        def __init__(self, seed):
+            self.rng = np.random.default_rng(seed)
+
+        def random(self, size=None, dtype=np.float64):
+            assert np.dtype(dtype).name in ("float32", "float64")
+            return dev(self.rng.random(size, dtype=dtype))
+
+    cupy = types.ModuleType("cupy")
+    cupy.__version__ = "stand-in"
+    cupy.ndarray = _StandInArray
+    cupy.asarray = lambda a, dtype=None: dev(np.asarray(a, dtype=dtype))
+    cupy.empty = lambda shape, dtype=float: dev(np.empty(shape, dtype=dtype))
+    cupy.ascontiguousarray = lambda a: dev(np.ascontiguousarray(a))
+    cupy.broadcast_to = lambda a, shape: dev(np.broadcast_to(a, shape))
+    cupy.asnumpy = lambda a: np.array(a).view(np.ndarray)
+    cupy.from_dlpack = lambda a: dev(np.from_dlpack(a))
+    cupy.memoize = memoize
+    cupy.RawModule = RawModule
+    cupy.get_default_memory_pool = lambda: types.SimpleNamespace(free_bytes=lambda: 0)
+    cupy.random = types.SimpleNamespace(default_rng=Generator)
+    cupy.lib = types.SimpleNamespace(stride_tricks=types.SimpleNamespace(
+        as_strided=lambda x, shape, strides: dev(np.lib.stride_tricks.as_strided(x, shape, strides))))
+    cupy.cuda = types.SimpleNamespace(
+        Device=Device,
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, memGetInfo=lambda: (1 << 30, 2 << 30),
+                                      getDeviceProperties=lambda i: {"multiProcessorCount": 1}),
+        memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
+        compiler=types.SimpleNamespace(CompileException=type("CompileException", (Exception,), {})))
+    xp = types.ModuleType("array_api_compat.cupy")
+    for name in ("float16", "float32", "float64", "int64"):
+        setattr(xp, name, getattr(np, name))
+    return cupy, xp
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    """A CupyBackend built on the stand-in cupy; the real modules come back afterwards."""
+    if shutil.which("g++") is None:
+        pytest.skip("the stand-in cupy runs kernels through g++, which is not installed")
+    import array_api_compat
+
+    import kernels
+    cupy, xp = _stand_in_cupy(tmp_path)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", xp)
+    monkeypatch.setattr(array_api_compat, "cupy", xp, raising=False)
+    monkeypatch.delitem(sys.modules, "backends.cupy_backend", raising=False)
+    kernels._loader.cache_clear()
+    module = importlib.import_module("backends.cupy_backend")
+    yield module.CupyBackend()
+    kernels._loader.cache_clear()
+    sys.modules.pop("backends.cupy_backend", None)  # the next import sees the real cupy again
+
+
+def test_wrappers_run_the_kernels_through_a_stand_in_cupy(stand_in, ref):
+    for case in (0, 1, 2, 5):
+        for dtype in ("float64", "float32"):
+            test_im2col_col2im_parity(stand_in, ref, case, dtype)
+            test_max_pool2d_parity(stand_in, ref, case, dtype, "nan")
+            test_avg_pool2d_parity(stand_in, ref, case, dtype, case % 2 == 0)
+    test_im2col_col2im_parity(stand_in, ref, 2, "float16")
+    test_avg_pool2d_scalar_divisor(stand_in, ref)
+    test_non_contiguous_inputs(stand_in, ref)
+    test_sliding_windows_parity(stand_in, ref)
+    test_launch_checks_give_the_actual_values(stand_in)
+    stand_in.reseed(3)
+    a = stand_in.uniform((5,), "float16", np.random.default_rng(0))
+    assert stand_in.owns(a) and a.dtype == np.float16
+
+
+def test_stand_in_out_of_memory_becomes_memory_error(stand_in, monkeypatch):
+    cupy = sys.modules["cupy"]
+
+    def out_of_memory(*args, **kwargs):
+        raise cupy.cuda.memory.OutOfMemoryError("out of memory allocating 4,000,000,000,000 bytes")
+
+    monkeypatch.setattr(cupy, "empty", out_of_memory)
+    x = stand_in.asarray(np.zeros((1, 1, 1, 1), np.float32))
+    with pytest.raises(MemoryError, match=r"backend\.workspace_limit = .*batch size"):
+        stand_in.im2col(x, Window(1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 10**6, 10**6))
+
+
+def test_stand_in_without_a_device(stand_in, monkeypatch):
+    cupy = sys.modules["cupy"]
+    module = sys.modules["backends.cupy_backend"]
+    monkeypatch.setattr(cupy.cuda.runtime, "getDeviceCount", lambda: 0)
+    with pytest.raises(backends.BackendUnavailableError, match=r"no CUDA device.*\.\[cuda12\]"):
+        module.CupyBackend()
+
+    def no_driver():
+        raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+
+    monkeypatch.setattr(cupy.cuda.runtime, "getDeviceCount", no_driver)
+    with pytest.raises(backends.BackendUnavailableError, match=r"InsufficientDriver.*\.\[cuda13\]"):
+        module.CupyBackend()
