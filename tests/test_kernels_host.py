@@ -269,23 +269,18 @@ def test_avg_pool2d(shim, ref, case, dtype, count_include_pad):
 
 
 def test_every_entry_point_is_exported_with_the_packed_signature(shim):
-    """The argument packers (used by the CuPy backend) match every C signature."""
-    packers = {
-        "im2col": lambda: kernels.im2col_args(*_dummy(2), (1, 1, 1, 1), CASES[0][1]),
-        "col2im": lambda: kernels.col2im_args(*_dummy(2), (1, 1, 1, 1), CASES[0][1]),
-        "max_pool2d_forward": lambda: kernels.max_pool2d_forward_args(*_dummy(3), (1, 1, 1, 1), CASES[0][1]),
-        "max_pool2d_backward": lambda: kernels.max_pool2d_backward_args(*_dummy(3), (1, 1, 1, 1), CASES[0][1]),
-        "avg_pool2d_forward": lambda: kernels.avg_pool2d_forward_args(*_dummy(3), (1, 1, 1, 1), CASES[0][1]),
-        "avg_pool2d_backward": lambda: kernels.avg_pool2d_backward_args(*_dummy(3), (1, 1, 1, 1), CASES[0][1]),
+    """The argument packers (which the CuPy backend uses) match every C signature."""
+    win, a = CASES[0][1], np.zeros(1)
+    packed = {
+        "im2col": kernels.im2col_args(a, a, (1, 1, 1, 1), win),
+        "col2im": kernels.col2im_args(a, a, (1, 1, 1, 1), win),
+        "max_pool2d_forward": kernels.max_pool2d_forward_args(a, a, a, (1, 1, 1, 1), win),
+        "max_pool2d_backward": kernels.max_pool2d_backward_args(a, a, a, (1, 1, 1, 1), win),
+        "avg_pool2d_forward": kernels.avg_pool2d_forward_args(a, a, a, (1, 1, 1, 1), win),
+        "avg_pool2d_backward": kernels.avg_pool2d_backward_args(a, a, a, (1, 1, 1, 1), win),
     }
+    codes = {np.ndarray: "p", np.int64: "q", np.int32: "i"}
     for source, lib in shim.items():
         for entry in kernels.entry_points(source, fp16=lib.has_fp16):
             kernel = entry.rsplit("_", 1)[0]
-            codes = "".join("p" if isinstance(a, np.ndarray) else
-                            "q" if type(a) is np.int64 else
-                            "i" if type(a) is np.int32 else "?" for a in packers[kernel]())
-            assert codes == lib.signature(entry), entry
-
-
-def _dummy(k):
-    return [np.zeros(1) for _ in range(k)]
+            assert "".join(codes.get(type(v), "?") for v in packed[kernel]) == lib.signature(entry), entry
