@@ -81,7 +81,8 @@ class Backend:
         raise NotImplementedError
 
     def asarray(self, data, dtype=None):
-        """Copy of ``data`` (any array or nested sequence) on this backend."""
+        """``data`` (any array or nested sequence) as an array of this backend;
+        like ``numpy.asarray``, no copy is made when none is needed."""
         raise NotImplementedError
 
     def to_numpy(self, x) -> np.ndarray:
@@ -101,8 +102,8 @@ class Backend:
 
     # -- random numbers ------------------------------------------------------
     def uniform(self, shape, dtype, rng: np.random.Generator):
-        """Uniform [0, 1) samples. Drawn on the host by default, so that every
-        backend gives the same numbers for the same seed."""
+        """Uniform [0, 1) samples (dropout masks). Host backends draw from the
+        engine's seeded host generator; device backends draw on the device."""
         return self.asarray(rng.random(shape), dtype=dtype)
 
     # -- padding and windows -------------------------------------------------
@@ -154,7 +155,7 @@ class Backend:
     # -- pooling -------------------------------------------------------------
     def max_pool2d(self, x, win: Window):
         """Max over each window: ``(y, idx)``, ``idx`` the flat in-window argmax
-        (first maximum wins; NaN propagates, as in PyTorch)."""
+        (first maximum wins; the last NaN wins so NaN propagates, as in PyTorch)."""
         xp = self.xp
         lowest = xp.finfo(x.dtype).min  # not -inf: argmax over -inf is buggy on some GPU libraries
         xpad = self.pad2d(x, win, value=lowest)
@@ -167,7 +168,7 @@ class Backend:
                     best = v
                     idx = xp.zeros(v.shape, dtype=xp.int64, device=_device(x))
                     continue
-                take = (v > best) | (xp.isnan(v) & ~xp.isnan(best))
+                take = (v > best) | xp.isnan(v)  # the last NaN wins, as in PyTorch
                 best = xp.where(take, v, best)
                 idx = xp.where(take, xp.asarray(i * win.kw + j, dtype=xp.int64), idx)
         return best, idx

@@ -17,7 +17,8 @@
 #include "common.cuh"
 
 // One thread per output: scan the window in (i, j) order; the first maximum
-// wins, and a NaN beats any number (so NaN propagates, as in PyTorch).
+// wins, and every NaN replaces the best so far (the last NaN wins and NaN
+// propagates, as in PyTorch).
 template <typename T>
 __device__ __forceinline__ void max_pool2d_forward_body(
     const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ argmax, long long n,
@@ -38,7 +39,7 @@ __device__ __forceinline__ void max_pool2d_forward_body(
         const long long xx = ox * sw + (long long)j * dw - pad_left;
         const A v = (row_in && xx >= 0 && xx < w) ? Elem<T>::load(plane[yy * w + xx])
                                                   : Elem<T>::lowest();
-        if ((i == 0 && j == 0) || v > best || (is_nan(v) && !is_nan(best))) {
+        if ((i == 0 && j == 0) || v > best || is_nan(v)) {
           best = v;
           best_k = (long long)i * kw + j;
         }
