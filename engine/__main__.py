@@ -1,0 +1,303 @@
+"""Command line: ``python -m engine train|evaluate|summary`` (also installed as ``engine``).
+
+    python -m engine train --model simple_cnn --dataset mnist5k --epochs 3 --save model.npz
+    python -m engine evaluate --checkpoint model.npz
+    python -m engine summary --model simple_cnn
+
+``python -m engine <command> --help`` lists every option.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+__all__ = ["build_parser", "main"]
+
+_OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _shape(text):
+    try:
+        dims = tuple(int(t) for t in text.replace("x", ",").split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 1,28,28, got {text!r}") from None
+    if len(dims) not in (3, 4) or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W or N,C,H,W positive sizes, got {text!r}")
+    return dims
+
+
+def _data_args(p, default_dataset="mnist5k"):
+    from .data import DATASET_NAMES
+    p.add_argument("--dataset", default=default_dataset,
+                   help=f"{', '.join(DATASET_NAMES)} (default: %(default)s; mnist5k ships with the package)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding the IDX files of mnist / fashion-mnist (also searched: "
+                        "$ENGINE_DATA, ~/.cache/engine, /usr/share/datasets)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import model_names
+    parser = argparse.ArgumentParser(
+        prog="python -m engine",
+        description="Train, evaluate and inspect CNNs with the array-API engine.")
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,summary}")
+
+    t = sub.add_parser("train", help="train a model and report its held-out (test split) accuracy",
+                       description="Train a model, print one line per epoch and the accuracy on the "
+                                   "dataset's test split (never seen in training) at the end.")
+    t.add_argument("--model", default="simple_cnn", choices=model_names(), help="default: %(default)s")
+    _data_args(t)
+    t.add_argument("--epochs", type=_positive_int, default=3, help="default: %(default)s")
+    t.add_argument("--batch-size", type=_positive_int, default=64, help="default: %(default)s")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
+    t.add_argument("--optimizer", default="adam", choices=_OPTIMIZERS, help="default: %(default)s")
+    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
+    t.add_argument("--weight-decay", type=float, default=None,
+                   help="weight decay (default: 0, or 0.01 for adamw)")
+    t.add_argument("--scheduler", default="none", choices=("none", "step", "cosine"),
+                   help="learning-rate schedule over the epochs (default: %(default)s)")
+    t.add_argument("--clip-grad-norm", type=float, default=None, help="clip gradients to this L2 norm")
+    t.add_argument("--val-fraction", type=_fraction, default=0.1,
+                   help="share of the training split held out for validation, 0 for none "
+                        "(default: %(default)s)")
+    t.add_argument("--patience", type=_positive_int, default=None,
+                   help="early stopping: stop when val_loss has not improved for this many epochs")
+    t.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
+    t.add_argument("--backend", default="numpy", help="numpy (default), array_api_strict or cupy")
+    t.add_argument("--threads", type=_positive_int, default=None,
+                   help="BLAS threads of the numpy backend (needs threadpoolctl; default: the BLAS default)")
+    t.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="default: %(default)s")
+    t.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint (.npz) at the end")
+    t.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue from a checkpoint saved by --save (same --model/--dataset/--seed); "
+                        "--epochs is the total count")
+    t.add_argument("--plot", default=None, metavar="PNG", help="save the training curves (needs matplotlib)")
+    t.add_argument("--plot-filters", default=None, metavar="PNG",
+                   help="save the first conv layer's filters as images (needs matplotlib)")
+    t.add_argument("--train-samples", type=_positive_int, default=None,
+                   help="use only the first N training samples (quick runs)")
+    t.add_argument("--test-samples", type=_positive_int, default=None,
+                   help="evaluate on only the first N test samples (quick runs)")
+    t.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar or epoch lines; only the final result")
+
+    e = sub.add_parser("evaluate", help="accuracy and loss of a saved checkpoint on a dataset split",
+                       description="Load a checkpoint written by 'train --save' and evaluate it.")
+    e.add_argument("--checkpoint", required=True, metavar="PATH", help="the .npz written by train --save")
+    e.add_argument("--dataset", default=None,
+                   help="dataset (default: the one the checkpoint was trained on)")
+    e.add_argument("--data-dir", default=None, help="folder holding the IDX files (see train --help)")
+    e.add_argument("--split", default="test", choices=("train", "test"), help="default: %(default)s")
+    e.add_argument("--model", default=None, choices=model_names(),
+                   help="architecture (default: the one recorded in the checkpoint)")
+    e.add_argument("--batch-size", type=_positive_int, default=256, help="default: %(default)s")
+    e.add_argument("--backend", default="numpy", help="numpy (default), array_api_strict or cupy")
+    e.add_argument("--threads", type=_positive_int, default=None, help="BLAS threads (needs threadpoolctl)")
+
+    s = sub.add_parser("summary", help="per-layer shapes, parameters, receptive fields and FLOPs",
+                       description="Print the layer table of a model.")
+    s.add_argument("--model", default="simple_cnn", choices=model_names(), help="default: %(default)s")
+    s.add_argument("--input-shape", type=_shape, default=(1, 28, 28), metavar="C,H,W",
+                   help="input size without (or with) the batch axis (default: 1,28,28)")
+    s.add_argument("--backend", default="numpy", help="numpy (default), array_api_strict or cupy")
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+_thread_limits = None
+
+
+def _set_threads(n):
+    """Limit the BLAS thread pool (OpenBLAS/MKL under NumPy) to ``n`` threads."""
+    global _thread_limits
+    if n is None:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise ImportError("--threads needs threadpoolctl (pip install threadpoolctl), or set "
+                          f"OPENBLAS_NUM_THREADS={n} before starting Python") from None
+    _thread_limits = threadpool_limits(limits=n, user_api="blas")
+
+
+def _optimizer(name, params, lr, momentum, weight_decay):
+    from . import optim
+    if name == "sgd":
+        return optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay or 0.0)
+    if name == "adamw":
+        return optim.AdamW(params, lr=lr, weight_decay=0.01 if weight_decay is None else weight_decay)
+    return optim.Adam(params, lr=lr, weight_decay=weight_decay or 0.0)
+
+
+def _cmd_train(args, out) -> int:
+    import engine
+
+    from . import nn
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .data import DataLoader, load_dataset, train_val_split
+    from .models import get_model
+    from .schedulers import get_scheduler
+    from .training import EarlyStopping, evaluate, fit
+
+    engine.set_backend(args.backend)
+    _set_threads(args.threads)
+    engine.manual_seed(args.seed)
+    full = load_dataset(args.dataset, "train", data_dir=args.data_dir)
+    test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
+    if args.train_samples is not None:
+        full = full.subset(slice(0, args.train_samples))
+    if args.test_samples is not None:
+        test = test.subset(slice(0, args.test_samples))
+    if args.val_fraction > 0:
+        train, val = train_val_split(full, args.val_fraction, seed=args.seed)
+    else:
+        train, val = full, None
+    model = get_model(args.model, dtype=args.dtype)
+    optimizer = _optimizer(args.optimizer, model.parameters(), args.lr, args.momentum, args.weight_decay)
+    scheduler = get_scheduler(args.scheduler, optimizer, epochs=args.epochs)
+    history, initial_epoch = None, 0
+    if args.resume:
+        ckpt = load_checkpoint(args.resume, model, optimizer, scheduler=scheduler)
+        saved_model = ckpt.extra.get("model")
+        if saved_model not in (None, args.model):
+            raise ValueError(f"{args.resume} holds a {saved_model} model, not {args.model}; pass --model {saved_model}")
+        history, initial_epoch = ckpt.history, ckpt.epoch or 0
+        print(f"resumed from {args.resume} after epoch {initial_epoch}", file=out)
+    train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, dtype=args.dtype)
+    val_loader = DataLoader(val, batch_size=256, dtype=args.dtype) if val is not None else None
+    test_loader = DataLoader(test, batch_size=256, dtype=args.dtype)
+    callbacks = []
+    if args.patience is not None:
+        if val_loader is None:
+            raise ValueError("--patience needs a validation split (--val-fraction > 0)")
+        callbacks.append(EarlyStopping("val_loss", patience=args.patience, verbose=not args.quiet))
+    loss = nn.CrossEntropyLoss()
+    if not args.quiet:
+        split = f"{len(train):,} train + {len(val):,} val" if val is not None else f"{len(train):,} train"
+        print(f"{args.model} ({model.num_parameters():,} parameters) on {args.dataset}: {split}, "
+              f"{len(test):,} test; backend {engine.get_backend()}, {args.optimizer} lr {args.lr:g}, "
+              f"batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}", file=out, flush=True)
+    start = time.perf_counter()
+    history = fit(model, loss, optimizer, train_loader, val_loader, epochs=args.epochs,
+                  callbacks=callbacks, scheduler=scheduler, clip_grad_norm=args.clip_grad_norm,
+                  progress=not args.quiet, initial_epoch=initial_epoch, history=history, file=out)
+    elapsed = time.perf_counter() - start
+    trained = [t for e, t in zip(history.epoch, history.time) if e is not None and e > initial_epoch]
+    nan_stop = history.stop_reason is not None and history.stop_reason.startswith("training stopped")
+    if history.stop_reason:
+        print(history.stop_reason, file=sys.stderr if nan_stop else out)
+    if trained and not args.quiet:
+        print(f"training time: {elapsed:.1f} s ({sum(trained) / len(trained):.1f} s per epoch, "
+              f"validation excluded)", file=out)
+    result = evaluate(model, test_loader, loss)
+    print(f"test accuracy: {result['accuracy']:.2%} ({round(result['accuracy'] * result['n'])}/"
+          f"{result['n']} held-out {args.dataset} test images), test loss {result['loss']:.4f}",
+          file=out, flush=True)
+    if args.save:
+        extra = {"model": args.model, "dataset": args.dataset, "seed": args.seed,
+                 "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
+                 "test_accuracy": result["accuracy"], "dtype": args.dtype}
+        save_checkpoint(args.save, model, optimizer, epoch=history.last("epoch", initial_epoch),
+                        extra=extra, scheduler=scheduler, history=history)
+        print(f"saved {args.save}", file=out)
+    if args.plot:
+        from .plots import plot_history
+        plot_history(history, args.plot, title=f"{args.model} on {args.dataset}")
+        print(f"saved {args.plot}", file=out)
+    if args.plot_filters:
+        from .plots import plot_filters
+        plot_filters(model, args.plot_filters)
+        print(f"saved {args.plot_filters}", file=out)
+    return 1 if nan_stop else 0
+
+
+def _cmd_evaluate(args, out) -> int:
+    import engine
+
+    from . import nn
+    from .checkpoint import load_checkpoint
+    from .data import DataLoader, load_dataset
+    from .models import get_model
+    from .training import evaluate
+
+    engine.set_backend(args.backend)
+    _set_threads(args.threads)
+    ckpt = load_checkpoint(args.checkpoint, restore_rng=False)
+    name = args.model or ckpt.extra.get("model")
+    if name is None:
+        raise ValueError(f"{args.checkpoint} does not record its architecture; pass --model")
+    dataset = args.dataset or ckpt.extra.get("dataset") or "mnist5k"
+    dtype = ckpt.extra.get("dtype", "float32")
+    model = get_model(name, dtype=dtype)
+    model.load_state_dict(ckpt.model_state)
+    data = load_dataset(dataset, args.split, data_dir=args.data_dir)
+    result = evaluate(model, DataLoader(data, batch_size=args.batch_size, dtype=dtype), nn.CrossEntropyLoss())
+    epoch = f", epoch {ckpt.epoch}" if ckpt.epoch is not None else ""
+    print(f"{name} from {args.checkpoint} (saved on {ckpt.backend}{epoch}), {dataset} {args.split} split "
+          f"on {engine.get_backend()}:", file=out)
+    print(f"{args.split} accuracy: {result['accuracy']:.2%} ({round(result['accuracy'] * result['n'])}/"
+          f"{result['n']}), loss {result['loss']:.4f}", file=out, flush=True)
+    return 0
+
+
+def _cmd_summary(args, out) -> int:
+    import engine
+
+    from .models import get_model
+    engine.set_backend(args.backend)
+    model = get_model(args.model)
+    print(model.summary(args.input_shape), file=out)
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "summary": _cmd_summary}
+
+
+def main(argv=None) -> int:
+    """Entry point of ``python -m engine`` and the ``engine`` script; returns the exit status
+    (0 success, 1 training stopped on a NaN/inf loss, 2 bad usage or input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .data import DatasetUnavailableError
+    try:
+        return _COMMANDS[args.command](args, sys.stdout)
+    except DatasetUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, KeyError, ImportError, FileNotFoundError, TypeError) as exc:
+        if os.environ.get("ENGINE_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""A small model zoo: each function returns a fresh :class:`engine.nn.Sequential`.
+
+    import engine
+    engine.manual_seed(0)
+    model = engine.models.get_model("simple_cnn")   # or engine.models.simple_cnn()
+
+Every model takes ``(N, 1, 28, 28)`` images (MNIST, Fashion-MNIST) and returns
+``(N, num_classes)`` logits; layer indices (state_dict keys ``"0.weight"`` …)
+match the same ``torch.nn.Sequential``, so weights move over as they are.
+"""
+from __future__ import annotations
+
+from . import nn
+
+__all__ = ["MODELS", "course_cnn", "get_model", "lenet5", "model_names", "simple_cnn"]
+
+
+def simple_cnn(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.25,
+               dtype: str = "float32") -> nn.Sequential:
+    """Two 3x3 conv blocks and a two-layer classifier: 421,642 parameters (1x28x28, 10 classes).
+
+    conv 1→32 k3 p1, ReLU, max-pool 2, conv 32→64 k3 p1, ReLU, max-pool 2,
+    flatten, linear 3136→128, ReLU, dropout 0.25, linear 128→10.
+    Parameters: 320 + 18,496 + 401,536 + 1,290 = 421,642, as ``torch.nn`` counts
+    the same network (a figure of 421,066 seen elsewhere is a miscount).
+    """
+    return _named(nn.Sequential(
+        nn.Conv2d(in_channels, 32, 3, padding=1, dtype=dtype),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, dtype=dtype),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 128, dtype=dtype),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(128, num_classes, dtype=dtype),
+    ), "simple_cnn")
+
+
+def lenet5(num_classes: int = 10, in_channels: int = 1, dtype: str = "float32") -> nn.Sequential:
+    """LeNet-5 (LeCun et al., 1998) for 28x28 inputs, in its common modern form.
+
+    conv 1→6 k5 p2 (keeps 28x28, as the original's 32x32 input), tanh, avg-pool 2,
+    conv 6→16 k5, tanh, avg-pool 2, flatten, linear 400→120, tanh, linear 120→84,
+    tanh, linear 84→10: 61,706 parameters. Xavier (Glorot) initialisation suits tanh.
+    """
+    init = "xavier_uniform"
+    return _named(nn.Sequential(
+        nn.Conv2d(in_channels, 6, 5, padding=2, init=init, dtype=dtype),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5, init=init, dtype=dtype),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120, init=init, dtype=dtype),
+        nn.Tanh(),
+        nn.Linear(120, 84, init=init, dtype=dtype),
+        nn.Tanh(),
+        nn.Linear(84, num_classes, init=init, dtype=dtype),
+    ), "lenet5")
+
+
+def course_cnn(num_classes: int = 10, in_channels: int = 1, negative_slope: float = 0.01,
+               dtype: str = "float32") -> nn.Sequential:
+    """The three-conv network of the NumPy course: strided convolutions, no pooling.
+
+    conv k5 1→8 s2 p2 (28→14), conv k5 8→16 s2 p2 (14→7), conv k5 16→32 s2 p0
+    (7→2), each followed by LeakyReLU(0.01), flatten (32·2·2 = 128), linear
+    128→64, LeakyReLU(0.01), linear 64→10: 25,258 parameters.
+    """
+    act = lambda: nn.LeakyReLU(negative_slope)
+    return _named(nn.Sequential(
+        nn.Conv2d(in_channels, 8, 5, stride=2, padding=2, dtype=dtype),
+        act(),
+        nn.Conv2d(8, 16, 5, stride=2, padding=2, dtype=dtype),
+        act(),
+        nn.Conv2d(16, 32, 5, stride=2, padding=0, dtype=dtype),
+        act(),
+        nn.Flatten(),
+        nn.Linear(32 * 2 * 2, 64, dtype=dtype),
+        act(),
+        nn.Linear(64, num_classes, dtype=dtype),
+    ), "course_cnn")
+
+
+#: Model builders by name (``get_model`` also accepts dashes: ``"simple-cnn"``).
+MODELS = {
+    "simple_cnn": simple_cnn,
+    "lenet5": lenet5,
+    "course_cnn": course_cnn,
+}
+
+
+def model_names() -> list[str]:
+    """Names accepted by :func:`get_model`."""
+    return list(MODELS)
+
+
+def get_model(name: str, **kwargs) -> nn.Sequential:
+    """A new model by name (``"simple_cnn"``, ``"lenet5"``, ``"course_cnn"``).
+
+    Keyword arguments go to the builder (``num_classes``, ``in_channels``,
+    ``dtype``, …). Its weights are drawn from the engine generator, so
+    :func:`engine.manual_seed` fixes them; they live on the active backend.
+    """
+    key = str(name).lower().replace("-", "_")
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    return MODELS[key](**kwargs)
+
+
+def _named(model: nn.Sequential, name: str) -> nn.Sequential:
+    object.__setattr__(model, "name", name)  # shown by summary(); not a parameter or module
+    return model

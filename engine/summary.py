@@ -1,0 +1,286 @@
+"""``summary(model, input_shape)``: a per-layer table of output shapes, parameter
+counts, receptive fields and FLOPs, with totals.
+
+    >>> print(engine.models.simple_cnn().summary((1, 28, 28)))
+
+Shapes come from a real forward pass of one zero batch in evaluation mode (so
+they are exactly what the layers produce; the model's mode, gradients and the
+engine generator are left as they were). Parameter counts are each layer's own
+trainable scalars, the same numbers PyTorch reports.
+
+Receptive field: the input region (rows x columns) that one output element of
+the layer sees. With ``j_L`` the product of the strides of layers ``1..L``
+(pooling included) and ``k`` the effective kernel ``d·(k−1)+1`` of a dilated
+window, ``R_L = R_{L−1} + (k_L − 1)·j_{L−1}``, ``R_0 = 1``. Element-wise layers
+and ``Flatten`` keep it; ``Linear`` and global pooling see the whole input.
+
+FLOPs: 2 × multiply-accumulates of ``Conv2d`` and ``Linear`` layers (also
+those inside composite blocks), for the batch given (one image when
+``input_shape`` has no batch axis). Bias additions, activations,
+normalisation, pooling and losses are not counted (they are <1% here).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+import backends
+
+from . import _state
+from .nn import layers as L
+from .nn.module import Module, Sequential
+
+__all__ = ["LayerInfo", "Summary", "summary"]
+
+
+@dataclass
+class LayerInfo:
+    """One row of a :class:`Summary`."""
+
+    name: str                  # the dotted name ("0", "features.3")
+    type: str                  # class name ("Conv2d")
+    description: str           # short configuration ("1→32, k3, p1")
+    output_shape: tuple
+    params: int
+    receptive_field: object         # (rows, cols); "all": the whole input; None: unknown
+    jump: tuple | None              # product of strides so far
+    macs: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+
+@dataclass
+class Summary:
+    """The rows of :func:`summary` and their totals; ``str()`` is a readable table."""
+
+    model_name: str
+    input_shape: tuple
+    rows: list
+    dtype: str
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(r.macs for r in self.rows)
+
+    @property
+    def total_flops(self) -> int:
+        return 2 * self.total_macs
+
+    @property
+    def output_shape(self) -> tuple:
+        return self.rows[-1].output_shape if self.rows else self.input_shape
+
+    def as_dict(self) -> dict:
+        return {"model": self.model_name, "input_shape": list(self.input_shape),
+                "total_params": self.total_params, "total_flops": self.total_flops,
+                "layers": [{"name": r.name, "type": r.type, "description": r.description,
+                            "output_shape": list(r.output_shape), "params": r.params,
+                            "receptive_field": None if r.receptive_field is None else list(r.receptive_field),
+                            "flops": r.flops} for r in self.rows]}
+
+    def __str__(self) -> str:
+        header = ("Layer", "Output shape", "Params", "RF", "FLOPs")
+        body = []
+        for r in self.rows:
+            layer = f"{r.name} {r.type}" + (f"({r.description})" if r.description else "")
+            body.append((layer, _shape(r.output_shape), f"{r.params:,}", _rf(r.receptive_field),
+                         _flops(r.flops) if r.macs else "-"))
+        widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h)
+                  for i, h in enumerate(header)]
+        left = (True, True, False, False, False)
+
+        def fmt(cells):
+            return "  ".join(c.ljust(w) if lj else c.rjust(w) for c, w, lj in zip(cells, widths, left)).rstrip()
+
+        rule = "-" * len(fmt(["x" * w for w in widths]))
+        itemsize = np.dtype(self.dtype).itemsize if self.dtype in ("float16", "float32", "float64") else 4
+        lines = [f"{self.model_name}, input {_shape(self.input_shape)}", rule, fmt(header), rule]
+        lines += [fmt(row) for row in body]
+        mib = self.total_params * itemsize / 2**20
+        lines += [rule,
+                  f"Total params: {self.total_params:,} ({mib:.2f} MiB as {self.dtype})",
+                  (f"Total FLOPs:  {self.total_flops:,} ({_flops(self.total_flops)}) per forward pass "
+                   f"of batch {self.input_shape[0]}"),
+                  ("FLOPs = 2 x multiply-adds of conv and linear layers (bias, activations, pooling not "
+                   "counted); RF = receptive field in input pixels (rows x cols).")]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"Summary({self.model_name}, input={self.input_shape}, layers={len(self.rows)}, "
+                f"params={self.total_params:,}, flops={self.total_flops:,})")
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _rf(rf) -> str:
+    if rf is None:
+        return "?"
+    if rf == "all":
+        return "all"
+    return f"{rf[0]}x{rf[1]}"
+
+
+def _flops(n) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def _leaves(module: Module, prefix: str = ""):
+    """Layers in execution order: Sequentials are opened, other modules are one row."""
+    if isinstance(module, Sequential):
+        for name, child in module.named_children():
+            yield from _leaves(child, f"{prefix}.{name}" if prefix else name)
+    else:
+        yield (prefix or type(module).__name__), module
+
+
+def _own_params(module: Module) -> int:
+    return sum(int(math.prod(p.shape)) for p in module.parameters())
+
+
+def _describe(m: Module) -> str:
+    if isinstance(m, L.Conv2d):
+        parts = [f"{m.in_channels}→{m.out_channels}", _kernel("k", m.kernel_size)]
+        if m.stride != (1, 1):
+            parts.append(_kernel("s", m.stride))
+        if isinstance(m.padding, str):
+            parts.append(f"p={m.padding}")
+        elif m.padding != (0, 0):
+            parts.append(_kernel("p", m.padding))
+        if m.dilation != (1, 1):
+            parts.append(_kernel("d", m.dilation))
+        if m.groups != 1:
+            parts.append(f"g{m.groups}")
+        return ", ".join(parts)
+    if isinstance(m, (L.MaxPool2d, L.AvgPool2d)):
+        parts = [_kernel("k", m.kernel_size)]
+        if m.stride != m.kernel_size:
+            parts.append(_kernel("s", m.stride))
+        if m.padding != (0, 0):
+            parts.append(_kernel("p", m.padding))
+        return ", ".join(parts)
+    if isinstance(m, L.Linear):
+        return f"{m.in_features}→{m.out_features}"
+    if isinstance(m, L.LeakyReLU):
+        return f"{m.negative_slope:g}"
+    if isinstance(m, L.Dropout):
+        return f"p={m.p:g}"
+    return ""
+
+
+def _kernel(letter, pair) -> str:
+    return f"{letter}{pair[0]}" if pair[0] == pair[1] else f"{letter}{pair[0]}x{pair[1]}"
+
+
+def _window(m: Module):
+    """(effective kernel, stride) pairs of a sliding-window layer, else None."""
+    if isinstance(m, (L.Conv2d, L.MaxPool2d)):
+        dil = m.dilation
+    elif isinstance(m, L.AvgPool2d):
+        dil = (1, 1)
+    else:
+        return None
+    k = tuple(d * (kk - 1) + 1 for kk, d in zip(m.kernel_size, dil))
+    return k, m.stride
+
+
+def _macs(m: Module, x_shape, y_shape) -> int:
+    if isinstance(m, L.Conv2d):
+        kh, kw = m.kernel_size
+        return int(math.prod(y_shape)) * (m.in_channels // m.groups) * kh * kw
+    if isinstance(m, L.Linear):
+        return int(math.prod(y_shape)) * m.in_features
+    return 0
+
+
+_KEEPS_RF = (L.Flatten, L.Identity, L.Dropout, L._Activation)
+_KEEPS_RF_NAMES = {"BatchNorm1d", "BatchNorm2d"}
+
+
+def _run_counting(layer: Module, x):
+    """``layer(x)`` and the multiply-accumulates of every Conv2d/Linear inside it."""
+    counted = [0]
+    patched = []
+    for _, m in layer.named_modules():
+        if isinstance(m, (L.Conv2d, L.Linear)):
+            def counting(inp, _m=m):
+                out = type(_m).forward(_m, inp)
+                counted[0] += _macs(_m, tuple(inp.shape), tuple(out.shape))
+                return out
+            object.__setattr__(m, "forward", counting)
+            patched.append(m)
+    try:
+        return layer(x), counted[0]
+    finally:
+        for m in patched:
+            del m.__dict__["forward"]
+
+
+def summary(model: Module, input_shape, dtype: str | None = None) -> Summary:
+    """Per-layer output shape, parameters, receptive field and FLOPs of ``model``.
+
+    ``input_shape``: ``(C, H, W)`` (one image) or ``(N, C, H, W)``. ``dtype``:
+    of the probe input (default: the model's). Returns a :class:`Summary`
+    (``.rows``, ``.total_params``, ``.total_flops``; ``print()`` it for a table).
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"summary: model must be an engine.nn.Module, got {type(model).__name__}")
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) == 3:
+        shape = (1,) + shape
+    if len(shape) < 2 or any(d <= 0 for d in shape):
+        raise ValueError(f"summary: input_shape must be (C, H, W) or (N, C, H, W) of positive sizes, "
+                         f"got {tuple(input_shape)}")
+    params = model.parameters()
+    backend = backends.backend_of(params[0].data) if params else _state.current()
+    if dtype is None:
+        dtype = next((d for d in ("float16", "float32", "float64") if d in str(params[0].data.dtype)),
+                     "float32") if params else "float32"
+    x = backend.asarray(np.zeros(shape), dtype=backend.dtype(dtype))
+    rows = []
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    rng_state = _state.get_rng_state()
+    try:
+        rf, jump = ((1, 1), (1, 1)) if len(shape) == 4 else (None, None)
+        for name, layer in _leaves(model):
+            try:
+                y, macs = _run_counting(layer, x)
+            except Exception as exc:
+                raise type(exc)(f"summary: layer {name} ({type(layer).__name__}) failed on input "
+                                f"{tuple(x.shape)}: {exc}") from exc
+            y_shape = tuple(int(d) for d in y.shape)
+            win = _window(layer)
+            if win is not None:
+                if isinstance(rf, tuple):
+                    k, s = win
+                    rf = (rf[0] + (k[0] - 1) * jump[0], rf[1] + (k[1] - 1) * jump[1])
+                    jump = (jump[0] * s[0], jump[1] * s[1])
+            elif isinstance(layer, (L.Linear, L.GlobalAvgPool2d)) or (
+                    type(layer).__name__.startswith("Adaptive") and len(y_shape) == 4 and y_shape[2:] == (1, 1)):
+                rf, jump = ("all", None) if len(shape) == 4 else (None, None)  # sees the whole image
+            elif not (isinstance(layer, _KEEPS_RF) or type(layer).__name__ in _KEEPS_RF_NAMES):
+                rf, jump = None, None  # a layer this table does not know: receptive field unknown
+            rows.append(LayerInfo(name=name, type=type(layer).__name__, description=_describe(layer),
+                                  output_shape=y_shape, params=_own_params(layer),
+                                  receptive_field=rf, jump=jump,
+                                  macs=macs))
+            x = y
+    finally:
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)
+        _state.set_rng_state(rng_state)
+    return Summary(model_name=type(model).__name__ if not getattr(model, "name", None) else model.name,
+                   input_shape=shape, rows=rows, dtype=dtype)

@@ -1,0 +1,122 @@
+"""``python -m engine``: train, evaluate, summary, --help, resume, errors (tiny subsets)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from engine.__main__ import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--train-samples", "192", "--test-samples", "100", "--batch-size", "32"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["evaluate", "--help"], ["summary", "--help"]])
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m engine")
+    if argv[0] == "train":
+        for option in ("--model", "--dataset", "--epochs", "--backend", "--batch-size", "--lr", "--seed",
+                       "--save", "--optimizer", "--val-fraction", "--data-dir", "--quiet", "--plot", "--resume"):
+            assert option in out, option
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "train" in capsys.readouterr().out
+
+
+def test_summary(capsys):
+    assert main(["summary", "--model", "simple_cnn"]) == 0
+    out = capsys.readouterr().out
+    assert "421,642" in out and "Conv2d(1→32, k3, p1)" in out and "10x10" in out
+    assert main(["summary", "--model", "course_cnn", "--input-shape", "1,28,28"]) == 0
+    assert "29x29" in capsys.readouterr().out
+
+
+def test_train_evaluate_round_trip(tmp_path, capsys):
+    ck = tmp_path / "model.npz"
+    rc = main(["train", "--model", "course_cnn", "--dataset", "mnist5k", "--epochs", "2", "--lr", "3e-3",
+               "--seed", "1", "--save", str(ck), *TINY])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("course_cnn (25,162 parameters) on mnist5k: 173 train + 19 val, 100 test")
+    assert lines[1].startswith("epoch 1/2") and lines[2].startswith("epoch 2/2")
+    assert "test accuracy:" in out and "held-out mnist5k test images" in out
+    assert ck.exists() and f"saved {ck}" in out
+    acc = float(out.split("test accuracy: ")[1].split("%")[0])
+
+    assert main(["evaluate", "--checkpoint", str(ck)]) == 0
+    out = capsys.readouterr().out
+    assert "course_cnn" in out and "mnist5k test split" in out and "test accuracy:" in out
+    # the full 1,000-image test split this time; on the strict backend it must agree with numpy
+    assert main(["evaluate", "--checkpoint", str(ck), "--backend", "array_api_strict"]) == 0
+    out_strict = capsys.readouterr().out
+    assert out_strict.split("test accuracy:")[1] == out.split("test accuracy:")[1]
+    assert 0 <= acc <= 100
+
+
+def test_quiet_prints_only_the_result(tmp_path, capsys):
+    assert main(["train", "--model", "course_cnn", "--epochs", "1", "--quiet", *TINY]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().splitlines()[0].startswith("test accuracy:")
+    assert captured.err == ""
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path, capsys):
+    base = ["train", "--model", "simple_cnn", "--seed", "3", "--val-fraction", "0.1", *TINY, "--quiet",
+            "--train-samples", "96"]
+    assert main([*base, "--epochs", "3", "--save", str(tmp_path / "full.npz")]) == 0
+    assert main([*base, "--epochs", "2", "--save", str(tmp_path / "part.npz")]) == 0
+    assert main([*base, "--epochs", "3", "--resume", str(tmp_path / "part.npz"),
+                 "--save", str(tmp_path / "resumed.npz")]) == 0
+    capsys.readouterr()
+    with np.load(tmp_path / "full.npz") as a, np.load(tmp_path / "resumed.npz") as b:
+        for k in a.files:
+            if k.startswith("model/"):
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        assert int(a["epoch"]) == int(b["epoch"]) == 3
+
+
+def test_plot_option(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    curves, filters = tmp_path / "c.png", tmp_path / "f.png"
+    assert main(["train", "--model", "course_cnn", "--epochs", "1", "--quiet", *TINY, "--plot", str(curves),
+                 "--plot-filters", str(filters)]) == 0
+    assert curves.stat().st_size > 1000 and filters.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
+    (["train", "--backend", "tpu"], "unknown backend 'tpu'"),
+    (["evaluate", "--checkpoint", "/nonexistent/model.npz"], "No such file"),
+    (["train", "--val-fraction", "0", "--patience", "2", "--epochs", "1"], "--patience needs a validation"),
+])
+def test_errors_are_one_line_messages(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--epochs", "0"])
+    assert exc.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "vgg"])
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "engine", "summary", "--model", "lenet5"], cwd=tmp_path, check=False,
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "61,706" in r.stdout
