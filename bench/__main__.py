@@ -1,0 +1,316 @@
+"""``python -m bench``: time the engine's conv2d paths, max pooling and a whole
+training step against PyTorch and the bare GEMM; see ``--help``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from . import machine
+from .suites import ALL_OPS, OP_HELP, SUITES
+
+EXIT_BAD_PATH = 3
+
+DESCRIPTION = """\
+Time the engine's conv2d paths (naive, strided, gemm, and on CuPy the generic
+slicing im2col against the RawKernel one), max pooling, and a whole SimpleCNN
+training step, beside PyTorch (when installed) and the bare GEMM of the same
+M.N.K, on one backend.
+
+Every path's output is checked against a float64 reference (PyTorch on the CPU,
+else the engine's gemm path in float64) before it is timed; a wrong path is
+reported as WRONG with its error and not timed. Paths are timed round-robin
+(interleaved) after a warm-up; rows give median, min and max. On CuPy, calls are
+timed with CUDA events and the first call (kernel compilation) is reported apart.
+"""
+
+EPILOG = """\
+suites:
+  quick   about a minute on 2 CPU cores: SimpleCNN's convs, LeNet C3, NumPy-course
+          conv2, one pool, the training step; naive only where it is cheap
+  full    the five core shapes, LeNet-5 C1/C3/C5, the NumPy-course 3-conv net,
+          pools, the training step; naive estimated from a smaller batch where
+          it would take too long (rows marked est., times marked ~)
+  sweep   batch size 1..256 on SimpleCNN.conv2, then image size 8..128 at batch 8
+  core    the core issue: conv forward and forward+backward vs PyTorch on the same
+          threads for the five core shapes, with PASS/MISS against the targets
+          (engine <= 1.25x PyTorch; conv forward <= 1.3x the bare GEMM)
+  smoke   tiny shapes, every op: for tests
+
+ops: """ + "; ".join(f"{k} = {v}" for k, v in OP_HELP.items()) + """
+
+exit status: 0, or 3 when some path was WRONG or raised (the run still completes
+and writes every file), 2 for a usage error or an unusable backend.
+
+examples:
+  python -m bench --suite quick
+  python -m bench --suite core --json bench/results/core.json
+  python -m bench --suite full --save bench/results/cpu-full
+  python -m bench --backend cupy --suite full --save $OUT/gpu-full
+  python -m bench --suite quick --ops conv2d_fwd --paths gemm torch --shape 32,64,32,128,3,1,1
+"""
+
+
+def _list(values):
+    out = []
+    for v in values or []:
+        out += [p for p in v.replace(",", " ").split() if p]
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "array_api_strict"],
+                   help="array backend whose paths are timed (default: numpy). The peer is PyTorch on the CPU "
+                        "for numpy, PyTorch CUDA/cuDNN (TF32 off) for cupy.")
+    p.add_argument("--suite", default="quick", choices=SUITES,
+                   help="which shapes and ops (default: quick; see below)")
+    p.add_argument("--ops", nargs="+", metavar="OP",
+                   help=f"ops to run, space or comma separated (default: the suite's). Choices: {', '.join(ALL_OPS)}")
+    p.add_argument("--paths", nargs="+", metavar="PATH",
+                   help="paths to time (default: naive strided gemm torch; on cupy also gemm-slicing generic). "
+                        "Choices: naive, strided, gemm, gemm-slicing (the generic slicing im2col/col2im of "
+                        "backends.base bound onto the backend), generic (the same for max pooling), torch "
+                        "(the PyTorch peer). The bare GEMM and max pooling's 'engine' path are always timed.")
+    p.add_argument("--shape", action="append", metavar="N,C,H,O,k,s,p",
+                   help="replace the suite's conv shapes by this one (repeatable); also N,C,H,W,O,k,s,p")
+    p.add_argument("--repeat", type=int, metavar="N",
+                   help="timed rounds per case after the warm-up (default: the suite's, 5; core 7)")
+    p.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed rounds first (default 1)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="dtype of every path (default float32); the reference is always float64")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="threads for NumPy's BLAS and PyTorch alike (default: the usable CPU cores). Set "
+                        "through the *_NUM_THREADS variables before NumPy loads, threadpoolctl (if installed) "
+                        "and torch.set_num_threads; the report says which took effect.")
+    p.add_argument("--json", metavar="FILE", help="write rows and machine facts as JSON")
+    p.add_argument("--csv", metavar="FILE", help="write rows as CSV, machine facts as leading '# key: value' lines")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="plot speed-ups (and sweep curves) to a PNG; needs matplotlib")
+    p.add_argument("--save", metavar="PREFIX",
+                   help="shorthand: PREFIX.json, PREFIX.csv, PREFIX.txt (this table) and, when matplotlib is "
+                        "installed, PREFIX.png")
+    p.add_argument("--no-torch", action="store_true",
+                   help="act as if PyTorch were not installed (no peer; reference = engine gemm float64)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--inject-broken", action="store_true", help=argparse.SUPPRESS)  # tests: a WRONG path
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    threads = args.threads if args.threads else machine.usable_cores()
+    env_before = {}
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        env_before = machine.set_thread_env(args.threads)  # effective only if NumPy is not loaded yet
+    try:
+        return _main(parser, args, argv, threads)
+    finally:
+        machine.restore_env(env_before)
+
+
+def _sigterm(signum, frame):  # `timeout` sends SIGTERM: still write what was measured
+    raise KeyboardInterrupt
+
+
+def _main(parser, args, argv, threads) -> int:
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+    ops = _list(args.ops)
+    bad = [o for o in ops if o not in ALL_OPS]
+    if bad:
+        parser.error(f"unknown op(s) {', '.join(bad)}; choose from {', '.join(ALL_OPS)}")
+    from .report import plot_available
+    want_plot = bool(args.plot)
+    if want_plot and plot_available():
+        parser.error(plot_available())
+
+    # heavy imports only now, after the thread variables
+    from . import suites
+    from .ops import PATH_CHOICES, default_paths
+
+    suite = suites.get_suite(args.suite)
+    paths = _list(args.paths) or list(suite.paths or default_paths(args.backend))
+    bad = [p for p in paths if p not in PATH_CHOICES]
+    if bad:
+        parser.error(f"unknown path(s) {', '.join(bad)}; choose from {', '.join(PATH_CHOICES)}")
+    try:
+        shapes_override = [suites.parse_shape(s) for s in args.shape or []]
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    settings = machine.ThreadSettings(threads).apply()
+    try:
+        return _run(args, argv, settings, suite, paths, shapes_override, ops)
+    finally:
+        settings.restore()
+
+
+def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
+    from . import harness, report, suites
+    from .ops import Env, build_case
+    try:
+        env = Env(args.backend, args.dtype, paths, inject_broken=args.inject_broken, use_torch=not args.no_torch)
+    except RuntimeError as exc:  # BackendUnavailableError: says why and how to fix it
+        print(f"python -m bench: backend {args.backend!r} is not usable here: {exc}", file=sys.stderr)
+        return 2
+
+    if shapes_override:
+        suite.conv = shapes_override
+    ops = ops or list(suite.ops)
+    policy = harness.Policy(warmup=args.warmup, repeat=args.repeat or suite.repeat,
+                            naive_real_s=suite.naive_real_s, naive_estimate=suite.naive_estimate)
+    work = []
+    for op in ops:
+        shapes = (suite.conv if op in suites.CONV_OPS else suite.pool if op in suites.POOL_OPS else suite.train)
+        work += [(op, s) for s in shapes]
+
+    meta = machine.collect(args.backend, settings, argv)
+    meta.update(
+        suite=suite.name, suite_description=suite.description, ops=ops, paths=paths, dtype=args.dtype,
+        repeat=policy.repeat, warmup=policy.warmup, threads=meta["threads"],
+        timing=("CUDA events per call (cupy.cuda.Event; torch.cuda.Event for the torch peer), interleaved"
+                if args.backend == "cupy" else "time.perf_counter per call, interleaved round-robin"),
+        reference=env.reference_name, tolerance=env.tol, peer=env.peer_name or env.torch_note,
+        conv_dx_method=("dx alone = the dx half of the engine's backward called directly "
+                        "(W^T @ grad per workspace chunk, then backend.col2im), as in "
+                        "engine/functional/conv.py; checked against the reference dx"),
+        workspace_bytes_default=env.backend.workspace_bytes(), complete=False)
+
+    text = []
+
+    def emit(s=""):
+        print(s, flush=True)
+        text.append(s)
+
+    emit(f"python -m bench {' '.join(argv)}")
+    emit(f"backend {args.backend} {args.dtype}; suite {suite.name}: {suite.description}")
+    emit(f"CPU {meta['cpu_model']} ({meta['cpu_usable']} usable cores); BLAS "
+         f"{(meta['blas'].get('blas') or {}).get('name') if isinstance(meta['blas'].get('blas'), dict) else '?'} "
+         f"threads={settings.facts().get('blas_threads', 'unverified')}; torch threads "
+         f"{settings.facts().get('torch_threads')}; load average {meta['load_average_start']}")
+    if args.backend == "cupy" and meta.get("cupy"):
+        c = meta["cupy"]
+        emit(f"GPU {c.get('gpu')} (cc {c.get('compute_capability')}), CUDA runtime {c.get('cuda_runtime')}, "
+             f"driver {c.get('cuda_driver')}, CuPy {c.get('cupy')}")
+    emit(f"reference {env.reference_name}; peer {env.peer_name or env.torch_note}; repeat {policy.repeat} "
+         f"after {policy.warmup} warm-up round(s)")
+    warning = machine.busy_warning(meta["load_average_start"], meta["cpu_usable"])
+    if warning and args.backend != "cupy":
+        emit(warning)
+        meta["warning"] = warning
+    emit(report.legend())
+
+    progress = _progress(len(work), args.quiet)
+    timers = harness.Timers(env.backend)
+    all_rows, bad_paths, t_start = [], 0, time.time()
+    current_op = None
+    import signal
+
+    import engine
+    try:
+        previous_handler = signal.signal(signal.SIGTERM, _sigterm)
+    except ValueError:  # not the main thread
+        previous_handler = None
+    try:
+        with engine.use_backend(env.backend.name):
+            for op, shape in work:
+                progress.set(f"{op} {shape.name}")
+                try:
+                    case = build_case(env, op, shape)
+                    results = harness.run_case(case, timers, policy)
+                except Exception as exc:  # noqa: BLE001  (a case that cannot be built is a row)
+                    results = [harness.Result(op=op, case=shape.name, shape=shape.label, path="(case)",
+                                              role="engine", status="ERROR",
+                                              note=f"{type(exc).__name__}: {exc}".splitlines()[0][:300])]
+                rows = report.derive(results)
+                if op != current_op:
+                    emit(report.table_header(op))
+                    current_op = op
+                emit(report.table_rows(rows))
+                bad_paths += sum(r["status"] in ("WRONG", "ERROR") for r in rows)
+                all_rows += rows
+                progress.update()
+                del results
+        meta["complete"] = True
+    except KeyboardInterrupt:
+        emit("interrupted: writing what was measured so far")
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+        progress.close()
+        meta["elapsed_s"] = round(time.time() - t_start, 1)
+        meta["load_average_end"] = machine.load_average()
+        if suite.name == "core":
+            verdict, _, _ = report.core_verdicts(all_rows)
+            emit("")
+            emit(verdict)
+            meta["core_verdicts"] = verdict.splitlines()
+        emit(f"\n{len(all_rows)} rows, {bad_paths} WRONG/ERROR, {meta['elapsed_s']} s; "
+             f"load average now {meta['load_average_end']}")
+        _write(args, meta, all_rows, text)
+    return EXIT_BAD_PATH if bad_paths else 0
+
+
+def _write(args, meta, rows, text):
+    from . import report
+    json_path, csv_path, plot_path = args.json, args.csv, args.plot
+    if args.save:
+        json_path = json_path or args.save + ".json"
+        csv_path = csv_path or args.save + ".csv"
+        if not plot_path and report.plot_available() is None:
+            plot_path = args.save + ".png"
+        os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
+        with open(args.save + ".txt", "w") as fh:
+            fh.write("\n".join(text) + "\n")
+    if json_path:
+        report.write_json(json_path, meta, rows)
+    if csv_path:
+        report.write_csv(csv_path, meta, rows)
+    if plot_path:
+        try:
+            report.write_plot(plot_path, meta, rows)
+        except Exception as exc:  # noqa: BLE001  (a plot failure must not lose the numbers)
+            print(f"python -m bench: could not write the plot {plot_path}: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+
+
+class _progress:
+    """tqdm on stderr when installed and stderr is a terminal (and not --quiet);
+    plain '[i/n] case' lines on a terminal without tqdm; nothing otherwise."""
+
+    def __init__(self, total, quiet):
+        self.total, self.i, self.bar = total, 0, None
+        self.on = not quiet and sys.stderr.isatty()
+        if self.on:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                pass
+            else:
+                self.bar = tqdm(total=total, file=sys.stderr, unit="case", leave=False)
+
+    def set(self, label):
+        if self.bar is not None:
+            self.bar.set_description(label[:40])
+        elif self.on:
+            print(f"[{self.i + 1}/{self.total}] {label}", file=sys.stderr, flush=True)
+
+    def update(self):
+        self.i += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Machine facts written next to every result, and the thread settings.
+
+Everything here degrades gracefully: a fact that cannot be read is recorded as
+``None`` (or with the reason), never an exception.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                   "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_thread_env(n: int) -> dict:
+    """Thread-count environment variables; effective only before NumPy (its
+    BLAS) is imported, which is why ``python -m bench`` calls this first.
+    Returns the previous values, for :func:`restore_env`."""
+    before = {var: os.environ.get(var) for var in THREAD_ENV_VARS}
+    for var in THREAD_ENV_VARS:
+        os.environ[var] = str(n)
+    return before
+
+
+def restore_env(before: dict) -> None:
+    for var, value in before.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+
+
+def busy_warning(load, cores: int) -> str | None:
+    """A warning when other processes compete for the CPU (load above the cores)."""
+    if not load or load[0] <= cores - 0.5:
+        return None
+    return (f"WARNING: load average {load[0]:.1f} on {cores} usable cores: other processes compete for the CPU. "
+            "Multi-threaded timings (PyTorch's spinning OpenMP threads most) are inflated, often by whole "
+            "scheduler slices; prefer a quiet machine, or --threads 1 for a comparison that survives it.")
+
+
+class ThreadSettings:
+    """Applies one thread count to NumPy's BLAS and to PyTorch, and says how.
+
+    With threadpoolctl installed the BLAS limit is set (and read back) at run
+    time; without it, the environment variables set before NumPy's import are
+    the only lever, and the report says the count is unverified.
+    """
+
+    def __init__(self, n: int):
+        self.n = int(n)
+        self.method = None
+        self._limiter = None
+        self._torch_before = None
+
+    def apply(self) -> ThreadSettings:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            self.method = "environment variables (threadpoolctl not installed: count not verified)"
+        else:
+            self._limiter = threadpool_limits(limits=self.n, user_api="blas")
+            self.method = "threadpoolctl.threadpool_limits(user_api='blas')"
+        try:
+            import torch
+        except ImportError:
+            pass
+        else:
+            self._torch_before = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+        return self
+
+    def restore(self) -> None:
+        """Put the thread counts back (``main`` may run inside a test process)."""
+        if self._limiter is not None:
+            self._limiter.restore_original_limits()
+            self._limiter = None
+        if self._torch_before is not None:
+            import torch
+            torch.set_num_threads(self._torch_before)
+            self._torch_before = None
+
+    def facts(self) -> dict:
+        out = {"requested": self.n, "method": self.method,
+               "env": {v: os.environ.get(v) for v in THREAD_ENV_VARS if os.environ.get(v) is not None}}
+        try:
+            from threadpoolctl import threadpool_info
+        except ImportError:
+            out["threadpools"] = None
+        else:
+            out["threadpools"] = [
+                {k: info.get(k) for k in ("user_api", "internal_api", "prefix", "version", "num_threads",
+                                          "threading_layer", "architecture", "filepath")}
+                for info in threadpool_info()]
+            blas = [p for p in out["threadpools"] if p["user_api"] == "blas"]
+            numpy_blas = [p for p in blas if "numpy" in str(p.get("filepath"))] or blas
+            out["blas_threads"] = numpy_blas[0]["num_threads"] if numpy_blas else None
+        try:
+            import torch
+            out["torch_threads"] = torch.get_num_threads()
+        except ImportError:
+            out["torch_threads"] = None
+        return out
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _mem_total_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2 ** 20, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _git(*args) -> str | None:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def blas_facts() -> dict:
+    import numpy as np
+    out = {"numpy": np.__version__}
+    try:
+        deps = np.show_config(mode="dicts").get("Build Dependencies", {})
+        for key in ("blas", "lapack"):
+            d = deps.get(key, {})
+            out[key] = {k: d.get(k) for k in ("name", "version", "openblas configuration") if d.get(k)}
+    except Exception as exc:  # noqa: BLE001  (old NumPy: no mode="dicts")
+        out["blas"] = f"unavailable ({type(exc).__name__}: {exc})"
+    return out
+
+
+def torch_facts(cuda: bool = False) -> dict | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    out = {"version": torch.__version__, "threads": torch.get_num_threads(),
+           "mkldnn": bool(torch.backends.mkldnn.is_available())}
+    if cuda:
+        out["cuda_available"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            out.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                       device=torch.cuda.get_device_name(0),
+                       allow_tf32_cudnn=torch.backends.cudnn.allow_tf32,
+                       allow_tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                       cudnn_benchmark=torch.backends.cudnn.benchmark)
+    return out
+
+
+def cupy_facts() -> dict | None:
+    try:
+        import cupy
+    except ImportError as exc:
+        return {"error": f"CuPy not importable: {exc}"}
+    out = {"cupy": cupy.__version__}
+    try:
+        rt = cupy.cuda.runtime
+        dev = cupy.cuda.Device()
+        props = rt.getDeviceProperties(dev.id)
+        name = props.get("name", b"")
+        out.update(
+            gpu=name.decode() if isinstance(name, bytes) else str(name),
+            compute_capability=dev.compute_capability,
+            gpu_memory_gib=round(props.get("totalGlobalMem", 0) / 2 ** 30, 1),
+            cuda_runtime=rt.runtimeGetVersion(), cuda_driver=rt.driverGetVersion(),
+            device_count=rt.getDeviceCount(),
+        )
+        try:
+            out["nvrtc"] = ".".join(map(str, cupy.cuda.nvrtc.getVersion()))
+        except Exception:  # noqa: BLE001
+            out["nvrtc"] = None
+        out["cupy_cache_dir"] = os.environ.get("CUPY_CACHE_DIR", "~/.cupy/kernel_cache (default)")
+    except Exception as exc:  # noqa: BLE001
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def collect(backend: str, threads: ThreadSettings | None, argv: list[str]) -> dict:
+    """Every fact about the machine and the run that a result needs beside it."""
+    facts = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m bench " + " ".join(argv),
+        "backend": backend,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "cpu_logical": os.cpu_count(),
+        "cpu_usable": usable_cores(),
+        "mem_total_gib": _mem_total_gib(),
+        "load_average_start": load_average(),
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty_engine": bool(_git("status", "--porcelain", "engine", "backends", "kernels")),
+        "blas": blas_facts(),
+        "threads": threads.facts() if threads is not None else None,
+        "torch": torch_facts(cuda=backend == "cupy"),
+    }
+    try:
+        import array_api_compat
+        facts["array_api_compat"] = array_api_compat.__version__
+    except ImportError:
+        pass
+    if backend == "cupy":
+        facts["cupy"] = cupy_facts()
+    return facts
