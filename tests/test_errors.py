@@ -108,8 +108,7 @@ def test_kernel_larger_than_padded_input(call, fragments):
     (lambda: F.conv2d(_f32(1, 1, 5, 5), _f32(1, 1, 3, 3), groups=0), ["conv2d", "groups must be a positive int"]),
     (lambda: F.max_pool2d(_f32(1, 1, 5, 5), 0), ["max_pool2d", "kernel_size must be >= 1"]),
     (lambda: F.avg_pool2d(_f32(1, 1, 5, 5), 2, stride=-1), ["avg_pool2d", "stride must be >= 1"]),
-    (lambda: F.max_pool2d(_f32(1, 1, 5, 5), 2, padding=2), ["max_pool2d", "padding (2, 2)",
-                                                            "at most half the (dilated) kernel"]),
+    (lambda: F.max_pool2d(_f32(1, 1, 5, 5), 2, padding=2), ["max_pool2d", "padding (2, 2)", "at most half"]),
     (lambda: F.avg_pool2d(_f32(1, 1, 5, 5), 2, divisor_override=0), ["divisor_override must be a positive int"]),
 ])
 def test_bad_geometry_arguments_raise_value_error(make, fragments):
