@@ -7,16 +7,27 @@
 Every model takes ``(N, 1, 28, 28)`` images (MNIST, Fashion-MNIST) and returns
 ``(N, num_classes)`` logits; layer indices (state_dict keys ``"0.weight"`` …)
 match the same ``torch.nn.Sequential``, so weights move over as they are.
+
+``init``: ``"torch"`` (default) draws the weights as PyTorch's ``Conv2d`` and
+``Linear`` do by default — uniform in ``±1/sqrt(fan_in)`` (Kaiming uniform
+with ``a=sqrt(5)``) for weights and biases — so a model here and its
+``torch.nn`` twin start from the same distribution; any name of
+``engine.nn.init.WEIGHT_INITS`` (``"kaiming_normal"``, ``"xavier_uniform"`` …)
+uses that scheme with zero biases instead. All draws come from the engine
+generator (``engine.manual_seed``).
 """
 from __future__ import annotations
 
-from . import nn
+import math
 
-__all__ = ["MODELS", "course_cnn", "get_model", "lenet5", "model_names", "simple_cnn"]
+from . import nn
+from .nn import init as _init
+
+__all__ = ["MODELS", "course_cnn", "get_model", "initialize", "lenet5", "model_names", "simple_cnn"]
 
 
 def simple_cnn(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.25,
-               dtype: str = "float32") -> nn.Sequential:
+               dtype: str = "float32", init: str = "torch") -> nn.Sequential:
     """Two 3x3 conv blocks and a two-layer classifier: 421,642 parameters (1x28x28, 10 classes).
 
     conv 1→32 k3 p1, ReLU, max-pool 2, conv 32→64 k3 p1, ReLU, max-pool 2,
@@ -24,7 +35,7 @@ def simple_cnn(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.2
     Parameters: 320 + 18,496 + 401,536 + 1,290 = 421,642, as ``torch.nn`` counts
     the same network (a figure of 421,066 seen elsewhere is a miscount).
     """
-    return _named(nn.Sequential(
+    return _finish(nn.Sequential(
         nn.Conv2d(in_channels, 32, 3, padding=1, dtype=dtype),
         nn.ReLU(),
         nn.MaxPool2d(2),
@@ -36,35 +47,36 @@ def simple_cnn(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.2
         nn.ReLU(),
         nn.Dropout(dropout),
         nn.Linear(128, num_classes, dtype=dtype),
-    ), "simple_cnn")
+    ), "simple_cnn", init)
 
 
-def lenet5(num_classes: int = 10, in_channels: int = 1, dtype: str = "float32") -> nn.Sequential:
+def lenet5(num_classes: int = 10, in_channels: int = 1, dtype: str = "float32",
+           init: str = "torch") -> nn.Sequential:
     """LeNet-5 (LeCun et al., 1998) for 28x28 inputs, in its common modern form.
 
     conv 1→6 k5 p2 (keeps 28x28, as the original's 32x32 input), tanh, avg-pool 2,
     conv 6→16 k5, tanh, avg-pool 2, flatten, linear 400→120, tanh, linear 120→84,
-    tanh, linear 84→10: 61,706 parameters. Xavier (Glorot) initialisation suits tanh.
+    tanh, linear 84→10: 61,706 parameters. ``init="xavier_uniform"`` is the
+    classic choice for tanh networks.
     """
-    init = "xavier_uniform"
-    return _named(nn.Sequential(
-        nn.Conv2d(in_channels, 6, 5, padding=2, init=init, dtype=dtype),
+    return _finish(nn.Sequential(
+        nn.Conv2d(in_channels, 6, 5, padding=2, dtype=dtype),
         nn.Tanh(),
         nn.AvgPool2d(2),
-        nn.Conv2d(6, 16, 5, init=init, dtype=dtype),
+        nn.Conv2d(6, 16, 5, dtype=dtype),
         nn.Tanh(),
         nn.AvgPool2d(2),
         nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120, init=init, dtype=dtype),
+        nn.Linear(16 * 5 * 5, 120, dtype=dtype),
         nn.Tanh(),
-        nn.Linear(120, 84, init=init, dtype=dtype),
+        nn.Linear(120, 84, dtype=dtype),
         nn.Tanh(),
-        nn.Linear(84, num_classes, init=init, dtype=dtype),
-    ), "lenet5")
+        nn.Linear(84, num_classes, dtype=dtype),
+    ), "lenet5", init)
 
 
 def course_cnn(num_classes: int = 10, in_channels: int = 1, negative_slope: float = 0.01,
-               dtype: str = "float32") -> nn.Sequential:
+               dtype: str = "float32", init: str = "torch") -> nn.Sequential:
     """The three-conv network of the NumPy course: strided convolutions, no pooling.
 
     conv k5 1→8 s2 p2 (28→14), conv k5 8→16 s2 p2 (14→7), conv k5 16→32 s2 p0
@@ -72,7 +84,7 @@ def course_cnn(num_classes: int = 10, in_channels: int = 1, negative_slope: floa
     128→64, LeakyReLU(0.01), linear 64→10: 25,258 parameters.
     """
     act = lambda: nn.LeakyReLU(negative_slope)
-    return _named(nn.Sequential(
+    return _finish(nn.Sequential(
         nn.Conv2d(in_channels, 8, 5, stride=2, padding=2, dtype=dtype),
         act(),
         nn.Conv2d(8, 16, 5, stride=2, padding=2, dtype=dtype),
@@ -83,7 +95,7 @@ def course_cnn(num_classes: int = 10, in_channels: int = 1, negative_slope: floa
         nn.Linear(32 * 2 * 2, 64, dtype=dtype),
         act(),
         nn.Linear(64, num_classes, dtype=dtype),
-    ), "course_cnn")
+    ), "course_cnn", init)
 
 
 #: Model builders by name (``get_model`` also accepts dashes: ``"simple-cnn"``).
@@ -103,7 +115,7 @@ def get_model(name: str, **kwargs) -> nn.Sequential:
     """A new model by name (``"simple_cnn"``, ``"lenet5"``, ``"course_cnn"``).
 
     Keyword arguments go to the builder (``num_classes``, ``in_channels``,
-    ``dtype``, …). Its weights are drawn from the engine generator, so
+    ``dtype``, ``init``, …). Its weights are drawn from the engine generator, so
     :func:`engine.manual_seed` fixes them; they live on the active backend.
     """
     key = str(name).lower().replace("-", "_")
@@ -112,6 +124,31 @@ def get_model(name: str, **kwargs) -> nn.Sequential:
     return MODELS[key](**kwargs)
 
 
-def _named(model: nn.Sequential, name: str) -> nn.Sequential:
+def _finish(model: nn.Sequential, name: str, init: str) -> nn.Sequential:
+    initialize(model, init)
     object.__setattr__(model, "name", name)  # shown by summary(); not a parameter or module
+    return model
+
+
+def initialize(model: nn.Module, init: str = "torch") -> nn.Module:
+    """(Re)draw the weights and biases of every ``Conv2d`` and ``Linear`` in ``model``.
+
+    ``"torch"``: PyTorch's default (weights and biases uniform in
+    ``±1/sqrt(fan_in)``); otherwise a name of ``engine.nn.init.WEIGHT_INITS``
+    with zero biases. Returns ``model``.
+    """
+    if init != "torch" and init not in _init.WEIGHT_INITS:
+        raise ValueError(f"init must be 'torch' or one of {sorted(_init.WEIGHT_INITS)}, got {init!r}")
+    for _, m in model.named_modules():
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            continue
+        if init == "torch":
+            _init.kaiming_uniform_(m.weight, nonlinearity="leaky_relu", a=math.sqrt(5))
+            if m.bias is not None:
+                bound = 1 / math.sqrt(_init.fan_in_and_out(m.weight.shape)[0])
+                _init.uniform_(m.bias, -bound, bound)
+        else:
+            _init.WEIGHT_INITS[init](m.weight)
+            if m.bias is not None:
+                _init.zeros_(m.bias)
     return model

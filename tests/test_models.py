@@ -189,3 +189,25 @@ def test_summary_counts_flops_inside_composite_blocks():
     assert rows[1].receptive_field is None and rows[3].receptive_field == "all"
     assert "?" in str(m.summary((1, 8, 8)))
     assert "forward" not in m[1].conv.__dict__  # the counting wrapper is gone
+
+
+def test_default_init_is_pytorchs():
+    engine.manual_seed(0)
+    m = models.simple_cnn()
+    twin = torch_twin("simple_cnn")
+    ours, theirs = m.state_dict(), twin.state_dict()
+    for k in ours:
+        a = engine.to_numpy(ours[k]).astype(np.float64)
+        fan_in = int(np.prod(theirs[k.replace("bias", "weight")].shape[1:]))
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(a).max() <= bound * (1 + 1e-6), k
+        if a.size > 500:  # uniform in ±bound: std = bound/sqrt(3), as torch's own draw
+            assert a.std() == pytest.approx(bound / np.sqrt(3), rel=0.1), k
+            assert a.std() == pytest.approx(theirs[k].double().std().item(), rel=0.1), k
+    engine.manual_seed(0)
+    other = models.simple_cnn(init="kaiming_normal").state_dict()
+    assert not np.any(engine.to_numpy(other["0.bias"]))
+    w = engine.to_numpy(other["3.weight"])
+    assert w.std() == pytest.approx(np.sqrt(2 / (32 * 9)), rel=0.05)
+    with pytest.raises(ValueError, match="init must be"):
+        models.course_cnn(init="orthogonal")
