@@ -1,0 +1,392 @@
+"""More convolution and pooling layers, with PyTorch's class and argument names:
+``ConvTranspose2d``, ``ConvTranspose1d``, ``Conv1d``, ``MaxPool1d``,
+``AvgPool1d``, ``AdaptiveAvgPool2d`` and ``AdaptiveAvgPool1d``.
+
+As everywhere in ``engine.nn``, forward keeps what backward needs (only in
+training mode), backward returns the input gradient and accumulates
+parameter gradients into ``.grad``. Weight shapes and state_dict keys are
+PyTorch's, so weights load from ``torch_module.state_dict()`` unchanged.
+"""
+from __future__ import annotations
+
+from .. import functional as F
+from .._checks import pair, require_ndim
+from ..functional.adaptive import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,
+                                   adaptive_avg_pool2d_backward, _output_size, _single_size)
+from ..functional.conv_transpose import (conv_transpose2d, conv_transpose2d_backward,
+                                         conv_transpose_output_size)
+from ..functional.ops1d import (avg_pool1d, avg_pool1d_backward, conv1d, conv1d_backward, conv_transpose1d,
+                                conv_transpose1d_backward, max_pool1d, max_pool1d_backward, single)
+from .layers import _check_dtype, _init_weight, _new_parameter
+from .module import Module
+
+__all__ = ["ConvTranspose2d", "ConvTranspose1d", "Conv1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool2d",
+           "AdaptiveAvgPool1d"]
+
+
+def _check_channels(in_channels, out_channels, groups, where):
+    for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{where}: {name} must be a positive int, got {v!r}")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"{where}: in_channels and out_channels must be divisible by groups={groups}")
+
+
+def _rename(exc, op, label):
+    return type(exc)(str(exc).replace(f"{op}:", f"{label}:", 1))
+
+
+class _ConvTransposeNd(Module):
+    skips_input_grad = True
+    _ndim = 2
+
+    def _build(self, in_channels, out_channels, kernel_size, bias, init, dtype, where):
+        _check_channels(in_channels, out_channels, self.groups, where)
+        _check_dtype(dtype, where)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.weight = _new_parameter((in_channels, out_channels // self.groups) + self.kernel_size, dtype)
+        _init_weight(self.weight, init, where)
+        self.bias = _new_parameter((out_channels,), dtype) if bias else None
+        self._x = self._output_padding_used = None
+
+    def _output_padding_for(self, x, output_size):
+        """``output_padding``, or the one that gives ``output_size`` (PyTorch's forward argument)."""
+        if output_size is None:
+            return self.output_padding
+        sizes = tuple(output_size)[-self._ndim:]
+        if len(sizes) != self._ndim:
+            raise ValueError(f"{self._label()}: output_size must give the last {self._ndim} sizes, "
+                             f"got {output_size!r}")
+        pads = []
+        for i, want in enumerate(sizes):
+            base = conv_transpose_output_size(x.shape[2 + i], self.kernel_size[-self._ndim + i],
+                                              self.stride[-self._ndim + i], self.padding[-self._ndim + i], 0,
+                                              self.dilation[-self._ndim + i])
+            limit = max(self.stride[-self._ndim + i], self.dilation[-self._ndim + i])
+            if not base <= want < base + limit:
+                raise ValueError(f"{self._label()}: output_size {tuple(sizes)} is not reachable from input "
+                                 f"shape {tuple(x.shape)}: size {i} must be in [{base}, {base + limit - 1}]")
+            pads.append(want - base)
+        return tuple(pads)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if any(self.padding):
+            s += f", padding={self.padding}"
+        if any(self.output_padding):
+            s += f", output_padding={self.output_padding}"
+        if any(d != 1 for d in self.dilation):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """Transposed 2-D convolution (the adjoint of :class:`Conv2d`), as ``torch.nn.ConvTranspose2d``.
+
+    Weight ``(in_channels, out_channels/groups, kh, kw)``, bias ``(out_channels,)``.
+    Output size ``(H-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1``;
+    ``forward(x, output_size=...)`` picks the output padding that gives
+    ``output_size`` instead, as in PyTorch. ``init`` picks the weight
+    initialisation (Kaiming normal by default; bias starts at zero).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1, *, init="kaiming_normal", dtype="float32"):
+        super().__init__()
+        where = f"ConvTranspose2d({in_channels}, {out_channels})"
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
+            raise ValueError(f"{where}: groups must be a positive int, got {groups!r}")
+        self.groups = groups
+        self.kernel_size = pair(kernel_size, "kernel_size", where)
+        self.stride = pair(stride, "stride", where)
+        self.padding = pair(padding, "padding", where, minimum=0)
+        self.output_padding = pair(output_padding, "output_padding", where, minimum=0)
+        self.dilation = pair(dilation, "dilation", where)
+        for op, s, d in zip(self.output_padding, self.stride, self.dilation):
+            if op >= s and op >= d:
+                raise ValueError(f"{where}: output_padding {self.output_padding} must be smaller than the "
+                                 f"stride {self.stride} or the dilation {self.dilation}")
+        self._build(in_channels, out_channels, self.kernel_size, bias, init, dtype, where)
+
+    def _args(self, output_padding):
+        return dict(stride=self.stride, padding=self.padding, output_padding=output_padding, groups=self.groups,
+                    dilation=self.dilation)
+
+    def forward(self, x, output_size=None):
+        require_ndim(x, 4, "(N, C, H, W)", self._label())
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
+                             f"{self.in_channels} (input shape {tuple(x.shape)})")
+        op = self._output_padding_for(x, output_size)
+        try:
+            y = conv_transpose2d(x, self.weight.data, None if self.bias is None else self.bias.data,
+                                 **self._args(op))
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, "conv_transpose2d", self._label()) from None
+        self._x, self._output_padding_used = (x, op) if self.training else (None, None)
+        return y
+
+    def backward(self, grad_out, input_grad: bool = True):
+        x, op = self._saved("_x", "_output_padding_used")
+        dx, dw, db = conv_transpose2d_backward(grad_out, x, self.weight.data, need_input_grad=input_grad,
+                                               has_bias=self.bias is not None, **self._args(op))
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """Transposed 1-D convolution over ``(N, C, L)``, as ``torch.nn.ConvTranspose1d``.
+
+    Weight ``(in_channels, out_channels/groups, k)``; runs on the 2-D
+    machinery with a height of 1.
+    """
+
+    _ndim = 1
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1, *, init="kaiming_normal", dtype="float32"):
+        super().__init__()
+        where = f"ConvTranspose1d({in_channels}, {out_channels})"
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
+            raise ValueError(f"{where}: groups must be a positive int, got {groups!r}")
+        self.groups = groups
+        self.kernel_size = (single(kernel_size, "kernel_size", where),)
+        self.stride = (single(stride, "stride", where),)
+        self.padding = (single(padding, "padding", where, minimum=0),)
+        self.output_padding = (single(output_padding, "output_padding", where, minimum=0),)
+        self.dilation = (single(dilation, "dilation", where),)
+        if self.output_padding[0] >= self.stride[0] and self.output_padding[0] >= self.dilation[0]:
+            raise ValueError(f"{where}: output_padding {self.output_padding[0]} must be smaller than the "
+                             f"stride {self.stride[0]} or the dilation {self.dilation[0]}")
+        self._build(in_channels, out_channels, self.kernel_size, bias, init, dtype, where)
+
+    def _args(self, output_padding):
+        return dict(stride=self.stride[0], padding=self.padding[0], output_padding=output_padding[0],
+                    groups=self.groups, dilation=self.dilation[0])
+
+    def forward(self, x, output_size=None):
+        require_ndim(x, 3, "(N, C, L)", self._label())
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
+                             f"{self.in_channels} (input shape {tuple(x.shape)})")
+        op = self._output_padding_for(x, output_size)
+        try:
+            y = conv_transpose1d(x, self.weight.data, None if self.bias is None else self.bias.data,
+                                 **self._args(op))
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, "conv_transpose1d", self._label()) from None
+        self._x, self._output_padding_used = (x, op) if self.training else (None, None)
+        return y
+
+    def backward(self, grad_out, input_grad: bool = True):
+        x, op = self._saved("_x", "_output_padding_used")
+        dx, dw, db = conv_transpose1d_backward(grad_out, x, self.weight.data, need_input_grad=input_grad,
+                                               has_bias=self.bias is not None, **self._args(op))
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+
+class Conv1d(Module):
+    """1-D convolution over ``(N, C, L)`` inputs, as ``torch.nn.Conv1d``.
+
+    Weight ``(out_channels, in_channels/groups, k)``, bias ``(out_channels,)``;
+    ``padding`` is an int, ``"valid"`` or ``"same"``. Runs on the 2-D
+    machinery (im2col + GEMM) with a height of 1.
+    """
+
+    skips_input_grad = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, *, init="kaiming_normal", method="gemm", dtype="float32"):
+        super().__init__()
+        where = f"Conv1d({in_channels}, {out_channels})"
+        _check_channels(in_channels, out_channels, groups, where)
+        _check_dtype(dtype, where)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = (single(kernel_size, "kernel_size", where),)
+        self.stride = (single(stride, "stride", where),)
+        self.dilation = (single(dilation, "dilation", where),)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"{where}: padding must be an int, 'valid' or 'same', got {padding!r}")
+            if padding == "same" and self.stride != (1,):
+                raise ValueError(f"{where}: padding='same' needs stride 1, got stride={self.stride[0]}")
+            self.padding = padding
+        else:
+            self.padding = (single(padding, "padding", where, minimum=0),)
+        if method not in F.CONV_METHODS:
+            raise ValueError(f"{where}: method must be one of {F.CONV_METHODS}, got {method!r}")
+        self.method = method
+        self.weight = _new_parameter((out_channels, in_channels // groups) + self.kernel_size, dtype)
+        _init_weight(self.weight, init, where)
+        self.bias = _new_parameter((out_channels,), dtype) if bias else None
+        self._x = None
+
+    def _args(self):
+        padding = self.padding if isinstance(self.padding, str) else self.padding[0]
+        return dict(stride=self.stride[0], padding=padding, dilation=self.dilation[0], groups=self.groups,
+                    method=self.method)
+
+    def forward(self, x):
+        require_ndim(x, 3, "(N, C, L)", self._label())
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
+                             f"{self.in_channels} (input shape {tuple(x.shape)})")
+        try:
+            y = conv1d(x, self.weight.data, None if self.bias is None else self.bias.data, **self._args())
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, "conv1d", self._label()) from None
+        self._x = x if self.training else None
+        return y
+
+    def backward(self, grad_out, input_grad: bool = True):
+        (x,) = self._saved("_x")
+        dx, dw, db = conv1d_backward(grad_out, x, self.weight.data, need_input_grad=input_grad,
+                                     has_bias=self.bias is not None, **self._args())
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding not in ((0,), "valid"):
+            s += f", padding={self.padding}"
+        if self.dilation != (1,):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class MaxPool1d(Module):
+    """Max pooling over ``(N, C, L)``, as ``torch.nn.MaxPool1d`` (stride defaults to kernel_size)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__()
+        where = "MaxPool1d"
+        self.kernel_size = single(kernel_size, "kernel_size", where)
+        self.stride = self.kernel_size if stride is None else single(stride, "stride", where)
+        self.padding = single(padding, "padding", where, minimum=0)
+        self.dilation = single(dilation, "dilation", where)
+        self.ceil_mode = bool(ceil_mode)
+        self._idx = self._x_shape = None
+
+    def _args(self):
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                    dilation=self.dilation, ceil_mode=self.ceil_mode)
+
+    def forward(self, x):
+        require_ndim(x, 3, "(N, C, L)", self._label())
+        try:
+            y, idx = max_pool1d(x, return_indices=True, **self._args())
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, "max_pool1d", self._label()) from None
+        self._idx, self._x_shape = (idx, tuple(x.shape)) if self.training else (None, None)
+        return y
+
+    def backward(self, grad_out):
+        idx, x_shape = self._saved("_idx", "_x_shape")
+        return max_pool1d_backward(grad_out, idx, x_shape, **self._args())
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool1d(Module):
+    """Average pooling over ``(N, C, L)``, as ``torch.nn.AvgPool1d``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        super().__init__()
+        where = "AvgPool1d"
+        self.kernel_size = single(kernel_size, "kernel_size", where)
+        self.stride = self.kernel_size if stride is None else single(stride, "stride", where)
+        self.padding = single(padding, "padding", where, minimum=0)
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        self._x_shape = None
+
+    def _args(self):
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                    ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
+
+    def forward(self, x):
+        require_ndim(x, 3, "(N, C, L)", self._label())
+        try:
+            y = avg_pool1d(x, **self._args())
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, "avg_pool1d", self._label()) from None
+        self._x_shape = tuple(x.shape) if self.training else None
+        return y
+
+    def backward(self, grad_out):
+        (x_shape,) = self._saved("_x_shape")
+        return avg_pool1d_backward(grad_out, x_shape, **self._args())
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size, as ``torch.nn.AdaptiveAvgPool2d``:
+    ``(N, C, H, W) -> (N, C, OH, OW)`` with PyTorch's bins
+    ``[floor(i*H/OH), ceil((i+1)*H/OH))``. ``output_size`` is an int or a pair
+    whose entries may be ``None`` (keep that input size)."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        _output_size(output_size, (1, 1), "AdaptiveAvgPool2d")  # validates
+        self.output_size = output_size
+        self._x_shape = None
+
+    def forward(self, x):
+        require_ndim(x, 4, "(N, C, H, W)", self._label())
+        try:
+            y = adaptive_avg_pool2d(x, self.output_size)
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, "adaptive_avg_pool2d", self._label()) from None
+        self._x_shape = tuple(x.shape) if self.training else None
+        return y
+
+    def backward(self, grad_out):
+        (x_shape,) = self._saved("_x_shape")
+        return adaptive_avg_pool2d_backward(grad_out, x_shape, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool1d(Module):
+    """Average pooling of ``(N, C, L)`` to ``(N, C, output_size)``, as ``torch.nn.AdaptiveAvgPool1d``."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = _single_size(output_size, "AdaptiveAvgPool1d")
+        self._x_shape = None
+
+    def forward(self, x):
+        require_ndim(x, 3, "(N, C, L)", self._label())
+        try:
+            y = adaptive_avg_pool1d(x, self.output_size)
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, "adaptive_avg_pool1d", self._label()) from None
+        self._x_shape = tuple(x.shape) if self.training else None
+        return y
+
+    def backward(self, grad_out):
+        (x_shape,) = self._saved("_x_shape")
+        return adaptive_avg_pool1d_backward(grad_out, x_shape, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"

@@ -1,0 +1,139 @@
+"""Batch normalisation layers, as ``torch.nn.BatchNorm1d`` and ``torch.nn.BatchNorm2d``.
+
+State_dict keys are PyTorch's: ``weight`` and ``bias`` (parameters, with
+``affine=True``), ``running_mean``, ``running_var`` and
+``num_batches_tracked`` (buffers, with ``track_running_stats=True``), so a
+PyTorch model's state_dict loads as is and vice versa.
+
+* Training mode: normalise with the batch statistics (biased variance);
+  update the running ones with ``momentum`` (unbiased variance), or with a
+  cumulative average when ``momentum=None``; count ``num_batches_tracked``.
+* Eval mode: normalise with the running statistics (or, with
+  ``track_running_stats=False``, with the batch's own, as PyTorch does).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import backends
+
+from .. import _state
+from .._checks import backend_for
+from ..functional.normalization import batch_norm, batch_norm_backward
+from .layers import _check_dtype
+from .module import Module, Parameter
+
+__all__ = ["BatchNorm1d", "BatchNorm2d"]
+
+
+class _BatchNorm(Module):
+    skips_input_grad = True
+    _layout = ""
+    _ndims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *,
+                 dtype="float32"):
+        super().__init__()
+        where = f"{type(self).__name__}({num_features})"
+        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features <= 0:
+            raise ValueError(f"{where}: num_features must be a positive int, got {num_features!r}")
+        if not eps > 0:
+            raise ValueError(f"{where}: eps must be positive, got {eps!r}")
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"{where}: momentum must be in [0, 1] or None (cumulative average), got {momentum!r}")
+        _check_dtype(dtype, where)
+        self.num_features = num_features
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        backend = _state.current()
+        dt = backend.dtype(dtype)
+        if self.affine:
+            self.weight = Parameter(backend.asarray(np.ones(num_features), dtype=dt))
+            self.bias = Parameter(backend.asarray(np.zeros(num_features), dtype=dt))
+        else:
+            self.weight = self.bias = None
+        if self.track_running_stats:
+            self.register_buffer("running_mean", backend.asarray(np.zeros(num_features), dtype=dt))
+            self.register_buffer("running_var", backend.asarray(np.ones(num_features), dtype=dt))
+            self.register_buffer("num_batches_tracked", backend.asarray(np.array(0), dtype=backend.dtype("int64")))
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+        self._cache = None
+
+    # -- state -------------------------------------------------------------------
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, no batches tracked."""
+        if not self.track_running_stats:
+            return
+        xp = backends.backend_of(self.running_mean).xp
+        self._set_buffer("running_mean", xp.zeros_like(self.running_mean))
+        self._set_buffer("running_var", xp.ones_like(self.running_var))
+        self._set_buffer("num_batches_tracked", xp.zeros_like(self.num_batches_tracked))
+
+    def reset_parameters(self) -> None:
+        """Running statistics reset; weight 1, bias 0."""
+        self.reset_running_stats()
+        if self.affine:
+            xp = backends.backend_of(self.weight.data).xp
+            self.weight.data = xp.ones_like(self.weight.data)
+            self.bias.data = xp.zeros_like(self.bias.data)
+
+    # -- forward / backward ---------------------------------------------------
+    def _check_input(self, x):
+        if not hasattr(x, "ndim") or x.ndim not in self._ndims:
+            got = f"{x.ndim} dimensions with shape {tuple(x.shape)}" if hasattr(x, "ndim") else type(x).__name__
+            raise ValueError(f"{self._label()}: input must be {self._layout}, got {got}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
+                             f"{self.num_features} (input shape {tuple(x.shape)})")
+
+    def forward(self, x):
+        self._check_input(x)
+        factor = 0.0
+        if self.training and self.track_running_stats:
+            xp = backend_for(x, where=self._label()).xp
+            nbt = self.num_batches_tracked + 1
+            self._set_buffer("num_batches_tracked", nbt)
+            # momentum=None: cumulative average, factor 1/num_batches_tracked (kept on the device).
+            factor = self.momentum if self.momentum is not None else 1.0 / xp.astype(nbt, x.dtype)
+        use_batch_stats = self.training or not self.track_running_stats
+        update = not self.training or self.track_running_stats  # running stats passed (and updated in training)
+        try:
+            y, mean, invstd = batch_norm(
+                x, self.running_mean if update else None, self.running_var if update else None,
+                None if self.weight is None else self.weight.data, None if self.bias is None else self.bias.data,
+                training=use_batch_stats, momentum=factor, eps=self.eps, return_stats=True)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(str(exc).replace("batch_norm:", f"{self._label()}:", 1)) from None
+        self._cache = (x, mean, invstd, use_batch_stats) if self.training else None
+        return y
+
+    def backward(self, grad_out, input_grad: bool = True):
+        (cache,) = self._saved("_cache")
+        x, mean, invstd, batch_stats = cache
+        dx, dw, db = batch_norm_backward(grad_out, x, mean, invstd, None if self.weight is None else self.weight.data,
+                                         training=batch_stats, need_input_grad=input_grad)
+        if self.affine:
+            self.weight.accumulate(dw)
+            self.bias.accumulate(db)
+        return dx
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation over ``(N, C)`` or ``(N, C, L)``, statistics per channel ``C``."""
+
+    _layout = "(N, C) or (N, C, L)"
+    _ndims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation over ``(N, C, H, W)``, statistics per channel ``C``."""
+
+    _layout = "(N, C, H, W)"
+    _ndims = (4,)
