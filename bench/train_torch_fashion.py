@@ -1,0 +1,279 @@
+"""PyTorch twin of ``python -m engine train --model simple_cnn --dataset fashion-mnist``.
+
+Same network (conv 1→32 k3 p1, ReLU, max-pool 2, conv 32→64 k3 p1, ReLU,
+max-pool 2, flatten, linear 3136→128, ReLU, dropout 0.25, linear 128→10),
+same data (the IDX files found by ``engine.data``, scaled to [0, 1] and
+standardised with the train split's mean/std), same hyper-parameters (Adam
+lr 1e-3, batch 64, 3 epochs, a fresh shuffle every epoch), CPU with
+``torch.set_num_threads(2)``. Prints the per-epoch training time (validation
+and test excluded, as the engine's CLI reports it) and the test accuracy.
+
+    python bench/train_torch_fashion.py                      # PyTorch's default initialisation
+    python bench/train_torch_fashion.py --init engine        # start from the engine's initial weights
+
+Compare with:
+
+    python -m engine train --model simple_cnn --dataset fashion-mnist --epochs 3 --backend numpy \\
+        --batch-size 64 --lr 1e-3 --seed 0 --val-fraction 0
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def build(torch):
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10))
+
+
+def to_tensor(torch, ds):
+    x = ds.images.astype(np.float32) / 255.0
+    x = (x - np.float32(ds.mean)) / np.float32(ds.std)
+    return torch.from_numpy(x), torch.from_numpy(ds.labels.astype(np.int64))
+
+
+def accuracy(torch, model, x, y, batch=256):
+    model.eval()
+    correct, loss = 0, 0.0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out = model(x[i:i + batch])
+            loss += float(torch.nn.functional.cross_entropy(out, y[i:i + batch], reduction="sum"))
+            correct += int((out.argmax(1) == y[i:i + batch]).sum())
+    model.train()
+    return correct / len(x), loss / len(x)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init", choices=("torch", "engine"), default="torch",
+                   help="torch: PyTorch's default initialisation; engine: the engine's simple_cnn "
+                        "initial weights for the same --seed")
+    p.add_argument("--train-samples", type=int, default=None, help="first N training images only")
+    p.add_argument("--compare-steps", type=int, default=None, metavar="N",
+                   help="instead of training: time N-step blocks of the engine (numpy backend) and of "
+                        "PyTorch alternately in this one process, on the same batches, and print the medians")
+    p.add_argument("--rounds", type=int, default=5, help="blocks per side with --compare-steps")
+    p.add_argument("--layer-times", action="store_true",
+                   help="instead of training: median forward/backward time of each engine layer and "
+                        "forward time of each PyTorch layer, one batch of --batch-size")
+    p.add_argument("--engine-threads", default="2",
+                   help="BLAS thread counts to time the engine with, e.g. 1,2 (needs threadpoolctl)")
+    args = p.parse_args(argv)
+    if args.compare_steps:
+        return compare_steps(args)
+    if args.layer_times:
+        return layer_times(args)
+
+    import torch
+
+    from engine.data import load_dataset
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    train = load_dataset(args.dataset, "train", data_dir=args.data_dir)
+    test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
+    if args.train_samples:
+        train = train.subset(slice(0, args.train_samples))
+    xtr, ytr = to_tensor(torch, train)
+    xte, yte = to_tensor(torch, test)
+
+    model = build(torch)
+    if args.init == "engine":
+        import engine
+        from engine.models import simple_cnn
+        engine.manual_seed(args.seed)
+        state = {k: torch.from_numpy(engine.to_numpy(v).copy()) for k, v in simple_cnn().state_dict().items()}
+        model.load_state_dict(state)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    gen = torch.Generator().manual_seed(args.seed)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
+          f"python {platform.python_version()}")
+    print(f"simple_cnn ({sum(q.numel() for q in model.parameters()):,} parameters, {args.init} init) on "
+          f"{args.dataset}: {len(xtr):,} train, {len(xte):,} test; Adam lr {args.lr:g}, batch {args.batch_size}, "
+          f"{args.epochs} epochs, seed {args.seed}", flush=True)
+    times = []
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        order = torch.randperm(len(xtr), generator=gen)
+        seen, loss_sum, correct = 0, 0.0, 0
+        start = time.perf_counter()
+        for i in range(0, len(xtr), args.batch_size):
+            idx = order[i:i + args.batch_size]
+            x, y = xtr[idx], ytr[idx]
+            opt.zero_grad()
+            out = model(x)
+            loss = torch.nn.functional.cross_entropy(out, y)
+            loss.backward()
+            opt.step()
+            n = len(y)
+            seen += n
+            loss_sum += loss.item() * n  # one host read per step, as the engine's loop does
+            correct += int((out.argmax(1) == y).sum())
+        elapsed = time.perf_counter() - start
+        times.append(elapsed)
+        print(f"epoch {epoch}/{args.epochs}  loss {loss_sum / seen:.4f}  acc {correct / seen:.2%}  "
+              f"{elapsed:.1f}s ({seen / elapsed:,.0f} samples/s)", flush=True)
+    acc, loss = accuracy(torch, model, xte, yte)
+    print(f"training time: {sum(times):.1f} s ({sum(times) / len(times):.1f} s per epoch)")
+    print(f"test accuracy: {acc:.2%} ({round(acc * len(xte))}/{len(xte)} held-out {args.dataset} test images), "
+          f"test loss {loss:.4f}", flush=True)
+    return 0
+
+
+def layer_times(args, steps=40):
+    """Where the engine's step goes: per-layer forward and backward medians."""
+    import statistics
+
+    import torch
+
+    import engine
+    from engine import nn as enn
+    from engine import optim as eoptim
+    from engine.data import DataLoader, load_dataset
+    from engine.models import simple_cnn
+
+    torch.set_num_threads(args.threads)
+    engine.manual_seed(args.seed)
+    train = load_dataset(args.dataset, "train", data_dir=args.data_dir).subset(slice(0, args.batch_size * steps))
+    batches = list(DataLoader(train, args.batch_size, shuffle=True))
+    model, loss = simple_cnn(), enn.CrossEntropyLoss()
+    opt = eoptim.Adam(model.parameters(), lr=args.lr)
+    layers = list(model)
+    fwd = [[] for _ in layers]
+    bwd = [[] for _ in layers]
+    rest = {"loss forward+backward": [], "Adam step": []}
+    for rep in range(2):
+        for x, y in batches:
+            opt.zero_grad()
+            h = x
+            for i, layer in enumerate(layers):
+                t = time.perf_counter()
+                h = layer(h)
+                fwd[i].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            value = loss(h, y)
+            g = loss.backward()
+            float(value)
+            rest["loss forward+backward"].append(time.perf_counter() - t)
+            for i in reversed(range(len(layers))):
+                t = time.perf_counter()
+                g = layers[i].backward(g, input_grad=False) if i == 0 else layers[i].backward(g)
+                bwd[i].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            opt.step()
+            rest["Adam step"].append(time.perf_counter() - t)
+    tmodel = build(torch).eval()
+    tx = torch.from_numpy(engine.to_numpy(batches[0][0]))
+    tf = []
+    with torch.no_grad():
+        for layer in tmodel:
+            ts = []
+            for _ in range(steps):
+                t = time.perf_counter()
+                out = layer(tx)
+                ts.append(time.perf_counter() - t)
+            tf.append(statistics.median(ts))
+            tx = out
+    med = lambda v: statistics.median(v[len(v) // 2:]) * 1e3  # second pass only
+    print(f"engine simple_cnn, batch {args.batch_size}, numpy backend; load average {os.getloadavg()[0]:.2f}")
+    print(f"{'layer':22s} {'fwd ms':>8s} {'bwd ms':>8s} {'torch fwd ms':>13s}")
+    total = 0.0
+    for i, layer in enumerate(layers):
+        f, b = med(fwd[i]), med(bwd[i])
+        total += f + b
+        print(f"{i:2d} {type(layer).__name__:19s} {f:8.2f} {b:8.2f} {tf[i] * 1e3:13.2f}")
+    for name, values in rest.items():
+        total += med(values)
+        print(f"   {name:19s} {med(values):8.2f}")
+    print(f"total {total:.1f} ms per step")
+    return 0
+
+
+def compare_steps(args):
+    """Median time per training step (forward, backward, Adam) of both, interleaved."""
+    import statistics
+
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import engine
+    from engine import nn as enn
+    from engine import optim as eoptim
+    from engine.data import DataLoader, load_dataset
+    from engine.models import simple_cnn
+
+    torch.set_num_threads(args.threads)
+    train = load_dataset(args.dataset, "train", data_dir=args.data_dir).subset(slice(0, 64 * args.compare_steps))
+    engine.manual_seed(args.seed)
+    batches = list(DataLoader(train, args.batch_size, shuffle=True))
+    tbatches = [(torch.from_numpy(engine.to_numpy(x)), torch.from_numpy(engine.to_numpy(y))) for x, y in batches]
+    model, loss = simple_cnn(), enn.CrossEntropyLoss()
+    opt = eoptim.Adam(model.parameters(), lr=args.lr)
+    tmodel = build(torch)
+    topt = torch.optim.Adam(tmodel.parameters(), lr=args.lr)
+
+    def engine_block():
+        start = time.perf_counter()
+        for x, y in batches:
+            opt.zero_grad()
+            value = loss(model(x), y)
+            model.backward(loss.backward(), input_grad=False)
+            opt.step()
+            float(value)
+        return (time.perf_counter() - start) / len(batches)
+
+    def torch_block():
+        start = time.perf_counter()
+        for x, y in tbatches:
+            topt.zero_grad()
+            value = torch.nn.functional.cross_entropy(tmodel(x), y)
+            value.backward()
+            topt.step()
+            value.item()
+        return (time.perf_counter() - start) / len(tbatches)
+
+    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads); numpy {np.__version__}, "
+          f"BLAS {', '.join(blas)}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    threads = [int(t) for t in str(args.engine_threads).split(",")]
+    times = {f"engine({t} BLAS threads)": [] for t in threads}
+    times["torch"] = []
+    engine_block()
+    torch_block()  # warm-up
+    for _ in range(args.rounds):
+        for t in threads:
+            with threadpool_limits(limits=t, user_api="blas"):
+                times[f"engine({t} BLAS threads)"].append(engine_block())
+        times["torch"].append(torch_block())
+    ref = statistics.median(times["torch"])
+    for name, values in times.items():
+        med = statistics.median(values)
+        print(f"{name:26s} median {med * 1e3:7.1f} ms/step  (rounds: "
+              f"{', '.join(f'{v * 1e3:.0f}' for v in values)})  {med / ref:.2f}x torch  "
+              f"-> {med * 60000 / args.batch_size:.0f} s per 60k-image epoch")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
