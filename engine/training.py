@@ -264,6 +264,8 @@ class ModelCheckpoint(Callback):
 class _Progress:
     """A tqdm bar on a terminal; plain lines without tqdm; nothing when not a terminal."""
 
+    MININTERVAL = 0.1  # seconds between redraws of the bar
+
     def __init__(self, enabled: bool, total: int, desc: str, stream):
         self.bar = None
         self.plain = False
@@ -277,7 +279,7 @@ class _Progress:
             self.every = max(1, total // 10)
             return
         self.bar = tqdm(total=total, desc=desc, unit="batch", leave=False, file=stream,
-                        dynamic_ncols=True)
+                        dynamic_ncols=True, mininterval=self.MININTERVAL)
 
     def update(self, step, loss, acc, rate):
         text = f"loss {loss:.4f}" + (f" acc {acc:.2%}" if acc is not None else "") + f" {rate:,.0f} samples/s"

@@ -273,6 +273,7 @@ def test_progress_bar_on_a_terminal(mnist_small, monkeypatch):
     pytest.importorskip("tqdm")
     err = _Tty()
     monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(T._Progress, "MININTERVAL", 0.0)  # redraw on every step, however fast
     engine.manual_seed(0)
     model = tiny_model()
     T.fit(model, nn.CrossEntropyLoss(), optim.Adam(model.parameters()), loaders(mnist_small)[0], epochs=1,
