@@ -179,7 +179,7 @@ def test_load_errors(tmp_path, data):
         load_checkpoint(path, small_model(), optim.SGD(small_model().parameters(), lr=0.1))
     with pytest.raises(ValueError, match="no scheduler state"):
         load_checkpoint(path, scheduler=StepLR(opt, 1))
-    with pytest.raises(KeyError, match="missing keys"):
+    with pytest.raises((KeyError, ValueError), match="missing keys"):
         load_checkpoint(path, nn.Sequential(nn.Linear(2, 2)))
     assert load_checkpoint(path, restore_rng=False).epoch is None
 
