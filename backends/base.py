@@ -71,6 +71,8 @@ class Backend:
 
     name: str = "generic"
     xp = None
+    #: Arrays live in host memory, so reading a value back costs no device sync.
+    host_memory: bool = True
     #: im2col workspace per chunk, in bytes; ``None`` means the backend's default.
     workspace_limit: int | None = None
     default_workspace_bytes: int = 8 << 20
@@ -155,22 +157,27 @@ class Backend:
     # -- pooling -------------------------------------------------------------
     def max_pool2d(self, x, win: Window):
         """Max over each window: ``(y, idx)``, ``idx`` the flat in-window argmax
-        (first maximum wins; the last NaN wins so NaN propagates, as in PyTorch)."""
+        (first maximum wins; the last NaN wins so NaN propagates, as in PyTorch).
+        Padding never wins, even over -inf."""
         xp = self.xp
         lowest = xp.finfo(x.dtype).min  # not -inf: argmax over -inf is buggy on some GPU libraries
         xpad = self.pad2d(x, win, value=lowest)
-        best = idx = None
-        for i in range(win.kh):
-            for j in range(win.kw):
-                rows, cols = win.slices(i, j)
-                v = xpad[:, :, rows, cols]
-                if best is None:
-                    best = v
-                    idx = xp.zeros(v.shape, dtype=xp.int64, device=_device(x))
-                    continue
-                take = (v > best) | xp.isnan(v)  # the last NaN wins, as in PyTorch
-                best = xp.where(take, v, best)
-                idx = xp.where(take, xp.asarray(i * win.kw + j, dtype=xp.int64), idx)
+        masks = window_masks(tuple(x.shape), win)
+        best = idx = seen = None
+        for k, (i, j) in enumerate(win_offsets(win)):
+            rows, cols = win.slices(i, j)
+            v = xpad[:, :, rows, cols]
+            valid = None if masks is None else self.asarray(masks[k])
+            if best is None:
+                best, seen = v, valid
+                idx = xp.zeros(v.shape, dtype=xp.int64, device=_device(x))
+                continue
+            take = (v > best) | xp.isnan(v)  # the last NaN wins, as in PyTorch
+            if valid is not None:
+                take = valid & (take | ~seen)
+                seen = seen | valid
+            best = xp.where(take, v, best)
+            idx = xp.where(take, xp.asarray(k, dtype=xp.int64), idx)
         return best, idx
 
     def max_pool2d_backward(self, grad_out, idx, x_shape, win: Window):
@@ -226,6 +233,26 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<backend {self.name!r}>"
+
+
+def win_offsets(win: Window):
+    """Kernel offsets ``(i, j)`` in the order of the flat in-window index ``i*kw + j``."""
+    return [(i, j) for i in range(win.kh) for j in range(win.kw)]
+
+
+def window_masks(x_shape, win: Window):
+    """Per kernel offset, an ``(OH, OW)`` NumPy bool mask of the outputs whose
+    window element at that offset lies inside the input (not in the padding);
+    ``None`` when no window touches padding."""
+    _, _, h, w = x_shape
+    if not any(win[6:10]) and win.padded_size(h, w) == (h, w):
+        return None
+    masks = []
+    for i, j in win_offsets(win):
+        rows = np.arange(win.oh) * win.sh + i * win.dh - win.pad_top
+        cols = np.arange(win.ow) * win.sw + j * win.dw - win.pad_left
+        masks.append(((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :])
+    return masks
 
 
 def _device(x):

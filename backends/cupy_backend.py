@@ -36,6 +36,7 @@ _DLPACK_GPU = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
 class CupyBackend(Backend):
     name = "cupy"
     xp = _xp_cupy
+    host_memory = False
 
     def __init__(self):
         if _cupy is None:

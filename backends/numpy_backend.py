@@ -5,7 +5,7 @@ import numpy as np
 from array_api_compat import numpy as xp_numpy
 from numpy.lib.stride_tricks import as_strided
 
-from .base import Backend, Window
+from .base import Backend, Window, win_offsets, window_masks
 
 
 class NumpyBackend(Backend):
@@ -61,6 +61,46 @@ class NumpyBackend(Backend):
             for j in range(win.kw):
                 rows, cols = win.slices(i, j)
                 acc_t[:, :, rows, cols] += col[:, i, j]
+        return acc[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
+
+    def max_pool2d(self, x, win: Window):
+        # Same rule as the generic version, with in-place updates instead of
+        # fresh arrays per kernel offset, and the NaN test only when there are NaNs.
+        masks = window_masks(x.shape, win)
+        xpad = self.pad2d(x, win, value=np.finfo(x.dtype).min)
+        shape = (x.shape[0], x.shape[1], win.oh, win.ow)
+        best = np.empty(shape, dtype=x.dtype)
+        idx = np.zeros(shape, dtype=np.int64)
+        take = np.empty(shape, dtype=bool)
+        has_nan = bool(np.isnan(x).any())
+        seen = None
+        for k, (i, j) in enumerate(win_offsets(win)):
+            rows, cols = win.slices(i, j)
+            v = xpad[:, :, rows, cols]
+            if k == 0:
+                best[...] = v
+                seen = None if masks is None else masks[0].copy()
+                continue
+            np.greater(v, best, out=take)
+            if has_nan:
+                take |= np.isnan(v)
+            if masks is not None:
+                take |= ~seen
+                take &= masks[k]
+                seen |= masks[k]
+            np.copyto(best, v, where=take)
+            np.copyto(idx, k, where=take)
+        return best, idx
+
+    def max_pool2d_backward(self, grad_out, idx, x_shape, win: Window):
+        n, c, h, w = x_shape
+        hp, wp = win.padded_size(h, w)
+        acc = np.zeros((n, c, hp, wp), dtype=grad_out.dtype)
+        hit = np.empty(idx.shape, dtype=bool)
+        for k, (i, j) in enumerate(win_offsets(win)):
+            rows, cols = win.slices(i, j)
+            view = acc[:, :, rows, cols]  # one offset never visits a pixel twice
+            np.add(view, grad_out, out=view, where=np.equal(idx, k, out=hit))
         return acc[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
 
     def sliding_windows(self, x_padded, win: Window):

@@ -75,8 +75,6 @@ class Optimizer:
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore a :meth:`state_dict`; state arrays move to each parameter's backend and dtype."""
-        import backends
-
         from .nn.module import _to_host
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups) or any(
@@ -89,7 +87,7 @@ class Optimizer:
         self.state = {}
         for key, entries in state_dict["state"].items():
             p = params[int(key)]
-            backend = backends.backend_of(p.data)
+            backend = backend_for(p.data, where=f"{type(self).__name__}.load_state_dict")
             restored = {}
             for name, value in entries.items():
                 if isinstance(value, (int, float)):

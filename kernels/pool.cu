@@ -32,16 +32,18 @@ __device__ __forceinline__ void max_pool2d_forward_body(
     const T* __restrict__ plane = x + (idx / (oh * ow)) * h * w;
     A best = Elem<T>::lowest();
     long long best_k = 0;
+    bool seen = false;
     for (int i = 0; i < kh; ++i) {
       const long long yy = oy * sh + (long long)i * dh - pad_top;
       const bool row_in = yy >= 0 && yy < h;
       for (int j = 0; j < kw; ++j) {
         const long long xx = ox * sw + (long long)j * dw - pad_left;
-        const A v = (row_in && xx >= 0 && xx < w) ? Elem<T>::load(plane[yy * w + xx])
-                                                  : Elem<T>::lowest();
-        if ((i == 0 && j == 0) || v > best || is_nan(v)) {
+        if (!row_in || xx < 0 || xx >= w) continue;  // padding never wins, even over -inf
+        const A v = Elem<T>::load(plane[yy * w + xx]);
+        if (!seen || v > best || is_nan(v)) {
           best = v;
           best_k = (long long)i * kw + j;
+          seen = true;
         }
       }
     }

@@ -125,9 +125,6 @@ def test_non_integer_sizes_raise_type_error(make, fragments):
     _raises(TypeError, make, *fragments)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: pooling accepts padding up to half the *dilated* kernel, PyTorch "
-                                       "only up to half the kernel; beyond that a window can lie entirely in "
-                                       "the padding and max_pool2d returns finfo.min")
 def test_max_pool_padding_bound_uses_the_undilated_kernel_like_torch():
     # kernel 2, dilation 3: PyTorch rejects padding 2 > 2 // 2 ("pad should be at most half of kernel size")
     with pytest.raises(ValueError, match="padding"):
@@ -213,8 +210,6 @@ def test_loss_backward_before_forward(make):
     _raises(RuntimeError, lambda: make().backward(), make.__name__, "backward() called before forward()")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Dropout.backward before any forward silently returns grad_out "
-                                       "(its mask None means both 'nothing dropped' and 'no forward yet')")
 def test_dropout_backward_before_forward():
     with pytest.raises(RuntimeError, match=r"backward\(\) called before forward\(\)"):
         nn.Dropout(0.5).backward(_f32(2, 2))
@@ -256,8 +251,6 @@ def test_load_state_dict_missing_and_unexpected_keys_are_named():
     np.testing.assert_array_equal(engine.to_numpy(model.state_dict()["0.weight"]), sd["0.weight"])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load_state_dict raises KeyError for missing/unexpected keys; "
-                                       "bad input must raise ValueError (or TypeError) like every other check")
 def test_load_state_dict_missing_keys_is_a_value_error():
     sd = {k: engine.to_numpy(v) for k, v in _model().state_dict().items()}
     del sd["0.bias"]

@@ -165,9 +165,6 @@ def test_torch_optimizer_state_dict_loads_and_continues_identically(config):
         assert_rel(p.data, from_torch(t), 1e-12, "param")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Optimizer.load_state_dict uses backends.backend_of(p.data), which is "
-                                       "None in a fresh process where no engine op has loaded the numpy backend "
-                                       "yet: AttributeError 'NoneType' object has no attribute 'asarray'")
 def test_optimizer_load_state_dict_in_a_fresh_process():
     code = textwrap.dedent("""
         import numpy as np

@@ -150,9 +150,6 @@ def test_max_pool_propagates_nan_like_torch():
     np.testing.assert_array_equal(y[~np.isnan(y)], ty[~np.isnan(ty)])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: max_pool2d pads with finfo.min, so a padded window whose real "
-                                       "elements are all -inf returns finfo.min and sends the gradient into "
-                                       "the padding (PyTorch returns -inf and routes it to the -inf element)")
 def test_max_pool_of_minus_inf_in_a_padded_window():
     x = np.full((1, 1, 3, 3), -np.inf)
     x[0, 0, 2, 2] = 1.0

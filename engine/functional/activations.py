@@ -33,13 +33,13 @@ def linear_backward(grad_out, x, weight, need_input_grad=True, has_bias=True):
 def relu(x):
     """``max(x, 0)``."""
     xp = backend_for(x, where="relu").xp
-    return xp.where(x > 0, x, xp.zeros((), dtype=x.dtype))
+    return xp.maximum(x, xp.zeros((), dtype=x.dtype))  # NaN stays NaN, as in PyTorch
 
 
 def relu_backward(grad_out, y):
     """Gradient of :func:`relu` given its output ``y``."""
     xp = backend_for(grad_out, y, where="relu backward").xp
-    return xp.where(y > 0, grad_out, xp.zeros((), dtype=grad_out.dtype))
+    return grad_out * xp.astype(y > 0, grad_out.dtype)
 
 
 def leaky_relu(x, negative_slope=0.01):

@@ -19,10 +19,8 @@ def _pool_window(x_shape, kernel_size, stride, padding, dilation, ceil_mode, whe
     stride = kernel if stride is None else pair(stride, "stride", where)
     dilation = pair(dilation, "dilation", where)
     ph, pw = pair(padding, "padding", where, minimum=0)
-    eff = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
-    if ph > eff[0] // 2 or pw > eff[1] // 2:
-        raise ValueError(f"{where}: padding {(ph, pw)} must be at most half the (dilated) kernel "
-                         f"size {eff}")
+    if ph > kernel[0] // 2 or pw > kernel[1] // 2:  # PyTorch's bound: every window then holds input
+        raise ValueError(f"{where}: padding {(ph, pw)} must be at most half the kernel size {kernel}")
     return _window(x_shape, kernel, stride, (ph, ph, pw, pw), dilation, where, ceil_mode)
 
 

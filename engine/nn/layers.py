@@ -386,6 +386,9 @@ class LogSoftmax(Softmax):
         return F.log_softmax_backward(grad_out, y, axis=self.dim)
 
 
+_NOT_RUN = object()  # Dropout's mask before any forward (None means "nothing dropped")
+
+
 class Dropout(Module):
     """Zero elements with probability ``p`` in training (scaling the rest by
     ``1/(1-p)``); identity in eval mode. Seeded by ``engine.manual_seed``."""
@@ -395,13 +398,15 @@ class Dropout(Module):
         if not 0 <= p <= 1:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p!r}")
         self.p = float(p)
-        self._mask = None
+        self._mask = _NOT_RUN
 
     def forward(self, x):
         y, self._mask = F.dropout(x, self.p, self.training)
         return y
 
     def backward(self, grad_out):
+        if self._mask is _NOT_RUN:
+            raise RuntimeError(f"{self._label()}: backward() called before forward()")
         return grad_out if self._mask is None else grad_out * self._mask
 
     def extra_repr(self):

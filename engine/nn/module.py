@@ -16,6 +16,14 @@ import backends
 from .. import _state
 
 
+class StateDictKeyError(KeyError, ValueError):
+    """A state_dict whose keys do not match the module's (a ``ValueError``, and
+    a ``KeyError`` for code written against PyTorch's behaviour)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
 class Parameter:
     """A trainable array: ``.data`` holds the values, ``.grad`` the accumulated gradient."""
 
@@ -61,6 +69,10 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        if name in self._buffers and not isinstance(value, (Parameter, Module)):
+            self._buffers[name] = value  # assigning a buffer keeps it registered, as in PyTorch
+            object.__setattr__(self, name, value)
+            return
         for table in (self._parameters, self._modules, self._buffers):
             table.pop(name, None)
         if isinstance(value, Parameter):
@@ -173,8 +185,8 @@ class Module:
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
-            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
-                           f"unexpected keys {unexpected}")
+            raise StateDictKeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
+                                    f"unexpected keys {unexpected}")
         targets = {}
         for mod_name, module in self.named_modules():
             for name in list(module._parameters) + list(module._buffers):
