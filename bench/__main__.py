@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", nargs="+", metavar="OP",
                    help=f"ops to run, space or comma separated (default: the suite's). Choices: {', '.join(ALL_OPS)}")
     p.add_argument("--paths", nargs="+", metavar="PATH",
-                   help="paths to time (default: naive strided gemm torch; on cupy also gemm-slicing generic). "
+                   help="paths to time (default: naive strided gemm generic torch; on cupy also gemm-slicing). "
                         "Choices: naive, strided, gemm, gemm-slicing (the generic slicing im2col/col2im of "
                         "backends.base bound onto the backend), generic (the same for max pooling), torch "
                         "(the PyTorch peer). The bare GEMM and max pooling's 'engine' path are always timed.")
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 1:
             parser.error("--threads must be >= 1")
         env_before = machine.set_thread_env(args.threads)  # effective only if NumPy is not loaded yet
+    env_before.update(machine.set_blas_spin(threads, peer=not args.no_torch))
     try:
         return _main(parser, args, argv, threads)
     finally:
@@ -194,7 +195,9 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
     emit(f"CPU {meta['cpu_model']} ({meta['cpu_usable']} usable cores); BLAS "
          f"{(meta['blas'].get('blas') or {}).get('name') if isinstance(meta['blas'].get('blas'), dict) else '?'} "
          f"threads={settings.facts().get('blas_threads', 'unverified')}; torch threads "
-         f"{settings.facts().get('torch_threads')}; load average {meta['load_average_start']}")
+         f"{settings.facts().get('torch_threads')}; load average {meta['load_average_start']}"
+         + (f"; OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}"
+            if os.environ.get("OPENBLAS_THREAD_TIMEOUT") else ""))
     if args.backend == "cupy" and meta.get("cupy"):
         c = meta["cupy"]
         emit(f"GPU {c.get('gpu')} (cc {c.get('compute_capability')}), CUDA runtime {c.get('cuda_runtime')}, "

@@ -50,7 +50,7 @@ POOL_METHODS = ("pad2d", "max_pool2d", "max_pool2d_backward", "_scatter_windows"
 def default_paths(backend_name: str) -> tuple[str, ...]:
     if backend_name == "cupy":
         return ("naive", "strided", "gemm", "gemm-slicing", "generic", "torch")
-    return ("naive", "strided", "gemm", "torch")
+    return ("naive", "strided", "gemm", "generic", "torch")
 
 
 @contextlib.contextmanager
