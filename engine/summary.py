@@ -30,6 +30,7 @@ import backends
 
 from . import _state
 from .nn import layers as L
+from .nn.conv_extra import _ConvTransposeNd
 from .nn.module import Module, Sequential
 
 __all__ = ["LayerInfo", "Summary", "summary"]
@@ -197,12 +198,15 @@ def _window(m: Module):
 
 
 def _macs(m: Module, x_shape, y_shape) -> int:
-    if isinstance(m, L.Conv2d):
-        kh, kw = m.kernel_size
-        return int(math.prod(y_shape)) * (m.in_channels // m.groups) * kh * kw
     if isinstance(m, L.Linear):
         return int(math.prod(y_shape)) * m.in_features
-    return 0
+    weight = getattr(m, "weight", None)
+    if weight is None or len(weight.shape) < 3:
+        return 0
+    taps = int(math.prod(weight.shape[1:]))  # per output (conv) or per input (transposed) element
+    if isinstance(m, _ConvTransposeNd):  # every input element scatters into weight.shape[1] * k outputs
+        return int(math.prod(x_shape)) * taps
+    return int(math.prod(y_shape)) * taps  # Conv1d/Conv2d: (C/groups) * k taps per output
 
 
 _KEEPS_RF = (L.Flatten, L.Identity, L.Dropout, L._Activation)
@@ -214,7 +218,7 @@ def _run_counting(layer: Module, x):
     counted = [0]
     patched = []
     for _, m in layer.named_modules():
-        if isinstance(m, (L.Conv2d, L.Linear)):
+        if isinstance(m, L.Linear) or (getattr(m, "weight", None) is not None and len(m.weight.shape) >= 3):
             def counting(inp, _m=m):
                 out = type(_m).forward(_m, inp)
                 counted[0] += _macs(_m, tuple(inp.shape), tuple(out.shape))
@@ -238,7 +242,9 @@ def summary(model: Module, input_shape, dtype: str | None = None) -> Summary:
     if not isinstance(model, Module):
         raise TypeError(f"summary: model must be an engine.nn.Module, got {type(model).__name__}")
     shape = tuple(int(d) for d in input_shape)
-    if len(shape) == 3:
+    first = next(_leaves(model), (None, None))[1]
+    one_d = first is not None and type(first).__name__.endswith("1d")
+    if len(shape) == (2 if one_d else 3):  # one sample: add the batch axis
         shape = (1,) + shape
     if len(shape) < 2 or any(d <= 0 for d in shape):
         raise ValueError(f"summary: input_shape must be (C, H, W) or (N, C, H, W) of positive sizes, "

@@ -211,3 +211,20 @@ def test_default_init_is_pytorchs():
     assert w.std() == pytest.approx(np.sqrt(2 / (32 * 9)), rel=0.05)
     with pytest.raises(ValueError, match="init must be"):
         models.course_cnn(init="orthogonal")
+
+
+def test_summary_flops_of_1d_and_transposed_convs_equal_torch_flop_counter():
+    torch = pytest.importorskip("torch", reason="PyTorch's FlopCounterMode is the oracle")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cases = [
+        (nn.Sequential(nn.Conv1d(2, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4, 3)),
+         torch.nn.Sequential(torch.nn.Conv1d(2, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten(),
+                             torch.nn.Linear(4 * 4, 3)), (2, 10)),
+        (nn.Sequential(nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1)),
+         torch.nn.Sequential(torch.nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1)), (2, 5, 4)),
+    ]
+    for ours, theirs, shape in cases:
+        with FlopCounterMode(display=False) as counter:
+            theirs(torch.zeros((1,) + shape))
+        assert ours.summary(shape).total_flops == counter.get_total_flops()
