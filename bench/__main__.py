@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 1:
             parser.error("--threads must be >= 1")
         env_before = machine.set_thread_env(args.threads)  # effective only if NumPy is not loaded yet
-    env_before.update(machine.set_blas_spin(threads, peer=not args.no_torch))
+    env_before.update(machine.set_spin_limits(threads, peer=not args.no_torch))
     try:
         return _main(parser, args, argv, threads)
     finally:
@@ -196,8 +196,7 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
          f"{(meta['blas'].get('blas') or {}).get('name') if isinstance(meta['blas'].get('blas'), dict) else '?'} "
          f"threads={settings.facts().get('blas_threads', 'unverified')}; torch threads "
          f"{settings.facts().get('torch_threads')}; load average {meta['load_average_start']}"
-         + (f"; OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}"
-            if os.environ.get("OPENBLAS_THREAD_TIMEOUT") else ""))
+         + "".join(f"; {v}={os.environ[v]}" for v in machine.SPIN_LIMITS if os.environ.get(v)))
     if args.backend == "cupy" and meta.get("cupy"):
         c = meta["cupy"]
         emit(f"GPU {c.get('gpu')} (cc {c.get('compute_capability')}), CUDA runtime {c.get('cuda_runtime')}, "
