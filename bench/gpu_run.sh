@@ -6,7 +6,9 @@
 # (default ./gpu-results-DATE): env.txt, pytest-gpu.txt, gpu-*.{json,csv,txt,png},
 # *.log, status.txt. A failing stage is logged and the next one runs anyway.
 # Each bench stage is capped by STAGE_TIMEOUT seconds (default 540); on the cap
-# the bench still writes what it measured (it catches SIGTERM).
+# the bench still writes what it measured (it catches SIGTERM). Where one command
+# may run only ~10 minutes, run the stages in several calls with the same OUT:
+#   bash bench/gpu_run.sh env tests ; bash bench/gpu_run.sh quick full ; bash bench/gpu_run.sh sweep f64 cpu-core
 set -x
 set -o pipefail
 export PYTHONUNBUFFERED=1

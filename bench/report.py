@@ -190,7 +190,10 @@ def write_plot(path: str, meta: dict, rows: list[dict]) -> None:
     panels += [f"sweep:{a}" for a in axes_names]
     if not panels:
         panels = ["gflops"]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(13, 4.2 * len(panels)), squeeze=False)
+    n_cases = max(len({(r["op"], r["case"]) for r in other if r.get(k)})
+                  for k in ("speedup_vs_naive", "vs_torch", "gflops"))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(13.0, 0.32 * n_cases), 4.6 * len(panels)),
+                             squeeze=False)
     threads = (meta.get("threads") or {}).get("requested")
     gpu = (meta.get("cupy") or {}).get("gpu") if meta.get("backend") == "cupy" else None
     title = (f"{meta.get('command', 'python -m bench')}\n{meta.get('dtype')}, "
@@ -239,7 +242,7 @@ def write_plot(path: str, meta: dict, rows: list[dict]) -> None:
                 for p in dict.fromkeys(r["path"] for r in pts if r["op"] == op):
                     sel = sorted((r for r in pts if r["path"] == p and r["op"] == op),
                                  key=lambda r: r["sweep_value"])
-                    ax.plot([r["flops"] for r in sel], [r["median_ms"] for r in sel], "o-",
+                    ax.plot([r["flops"] for r in sel], [r["median_ms"] for r in sel], marker="o",
                             label=f"{op} {p}", ls="--" if any(r["status"] == "est." for r in sel) else "-")
                     for r in sel[:: max(1, len(sel) // 5)]:
                         ax.annotate(f"{axis}={r['sweep_value']}", (r["flops"], r["median_ms"]), fontsize=6)
@@ -301,3 +304,20 @@ def core_verdicts(rows: list[dict], engine_path: str = "gemm") -> tuple[str, int
                      f"{g_verdict:<5} [{mins[0]}, {mins[1]}]")
     lines.append(f"core: {passes} PASS, {misses} MISS")
     return "\n".join(lines), passes, misses
+
+
+def replot(json_path: str, png_path: str) -> None:
+    """Redraw the plot of a saved run: ``python -m bench.report RUN.json OUT.png``."""
+    with open(json_path) as fh:
+        data = json.load(fh)
+    write_plot(png_path, data["meta"], data["rows"])
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m bench.report RUN.json OUT.png  (redraws the plot of a saved run)")
+    missing = plot_available()
+    if missing:
+        sys.exit(missing)
+    replot(sys.argv[1], sys.argv[2])
