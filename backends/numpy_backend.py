@@ -64,43 +64,33 @@ class NumpyBackend(Backend):
         return acc[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
 
     def max_pool2d(self, x, win: Window):
-        # Same rule as the generic version, with in-place updates instead of
-        # fresh arrays per kernel offset, and the NaN test only when there are NaNs.
-        masks = window_masks(x.shape, win)
-        xpad = self.pad2d(x, win, value=np.finfo(x.dtype).min)
-        shape = (x.shape[0], x.shape[1], win.oh, win.ow)
-        best = np.empty(shape, dtype=x.dtype)
-        idx = np.zeros(shape, dtype=np.int64)
-        take = np.empty(shape, dtype=bool)
-        has_nan = bool(np.isnan(x).any())
-        seen = None
-        for k, (i, j) in enumerate(win_offsets(win)):
-            rows, cols = win.slices(i, j)
-            v = xpad[:, :, rows, cols]
-            if k == 0:
-                best[...] = v
-                seen = None if masks is None else masks[0].copy()
-                continue
-            np.greater(v, best, out=take)
-            if has_nan:
-                take |= np.isnan(v)
-            if masks is not None:
-                take |= ~seen
-                take &= masks[k]
-                seen |= masks[k]
-            np.copyto(best, v, where=take)
-            np.copyto(idx, k, where=take)
+        # Without padding or NaN: the max is a chain of np.maximum and the first
+        # offset equal to it is the argmax (first maximum wins, as in the generic
+        # rule). ~1.7x faster than the generic where-chain (bench/results).
+        if window_masks(x.shape, win) is not None or np.isnan(x).any():
+            return super().max_pool2d(x, win)
+        views = [x[:, :, rows, cols] for rows, cols in (win.slices(i, j) for i, j in win_offsets(win))]
+        best = views[0].copy()
+        for v in views[1:]:
+            np.maximum(best, v, out=best)
+        idx = np.full(best.shape, len(views) - 1, dtype=np.int64)
+        hit = np.empty(best.shape, dtype=bool)
+        for k in range(len(views) - 2, -1, -1):
+            np.copyto(idx, k, where=np.equal(views[k], best, out=hit))
         return best, idx
 
     def max_pool2d_backward(self, grad_out, idx, x_shape, win: Window):
+        # Windows that do not overlap write each input pixel at most once:
+        # plain assignments instead of accumulation.
+        if win.sh < win.dh * (win.kh - 1) + 1 or win.sw < win.dw * (win.kw - 1) + 1:
+            return super().max_pool2d_backward(grad_out, idx, x_shape, win)
         n, c, h, w = x_shape
         hp, wp = win.padded_size(h, w)
         acc = np.zeros((n, c, hp, wp), dtype=grad_out.dtype)
-        hit = np.empty(idx.shape, dtype=bool)
+        zero = np.zeros((), dtype=grad_out.dtype)
         for k, (i, j) in enumerate(win_offsets(win)):
             rows, cols = win.slices(i, j)
-            view = acc[:, :, rows, cols]  # one offset never visits a pixel twice
-            np.add(view, grad_out, out=view, where=np.equal(idx, k, out=hit))
+            acc[:, :, rows, cols] = np.where(idx == k, grad_out, zero)
         return acc[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
 
     def sliding_windows(self, x_padded, win: Window):
