@@ -43,5 +43,6 @@ def assert_close(actual, expected, rtol=1e-7, atol=0.0, backend=None, err_msg=""
     assert got.shape == expected.shape, f"shape {got.shape} != {expected.shape} {err_msg}"
     if expected.dtype.kind == "f":
         assert got.dtype == expected.dtype, f"dtype {got.dtype} != {expected.dtype} {err_msg}"
-    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    finite = np.abs(expected[np.isfinite(expected)]) if expected.dtype.kind == "f" else np.abs(expected)
+    scale = float(np.max(finite)) if finite.size else 0.0
     np.testing.assert_allclose(got, expected, rtol=0, atol=atol + rtol * max(scale, 1e-300), err_msg=err_msg)
