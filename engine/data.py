@@ -47,6 +47,7 @@ import numpy as np
 import backends
 
 from . import _state
+from ._io import atomic_write, current_umask
 
 __all__ = [
     "DATASET_NAMES",
@@ -241,31 +242,7 @@ def write_idx(path, array) -> None:
             f.write(header)
             f.write(payload)
 
-    _atomic_write(path, write)
-
-
-def _atomic_write(path, write) -> None:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    atomic_write(path, write)
 
 
 # ---------------------------------------------------------------------------
@@ -729,7 +706,7 @@ def _download_file(spec: _IdxDataset, f: _IdxFile, target: str, errors: list) ->
                 if content.hexdigest() != f.raw_sha256:
                     raise ValueError(f"sha256 mismatch: got {digest.hexdigest()} ({size} bytes), "
                                      f"expected {f.gz_sha256} ({f.gz_size} bytes)")
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~current_umask())
             os.replace(tmp, dest)
             return dest
         except (OSError, ValueError, http.client.HTTPException) as exc:
