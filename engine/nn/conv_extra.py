@@ -69,6 +69,31 @@ class _ConvTransposeNd(Module):
             pads.append(want - base)
         return tuple(pads)
 
+    def forward(self, x, output_size=None):
+        layout = "(N, C, H, W)" if self._ndim == 2 else "(N, C, L)"
+        require_ndim(x, self._ndim + 2, layout, self._label())
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
+                             f"{self.in_channels} (input shape {tuple(x.shape)})")
+        op = self._output_padding_for(x, output_size)
+        forward_fn = conv_transpose2d if self._ndim == 2 else conv_transpose1d
+        try:
+            y = forward_fn(x, self.weight.data, None if self.bias is None else self.bias.data, **self._args(op))
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, forward_fn.__name__, self._label()) from None
+        self._x, self._output_padding_used = (x, op) if self.training else (None, None)
+        return y
+
+    def backward(self, grad_out, input_grad: bool = True):
+        x, op = self._saved("_x", "_output_padding_used")
+        backward_fn = conv_transpose2d_backward if self._ndim == 2 else conv_transpose1d_backward
+        dx, dw, db = backward_fn(grad_out, x, self.weight.data, need_input_grad=input_grad,
+                                 has_bias=self.bias is not None, **self._args(op))
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if any(self.padding):
@@ -116,30 +141,6 @@ class ConvTranspose2d(_ConvTransposeNd):
         return dict(stride=self.stride, padding=self.padding, output_padding=output_padding, groups=self.groups,
                     dilation=self.dilation)
 
-    def forward(self, x, output_size=None):
-        require_ndim(x, 4, "(N, C, H, W)", self._label())
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
-                             f"{self.in_channels} (input shape {tuple(x.shape)})")
-        op = self._output_padding_for(x, output_size)
-        try:
-            y = conv_transpose2d(x, self.weight.data, None if self.bias is None else self.bias.data,
-                                 **self._args(op))
-        except (TypeError, ValueError) as exc:
-            raise _rename(exc, "conv_transpose2d", self._label()) from None
-        self._x, self._output_padding_used = (x, op) if self.training else (None, None)
-        return y
-
-    def backward(self, grad_out, input_grad: bool = True):
-        x, op = self._saved("_x", "_output_padding_used")
-        dx, dw, db = conv_transpose2d_backward(grad_out, x, self.weight.data, need_input_grad=input_grad,
-                                               has_bias=self.bias is not None, **self._args(op))
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
-        return dx
-
-
 class ConvTranspose1d(_ConvTransposeNd):
     """Transposed 1-D convolution over ``(N, C, L)``, as ``torch.nn.ConvTranspose1d``.
 
@@ -169,30 +170,6 @@ class ConvTranspose1d(_ConvTransposeNd):
     def _args(self, output_padding):
         return dict(stride=self.stride[0], padding=self.padding[0], output_padding=output_padding[0],
                     groups=self.groups, dilation=self.dilation[0])
-
-    def forward(self, x, output_size=None):
-        require_ndim(x, 3, "(N, C, L)", self._label())
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
-                             f"{self.in_channels} (input shape {tuple(x.shape)})")
-        op = self._output_padding_for(x, output_size)
-        try:
-            y = conv_transpose1d(x, self.weight.data, None if self.bias is None else self.bias.data,
-                                 **self._args(op))
-        except (TypeError, ValueError) as exc:
-            raise _rename(exc, "conv_transpose1d", self._label()) from None
-        self._x, self._output_padding_used = (x, op) if self.training else (None, None)
-        return y
-
-    def backward(self, grad_out, input_grad: bool = True):
-        x, op = self._saved("_x", "_output_padding_used")
-        dx, dw, db = conv_transpose1d_backward(grad_out, x, self.weight.data, need_input_grad=input_grad,
-                                               has_bias=self.bias is not None, **self._args(op))
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
-        return dx
-
 
 class Conv1d(Module):
     """1-D convolution over ``(N, C, L)`` inputs, as ``torch.nn.Conv1d``.
