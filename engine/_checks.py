@@ -57,6 +57,22 @@ def require_float(x, where: str, name: str = "input") -> None:
                         f"got dtype {kind}; convert it with engine.asarray(x, dtype='float32')")
 
 
+def require_same_dtype(x, weight, bias, where: str) -> None:
+    """Weight (and bias) must be floating point and of the input's dtype."""
+    require_float(weight, where, "weight")
+    for name, a in (("weight", weight), ("bias", bias)):
+        if a is not None and a.dtype != x.dtype:
+            raise TypeError(f"{where}: input dtype {x.dtype} differs from {name} dtype {a.dtype}; "
+                            "convert one of them (e.g. model.to('float64'))")
+
+
+def positive_int(value, name: str, where: str) -> int:
+    """``value`` as an int >= 1 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def require_ndim(x, ndim: int, layout: str, where: str, name: str = "input") -> None:
     if not hasattr(x, "ndim"):
         raise TypeError(f"{where}: {name} must be an array, got {type(x).__name__}")

@@ -1,7 +1,7 @@
 """Linear layer, element-wise activations, softmax and dropout, forward and backward."""
 from __future__ import annotations
 
-from .._checks import backend_for, require_float, require_ndim
+from .._checks import backend_for, require_float, require_ndim, require_same_dtype
 
 
 def linear(x, weight, bias=None):
@@ -13,6 +13,7 @@ def linear(x, weight, bias=None):
         raise ValueError(f"{where}: input must have {weight.shape[1]} features in its last dimension, "
                          f"got shape {tuple(x.shape)}")
     require_float(x, where)
+    require_same_dtype(x, weight, bias, where)
     xp = backend.xp
     y = xp.matmul(x, xp.matrix_transpose(weight))
     if bias is not None:

@@ -94,7 +94,7 @@ def adaptive_avg_pool2d_backward(grad_out, x_shape, output_size):
     if tuple(grad_out.shape) != (n, c, oh, ow):
         raise ValueError(f"{where}: grad_out must have shape {(n, c, oh, ow)}, got {tuple(grad_out.shape)}")
     if kind == "mean":
-        return xp.broadcast_to(grad_out / (h * w), tuple(x_shape))
+        return grad_out / (h * w) * xp.ones(tuple(x_shape), dtype=grad_out.dtype)
     if kind == "pool":
         return avg_pool2d_backward(grad_out, tuple(x_shape), (h // oh, w // ow))
     a_h = _averaging_matrix(backend, h, oh, grad_out.dtype)

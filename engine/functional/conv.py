@@ -2,7 +2,7 @@
 benchmarks and tests), forward and backward."""
 from __future__ import annotations
 
-from .._checks import backend_for, pair, require_float, require_ndim
+from .._checks import backend_for, pair, positive_int, require_float, require_ndim, require_same_dtype
 from ._common import _batch_chunks, conv_padding, _device, _is_pointwise, _window, _window_at
 
 CONV_METHODS = ("gemm", "strided", "naive")
@@ -13,12 +13,8 @@ def _conv_setup(x, weight, bias, stride, padding, dilation, groups, method, wher
     require_ndim(x, 4, "(N, C, H, W)", where)
     require_ndim(weight, 4, "(out_channels, in_channels/groups, kh, kw)", where, "weight")
     require_float(x, where)
-    require_float(weight, where, "weight")
-    if x.dtype != weight.dtype:
-        raise TypeError(f"{where}: input dtype {x.dtype} differs from weight dtype {weight.dtype}; "
-                        "convert one of them (e.g. model.to('float64'))")
-    if not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"{where}: groups must be a positive int, got {groups!r}")
+    require_same_dtype(x, weight, bias, where)
+    groups = positive_int(groups, "groups", where)
     if method not in CONV_METHODS:
         raise ValueError(f"{where}: method must be one of {CONV_METHODS}, got {method!r}")
     o, cg, kh, kw = weight.shape

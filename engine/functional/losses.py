@@ -31,6 +31,15 @@ def _one_hot(xp, target, n_classes, dtype):
     return xp.astype(xp.reshape(target, (-1, 1)) == xp.reshape(classes, (1, -1)), dtype)
 
 
+def _target_weights(xp, target, logits, label_smoothing):
+    """Per-class target weights: one-hot labels, smoothed towards uniform."""
+    n_classes = logits.shape[1]
+    weights = _one_hot(xp, target, n_classes, logits.dtype)
+    if label_smoothing:
+        weights = weights * (1 - label_smoothing) + label_smoothing / n_classes
+    return weights
+
+
 def check_reduction(reduction, where):
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{where}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -51,9 +60,7 @@ def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
     xp = backend.xp
     n_classes = logits.shape[1]
     logp = log_softmax(logits, axis=1)
-    weights = _one_hot(xp, target, n_classes, logits.dtype)
-    if label_smoothing:
-        weights = weights * (1 - label_smoothing) + label_smoothing / n_classes
+    weights = _target_weights(xp, target, logits, label_smoothing)
     losses = -xp.sum(weights * logp, axis=1)
     if not backend.host_memory:  # labels outside [0, K) were not checked on the host: poison the loss
         in_range = (target >= 0) & (target < n_classes)
@@ -63,11 +70,12 @@ def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
 
 def cross_entropy_backward(logits, target, reduction="mean", label_smoothing=0.0, grad_out=1.0):
     """Gradient of :func:`cross_entropy` for ``logits``: ``(softmax - target) / N``."""
-    xp = backend_for(logits, target, where="cross_entropy backward").xp
-    n_classes = logits.shape[1]
-    weights = _one_hot(xp, target, n_classes, logits.dtype)
-    if label_smoothing:
-        weights = weights * (1 - label_smoothing) + label_smoothing / n_classes
+    where = "cross_entropy backward"
+    backend = backend_for(logits, target, where=where)
+    check_reduction(reduction, where)
+    _check_labels(backend, logits, target, where)
+    xp = backend.xp
+    weights = _target_weights(xp, target, logits, label_smoothing)
     grad = softmax(logits, axis=1) * xp.sum(weights, axis=1, keepdims=True) - weights
     return _scale_grad(xp, grad, grad_out, reduction, logits.shape[0])
 
@@ -93,7 +101,7 @@ def mse_loss_backward(input, target, reduction="mean", grad_out=1.0):
 
 def _reduce(xp, losses, reduction):
     if reduction == "mean":
-        return xp.mean(losses) if losses.shape[0] else xp.sum(losses)
+        return xp.mean(losses)  # of no elements: NaN, as in PyTorch
     if reduction == "sum":
         return xp.sum(losses)
     return losses

@@ -85,6 +85,6 @@ def global_avg_pool2d_backward(grad_out, x_shape):
     xp = backend_for(grad_out, where="global_avg_pool2d backward").xp
     n, c, h, w = x_shape
     g = xp.reshape(grad_out / (h * w), (n, c, 1, 1))
-    return xp.broadcast_to(g, tuple(x_shape))
+    return g * xp.ones(tuple(x_shape), dtype=g.dtype)  # a writable array, not a broadcast view
 
 

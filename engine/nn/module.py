@@ -86,9 +86,7 @@ class Module:
         self._buffers[name] = value
         object.__setattr__(self, name, value)
 
-    def _set_buffer(self, name, value):
-        self._buffers[name] = value
-        object.__setattr__(self, name, value)
+    _set_buffer = register_buffer
 
     # -- calling -------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
@@ -118,21 +116,37 @@ class Module:
     def children(self):
         return iter(self._modules.values())
 
-    def named_modules(self, prefix: str = ""):
-        """``(name, module)`` for this module and every descendant, depth first."""
+    def named_modules(self, prefix: str = "", _seen=None):
+        """``(name, module)`` for this module and every descendant, depth first;
+        a module reachable twice (shared weights) comes once, as in PyTorch."""
+        _seen = set() if _seen is None else _seen
+        if id(self) in _seen:
+            return
+        _seen.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
-            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name, _seen)
+
+    def _every_path(self, prefix: str = ""):
+        """Like :meth:`named_modules` but a shared module comes under each of its
+        names: the state_dict lists it under each, as PyTorch's does."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child._every_path(f"{prefix}.{name}" if prefix else name)
 
     def modules(self):
         for _, m in self.named_modules():
             yield m
 
     def named_parameters(self, prefix: str = ""):
-        """``(name, Parameter)`` pairs, with PyTorch's dotted names (``"0.weight"``)."""
+        """``(name, Parameter)`` pairs, with PyTorch's dotted names (``"0.weight"``);
+        a shared parameter comes once."""
+        seen = set()
         for mod_name, module in self.named_modules(prefix):
             for name, p in module._parameters.items():
-                yield (f"{mod_name}.{name}" if mod_name else name), p
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield (f"{mod_name}.{name}" if mod_name else name), p
 
     def parameters(self):
         """Every trainable :class:`Parameter`, in registration order."""
@@ -167,7 +181,7 @@ class Module:
     def state_dict(self) -> OrderedDict:
         """Parameters and buffers by dotted name, as arrays of the module's backend."""
         out = OrderedDict()
-        for mod_name, module in self.named_modules():
+        for mod_name, module in self._every_path():
             for name, p in module._parameters.items():
                 out[f"{mod_name}.{name}" if mod_name else name] = p.data
             for name, b in module._buffers.items():
@@ -188,7 +202,7 @@ class Module:
             raise StateDictKeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
                                     f"unexpected keys {unexpected}")
         targets = {}
-        for mod_name, module in self.named_modules():
+        for mod_name, module in self._every_path():
             for name in list(module._parameters) + list(module._buffers):
                 targets[f"{mod_name}.{name}" if mod_name else name] = (module, name)
         for key, value in state_dict.items():
