@@ -17,7 +17,7 @@ from ..functional.conv_transpose import (conv_transpose2d, conv_transpose2d_back
                                          conv_transpose_output_size)
 from ..functional.ops1d import (avg_pool1d, avg_pool1d_backward, conv1d, conv1d_backward, conv_transpose1d,
                                 conv_transpose1d_backward, max_pool1d, max_pool1d_backward, single)
-from .layers import _check_dtype, _init_weight, _new_parameter
+from .layers import _AvgPoolNd, _check_dtype, _init_weight, _MaxPoolNd, _new_parameter
 from .module import Module
 
 __all__ = ["ConvTranspose2d", "ConvTranspose1d", "Conv1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool2d",
@@ -246,73 +246,21 @@ class Conv1d(Module):
         return s
 
 
-class MaxPool1d(Module):
+class MaxPool1d(_MaxPoolNd):
     """Max pooling over ``(N, C, L)``, as ``torch.nn.MaxPool1d`` (stride defaults to kernel_size)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-        super().__init__()
-        where = "MaxPool1d"
-        self.kernel_size = single(kernel_size, "kernel_size", where)
-        self.stride = self.kernel_size if stride is None else single(stride, "stride", where)
-        self.padding = single(padding, "padding", where, minimum=0)
-        self.dilation = single(dilation, "dilation", where)
-        self.ceil_mode = bool(ceil_mode)
-        self._idx = self._x_shape = None
-
-    def _args(self):
-        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
-                    dilation=self.dilation, ceil_mode=self.ceil_mode)
-
-    def forward(self, x):
-        require_ndim(x, 3, "(N, C, L)", self._label())
-        try:
-            y, idx = max_pool1d(x, return_indices=True, **self._args())
-        except (TypeError, ValueError) as exc:
-            raise _rename(exc, "max_pool1d", self._label()) from None
-        self._idx, self._x_shape = (idx, tuple(x.shape)) if self.training else (None, None)
-        return y
-
-    def backward(self, grad_out):
-        idx, x_shape = self._saved("_idx", "_x_shape")
-        return max_pool1d_backward(grad_out, idx, x_shape, **self._args())
-
-    def extra_repr(self):
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+    _ndim = 1
+    _forward, _backward = staticmethod(max_pool1d), staticmethod(max_pool1d_backward)
 
 
-class AvgPool1d(Module):
+class AvgPool1d(_AvgPoolNd):
     """Average pooling over ``(N, C, L)``, as ``torch.nn.AvgPool1d``."""
 
+    _ndim = 1
+    _forward, _backward = staticmethod(avg_pool1d), staticmethod(avg_pool1d_backward)
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-        super().__init__()
-        where = "AvgPool1d"
-        self.kernel_size = single(kernel_size, "kernel_size", where)
-        self.stride = self.kernel_size if stride is None else single(stride, "stride", where)
-        self.padding = single(padding, "padding", where, minimum=0)
-        self.ceil_mode = bool(ceil_mode)
-        self.count_include_pad = bool(count_include_pad)
-        self._x_shape = None
-
-    def _args(self):
-        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
-                    ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
-
-    def forward(self, x):
-        require_ndim(x, 3, "(N, C, L)", self._label())
-        try:
-            y = avg_pool1d(x, **self._args())
-        except (TypeError, ValueError) as exc:
-            raise _rename(exc, "avg_pool1d", self._label()) from None
-        self._x_shape = tuple(x.shape) if self.training else None
-        return y
-
-    def backward(self, grad_out):
-        (x_shape,) = self._saved("_x_shape")
-        return avg_pool1d_backward(grad_out, x_shape, **self._args())
-
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad)
 
 
 class AdaptiveAvgPool2d(Module):

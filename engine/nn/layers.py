@@ -14,6 +14,7 @@ from .. import _state
 from .. import functional as F
 from ..functional._common import conv_padding
 from .._checks import backend_for, pair, require_ndim
+from ..functional.ops1d import single
 from . import init as _init
 from .module import Module, Parameter
 
@@ -113,84 +114,96 @@ class Conv2d(Module):
         return s
 
 
-class _Pool2d(Module):
-    def _check(self, x):
-        require_ndim(x, 4, "(N, C, H, W)", self._label())
+class _PoolNd(Module):
+    """Max or average pooling over ``N`` spatial axes; subclasses name the
+    functional forward and backward and the number of axes."""
 
-    def _rename(self, exc, op):
-        return type(exc)(str(exc).replace(f"{op}:", f"{self._label()}:", 1))
+    _ndim = 2
+
+    def _size(self, value, name, minimum=1):
+        where = type(self).__name__
+        return pair(value, name, where, minimum) if self._ndim == 2 else single(value, name, where, minimum)
+
+    def _pool_init(self, kernel_size, stride, padding):
+        self.kernel_size = self._size(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else self._size(stride, "stride")
+        self.padding = self._size(padding, "padding", minimum=0)
+        self._idx = self._x_shape = None
+
+    def _run(self, fn, x, **extra):
+        layout = "(N, C, H, W)" if self._ndim == 2 else "(N, C, L)"
+        require_ndim(x, self._ndim + 2, layout, self._label())
+        try:
+            return fn(x, **extra, **self._args())
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(str(exc).replace(f"{fn.__name__}:", f"{self._label()}:", 1)) from None
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class MaxPool2d(_Pool2d):
-    """Max pooling, as ``torch.nn.MaxPool2d`` (stride defaults to kernel_size)."""
-
+class _MaxPoolNd(_PoolNd):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
-        where = "MaxPool2d"
-        self.kernel_size = pair(kernel_size, "kernel_size", where)
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride", where)
-        self.padding = pair(padding, "padding", where, minimum=0)
-        self.dilation = pair(dilation, "dilation", where)
+        self._pool_init(kernel_size, stride, padding)
+        self.dilation = self._size(dilation, "dilation")
         self.ceil_mode = bool(ceil_mode)
-        self._idx = self._x_shape = None
 
     def _args(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
                     dilation=self.dilation, ceil_mode=self.ceil_mode)
 
     def forward(self, x):
-        self._check(x)
-        try:
-            y, idx = F.max_pool2d(x, return_indices=True, **self._args())
-        except (TypeError, ValueError) as exc:
-            raise self._rename(exc, "max_pool2d") from None
+        y, idx = self._run(self._forward, x, return_indices=True)
         self._idx, self._x_shape = (idx, tuple(x.shape)) if self.training else (None, None)
         return y
 
     def backward(self, grad_out):
         idx, x_shape = self._saved("_idx", "_x_shape")
-        return F.max_pool2d_backward(grad_out, idx, x_shape, **self._args())
+        return self._backward(grad_out, idx, x_shape, **self._args())
 
     def extra_repr(self):
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+        return f"{super().extra_repr()}, dilation={self.dilation}, ceil_mode={self.ceil_mode}"
 
 
-class AvgPool2d(_Pool2d):
-    """Average pooling, as ``torch.nn.AvgPool2d``."""
-
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                 divisor_override=None):
+class _AvgPoolNd(_PoolNd):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, **extra):
         super().__init__()
-        where = "AvgPool2d"
-        self.kernel_size = pair(kernel_size, "kernel_size", where)
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride", where)
-        self.padding = pair(padding, "padding", where, minimum=0)
+        self._pool_init(kernel_size, stride, padding)
         self.ceil_mode = bool(ceil_mode)
         self.count_include_pad = bool(count_include_pad)
-        self.divisor_override = divisor_override
-        self._x_shape = None
+        self._extra = extra  # divisor_override (2-D only, as in PyTorch)
 
     def _args(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
-                    ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad,
-                    divisor_override=self.divisor_override)
+                    ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad, **self._extra)
 
     def forward(self, x):
-        self._check(x)
-        try:
-            y = F.avg_pool2d(x, **self._args())
-        except (TypeError, ValueError) as exc:
-            raise self._rename(exc, "avg_pool2d") from None
+        y = self._run(self._forward, x)
         self._x_shape = tuple(x.shape) if self.training else None
         return y
 
     def backward(self, grad_out):
         (x_shape,) = self._saved("_x_shape")
-        return F.avg_pool2d_backward(grad_out, x_shape, **self._args())
+        return self._backward(grad_out, x_shape, **self._args())
 
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+class MaxPool2d(_MaxPoolNd):
+    """Max pooling, as ``torch.nn.MaxPool2d`` (stride defaults to kernel_size)."""
+
+    _forward, _backward = staticmethod(F.max_pool2d), staticmethod(F.max_pool2d_backward)
+
+
+class AvgPool2d(_AvgPoolNd):
+    """Average pooling, as ``torch.nn.AvgPool2d``."""
+
+    _forward, _backward = staticmethod(F.avg_pool2d), staticmethod(F.avg_pool2d_backward)
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad,
+                         divisor_override=divisor_override)
+        self.divisor_override = divisor_override
 
 
 class GlobalAvgPool2d(Module):
