@@ -64,34 +64,46 @@ class NumpyBackend(Backend):
         return acc[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
 
     def max_pool2d(self, x, win: Window):
-        # Without padding or NaN: the max is a chain of np.maximum and the first
-        # offset equal to it is the argmax (first maximum wins, as in the generic
-        # rule). ~1.7x faster than the generic where-chain (bench/results).
-        touches_padding = any(win[6:10]) or win.padded_size(*x.shape[2:]) != tuple(x.shape[2:])
-        if touches_padding or np.isnan(x).any():
+        # Without padding: a separable max, first along each row (W), then down
+        # the columns (H), with the first maximum kept at each stage; that is
+        # the first maximum in the window's row-major order, as in the generic
+        # rule. Indices are uint8 when the window has at most 256 elements.
+        # NaN (np.maximum propagates it) and padding go the generic way.
+        if win.kh * win.kw == 1 or _touches_padding(x.shape, win):
             return super().max_pool2d(x, win)
-        views = [x[:, :, rows, cols] for rows, cols in (win.slices(i, j) for i, j in win_offsets(win))]
-        best = views[0].copy()
-        for v in views[1:]:
-            np.maximum(best, v, out=best)
-        idx = np.full(best.shape, len(views) - 1, dtype=np.int64)
-        hit = np.empty(best.shape, dtype=bool)
-        for k in range(len(views) - 2, -1, -1):
-            np.copyto(idx, k, where=np.equal(views[k], best, out=hit))
+        need_h = (win.oh - 1) * win.sh + win.dh * (win.kh - 1) + 1
+        rows_max, col_idx = _first_max(x[:, :, :need_h, :], win.kw, win.dw, win.sw, win.ow, axis=3,
+                                       idx_dtype=_index_dtype(win))
+        best, idx = _first_max(rows_max, win.kh, win.dh, win.sh, win.oh, axis=2, idx_dtype=col_idx.dtype,
+                               inner_idx=col_idx, inner_size=win.kw)
+        if np.isnan(best).any():
+            return super().max_pool2d(x, win)
         return best, idx
 
     def max_pool2d_backward(self, grad_out, idx, x_shape, win: Window):
-        # Windows that do not overlap write each input pixel at most once:
-        # plain assignments instead of accumulation.
+        # Windows that do not overlap write each input pixel at most once, so
+        # each kernel offset's gradients are plain stores: the gradient's bits
+        # where the offset won, zero bits elsewhere (exact, even for inf/NaN).
         if win.sh < win.dh * (win.kh - 1) + 1 or win.sw < win.dw * (win.kw - 1) + 1:
             return super().max_pool2d_backward(grad_out, idx, x_shape, win)
         n, c, h, w = x_shape
         hp, wp = win.padded_size(h, w)
-        acc = np.zeros((n, c, hp, wp), dtype=grad_out.dtype)
-        zero = np.zeros((), dtype=grad_out.dtype)
+        tiled = (win.dh, win.dw, win.sh, win.sw) == (1, 1, win.kh, win.kw)
+        if tiled:  # windows tile the input: zero only the rows and columns left over
+            acc = np.empty((n, c, hp, wp), dtype=grad_out.dtype)
+            acc[:, :, win.oh * win.sh:, :] = 0
+            acc[:, :, :, win.ow * win.sw:] = 0
+        else:  # gaps between the taps or between the windows
+            acc = np.zeros((n, c, hp, wp), dtype=grad_out.dtype)
+        bits = np.dtype(f"uint{8 * grad_out.dtype.itemsize}")
+        g_bits = np.ascontiguousarray(grad_out).view(bits)
+        acc_bits = acc.view(bits)
+        keep = np.empty(g_bits.shape, dtype=bits)
         for k, (i, j) in enumerate(win_offsets(win)):
             rows, cols = win.slices(i, j)
-            acc[:, :, rows, cols] = np.where(idx == k, grad_out, zero)
+            np.equal(idx, k, out=keep)
+            np.negative(keep, out=keep)  # 1 -> all ones, 0 -> 0
+            np.bitwise_and(g_bits, keep, out=acc_bits[:, :, rows, cols])
         return acc[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
 
     def sliding_windows(self, x_padded, win: Window):
@@ -104,6 +116,48 @@ class NumpyBackend(Backend):
             strides=(s_n, s_c, s_h * win.sh, s_w * win.sw, s_h * win.dh, s_w * win.dw),
             writeable=False,
         )
+
+
+def _touches_padding(x_shape, win: Window) -> bool:
+    return any(win[6:10]) or win.padded_size(*x_shape[2:]) != tuple(x_shape[2:])
+
+
+def _index_dtype(win: Window):
+    return np.uint8 if win.kh * win.kw <= 256 else np.int64
+
+
+def _first_max(x, k, dilation, stride, out_size, axis, idx_dtype, inner_idx=None, inner_size=1):
+    """Max over ``k`` taps along ``axis`` and the index of the first maximum.
+
+    The index is ``tap * inner_size + inner_idx`` (``inner_idx`` the index
+    chosen along the other axis, taken at the winning tap). A later tap wins
+    only when strictly greater, and its index is larger than any earlier
+    one, so ``np.maximum`` keeps the first winner without a select.
+    """
+    def tap(a, t):
+        start = t * dilation
+        sl = [slice(None)] * a.ndim
+        sl[axis] = slice(start, start + stride * (out_size - 1) + 1, stride)
+        return a[tuple(sl)]
+
+    best = tap(x, 0)
+    idx = np.array(tap(inner_idx, 0), dtype=idx_dtype) if inner_idx is not None \
+        else np.zeros(best.shape, dtype=idx_dtype)
+    won = np.empty(best.shape, dtype=bool)
+    cand = np.empty(best.shape, dtype=idx_dtype)
+    for t in range(1, k):
+        v = tap(x, t)
+        np.greater(v, best, out=won)
+        best = np.maximum(best, v, out=None if t == 1 else best)
+        if inner_idx is not None:
+            np.add(tap(inner_idx, t), t * inner_size, out=cand, dtype=idx_dtype)
+            np.multiply(cand, won, out=cand)
+        else:
+            np.multiply(won, t, out=cand, dtype=idx_dtype)
+        np.maximum(idx, cand, out=idx)
+    if k == 1:
+        best = best.copy()
+    return best, idx
 
 
 BACKEND_CLASS = NumpyBackend

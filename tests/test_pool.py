@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import backends
 import engine
 import engine.functional as F
 from engine import nn
@@ -368,3 +369,59 @@ def test_global_avg_pool_backends(backend):
     assert_close(y, x.mean(axis=(2, 3)), rtol=1e-14, backend=backend)
     dx = F.global_avg_pool2d_backward(backend.asarray(np.ones((2, 3))), x.shape)
     assert_close(dx, np.full(x.shape, 1 / 20), rtol=1e-15, backend=backend)
+
+
+# --------------------------------------------------------------------------- numpy fast paths
+# (N, C, H, W, kernel, stride, dilation): no padding, so the NumPy backend's
+# separable max and its store-only backward run instead of the generic code.
+FAST_MAX_CASES = {
+    "k2_tiled": (3, 2, 6, 8, 2, 2, 1),
+    "k2_floor_tails": (2, 2, 7, 9, 2, 2, 1),
+    "k3s1_overlap": (2, 2, 6, 7, 3, 1, 1),
+    "k3s2_overlap": (2, 3, 9, 9, 3, 2, 1),
+    "nonsquare": (2, 2, 7, 9, (2, 3), (1, 2), 1),
+    "dilated": (1, 2, 9, 10, (2, 3), (3, 4), (2, 1)),
+    "stride_gt_kernel": (2, 2, 8, 8, 2, 3, 1),
+    "row_only": (2, 2, 5, 8, (1, 3), (1, 3), 1),
+    "column_only": (2, 2, 8, 5, (3, 1), (3, 1), 1),
+    "whole_image_int64_index": (1, 2, 17, 17, 17, 17, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(FAST_MAX_CASES))
+def test_numpy_max_pool_fast_path_equals_generic_on_ties_and_infinities(case):
+    """Integer data in {-1, 0, 1} (ties in every window, including the
+    [[0, 1], [1, 0]] pattern that an argmax taken column-first gets wrong) and
+    +-inf: values, indices and gradients equal the generic array-API code's,
+    bit for bit, with inf and NaN in the output gradient too."""
+    from backends.base import Backend
+    n, c, h, w, k, s, d = FAST_MAX_CASES[case]
+    rng = np.random.default_rng(len(case))
+    x = rng.integers(-1, 2, (n, c, h, w)).astype(np.float32)
+    x[rng.random(x.shape) < 0.05] = np.inf
+    x[rng.random(x.shape) < 0.05] = -np.inf
+    x[0, 0, :2, :2] = [[0, 1], [1, 0]]
+    numpy_backend = backends.get("numpy")
+    win = F.pooling._pool_window(x.shape, k, s, 0, d, False, "test")
+    y, idx = numpy_backend.max_pool2d(x, win)
+    generic = Backend.__new__(type(numpy_backend))  # the numpy backend's xp with the base class's methods
+    y_ref, idx_ref = Backend.max_pool2d(generic, x, win)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+    assert idx.dtype == (np.int64 if case.endswith("int64_index") else np.uint8)
+
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    g.flat[:3] = [np.inf, -np.inf, np.nan]
+    with np.errstate(invalid="ignore"):  # inf + -inf where overlapping windows share a pixel
+        dx = numpy_backend.max_pool2d_backward(g, idx, x.shape, win)
+        dx_ref = Backend.max_pool2d_backward(generic, g, idx_ref, x.shape, win)
+    np.testing.assert_array_equal(dx, dx_ref)  # NaN where NaN, inf where inf, zeros elsewhere
+
+
+def test_numpy_max_pool_with_nan_input_takes_the_generic_path():
+    x = _x((1, 2, 6, 6)).astype(np.float32)
+    x[0, 0, 1, 0] = np.nan
+    x[0, 1, 4, 5] = np.nan
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    assert np.isnan(y).sum() == 2 and np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 1, 2, 2])
+    assert idx[0, 0, 0, 0] == 2 and idx[0, 1, 2, 2] == 1  # the NaN's in-window position
