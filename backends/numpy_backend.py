@@ -6,6 +6,8 @@ from array_api_compat import numpy as xp_numpy
 from numpy.lib.stride_tricks import as_strided
 
 from .base import Backend, Window, win_offsets
+from .host_memory import tune_malloc
+from .host_threads import parallel_for
 
 
 class NumpyBackend(Backend):
@@ -14,6 +16,9 @@ class NumpyBackend(Backend):
     # Chunks of ~4 MiB keep the im2col buffer in cache while the GEMM reads it
     # (measured with `python -m bench`; larger chunks were slower on big layers).
     default_workspace_bytes = 4 << 20
+
+    def __init__(self):
+        tune_malloc()  # reuse freed blocks instead of page-faulting them back in (see host_memory)
 
     def owns(self, x) -> bool:
         return isinstance(x, (np.ndarray, np.generic))
@@ -43,67 +48,96 @@ class NumpyBackend(Backend):
 
     def im2col(self, x, win: Window):
         n, c, _, _ = x.shape
-        xt = self.pad2d(x, win).transpose(1, 0, 2, 3)
         col = np.empty((c, win.kh, win.kw, n, win.oh, win.ow), dtype=x.dtype)
-        for i in range(win.kh):
-            for j in range(win.kw):
-                rows, cols = win.slices(i, j)
-                col[:, i, j] = xt[:, :, rows, cols]
+
+        xt = self.pad2d(x, win).transpose(1, 0, 2, 3)
+        by_channel = c > 1
+
+        def fill(part):  # copy a share of the channels (or of the images, for one channel)
+            src = xt[part] if by_channel else xt[:, part]
+            dst = col[part] if by_channel else col[:, :, :, part]
+            for i in range(win.kh):
+                for j in range(win.kw):
+                    rows, cols = win.slices(i, j)
+                    dst[:, i, j] = src[:, :, rows, cols]
+        parallel_for(fill, c if by_channel else n, col.size)
         return col.reshape(c * win.kh * win.kw, n * win.oh * win.ow)
 
     def col2im(self, col, x_shape, win: Window):
         n, c, h, w = x_shape
         hp, wp = win.padded_size(h, w)
         col = col.reshape(c, win.kh, win.kw, n, win.oh, win.ow)
-        acc = np.zeros((n, c, hp, wp), dtype=col.dtype)
-        acc_t = acc.transpose(1, 0, 2, 3)  # a view: adds land in the (N, C, H, W) buffer
-        for i in range(win.kh):
-            for j in range(win.kw):
-                rows, cols = win.slices(i, j)
-                acc_t[:, :, rows, cols] += col[:, i, j]
+        acc = np.empty((n, c, hp, wp), dtype=col.dtype)
+
+        def add(images):  # each share of the batch sums into its own images
+            acc_t = acc[images].transpose(1, 0, 2, 3)  # a view: adds land in the (N, C, H, W) buffer
+            acc_t[...] = 0
+            for i in range(win.kh):
+                for j in range(win.kw):
+                    rows, cols = win.slices(i, j)
+                    acc_t[:, :, rows, cols] += col[:, i, j, images]
+        parallel_for(add, n, acc.size)
         return acc[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
 
     def max_pool2d(self, x, win: Window):
-        # Without padding: a separable max, first along each row (W), then down
-        # the columns (H), with the first maximum kept at each stage; that is
-        # the first maximum in the window's row-major order, as in the generic
-        # rule. Indices are uint8 when the window has at most 256 elements.
-        # NaN (np.maximum propagates it) and padding go the generic way.
-        if win.kh * win.kw == 1 or _touches_padding(x.shape, win):
+        # A separable max, first along each row (W), then down the columns (H),
+        # keeping the first maximum at each stage: that is the first maximum in
+        # the window's row-major order, the generic rule. Padding is -inf, which
+        # any input value beats except -inf itself; windows whose maximum is
+        # -inf (where padding could have won) and NaN (np.maximum propagates
+        # it) go the generic way. Indices are uint8 for windows of <= 256.
+        if win.kh * win.kw == 1:
             return super().max_pool2d(x, win)
+        padded = _touches_padding(x.shape, win)
+        src = self.pad2d(x, win, value=-np.inf) if padded else x
         need_h = (win.oh - 1) * win.sh + win.dh * (win.kh - 1) + 1
-        rows_max, col_idx = _first_max(x[:, :, :need_h, :], win.kw, win.dw, win.sw, win.ow, axis=3,
-                                       idx_dtype=_index_dtype(win))
-        best, idx = _first_max(rows_max, win.kh, win.dh, win.sh, win.oh, axis=2, idx_dtype=col_idx.dtype,
-                               inner_idx=col_idx, inner_size=win.kw)
-        if np.isnan(best).any():
+        n, c = x.shape[:2]
+        best = np.empty((n, c, win.oh, win.ow), dtype=x.dtype)
+        idx = np.empty(best.shape, dtype=_index_dtype(win))
+
+        def pool(images):
+            rows_max, col_idx = _first_max(src[images, :, :need_h, :], win.kw, win.dw, win.sw, win.ow, axis=3,
+                                           idx_dtype=idx.dtype)
+            _first_max(rows_max, win.kh, win.dh, win.sh, win.oh, axis=2, idx_dtype=idx.dtype,
+                       inner_idx=col_idx, inner_size=win.kw, out=(best[images], idx[images]))
+        parallel_for(pool, n, src.size)
+        if np.isnan(best).any() or (padded and np.isneginf(best).any()):
             return super().max_pool2d(x, win)
         return best, idx
 
     def max_pool2d_backward(self, grad_out, idx, x_shape, win: Window):
-        # Windows that do not overlap write each input pixel at most once, so
-        # each kernel offset's gradients are plain stores: the gradient's bits
-        # where the offset won, zero bits elsewhere (exact, even for inf/NaN).
-        if win.sh < win.dh * (win.kh - 1) + 1 or win.sw < win.dw * (win.kw - 1) + 1:
-            return super().max_pool2d_backward(grad_out, idx, x_shape, win)
+        # Per kernel offset, the gradient's bits where that offset won and zero
+        # bits elsewhere (exact, even for inf/NaN gradients). Windows that do
+        # not overlap write each input pixel at most once: plain stores; else
+        # the offsets' shares are summed, in offset order like the generic code.
         n, c, h, w = x_shape
         hp, wp = win.padded_size(h, w)
+        overlap = win.sh < win.dh * (win.kh - 1) + 1 or win.sw < win.dw * (win.kw - 1) + 1
         tiled = (win.dh, win.dw, win.sh, win.sw) == (1, 1, win.kh, win.kw)
-        if tiled:  # windows tile the input: zero only the rows and columns left over
-            acc = np.empty((n, c, hp, wp), dtype=grad_out.dtype)
-            acc[:, :, win.oh * win.sh:, :] = 0
-            acc[:, :, :, win.ow * win.sw:] = 0
-        else:  # gaps between the taps or between the windows
-            acc = np.zeros((n, c, hp, wp), dtype=grad_out.dtype)
+        acc = np.empty((n, c, hp, wp), dtype=grad_out.dtype)
         bits = np.dtype(f"uint{8 * grad_out.dtype.itemsize}")
         g_bits = np.ascontiguousarray(grad_out).view(bits)
         acc_bits = acc.view(bits)
-        keep = np.empty(g_bits.shape, dtype=bits)
-        for k, (i, j) in enumerate(win_offsets(win)):
-            rows, cols = win.slices(i, j)
-            np.equal(idx, k, out=keep)
-            np.negative(keep, out=keep)  # 1 -> all ones, 0 -> 0
-            np.bitwise_and(g_bits, keep, out=acc_bits[:, :, rows, cols])
+
+        def route(images):
+            a = acc[images]
+            if tiled:  # windows tile the input: zero only the rows and columns left over
+                a[:, :, win.oh * win.sh:, :] = 0
+                a[:, :, :, win.ow * win.sw:] = 0
+            else:  # gaps between taps or windows, or sums
+                a[...] = 0
+            g = g_bits[images]
+            keep = np.empty(g.shape, dtype=bits)
+            for k, (i, j) in enumerate(win_offsets(win)):
+                rows, cols = win.slices(i, j)
+                np.equal(idx[images], k, out=keep)
+                np.negative(keep, out=keep)  # 1 -> all ones, 0 -> 0
+                if overlap:
+                    np.bitwise_and(g, keep, out=keep)
+                    a[:, :, rows, cols] += keep.view(acc.dtype)
+                else:
+                    np.bitwise_and(g, keep, out=acc_bits[images, :, rows, cols])
+        parallel_for(route, n, acc.size)
         return acc[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
 
     def sliding_windows(self, x_padded, win: Window):
@@ -126,13 +160,14 @@ def _index_dtype(win: Window):
     return np.uint8 if win.kh * win.kw <= 256 else np.int64
 
 
-def _first_max(x, k, dilation, stride, out_size, axis, idx_dtype, inner_idx=None, inner_size=1):
+def _first_max(x, k, dilation, stride, out_size, axis, idx_dtype, inner_idx=None, inner_size=1, out=None):
     """Max over ``k`` taps along ``axis`` and the index of the first maximum.
 
     The index is ``tap * inner_size + inner_idx`` (``inner_idx`` the index
     chosen along the other axis, taken at the winning tap). A later tap wins
     only when strictly greater, and its index is larger than any earlier
     one, so ``np.maximum`` keeps the first winner without a select.
+    ``out``: optional ``(best, idx)`` arrays to write the result into.
     """
     def tap(a, t):
         start = t * dilation
@@ -140,23 +175,22 @@ def _first_max(x, k, dilation, stride, out_size, axis, idx_dtype, inner_idx=None
         sl[axis] = slice(start, start + stride * (out_size - 1) + 1, stride)
         return a[tuple(sl)]
 
-    best = tap(x, 0)
-    idx = np.array(tap(inner_idx, 0), dtype=idx_dtype) if inner_idx is not None \
-        else np.zeros(best.shape, dtype=idx_dtype)
+    first = tap(x, 0)
+    best, idx = out if out is not None else (np.empty(first.shape, x.dtype), np.empty(first.shape, idx_dtype))
+    np.copyto(best, first)
+    np.copyto(idx, 0 if inner_idx is None else tap(inner_idx, 0))
     won = np.empty(best.shape, dtype=bool)
     cand = np.empty(best.shape, dtype=idx_dtype)
     for t in range(1, k):
         v = tap(x, t)
         np.greater(v, best, out=won)
-        best = np.maximum(best, v, out=None if t == 1 else best)
+        np.maximum(best, v, out=best)
         if inner_idx is not None:
             np.add(tap(inner_idx, t), t * inner_size, out=cand, dtype=idx_dtype)
             np.multiply(cand, won, out=cand)
         else:
             np.multiply(won, t, out=cand, dtype=idx_dtype)
         np.maximum(idx, cand, out=idx)
-    if k == 1:
-        best = best.copy()
     return best, idx
 
 

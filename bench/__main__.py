@@ -195,7 +195,9 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
     emit(f"CPU {meta['cpu_model']} ({meta['cpu_usable']} usable cores); BLAS "
          f"{(meta['blas'].get('blas') or {}).get('name') if isinstance(meta['blas'].get('blas'), dict) else '?'} "
          f"threads={settings.facts().get('blas_threads', 'unverified')}; torch threads "
-         f"{settings.facts().get('torch_threads')}; load average {meta['load_average_start']}"
+         f"{settings.facts().get('torch_threads')}; engine host threads "
+         f"{settings.facts().get('engine_host_threads')}, malloc tuned {settings.facts().get('malloc_tuned')}; "
+         f"load average {meta['load_average_start']}"
          + "".join(f"; {v}={os.environ[v]}" for v in machine.SPIN_LIMITS if os.environ.get(v)))
     if args.backend == "cupy" and meta.get("cupy"):
         c = meta["cupy"]

@@ -101,8 +101,12 @@ class ThreadSettings:
         self.method = None
         self._limiter = None
         self._torch_before = None
+        self._host_before = None
 
     def apply(self) -> ThreadSettings:
+        from backends import host_threads
+        self._host_before = host_threads.get_num_threads()
+        host_threads.set_num_threads(self.n)  # the engine's own copy/pooling loops
         try:
             from threadpoolctl import threadpool_limits
         except ImportError:
@@ -121,6 +125,10 @@ class ThreadSettings:
 
     def restore(self) -> None:
         """Put the thread counts back (``main`` may run inside a test process)."""
+        if self._host_before is not None:
+            from backends import host_threads
+            host_threads.set_num_threads(self._host_before)
+            self._host_before = None
         if self._limiter is not None:
             self._limiter.restore_original_limits()
             self._limiter = None
@@ -130,7 +138,9 @@ class ThreadSettings:
             self._torch_before = None
 
     def facts(self) -> dict:
-        out = {"requested": self.n, "method": self.method,
+        from backends import host_memory, host_threads
+        out = {"requested": self.n, "method": self.method, "engine_host_threads": host_threads.get_num_threads(),
+               "malloc_tuned": host_memory.malloc_tuned(),
                "env": {v: os.environ.get(v) for v in REPORTED_ENV_VARS if os.environ.get(v) is not None}}
         try:
             from threadpoolctl import threadpool_info

@@ -3,8 +3,8 @@
     import engine
     engine.set_backend("cupy")   # or "numpy" (default), "array_api_strict"
 """
-from ._state import (asarray, available_backends, get_backend, get_rng_state, manual_seed,
-                     set_backend, set_rng_state, to_numpy, use_backend)
+from ._state import (asarray, available_backends, get_backend, get_num_threads, get_rng_state, manual_seed,
+                     set_backend, set_num_threads, set_rng_state, to_numpy, use_backend)
 from . import data, functional, nn, optim  # noqa: E402  (after the state they use)
 from . import checkpoint, models, plots, schedulers, training  # noqa: E402
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -12,6 +12,6 @@ from .training import evaluate, fit, predict  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["asarray", "available_backends", "get_backend", "manual_seed", "set_backend",
-           "to_numpy", "use_backend", "get_rng_state", "set_rng_state", "data", "functional", "nn", "optim",
+           "to_numpy", "use_backend", "get_rng_state", "set_rng_state", "set_num_threads", "get_num_threads", "data", "functional", "nn", "optim",
            "checkpoint", "models", "plots", "schedulers", "training", "fit", "evaluate", "predict",
            "save_checkpoint", "load_checkpoint"]

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
     t.add_argument("--backend", default="numpy", help="numpy (default), array_api_strict or cupy")
     t.add_argument("--threads", type=_positive_int, default=None,
-                   help="BLAS threads of the numpy backend (needs threadpoolctl; default: the BLAS default)")
+                   help="CPU threads: the engine's copy and pooling loops, and the BLAS when threadpoolctl "
+                        "is installed (default: $ENGINE_NUM_THREADS, else every usable core)")
     t.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="default: %(default)s")
     t.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint (.npz) at the end")
     t.add_argument("--resume", default=None, metavar="PATH",
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architecture (default: the one recorded in the checkpoint)")
     e.add_argument("--batch-size", type=_positive_int, default=256, help="default: %(default)s")
     e.add_argument("--backend", default="numpy", help="numpy (default), array_api_strict or cupy")
-    e.add_argument("--threads", type=_positive_int, default=None, help="BLAS threads (needs threadpoolctl)")
+    e.add_argument("--threads", type=_positive_int, default=None, help="CPU threads, as for train")
 
     s = sub.add_parser("summary", help="per-layer shapes, parameters, receptive fields and FLOPs",
                        description="Print the layer table of a model.")
@@ -130,15 +131,20 @@ _thread_limits = None
 
 
 def _set_threads(n):
-    """Limit the BLAS thread pool (OpenBLAS/MKL under NumPy) to ``n`` threads."""
+    """Use ``n`` threads: the engine's own host loops, and the BLAS (OpenBLAS/MKL
+    under NumPy) when threadpoolctl is installed."""
     global _thread_limits
     if n is None:
         return
+    from ._state import set_num_threads
+    set_num_threads(n)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        raise ImportError("--threads needs threadpoolctl (pip install threadpoolctl), or set "
-                          f"OPENBLAS_NUM_THREADS={n} before starting Python") from None
+        print(f"note: --threads {n} limits the engine's own loops; the BLAS keeps its threads "
+              f"(install threadpoolctl, or set OPENBLAS_NUM_THREADS={n} before starting Python)",
+              file=sys.stderr)
+        return
     _thread_limits = threadpool_limits(limits=n, user_api="blas")
 
 

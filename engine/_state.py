@@ -101,3 +101,20 @@ def to_numpy(x) -> np.ndarray:
     if owner is None:
         return np.asarray(x)
     return owner.to_numpy(x)
+
+
+def set_num_threads(n: int) -> None:
+    """Split the host backends' own loops (im2col, col2im, pooling) over ``n``
+    threads (default: ``$ENGINE_NUM_THREADS``, else every usable core).
+
+    NumPy's BLAS keeps its own pool: limit it with ``threadpoolctl`` or
+    ``OPENBLAS_NUM_THREADS`` (``python -m engine train --threads N`` does both).
+    """
+    from backends import host_threads
+    host_threads.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads the host backends' own loops use (see :func:`set_num_threads`)."""
+    from backends import host_threads
+    return host_threads.get_num_threads()

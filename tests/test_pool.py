@@ -372,19 +372,23 @@ def test_global_avg_pool_backends(backend):
 
 
 # --------------------------------------------------------------------------- numpy fast paths
-# (N, C, H, W, kernel, stride, dilation): no padding, so the NumPy backend's
-# separable max and its store-only backward run instead of the generic code.
+# (N, C, H, W, kernel, stride, dilation, padding, ceil_mode): the NumPy
+# backend's separable max and its store-or-sum backward, against the generic code.
 FAST_MAX_CASES = {
-    "k2_tiled": (3, 2, 6, 8, 2, 2, 1),
-    "k2_floor_tails": (2, 2, 7, 9, 2, 2, 1),
-    "k3s1_overlap": (2, 2, 6, 7, 3, 1, 1),
-    "k3s2_overlap": (2, 3, 9, 9, 3, 2, 1),
-    "nonsquare": (2, 2, 7, 9, (2, 3), (1, 2), 1),
-    "dilated": (1, 2, 9, 10, (2, 3), (3, 4), (2, 1)),
-    "stride_gt_kernel": (2, 2, 8, 8, 2, 3, 1),
-    "row_only": (2, 2, 5, 8, (1, 3), (1, 3), 1),
-    "column_only": (2, 2, 8, 5, (3, 1), (3, 1), 1),
-    "whole_image_int64_index": (1, 2, 17, 17, 17, 17, 1),
+    "k2_tiled": (3, 2, 6, 8, 2, 2, 1, 0, False),
+    "k2_floor_tails": (2, 2, 7, 9, 2, 2, 1, 0, False),
+    "k3s1_overlap": (2, 2, 6, 7, 3, 1, 1, 0, False),
+    "k3s2_overlap": (2, 3, 9, 9, 3, 2, 1, 0, False),
+    "nonsquare": (2, 2, 7, 9, (2, 3), (1, 2), 1, 0, False),
+    "dilated": (1, 2, 9, 10, (2, 3), (3, 4), (2, 1), 0, False),
+    "stride_gt_kernel": (2, 2, 8, 8, 2, 3, 1, 0, False),
+    "row_only": (2, 2, 5, 8, (1, 3), (1, 3), 1, 0, False),
+    "column_only": (2, 2, 8, 5, (3, 1), (3, 1), 1, 0, False),
+    "whole_image_int64_index": (1, 2, 17, 17, 17, 17, 1, 0, False),
+    "k3s2p1_padded_overlap": (2, 3, 9, 8, 3, 2, 1, 1, False),
+    "k2p1_padded_tiled": (2, 2, 7, 6, 2, 2, 1, 1, False),
+    "ceil_overhang": (2, 2, 7, 7, 2, 2, 1, 0, True),
+    "ceil_padded_dilated": (1, 2, 9, 10, (2, 3), 2, (2, 1), (1, 1), True),
 }
 
 
@@ -395,20 +399,28 @@ def test_numpy_max_pool_fast_path_equals_generic_on_ties_and_infinities(case):
     +-inf: values, indices and gradients equal the generic array-API code's,
     bit for bit, with inf and NaN in the output gradient too."""
     from backends.base import Backend
-    n, c, h, w, k, s, d = FAST_MAX_CASES[case]
+    n, c, h, w, k, s, d, p, ceil = FAST_MAX_CASES[case]
     rng = np.random.default_rng(len(case))
     x = rng.integers(-1, 2, (n, c, h, w)).astype(np.float32)
     x[rng.random(x.shape) < 0.05] = np.inf
-    x[rng.random(x.shape) < 0.05] = -np.inf
+    x[rng.random(x.shape) < (0.0 if p else 0.05)] = -np.inf  # padded: see the all -inf image below
     x[0, 0, :2, :2] = [[0, 1], [1, 0]]
     numpy_backend = backends.get("numpy")
-    win = F.pooling._pool_window(x.shape, k, s, 0, d, False, "test")
+    win = F.pooling._pool_window(x.shape, k, s, p, d, ceil, "test")
     y, idx = numpy_backend.max_pool2d(x, win)
     generic = Backend.__new__(type(numpy_backend))  # the numpy backend's xp with the base class's methods
     y_ref, idx_ref = Backend.max_pool2d(generic, x, win)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(idx, idx_ref)
-    assert idx.dtype == (np.int64 if case.endswith("int64_index") else np.uint8)
+    # uint8 indices from the fast path; int64 from the generic one, taken for windows
+    # over 256 elements and for padded windows whose maximum is -inf
+    generic_path = case.endswith("int64_index") or (p and np.isneginf(y_ref).any())
+    assert idx.dtype == (np.int64 if generic_path else np.uint8)
+    if p:  # a padded window whose only input value is -inf: the padding must not win
+        x_inf = np.full((1, 1, h, w), -np.inf, dtype=np.float32)
+        win1 = F.pooling._pool_window(x_inf.shape, k, s, p, d, ceil, "test")
+        y1, idx1 = numpy_backend.max_pool2d(x_inf, win1)
+        np.testing.assert_array_equal(idx1, Backend.max_pool2d(generic, x_inf, win1)[1])
 
     g = rng.standard_normal(y.shape).astype(np.float32)
     g.flat[:3] = [np.inf, -np.inf, np.nan]
