@@ -157,3 +157,17 @@ def test_a_forked_child_gets_its_own_worker_threads(threads):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("prelude,env_value,expected", [
+    ("", None, "4"),                     # engine first: idle BLAS threads sleep at once
+    ("import numpy;", None, "None"),     # NumPy already loaded: too late, nothing is set
+    ("", "28", "28"),                    # the user's own value wins
+])
+def test_openblas_thread_timeout_is_set_only_before_numpy_and_never_overrides(prelude, env_value, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if env_value is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = env_value
+    code = prelude + "import os, engine; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
