@@ -3,17 +3,13 @@
     import engine
     engine.set_backend("cupy")   # or "numpy" (default), "array_api_strict"
 
-Imported before NumPy, the engine sets ``OPENBLAS_THREAD_TIMEOUT=4`` unless it
-is set already: OpenBLAS's idle threads then sleep at once instead of spinning
-~0.1 s after every matrix product, which on a 2-core machine took a core from
-the engine's own loops (a Fashion-MNIST epoch of simple_cnn: 28.4 s -> 22.2 s;
-README, "Speed"). Set the variable yourself to keep another value.
+Imported before NumPy, the engine sets ``OPENBLAS_THREAD_TIMEOUT=4`` (idle
+BLAS threads sleep at once) unless the user set it; see ``engine/_blas_env.py``.
 """
-import os as _os
-import sys as _sys
+from ._blas_env import configure_openblas as _configure_openblas
 
-if "numpy" not in _sys.modules:  # OpenBLAS reads it once, when NumPy loads it
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+_OPENBLAS_SETTINGS = _configure_openblas()  # before anything imports NumPy
+
 from ._state import (asarray, available_backends, get_backend, get_num_threads, get_rng_state, manual_seed,
                      set_backend, set_num_threads, set_rng_state, to_numpy, use_backend)
 from . import data, functional, nn, optim  # noqa: E402  (after the state they use)
