@@ -120,6 +120,17 @@ def _sigterm(signum, frame):  # `timeout` sends SIGTERM: still write what was me
     raise KeyboardInterrupt
 
 
+def _blas_kernels(facts) -> str:
+    """' (Haswell kernels, set by OPENBLAS_CORETYPE)': which kernels the BLAS
+    runs and whether the environment forced them (it changes GEMM speed ~2x)."""
+    archs = [p.get("architecture") for p in (facts.get("threadpools") or [])
+             if p.get("user_api") == "blas" and p.get("architecture")]
+    if not archs:
+        return ""
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return f" ({archs[0]} kernels, " + (f"forced by OPENBLAS_CORETYPE={forced})" if forced else "detected)")
+
+
 def _main(parser, args, argv, threads) -> int:
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be >= 1")
@@ -194,7 +205,7 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
     emit(f"backend {args.backend} {args.dtype}; suite {suite.name}: {suite.description}")
     emit(f"CPU {meta['cpu_model']} ({meta['cpu_usable']} usable cores); BLAS "
          f"{(meta['blas'].get('blas') or {}).get('name') if isinstance(meta['blas'].get('blas'), dict) else '?'} "
-         f"threads={settings.facts().get('blas_threads', 'unverified')}; torch threads "
+         f"threads={settings.facts().get('blas_threads', 'unverified')}{_blas_kernels(settings.facts())}; torch threads "
          f"{settings.facts().get('torch_threads')}; engine host threads "
          f"{settings.facts().get('engine_host_threads')}, malloc tuned {settings.facts().get('malloc_tuned')}; "
          f"load average {meta['load_average_start']}"
