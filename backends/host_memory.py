@@ -4,9 +4,9 @@ A training step allocates and frees the same large temporaries (im2col
 columns, activations, gradients: megabytes each) every step. glibc's malloc
 returns such blocks to the kernel when they are freed (``mmap``/``munmap``, or
 trimming the heap top), so the next step takes a page fault for every 4 KiB
-it touches again: ~730,000 faults in 180 backward passes of SimpleCNN's second
-convolution, which then took 12.8 ms instead of 8.3 ms (2 threads, this
-repository's CPU machine; `bench/results/`).
+it touches again. SimpleCNN's second convolution, forward and backward 150
+times on 2 threads: 684,000 page faults and ~16 ms a backward untuned, 6,500
+faults and ~9.5 ms tuned (this repository's CPU machine, README "Speed").
 
 :func:`tune_malloc` raises two glibc thresholds, once per process, when the
 NumPy backend is first used: blocks up to 32 MiB come from the heap
