@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import engine
 from engine import functional as F
 from engine import nn
+
+from _helpers import from_torch, to_torch, torch_or_skip
 
 
 def test_a_shared_layer_is_one_set_of_parameters_but_keeps_every_state_dict_key():
@@ -14,6 +17,56 @@ def test_a_shared_layer_is_one_set_of_parameters_but_keeps_every_state_dict_key(
     model = nn.Sequential(shared, nn.ReLU(), shared)
     assert len(model.parameters()) == 2 and model.num_parameters() == 6
     assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]  # as torch lists them
+
+
+def _shared_models(torch):
+    """(engine model, torch twin) pairs in which one module object is used twice."""
+    engine.manual_seed(0)
+    lin, tlin = nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    act, tact = nn.Tanh(), torch.nn.Tanh()
+    block = nn.Sequential(nn.Linear(4, 4), nn.Sigmoid())
+    tblock = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Sigmoid())
+    conv_act, tconv_act = nn.ReLU(), torch.nn.ReLU()
+    return {
+        "shared_linear": (nn.Sequential(lin, act, lin), torch.nn.Sequential(tlin, tact, tlin), (5, 4)),
+        "shared_block": (nn.Sequential(block, nn.Tanh(), block), torch.nn.Sequential(tblock, torch.nn.Tanh(), tblock),
+                         (5, 4)),
+        "reused_activation": (
+            nn.Sequential(nn.Conv2d(1, 2, 3), conv_act, nn.Conv2d(2, 3, 3), conv_act, nn.Flatten(), nn.Linear(48, 2)),
+            torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), tconv_act, torch.nn.Conv2d(2, 3, 3), tconv_act,
+                                torch.nn.Flatten(), torch.nn.Linear(48, 2)),
+            (3, 1, 8, 8)),
+        "nested_reuse": (nn.Sequential(nn.Sequential(lin, act), lin), torch.nn.Sequential(torch.nn.Sequential(tlin, tact),
+                                                                                         tlin), (5, 4)),
+    }
+
+
+@pytest.mark.parametrize("case", ["shared_linear", "shared_block", "reused_activation", "nested_reuse"])
+def test_a_module_used_twice_in_one_forward_gets_both_calls_gradients(case):
+    """Each call's backward uses that call's input (PyTorch's autograd does the
+    same); the shared parameters' gradients are the sum over the calls."""
+    torch = torch_or_skip()
+    model, twin, x_shape = _shared_models(torch)[case]
+    model.to("float64")
+    model.load_state_dict({k: from_torch(v) for k, v in twin.double().state_dict().items()})
+    x = np.random.default_rng(1).standard_normal(x_shape)
+    tx = to_torch(x, requires_grad=True)
+    ty = twin(tx)
+    gy = np.random.default_rng(2).standard_normal(tuple(ty.shape))
+    ty.backward(to_torch(gy))
+    y = model(x)
+    np.testing.assert_allclose(y, from_torch(ty), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(model.backward(gy), from_torch(tx.grad), rtol=1e-10, atol=1e-14)
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    for name, tp in twin.named_parameters():
+        np.testing.assert_allclose(grads[name], from_torch(tp.grad), rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+def test_a_shared_module_keeps_no_extra_state_in_eval_mode():
+    shared = nn.Linear(2, 2)
+    model = nn.Sequential(shared, nn.ReLU(), shared).eval()
+    model(np.ones((1, 2), dtype=np.float32))
+    assert model.__dict__.get("_call_states") is None
 
 
 @pytest.mark.parametrize("weight_dtype, bias_dtype", [(np.float32, None), (np.float64, np.float32)])

@@ -3,6 +3,13 @@
 There is no autograd tape: each module's ``forward`` keeps what its
 ``backward`` needs, and ``backward(grad_out)`` returns the gradient for the
 module's input while adding parameter gradients into ``param.grad``.
+
+A module used at two places of one forward pass (shared weights, or one
+``ReLU()`` reused, as PyTorch code often does) would keep only its last call's
+input. ``Sequential`` handles this: after each call of a child that holds a
+shared module it takes :meth:`Module.backward_state` and puts it back with
+:meth:`Module.restore_backward_state` before that call's backward. A custom
+module that calls a child twice in its ``forward`` must do the same.
 Names, state_dict keys and shapes follow PyTorch, so weights move over as is.
 """
 from __future__ import annotations
@@ -52,6 +59,9 @@ class Parameter:
         return f"Parameter(shape={self.shape}, dtype={self.dtype})"
 
 
+_REGISTRIES = frozenset({"_parameters", "_buffers", "_modules"})
+
+
 class Module:
     """Base class of every layer and container.
 
@@ -97,6 +107,19 @@ class Module:
 
     def backward(self, grad_out):
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def backward_state(self):
+        """What this module and its descendants kept for backward (their
+        private attributes, by reference, no copies), for
+        :meth:`restore_backward_state`."""
+        return [(m, {k: v for k, v in m.__dict__.items() if k.startswith("_") and k not in _REGISTRIES})
+                for m in self.modules()]
+
+    @staticmethod
+    def restore_backward_state(state) -> None:
+        """Put back what :meth:`backward_state` took."""
+        for module, attrs in state:
+            module.__dict__.update(attrs)
 
     def _saved(self, *names):
         """The arrays forward kept for backward, or a clear error if there are none."""
@@ -291,8 +314,17 @@ class Sequential(Module):
             setattr(self, name, m)
 
     def forward(self, x):
-        for m in self._modules.values():
+        layers = list(self._modules.values())
+        object.__setattr__(self, "_call_states", None)  # drop the last pass's before this one's
+        shared = self._shared_modules() if self.training else set()
+        states = []
+        for m in layers:
             x = m(x)
+            if shared and any(id(sub) in shared for sub in m.modules()):
+                states.append(m.backward_state())  # this call's inputs, before a later call replaces them
+            else:
+                states.append(None)
+        object.__setattr__(self, "_call_states", states if shared else None)
         return x
 
     def backward(self, grad_out, input_grad: bool = True):
@@ -302,9 +334,20 @@ class Sequential(Module):
         layers = list(self._modules.values())
         if not layers:
             return grad_out
-        for layer in reversed(layers[1:]):
-            grad_out = layer.backward(grad_out)
+        states = self.__dict__.get("_call_states") or [None] * len(layers)
+        for i in range(len(layers) - 1, -1, -1):
+            if states[i] is not None:
+                Module.restore_backward_state(states[i])
+            if i:
+                grad_out = layers[i].backward(grad_out)
         return backward_of(layers[0], grad_out, input_grad)
+
+    def _shared_modules(self) -> set:
+        """ids of the modules reachable through more than one path from here."""
+        seen, shared = set(), set()
+        for _, m in self._every_path():
+            (shared if id(m) in seen else seen).add(id(m))
+        return shared
 
     def append(self, module: Module):
         setattr(self, str(len(self._modules)), module)
