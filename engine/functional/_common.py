@@ -74,3 +74,8 @@ def _window_at(pos, stride, dilation, kernel):
 def _device(x):
     from array_api_compat import device
     return device(x)
+
+
+def _itemsize(xp, dtype) -> int:
+    """Bytes per element of a floating-point ``dtype`` (sizes im2col workspaces)."""
+    return xp.finfo(dtype).bits // 8

@@ -3,7 +3,7 @@ benchmarks and tests), forward and backward."""
 from __future__ import annotations
 
 from .._checks import backend_for, pair, positive_int, require_float, require_ndim, require_same_dtype
-from ._common import _batch_chunks, conv_padding, _device, _is_pointwise, _window, _window_at
+from ._common import _batch_chunks, conv_padding, _device, _is_pointwise, _itemsize, _window, _window_at
 
 CONV_METHODS = ("gemm", "strided", "naive")
 
@@ -90,8 +90,7 @@ def _conv2d_gemm(backend, x, weight, win, groups):
 
 
 def _col_bytes_per_image(xp, x, win):
-    itemsize = 8 if x.dtype == xp.float64 else 4
-    return x.shape[1] * win.kh * win.kw * win.oh * win.ow * itemsize
+    return x.shape[1] * win.kh * win.kw * win.oh * win.ow * _itemsize(xp, x.dtype)
 
 
 def _conv2d_strided(backend, x, weight, win):

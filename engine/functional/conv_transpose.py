@@ -17,7 +17,7 @@ from __future__ import annotations
 from backends import Window
 
 from .._checks import backend_for, pair, require_float, require_ndim
-from ._common import _batch_chunks, _device
+from ._common import _batch_chunks, _device, _itemsize
 
 
 def conv_transpose_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
@@ -75,10 +75,6 @@ def _is_plain_gemm(win, x_shape, y_shape):
     """1x1 kernel, stride 1, no padding and no output padding: a pure GEMM."""
     return ((win.kh, win.kw, win.sh, win.sw) == (1, 1, 1, 1) and not any(win[6:10])
             and tuple(x_shape[2:]) == tuple(y_shape[2:]))
-
-
-def _itemsize(xp, dtype):
-    return 8 if dtype == xp.float64 else 4
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):

@@ -17,7 +17,7 @@ from ..functional.conv_transpose import (conv_transpose2d, conv_transpose2d_back
                                          conv_transpose_output_size)
 from ..functional.ops1d import (avg_pool1d, avg_pool1d_backward, conv1d, conv1d_backward, conv_transpose1d,
                                 conv_transpose1d_backward, max_pool1d, max_pool1d_backward, single)
-from .layers import _AvgPoolNd, _check_dtype, _init_weight, _MaxPoolNd, _new_parameter
+from .layers import _AvgPoolNd, _check_dtype, _init_weight, _MaxPoolNd, _new_parameter, conv_extra_repr
 from .module import Module
 
 __all__ = ["ConvTranspose2d", "ConvTranspose1d", "Conv1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool2d",
@@ -95,18 +95,7 @@ class _ConvTransposeNd(Module):
         return dx
 
     def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if any(self.padding):
-            s += f", padding={self.padding}"
-        if any(self.output_padding):
-            s += f", output_padding={self.output_padding}"
-        if any(d != 1 for d in self.dilation):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return conv_extra_repr(self, self.output_padding)
 
 
 class ConvTranspose2d(_ConvTransposeNd):
@@ -234,16 +223,7 @@ class Conv1d(Module):
         return dx
 
     def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding not in ((0,), "valid"):
-            s += f", padding={self.padding}"
-        if self.dilation != (1,):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return conv_extra_repr(self)
 
 
 class MaxPool1d(_MaxPoolNd):
@@ -263,55 +243,56 @@ class AvgPool1d(_AvgPoolNd):
         super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad)
 
 
-class AdaptiveAvgPool2d(Module):
+class _AdaptiveAvgPoolNd(Module):
+    """Average pooling to a fixed output size over ``N`` spatial axes;
+    subclasses name the functional forward/backward and validate the size."""
+
+    _layout = ""
+    _forward = _backward = None
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = self._checked_size(output_size)
+        self._x_shape = None
+
+    def forward(self, x):
+        require_ndim(x, len(self._layout.split(",")), self._layout, self._label())
+        try:
+            y = self._forward(x, self.output_size)
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, self._forward.__name__, self._label()) from None
+        self._x_shape = tuple(x.shape) if self.training else None
+        return y
+
+    def backward(self, grad_out):
+        (x_shape,) = self._saved("_x_shape")
+        return self._backward(grad_out, x_shape, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
     """Average pooling to a fixed output size, as ``torch.nn.AdaptiveAvgPool2d``:
     ``(N, C, H, W) -> (N, C, OH, OW)`` with PyTorch's bins
     ``[floor(i*H/OH), ceil((i+1)*H/OH))``. ``output_size`` is an int or a pair
     whose entries may be ``None`` (keep that input size)."""
 
-    def __init__(self, output_size):
-        super().__init__()
-        _output_size(output_size, (1, 1), "AdaptiveAvgPool2d")  # validates
-        self.output_size = output_size
-        self._x_shape = None
+    _layout = "(N, C, H, W)"
+    _forward, _backward = staticmethod(adaptive_avg_pool2d), staticmethod(adaptive_avg_pool2d_backward)
 
-    def forward(self, x):
-        require_ndim(x, 4, "(N, C, H, W)", self._label())
-        try:
-            y = adaptive_avg_pool2d(x, self.output_size)
-        except (TypeError, ValueError) as exc:
-            raise _rename(exc, "adaptive_avg_pool2d", self._label()) from None
-        self._x_shape = tuple(x.shape) if self.training else None
-        return y
-
-    def backward(self, grad_out):
-        (x_shape,) = self._saved("_x_shape")
-        return adaptive_avg_pool2d_backward(grad_out, x_shape, self.output_size)
-
-    def extra_repr(self):
-        return f"output_size={self.output_size}"
+    @staticmethod
+    def _checked_size(output_size):
+        _output_size(output_size, (1, 1), "AdaptiveAvgPool2d")  # validates; None entries resolve per input
+        return output_size
 
 
-class AdaptiveAvgPool1d(Module):
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
     """Average pooling of ``(N, C, L)`` to ``(N, C, output_size)``, as ``torch.nn.AdaptiveAvgPool1d``."""
 
-    def __init__(self, output_size):
-        super().__init__()
-        self.output_size = _single_size(output_size, "AdaptiveAvgPool1d")
-        self._x_shape = None
+    _layout = "(N, C, L)"
+    _forward, _backward = staticmethod(adaptive_avg_pool1d), staticmethod(adaptive_avg_pool1d_backward)
 
-    def forward(self, x):
-        require_ndim(x, 3, "(N, C, L)", self._label())
-        try:
-            y = adaptive_avg_pool1d(x, self.output_size)
-        except (TypeError, ValueError) as exc:
-            raise _rename(exc, "adaptive_avg_pool1d", self._label()) from None
-        self._x_shape = tuple(x.shape) if self.training else None
-        return y
-
-    def backward(self, grad_out):
-        (x_shape,) = self._saved("_x_shape")
-        return adaptive_avg_pool1d_backward(grad_out, x_shape, self.output_size)
-
-    def extra_repr(self):
-        return f"output_size={self.output_size}"
+    @staticmethod
+    def _checked_size(output_size):
+        return _single_size(output_size, "AdaptiveAvgPool1d")

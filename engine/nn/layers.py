@@ -102,16 +102,23 @@ class Conv2d(Module):
         return dx
 
     def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding not in ((0, 0), "valid"):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return conv_extra_repr(self)
+
+
+def conv_extra_repr(m, output_padding=None) -> str:
+    """PyTorch's repr of a convolution's arguments: what differs from the defaults."""
+    s = f"{m.in_channels}, {m.out_channels}, kernel_size={m.kernel_size}, stride={m.stride}"
+    if (m.padding != "valid") if isinstance(m.padding, str) else any(m.padding):  # "same", or not all zero
+        s += f", padding={m.padding}"
+    if output_padding is not None and any(output_padding):
+        s += f", output_padding={output_padding}"
+    if any(d != 1 for d in m.dilation):
+        s += f", dilation={m.dilation}"
+    if m.groups != 1:
+        s += f", groups={m.groups}"
+    if m.bias is None:
+        s += ", bias=False"
+    return s
 
 
 class _PoolNd(Module):
