@@ -7,7 +7,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .base import Backend, Window, win_offsets
 from .host_memory import tune_malloc
-from .host_threads import parallel_for
+from .host_threads import get_num_threads, parallel_for
 
 
 class NumpyBackend(Backend):
@@ -51,9 +51,9 @@ class NumpyBackend(Backend):
         col = np.empty((c, win.kh, win.kw, n, win.oh, win.ow), dtype=x.dtype)
 
         xt = self.pad2d(x, win).transpose(1, 0, 2, 3)
-        by_channel = c > 1
+        by_channel = c >= n or c >= get_num_threads()  # split the longer axis
 
-        def fill(part):  # copy a share of the channels (or of the images, for one channel)
+        def fill(part):  # copy a share of the channels, or of the images
             src = xt[part] if by_channel else xt[:, part]
             dst = col[part] if by_channel else col[:, :, :, part]
             for i in range(win.kh):
