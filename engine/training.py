@@ -401,7 +401,8 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
                     else:
                         batch_loss, batch_correct = float(_state.to_numpy(value)), 0.0
                     if not math.isfinite(batch_loss):
-                        _stop_on_nonfinite(state, model, good, epoch, step, batch_loss)
+                        _stop_on_nonfinite(state, model, good, epoch, step, batch_loss,
+                                           _label_problem(logits, y) if classify else None)
                         break
                     good = _snapshot(params, good)
                     optimizer.step()
@@ -462,7 +463,19 @@ def _snapshot(params, previous):
     return out
 
 
-def _stop_on_nonfinite(state, model, good, epoch, step, value):
+def _label_problem(logits, y) -> str | None:
+    """Why a classification batch's loss is NaN if its labels are out of range:
+    device backends do not check labels on the host every step (no sync), so
+    cross-entropy marks such a batch with a NaN loss instead of raising."""
+    labels = _state.to_numpy(y)
+    n_classes = int(logits.shape[1])
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        return (f"the batch has labels in [{int(labels.min())}, {int(labels.max())}] but the model has "
+                f"{n_classes} classes (labels must be in [0, {n_classes - 1}])")
+    return None
+
+
+def _stop_on_nonfinite(state, model, good, epoch, step, value, cause=None):
     params = model.parameters()
     if good is not None:
         for p, saved in zip(params, good):
@@ -472,9 +485,9 @@ def _stop_on_nonfinite(state, model, good, epoch, step, value):
         kept = "the weights are those it started with (no step had a finite loss)"
     for p in params:
         p.grad = None
-    message = (f"training stopped: the loss became {value} at epoch {epoch}, step {step}; {kept}. "
-               "Try a lower learning rate, gradient clipping (clip_grad_norm) or check the inputs "
-               "for NaN/inf.")
+    advice = (f"Fix the labels: {cause}." if cause else
+              "Try a lower learning rate, gradient clipping (clip_grad_norm) or check the inputs for NaN/inf.")
+    message = f"training stopped: the loss became {value} at epoch {epoch}, step {step}; {kept}. {advice}"
     state.stop(message)
     warnings.warn(message, NonFiniteLossWarning, stacklevel=3)
 

@@ -198,6 +198,23 @@ def test_divergence_to_inf_keeps_finite_weights():
     assert all(np.isfinite(w).all() for w in _weights(model))
 
 
+def test_out_of_range_labels_on_a_device_backend_stop_training_naming_the_labels(monkeypatch):
+    """Device backends do not check labels on the host each step; the NaN loss
+    they give instead stops fit with a message about the labels."""
+    import backends
+    monkeypatch.setattr(backends.get("numpy"), "host_memory", False)  # behave like cupy: no per-step sync
+    engine.manual_seed(0)
+    model = linear_model()
+    batches = _Batches(n=3)
+    x, y = batches.batches[1]
+    batches.batches[1] = (x, np.where(np.arange(8) == 5, 12, y))
+    with pytest.warns(T.NonFiniteLossWarning,
+                      match=r"step 2; .* Fix the labels: the batch has labels in \[\d+, 12\] but the model has 10 "
+                            r"classes \(labels must be in \[0, 9\]\)"):
+        h = T.fit(model, nn.CrossEntropyLoss(), optim.Adam(model.parameters()), batches, epochs=1, progress=False)
+    assert "Fix the labels" in h.stop_reason
+
+
 def test_nan_on_first_step_keeps_initial_weights():
     engine.manual_seed(0)
     model = linear_model()
