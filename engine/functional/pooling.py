@@ -29,7 +29,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
     ``stride`` defaults to ``kernel_size``. With ``return_indices`` also returns
     the flat in-window position ``i*kw + j`` of each maximum (what
-    :func:`max_pool2d_backward` needs).
+    :func:`max_pool2d_backward` needs), in an integer dtype that depends on the
+    backend (uint8 on NumPy for windows of up to 256 elements, else int64).
     """
     backend, win = _pool_setup(x, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
     y, idx = backend.max_pool2d(x, win)
