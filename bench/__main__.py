@@ -121,7 +121,7 @@ def _sigterm(signum, frame):  # `timeout` sends SIGTERM: still write what was me
 
 
 def _blas_kernels(facts) -> str:
-    """' (Haswell kernels, set by OPENBLAS_CORETYPE)': which kernels the BLAS
+    """' (Haswell kernels, forced by OPENBLAS_CORETYPE=Haswell)': which kernels the BLAS
     runs and whether the environment forced them (it changes GEMM speed ~2x)."""
     archs = [p.get("architecture") for p in (facts.get("threadpools") or [])
              if p.get("user_api") == "blas" and p.get("architecture")]

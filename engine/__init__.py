@@ -19,6 +19,7 @@ from .training import evaluate, fit, predict  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["asarray", "available_backends", "get_backend", "manual_seed", "set_backend",
-           "to_numpy", "use_backend", "get_rng_state", "set_rng_state", "set_num_threads", "get_num_threads", "data", "functional", "nn", "optim",
+           "to_numpy", "use_backend", "get_rng_state", "set_rng_state", "set_num_threads", "get_num_threads",
+           "data", "functional", "nn", "optim",
            "checkpoint", "models", "plots", "schedulers", "training", "fit", "evaluate", "predict",
            "save_checkpoint", "load_checkpoint"]

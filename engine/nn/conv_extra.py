@@ -247,7 +247,7 @@ class _AdaptiveAvgPoolNd(Module):
     """Average pooling to a fixed output size over ``N`` spatial axes;
     subclasses name the functional forward/backward and validate the size."""
 
-    _layout = ""
+    _layout, _ndim = "", 0  # the input's layout, e.g. "(N, C, L)", and its number of axes
     _forward = _backward = None
 
     def __init__(self, output_size):
@@ -256,7 +256,7 @@ class _AdaptiveAvgPoolNd(Module):
         self._x_shape = None
 
     def forward(self, x):
-        require_ndim(x, len(self._layout.split(",")), self._layout, self._label())
+        require_ndim(x, self._ndim, self._layout, self._label())
         try:
             y = self._forward(x, self.output_size)
         except (TypeError, ValueError) as exc:
@@ -278,7 +278,7 @@ class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
     ``[floor(i*H/OH), ceil((i+1)*H/OH))``. ``output_size`` is an int or a pair
     whose entries may be ``None`` (keep that input size)."""
 
-    _layout = "(N, C, H, W)"
+    _layout, _ndim = "(N, C, H, W)", 4
     _forward, _backward = staticmethod(adaptive_avg_pool2d), staticmethod(adaptive_avg_pool2d_backward)
 
     @staticmethod
@@ -290,7 +290,7 @@ class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
 class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
     """Average pooling of ``(N, C, L)`` to ``(N, C, output_size)``, as ``torch.nn.AdaptiveAvgPool1d``."""
 
-    _layout = "(N, C, L)"
+    _layout, _ndim = "(N, C, L)", 3
     _forward, _backward = staticmethod(adaptive_avg_pool1d), staticmethod(adaptive_avg_pool1d_backward)
 
     @staticmethod
