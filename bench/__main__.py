@@ -82,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="dtype of every path (default float32); the reference is always float64")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="threads for NumPy's BLAS and PyTorch alike (default: the usable CPU cores). Set "
-                        "through the *_NUM_THREADS variables before NumPy loads, threadpoolctl (if installed) "
-                        "and torch.set_num_threads; the report says which took effect.")
+                   help="threads for NumPy's BLAS, the engine's own loops and PyTorch alike (default: the "
+                        "usable CPU cores). Set through the *_NUM_THREADS variables before NumPy loads, "
+                        "threadpoolctl (if installed), engine.set_num_threads and torch.set_num_threads; "
+                        "the report says which took effect.")
     p.add_argument("--json", metavar="FILE", help="write rows and machine facts as JSON")
     p.add_argument("--csv", metavar="FILE", help="write rows as CSV, machine facts as leading '# key: value' lines")
     p.add_argument("--plot", metavar="FILE.png",

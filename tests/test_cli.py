@@ -63,6 +63,20 @@ def test_train_evaluate_round_trip(tmp_path, capsys):
     assert 0 <= acc <= 100
 
 
+def test_threads_option_sets_the_engine_threads(capsys):
+    import engine
+    before = engine.get_num_threads()
+    try:
+        assert main(["train", "--model", "course_cnn", "--epochs", "1", "--quiet", "--threads", "1", *TINY]) == 0
+        assert engine.get_num_threads() == 1
+    finally:
+        engine.set_num_threads(before)
+        import engine.__main__ as cli
+        if cli._thread_limits is not None:  # the BLAS limit too, for the tests that follow
+            cli._thread_limits.restore_original_limits()
+            cli._thread_limits = None
+
+
 def test_quiet_prints_only_the_result(tmp_path, capsys):
     assert main(["train", "--model", "course_cnn", "--epochs", "1", "--quiet", *TINY]) == 0
     captured = capsys.readouterr()

@@ -80,10 +80,21 @@ def test_nested_parallel_for_runs_inline(threads):
     assert len(inner_names) == 2  # each outer part ran its inner loop as one piece
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
-def test_set_num_threads_rejects_non_positive_ints(bad):
-    with pytest.raises(ValueError, match="positive int"):
+@pytest.mark.parametrize("bad,error,message", [
+    (0, ValueError, "n must be a positive int, got 0"),
+    (-1, ValueError, "n must be a positive int, got -1"),
+    (1.5, TypeError, "n must be an int, got float 1.5"),
+    (True, TypeError, "n must be an int, got bool True"),
+    ("2", TypeError, "n must be an int, got str '2'"),
+])
+def test_set_num_threads_rejects_what_is_not_a_positive_int(bad, error, message, threads):
+    with pytest.raises(error, match=message):
         engine.set_num_threads(bad)
+
+
+def test_set_num_threads_takes_numpy_ints(threads):
+    engine.set_num_threads(np.int64(2))
+    assert engine.get_num_threads() == 2 and type(engine.get_num_threads()) is int
 
 
 def test_engine_num_threads_round_trip(threads):
