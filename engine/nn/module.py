@@ -334,7 +334,9 @@ class Sequential(Module):
         layers = list(self._modules.values())
         if not layers:
             return grad_out
-        states = self.__dict__.get("_call_states") or [None] * len(layers)
+        states = self.__dict__.get("_call_states")
+        if states is None or len(states) != len(layers):  # no shared modules (or layers added since)
+            states = [None] * len(layers)
         for i in range(len(layers) - 1, -1, -1):
             if states[i] is not None:
                 Module.restore_backward_state(states[i])
