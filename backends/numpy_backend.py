@@ -107,13 +107,16 @@ class NumpyBackend(Backend):
 
     def max_pool2d_backward(self, grad_out, idx, x_shape, win: Window):
         # Per kernel offset, the gradient's bits where that offset won and zero
-        # bits elsewhere (exact, even for inf/NaN gradients). Windows that do
-        # not overlap write each input pixel at most once: plain stores; else
-        # the offsets' shares are summed, in offset order like the generic code.
+        # bits elsewhere (exact, even for inf/NaN gradients), stored or added.
+        # Without dilation and with stride <= kernel, the offsets (i < sh,
+        # j < sw) tile the covered area once: they are stores, made before any
+        # add that lands on the same pixel (every other offset comes later in
+        # the order), so the sums run in offset order as in the generic code.
+        # Windows that do not overlap have only stores.
         n, c, h, w = x_shape
         hp, wp = win.padded_size(h, w)
         overlap = win.sh < win.dh * (win.kh - 1) + 1 or win.sw < win.dw * (win.kw - 1) + 1
-        tiled = (win.dh, win.dw, win.sh, win.sw) == (1, 1, win.kh, win.kw)
+        dense = (win.dh, win.dw) == (1, 1) and win.sh <= win.kh and win.sw <= win.kw
         acc = np.empty((n, c, hp, wp), dtype=grad_out.dtype)
         bits = np.dtype(f"uint{8 * grad_out.dtype.itemsize}")
         g_bits = np.ascontiguousarray(grad_out).view(bits)
@@ -121,10 +124,10 @@ class NumpyBackend(Backend):
 
         def route(images):
             a = acc[images]
-            if tiled:  # windows tile the input: zero only the rows and columns left over
+            if dense:  # zero only the rows and columns no window covers
                 a[:, :, win.oh * win.sh:, :] = 0
                 a[:, :, :, win.ow * win.sw:] = 0
-            else:  # gaps between taps or windows, or sums
+            else:  # gaps between the taps or between the windows
                 a[...] = 0
             g = g_bits[images]
             keep = np.empty(g.shape, dtype=bits)
@@ -132,11 +135,11 @@ class NumpyBackend(Backend):
                 rows, cols = win.slices(i, j)
                 np.equal(idx[images], k, out=keep)
                 np.negative(keep, out=keep)  # 1 -> all ones, 0 -> 0
-                if overlap:
+                if not overlap or (dense and i < win.sh and j < win.sw):
+                    np.bitwise_and(g, keep, out=acc_bits[images, :, rows, cols])
+                else:
                     np.bitwise_and(g, keep, out=keep)
                     a[:, :, rows, cols] += keep.view(acc.dtype)
-                else:
-                    np.bitwise_and(g, keep, out=acc_bits[images, :, rows, cols])
         parallel_for(route, n, acc.size)
         return acc[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
 
