@@ -76,6 +76,10 @@ class Backend:
     #: im2col workspace per chunk, in bytes; ``None`` means the backend's default.
     workspace_limit: int | None = None
     default_workspace_bytes: int = 8 << 20
+    #: Largest im2col columns (bytes, whole batch) a conv layer keeps from its
+    #: forward for its backward instead of building them again (memory held
+    #: between the two; 0 turns it off).
+    keep_columns_bytes: int = 32 << 20
 
     # -- arrays -------------------------------------------------------------
     def owns(self, x) -> bool:

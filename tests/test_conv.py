@@ -199,6 +199,60 @@ def test_gemm_batch_chunking_gives_the_same_result(case, monkeypatch):
         assert_close(c, engine.to_numpy(a), rtol=1e-13, err_msg=name)
 
 
+# --------------------------------------------------------------------------- kept im2col columns
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("case", ["stride2_pad1", "groups_stride_dil", "same_even_dilated", "batch1_odd"])
+def test_backward_with_the_forwards_columns_equals_backward_without(case, chunked, monkeypatch):
+    x, wt, b, gy, kw = _data(case)
+    x, gy = np.concatenate([x, -x, x]), np.concatenate([gy, gy, -gy])  # 3+ images: several chunks
+    if chunked:
+        monkeypatch.setattr(backends.get("numpy"), "workspace_limit", 1)  # one image a chunk
+    y, columns = F.conv2d(x, wt, b, keep_columns=True, **kw)
+    assert columns is not None and len(columns.parts) == (x.shape[0] if chunked else 1)
+    np.testing.assert_array_equal(y, F.conv2d(x, wt, b, **kw))
+    with_columns = F.conv2d_backward(gy, x, wt, columns=columns, **kw)
+    for name, got, want in zip(("dx", "dw", "db"), with_columns, F.conv2d_backward(gy, x, wt, **kw)):
+        np.testing.assert_array_equal(got, want, err_msg=name)  # the same columns: bit for bit
+
+
+def test_columns_are_kept_only_under_the_limit_and_never_for_pointwise(monkeypatch):
+    x, wt, b, _, kw = _data("basic")
+    numpy_backend = backends.get("numpy")
+    col_bytes = 3 * 3 * 3 * 5 * 5 * 2 * 8  # C*kh*kw * N*OH*OW float64
+    monkeypatch.setattr(numpy_backend, "keep_columns_bytes", col_bytes)
+    assert F.conv2d(x, wt, b, keep_columns=True, **kw)[1] is not None
+    monkeypatch.setattr(numpy_backend, "keep_columns_bytes", col_bytes - 1)
+    assert F.conv2d(x, wt, b, keep_columns=True, **kw)[1] is None
+    xp, wp, bp, _, kwp = _data("pointwise")
+    assert F.conv2d(xp, wp, bp, keep_columns=True, **kwp)[1] is None  # 1x1: no im2col at all
+    assert F.conv2d(x, wt, b, keep_columns=True, method="naive", **kw)[1] is None
+
+
+def test_columns_of_another_input_or_of_another_kind_are_refused():
+    x, wt, b, gy, kw = _data("basic")
+    _, columns = F.conv2d(x, wt, b, keep_columns=True, **kw)
+    with pytest.raises(ValueError, match=r"conv2d backward: columns were built for input \(2, 3, 7, 7\)"):
+        F.conv2d_backward(gy[:1], x[:1], wt, columns=columns, **kw)
+    with pytest.raises(TypeError, match=r"columns must come from conv2d\(\.\.\., keep_columns=True\), got ndarray"):
+        F.conv2d_backward(gy, x, wt, columns=np.zeros(3), **kw)
+
+
+def test_conv2d_layer_keeps_columns_in_training_only_and_frees_them_in_backward():
+    engine.manual_seed(0)
+    layer = nn.Conv2d(3, 4, 3, padding=1)
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    y = layer(x)
+    assert layer._columns is not None
+    dx = layer.backward(np.ones_like(y))
+    assert layer._columns is None
+    layer.zero_grad()
+    layer.eval()
+    assert np.array_equal(layer(x), y) and layer._columns is None
+    layer.train()
+    layer(x)
+    np.testing.assert_array_equal(layer.backward(np.ones_like(y)), dx)
+
+
 # --------------------------------------------------------------------------- backends
 @pytest.mark.parametrize("case", STRICT_CASES)
 def test_backends_match_reference(backend, case):

@@ -34,24 +34,44 @@ def _conv_setup(x, weight, bias, stride, padding, dilation, groups, method, wher
 
 
 # --------------------------------------------------------------------------- conv2d
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, method="gemm"):
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, method="gemm",
+           keep_columns=False):
     """2-D cross-correlation, PyTorch's ``conv2d``: ``(N, C, H, W) -> (N, O, OH, OW)``.
 
     ``padding`` is an int, a pair, ``"valid"`` or ``"same"``. ``method`` picks
     the algorithm: ``"gemm"`` (im2col + one matrix product per batch chunk),
     ``"strided"`` (strided window views + tensordot) or ``"naive"`` (a loop over
     output positions).
+
+    ``keep_columns=True`` returns ``(y, columns)``: the im2col columns, for
+    :func:`conv2d_backward` to reuse instead of building them again; ``None``
+    when they would take more than the backend's ``keep_columns_bytes`` (or
+    the method builds none).
     """
     where = "conv2d"
     backend, win = _conv_setup(x, weight, bias, stride, padding, dilation, groups, method, where)
     xp = backend.xp
+    columns = None
     if method == "gemm":
-        y = _conv2d_gemm(backend, x, weight, win, groups)
+        y, columns = _conv2d_gemm(backend, x, weight, win, groups, keep_columns)
     else:
         y = _per_group(xp, x, weight, groups, lambda xg, wg: _CONV_FORWARD[method](backend, xg, wg, win))
     if bias is not None:
         y += xp.reshape(bias, (1, -1, 1, 1))
-    return y
+    return (y, columns) if keep_columns else y
+
+
+class Im2colColumns:
+    """The im2col columns of one :func:`conv2d` call, one array per batch chunk.
+
+    Opaque: pass it to :func:`conv2d_backward` with the same input. It holds
+    ``x_shape``, the window and the chunks, so a mismatch is caught.
+    """
+
+    __slots__ = ("x_shape", "win", "parts")
+
+    def __init__(self, x_shape, win, parts):
+        self.x_shape, self.win, self.parts = tuple(x_shape), win, parts
 
 
 def _grouped_matmul(xp, a, b, groups, transpose_a=False, transpose_b=False):
@@ -70,7 +90,9 @@ def _grouped_matmul(xp, a, b, groups, transpose_a=False, transpose_b=False):
     return products[0] if groups == 1 else xp.concat(products, axis=0)
 
 
-def _conv2d_gemm(backend, x, weight, win, groups):
+def _conv2d_gemm(backend, x, weight, win, groups, keep=False):
+    """``(y, columns)``; ``columns`` is an :class:`Im2colColumns` when ``keep``
+    and they fit in ``backend.keep_columns_bytes``, else ``None``."""
     xp = backend.xp
     n, c, h, w = x.shape
     o = weight.shape[0]
@@ -80,13 +102,19 @@ def _conv2d_gemm(backend, x, weight, win, groups):
         for i in range(n):
             y[i, ...] = xp.reshape(_grouped_matmul(xp, w_mat, xp.reshape(x[i, ...], (c, h * w)), groups),
                                    (o, h, w))
-        return y
+        return y, None
+    per_image = _col_bytes_per_image(xp, x, win)
+    keep = keep and per_image * n <= backend.keep_columns_bytes
+    kept = []
     y = xp.empty((n, o, win.oh, win.ow), dtype=x.dtype, device=_device(x))
-    for part in _batch_chunks(backend, n, _col_bytes_per_image(xp, x, win)):
+    for part in _batch_chunks(backend, n, per_image):
         nb = part.stop - part.start
-        out = _grouped_matmul(xp, w_mat, backend.im2col(x[part, ...], win), groups)  # (O, nb*OH*OW)
+        col = backend.im2col(x[part, ...], win)
+        out = _grouped_matmul(xp, w_mat, col, groups)  # (O, nb*OH*OW)
         y[part, ...] = xp.permute_dims(xp.reshape(out, (o, nb, win.oh, win.ow)), (1, 0, 2, 3))
-    return y
+        if keep:
+            kept.append((part, col))
+    return y, (Im2colColumns(x.shape, win, kept) if keep else None)
 
 
 def _col_bytes_per_image(xp, x, win):
@@ -124,11 +152,13 @@ def _per_group(xp, x, weight, groups, fn, axis_in=1):
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, method="gemm",
-                    need_input_grad=True, has_bias=True):
+                    need_input_grad=True, has_bias=True, columns=None):
     """Gradients of :func:`conv2d`: ``(dx, dweight, dbias)``.
 
     ``dx`` is ``None`` when ``need_input_grad`` is false (the first layer of a
-    network needs none), ``dbias`` when ``has_bias`` is false.
+    network needs none), ``dbias`` when ``has_bias`` is false. ``columns``:
+    what ``conv2d(..., keep_columns=True)`` returned for this ``x``, to skip
+    building the im2col columns again.
     """
     where = "conv2d backward"
     backend, win = _conv_setup(x, weight, None, stride, padding, dilation, groups, method, where)
@@ -137,8 +167,14 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     if tuple(grad_out.shape) != expected:
         raise ValueError(f"{where}: grad_out must have shape {expected}, got {tuple(grad_out.shape)}")
     db = xp.sum(grad_out, axis=(0, 2, 3)) if has_bias else None
+    if columns is not None and not isinstance(columns, Im2colColumns):
+        raise TypeError(f"{where}: columns must come from conv2d(..., keep_columns=True), "
+                        f"got {type(columns).__name__}")
+    if columns is not None and (columns.x_shape != tuple(x.shape) or columns.win != win):
+        raise ValueError(f"{where}: columns were built for input {columns.x_shape} and window {columns.win}, "
+                         f"not for input {tuple(x.shape)} and window {win}")
     if method == "gemm":
-        dx, dw = _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_grad)
+        dx, dw = _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_grad, columns)
     else:
         fn = _CONV_BACKWARD[method]
         if groups == 1:
@@ -154,7 +190,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     return dx, dw, db
 
 
-def _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_grad):
+def _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_grad, columns=None):
     xp = backend.xp
     n, c, h, w = x.shape
     o = weight.shape[0]
@@ -170,9 +206,14 @@ def _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_
                 dx[i, ...] = xp.reshape(_grouped_matmul(xp, w_mat, g, groups, transpose_a=True), (c, h, w))
         return dx, xp.reshape(dw, weight.shape)
     dx = xp.empty((n, c, h, w), dtype=x.dtype, device=_device(x)) if need_input_grad else None
-    for part in _batch_chunks(backend, n, _col_bytes_per_image(xp, x, win)):
+    if columns is not None:
+        chunks = columns.parts
+    else:
+        chunks = [(part, None) for part in _batch_chunks(backend, n, _col_bytes_per_image(xp, x, win))]
+    for part, col in chunks:
         nb = part.stop - part.start
-        col = backend.im2col(x[part, ...], win)  # (C*kh*kw, nb*OH*OW)
+        if col is None:
+            col = backend.im2col(x[part, ...], win)  # (C*kh*kw, nb*OH*OW)
         g = xp.reshape(xp.permute_dims(grad_out[part, ...], (1, 0, 2, 3)), (o, nb * win.oh * win.ow))
         part_dw = _grouped_matmul(xp, g, col, groups, transpose_b=True)
         dw = part_dw if dw is None else dw + part_dw

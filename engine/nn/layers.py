@@ -74,7 +74,7 @@ class Conv2d(Module):
         self.weight = _new_parameter((out_channels, in_channels // groups) + self.kernel_size, dtype)
         _init_weight(self.weight, init, where)
         self.bias = _new_parameter((out_channels,), dtype) if bias else None
-        self._x = None
+        self._x = self._columns = None
 
     def _args(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
@@ -85,17 +85,21 @@ class Conv2d(Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
                              f"{self.in_channels} (input shape {tuple(x.shape)})")
+        keep = self.training and self.method == "gemm"  # the backward reuses the forward's im2col columns
         try:
-            y = F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data, **self._args())
+            y = F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data, **self._args(),
+                         keep_columns=keep)
         except (TypeError, ValueError) as exc:
             raise type(exc)(str(exc).replace("conv2d:", f"{self._label()}:", 1)) from None
+        y, self._columns = y if keep else (y, None)
         self._x = x if self.training else None
         return y
 
     def backward(self, grad_out, input_grad: bool = True):
         (x,) = self._saved("_x")
+        columns, self._columns = self.__dict__.get("_columns"), None  # used once, then freed
         dx, dw, db = F.conv2d_backward(grad_out, x, self.weight.data, need_input_grad=input_grad,
-                                       has_bias=self.bias is not None, **self._args())
+                                       has_bias=self.bias is not None, columns=columns, **self._args())
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)
