@@ -155,7 +155,7 @@ class _Batches:
 
 
 def linear_model():
-    # no ReLU: engine's relu maps NaN to 0, so a NaN pixel would not reach the loss through one
+    # the smallest model whose loss a NaN pixel reaches (relu and max pooling propagate NaN too)
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
 
 
