@@ -76,7 +76,7 @@ class NumpyBackend(Backend):
                 for j in range(win.kw):
                     rows, cols = win.slices(i, j)
                     acc_t[:, :, rows, cols] += col[:, i, j, images]
-        parallel_for(add, n, acc.size)
+        parallel_for(add, n, col.size)  # the work is reading every column entry
         return acc[:, :, win.pad_top:win.pad_top + h, win.pad_left:win.pad_left + w]
 
     def max_pool2d(self, x, win: Window):
