@@ -38,10 +38,27 @@ def _shared_models(torch):
             (3, 1, 8, 8)),
         "nested_reuse": (nn.Sequential(nn.Sequential(lin, act), lin), torch.nn.Sequential(torch.nn.Sequential(tlin, tact),
                                                                                          tlin), (5, 4)),
+        "residual_shares_its_activation": (  # one ReLU inside the body and after the sum
+            nn.Residual(nn.Sequential(nn.Linear(4, 4), conv_act, nn.Linear(4, 4)), activation=conv_act),
+            _TorchResidual(torch, torch.nn.Sequential(torch.nn.Linear(4, 4), tconv_act, torch.nn.Linear(4, 4)),
+                           tconv_act),
+            (5, 4)),
     }
 
 
-@pytest.mark.parametrize("case", ["shared_linear", "shared_block", "reused_activation", "nested_reuse"])
+def _TorchResidual(torch, body, activation):
+    class Residual(torch.nn.Module):  # activation(body(x) + x), with the engine's state_dict keys
+        def __init__(self):
+            super().__init__()
+            self.body, self.activation = body, activation
+
+        def forward(self, x):
+            return self.activation(self.body(x) + x)
+    return Residual()
+
+
+@pytest.mark.parametrize("case", ["shared_linear", "shared_block", "reused_activation", "nested_reuse",
+                                  "residual_shares_its_activation"])
 def test_a_module_used_twice_in_one_forward_gets_both_calls_gradients(case):
     """Each call's backward uses that call's input (PyTorch's autograd does the
     same); the shared parameters' gradients are the sum over the calls."""
@@ -60,6 +77,15 @@ def test_a_module_used_twice_in_one_forward_gets_both_calls_gradients(case):
     grads = {name: p.grad for name, p in model.named_parameters()}
     for name, tp in twin.named_parameters():
         np.testing.assert_allclose(grads[name], from_torch(tp.grad), rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+def test_a_shared_conv_keeps_no_im2col_columns_after_backward():
+    conv = nn.Conv2d(2, 2, 3, padding=1)
+    model = nn.Sequential(conv, nn.ReLU(), conv)
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    model.backward(np.ones_like(model(x)))
+    states = [st for k, st in model.__dict__["_call_states"].items() if k != "shared"]
+    assert states and all(attrs.get("_columns") is None for st in states for _, attrs in st)
 
 
 def test_a_shared_module_keeps_no_extra_state_in_eval_mode():

@@ -121,6 +121,40 @@ class Module:
         for module, attrs in state:
             module.__dict__.update(attrs)
 
+    # -- children called more than once in one pass (shared modules) ------------------
+    # A container calls ``_start_calls()`` at the top of its forward, ``_called(key,
+    # child)`` after each child call, and wraps each child's backward in
+    # ``_restore_call(key)`` / ``_finish_call(key, child)``. Nothing is kept unless a
+    # module is reachable from the container through two paths, in training mode.
+    def _start_calls(self) -> None:
+        object.__setattr__(self, "_call_states", None)  # drop the last pass's before this one's
+        if self.training:
+            shared = self._shared_modules()
+            if shared:
+                object.__setattr__(self, "_call_states", {"shared": shared})
+
+    def _called(self, key, child) -> None:
+        states = self.__dict__.get("_call_states")
+        if states and any(id(sub) in states["shared"] for sub in child.modules()):
+            states[key] = child.backward_state()  # this call's inputs, before a later call replaces them
+
+    def _restore_call(self, key) -> None:
+        states = self.__dict__.get("_call_states")
+        if states and key in states:
+            Module.restore_backward_state(states[key])
+
+    def _finish_call(self, key, child) -> None:
+        states = self.__dict__.get("_call_states")
+        if states and key in states:  # keep what the child still holds (freed im2col columns stay freed)
+            states[key] = child.backward_state()
+
+    def _shared_modules(self) -> set:
+        """ids of the modules reachable through more than one path from here."""
+        seen, shared = set(), set()
+        for _, m in self._every_path():
+            (shared if id(m) in seen else seen).add(id(m))
+        return shared
+
     def _saved(self, *names):
         """The arrays forward kept for backward, or a clear error if there are none."""
         values = tuple(getattr(self, n, None) for n in names)
@@ -314,17 +348,10 @@ class Sequential(Module):
             setattr(self, name, m)
 
     def forward(self, x):
-        layers = list(self._modules.values())
-        object.__setattr__(self, "_call_states", None)  # drop the last pass's before this one's
-        shared = self._shared_modules() if self.training else set()
-        states = []
-        for m in layers:
+        self._start_calls()
+        for i, m in enumerate(self._modules.values()):
             x = m(x)
-            if shared and any(id(sub) in shared for sub in m.modules()):
-                states.append(m.backward_state())  # this call's inputs, before a later call replaces them
-            else:
-                states.append(None)
-        object.__setattr__(self, "_call_states", states if shared else None)
+            self._called(i, m)
         return x
 
     def backward(self, grad_out, input_grad: bool = True):
@@ -334,22 +361,14 @@ class Sequential(Module):
         layers = list(self._modules.values())
         if not layers:
             return grad_out
-        states = self.__dict__.get("_call_states")
-        if states is None or len(states) != len(layers):  # no shared modules (or layers added since)
-            states = [None] * len(layers)
         for i in range(len(layers) - 1, -1, -1):
-            if states[i] is not None:
-                Module.restore_backward_state(states[i])
+            self._restore_call(i)
             if i:
                 grad_out = layers[i].backward(grad_out)
-        return backward_of(layers[0], grad_out, input_grad)
-
-    def _shared_modules(self) -> set:
-        """ids of the modules reachable through more than one path from here."""
-        seen, shared = set(), set()
-        for _, m in self._every_path():
-            (shared if id(m) in seen else seen).add(id(m))
-        return shared
+            else:
+                grad_out = backward_of(layers[0], grad_out, input_grad)
+            self._finish_call(i, layers[i])
+        return grad_out
 
     def append(self, module: Module):
         setattr(self, str(len(self._modules)), module)

@@ -49,20 +49,35 @@ class Residual(Module):
         self.activation = activation
 
     def forward(self, x):
+        self._start_calls()  # a module shared between the paths keeps each call's state
         y = self.body(x)
-        s = x if self.shortcut is None else self.shortcut(x)
+        self._called("body", self.body)
+        s = x
+        if self.shortcut is not None:
+            s = self.shortcut(x)
+            self._called("shortcut", self.shortcut)
         _check_same_shape("Residual", y, s, "body", "shortcut" if self.shortcut is not None else "identity shortcut",
                           "Give a projection shortcut, e.g. Sequential(Conv2d(c_in, c_out, 1, stride=s, "
                           "bias=False), BatchNorm2d(c_out))." if self.shortcut is None else "")
         out = y + s
-        return out if self.activation is None else self.activation(out)
+        if self.activation is None:
+            return out
+        out = self.activation(out)
+        self._called("activation", self.activation)
+        return out
 
     def backward(self, grad_out):
         if self.activation is not None:
-            grad_out = self.activation.backward(grad_out)
-        d_body = self.body.backward(grad_out)
-        d_short = grad_out if self.shortcut is None else self.shortcut.backward(grad_out)
+            grad_out = self._child_backward("activation", self.activation, grad_out)
+        d_short = grad_out if self.shortcut is None else self._child_backward("shortcut", self.shortcut, grad_out)
+        d_body = self._child_backward("body", self.body, grad_out)
         return d_body + d_short  # the two paths meet at x: their gradients add
+
+    def _child_backward(self, key, child, grad_out):
+        self._restore_call(key)
+        grad = child.backward(grad_out)
+        self._finish_call(key, child)
+        return grad
 
 
 class BasicBlock(Module):
