@@ -25,7 +25,6 @@ MIN_ITEMS_PER_THREAD = 1 << 18
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
-_pool_pid = 0
 _num_threads: int | None = None
 
 
@@ -69,16 +68,25 @@ def set_num_threads(n: int) -> None:
 
 
 def _executor(n: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size, _pool_pid
+    """A pool with at least ``n`` workers. A smaller pool is replaced but never
+    shut down here: another thread may be submitting to it (its idle workers
+    exit when it is garbage-collected)."""
+    global _pool, _pool_size
     with _lock:
-        if _pool is not None and _pool_pid != os.getpid():
-            _pool = None  # a forked child: the parent's worker threads do not exist here
         if _pool is None or _pool_size < n:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="engine-host")
-            _pool_size, _pool_pid = n, os.getpid()
+            _pool_size = max(n, get_num_threads())
+            _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="engine-host")
         return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    """In a forked child the parent's workers do not exist and the lock may be held."""
+    global _lock, _pool, _pool_size
+    _lock, _pool, _pool_size = threading.Lock(), None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def split(extent: int, parts: int) -> list[slice]:
@@ -103,7 +111,8 @@ def parallel_for(fn, extent: int, items: int) -> None:
         fn(slice(0, extent))
         return
     parts = split(extent, threads)
-    futures = [_executor(threads).submit(_as_worker, fn, part) for part in parts[1:]]
+    pool = _executor(threads - 1)  # the calling thread runs the first part itself
+    futures = [pool.submit(_as_worker, fn, part) for part in parts[1:]]
     try:
         _as_worker(fn, parts[0])  # the calling thread takes a share too
     finally:

@@ -86,8 +86,10 @@ class NumpyBackend(Backend):
         # any input value beats except -inf itself; windows whose maximum is
         # -inf (where padding could have won) and NaN (np.maximum propagates
         # it) go the generic way. Indices are uint8 for windows of <= 256.
+        # Known difference: a window holding both -0.0 and +0.0 gives +0.0
+        # where PyTorch gives the first of them (np.maximum ignores the sign).
         if win.kh * win.kw == 1:
-            return super().max_pool2d(x, win)
+            return self._generic_max_pool2d(x, win)
         padded = _touches_padding(x.shape, win)
         src = self.pad2d(x, win, value=-np.inf) if padded else x
         need_h = (win.oh - 1) * win.sh + win.dh * (win.kh - 1) + 1
@@ -102,8 +104,12 @@ class NumpyBackend(Backend):
                        inner_idx=col_idx, inner_size=win.kw, out=(best[images], idx[images]))
         parallel_for(pool, n, src.size)
         if np.isnan(best).any() or (padded and np.isneginf(best).any()):
-            return super().max_pool2d(x, win)
+            return self._generic_max_pool2d(x, win)
         return best, idx
+
+    def _generic_max_pool2d(self, x, win: Window):
+        y, idx = super().max_pool2d(x, win)
+        return y, idx.astype(_index_dtype(win), copy=False)  # one index dtype, whatever the path
 
     def max_pool2d_backward(self, grad_out, idx, x_shape, win: Window):
         # Per kernel offset, the gradient's bits where that offset won and zero

@@ -184,3 +184,31 @@ def test_openblas_thread_timeout_is_set_only_before_numpy_and_never_overrides(pr
     code = prelude + "import os, engine; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+def test_a_growing_pool_never_fails_a_call_running_on_another_thread(threads):
+    """Raising the thread count replaces the pool; a call that another thread is
+    making at that moment still runs every part (the old pool is not shut down)."""
+    errors, stop = [], threading.Event()
+    out = np.zeros(64)
+
+    def other_thread():
+        def fn(part):
+            out[part] += 1
+        while not stop.is_set():
+            try:
+                host_threads.parallel_for(fn, 64, 1 << 30)
+            except Exception as exc:  # noqa: BLE001 - any error fails the test
+                errors.append(repr(exc))
+                return
+    t = threading.Thread(target=other_thread)
+    t.start()
+    try:
+        for n in range(2, 200):
+            threads(n)
+            host_threads.parallel_for(lambda part: None, 64, 1 << 30)  # a bigger pool each time
+    finally:
+        stop.set()
+        t.join()
+    assert not errors
+    assert np.all(out == out[0]) and out[0] > 0  # every call covered every index once
