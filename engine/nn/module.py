@@ -6,10 +6,11 @@ module's input while adding parameter gradients into ``param.grad``.
 
 A module used at two places of one forward pass (shared weights, or one
 ``ReLU()`` reused, as PyTorch code often does) would keep only its last call's
-input. ``Sequential`` handles this: after each call of a child that holds a
-shared module it takes :meth:`Module.backward_state` and puts it back with
-:meth:`Module.restore_backward_state` before that call's backward. A custom
-module that calls a child twice in its ``forward`` must do the same.
+input. ``Sequential`` and ``Residual`` handle this: after each call of a child
+that holds a shared module they take :meth:`Module.backward_state` and put it
+back with :meth:`Module.restore_backward_state` before that call's backward
+(the ``_start_calls``/``_called``/``_restore_call``/``_finish_call`` helpers).
+A custom module that calls a child twice in its ``forward`` must do the same.
 Names, state_dict keys and shapes follow PyTorch, so weights move over as is.
 """
 from __future__ import annotations
