@@ -18,7 +18,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
-#: Elements of output each thread must get before the work is split (below
+#: Elements of work each thread must get before the work is split (below
 #: ~1 MiB of float32 a thread, splitting measured slower: SimpleCNN.conv1).
 MIN_ITEMS_PER_THREAD = 1 << 18
 
@@ -104,7 +104,7 @@ def split(extent: int, parts: int) -> list[slice]:
 def parallel_for(fn, extent: int, items: int) -> None:
     """Call ``fn(part)`` for contiguous slices ``part`` covering ``range(extent)``,
     on up to :func:`get_num_threads` threads; ``items`` (the elements the whole
-    call writes) decides how many are worth it. The parts must write disjoint
+    call reads or writes, whichever is more) decides how many are worth it. The parts must write disjoint
     memory. Exceptions from a part are re-raised here."""
     threads = min(get_num_threads(), extent, max(1, items // MIN_ITEMS_PER_THREAD))
     if threads <= 1 or getattr(_inside, "worker", False):  # no nesting: a part runs its inner loops inline
