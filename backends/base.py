@@ -244,12 +244,19 @@ def win_offsets(win: Window):
     return [(i, j) for i in range(win.kh) for j in range(win.kw)]
 
 
+def touches_padding(x_shape, win: Window) -> bool:
+    """True if some window reaches past the input: user padding, or the
+    bottom/right extension ``ceil_mode`` may need."""
+    _, _, h, w = x_shape
+    return any(win[6:10]) or win.padded_size(h, w) != (h, w)
+
+
 def window_masks(x_shape, win: Window):
     """Per kernel offset, an ``(OH, OW)`` NumPy bool mask of the outputs whose
     window element at that offset lies inside the input (not in the padding);
     ``None`` when no window touches padding."""
     _, _, h, w = x_shape
-    if not any(win[6:10]) and win.padded_size(h, w) == (h, w):
+    if not touches_padding(x_shape, win):
         return None
     masks = []
     for i, j in win_offsets(win):

@@ -5,7 +5,7 @@ import numpy as np
 from array_api_compat import numpy as xp_numpy
 from numpy.lib.stride_tricks import as_strided
 
-from .base import Backend, Window, win_offsets
+from .base import Backend, Window, touches_padding, win_offsets
 from .host_memory import tune_malloc
 from .host_threads import get_num_threads, parallel_for
 
@@ -90,7 +90,7 @@ class NumpyBackend(Backend):
         # where PyTorch gives the first of them (np.maximum ignores the sign).
         if win.kh * win.kw == 1:
             return self._generic_max_pool2d(x, win)
-        padded = _touches_padding(x.shape, win)
+        padded = touches_padding(x.shape, win)
         src = self.pad2d(x, win, value=-np.inf) if padded else x
         need_h = (win.oh - 1) * win.sh + win.dh * (win.kh - 1) + 1
         n, c = x.shape[:2]
@@ -159,10 +159,6 @@ class NumpyBackend(Backend):
             strides=(s_n, s_c, s_h * win.sh, s_w * win.sw, s_h * win.dh, s_w * win.dw),
             writeable=False,
         )
-
-
-def _touches_padding(x_shape, win: Window) -> bool:
-    return any(win[6:10]) or win.padded_size(*x_shape[2:]) != tuple(x_shape[2:])
 
 
 def _index_dtype(win: Window):
