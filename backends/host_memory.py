@@ -4,9 +4,9 @@ A training step allocates and frees the same large temporaries (im2col
 columns, activations, gradients: megabytes each) every step. glibc's malloc
 returns such blocks to the kernel when they are freed (``mmap``/``munmap``, or
 trimming the heap top), so the next step takes a page fault for every 4 KiB
-it touches again. SimpleCNN's second convolution, forward and backward 150
-times on 2 threads: 684,000 page faults and ~16 ms a backward untuned, 6,500
-faults and ~9.5 ms tuned (this repository's CPU machine, README "Speed").
+it touches again. SimpleCNN's second convolution on 2 threads: a backward
+took 13.3-14.0 ms untuned and 8.4-8.7 ms tuned, with 1.29 million against
+4,700 page faults over the run (``bench/results/scripts/malloc_faults.py``).
 
 :func:`tune_malloc` raises two glibc thresholds, once per process, when the
 NumPy backend is first used: blocks up to 32 MiB come from the heap
