@@ -112,6 +112,19 @@ class Backend:
         engine's seeded host generator; device backends draw on the device."""
         return self.asarray(rng.random(shape), dtype=dtype)
 
+    # -- whole convolutions (fast paths) -------------------------------------
+    def conv2d_fused(self, x, weight, bias, win: Window, groups: int):
+        """``y (N, O, OH, OW)`` of a whole convolution (bias included) in one
+        fast path, or ``None`` where this backend has none for these arguments;
+        the engine then runs its im2col + GEMM code. The generic backend has none."""
+        return None
+
+    def conv2d_backward_fused(self, grad_out, x, weight, win: Window, groups: int, need_input_grad: bool):
+        """``(dx, dw)`` of a convolution from a fast path; either may be ``None``
+        (not computed here: the engine computes it), and ``dx`` is ``None``
+        when ``need_input_grad`` is false. The generic backend has none."""
+        return None, None
+
     # -- padding and windows -------------------------------------------------
     def pad2d(self, x, win: Window, value=0.0):
         """Pad the last two axes of ``x`` as ``win`` requires, with ``value``."""

@@ -5,6 +5,7 @@ import numpy as np
 from array_api_compat import numpy as xp_numpy
 from numpy.lib.stride_tricks import as_strided
 
+from . import native_conv
 from .base import Backend, Window, touches_padding, win_offsets
 from .host_memory import tune_malloc
 from .host_threads import get_num_threads, parallel_for
@@ -16,6 +17,10 @@ class NumpyBackend(Backend):
     # Chunks of ~4 MiB keep the im2col buffer in cache while the GEMM reads it
     # (measured with `python -m bench`; larger chunks were slower on big layers).
     default_workspace_bytes = 4 << 20
+    #: float32 convolutions go through the C kernels of ``kernels/cpu_conv.c``
+    #: when they are built (``kernels.native.status()`` says whether); False
+    #: keeps the im2col + BLAS path for every dtype.
+    use_native_kernels = True
 
     def __init__(self):
         tune_malloc()  # reuse freed blocks instead of page-faulting them back in (see host_memory)
@@ -30,6 +35,20 @@ class NumpyBackend(Backend):
 
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x)
+
+    def conv2d_fused(self, x, weight, bias, win: Window, groups: int):
+        # float32 through the C kernels (im2col inside the GEMM's packing); else None
+        if not self.use_native_kernels:
+            return None
+        return native_conv.forward(x, weight, bias, win, groups)
+
+    def conv2d_backward_fused(self, grad_out, x, weight, win: Window, groups: int, need_input_grad: bool):
+        if not self.use_native_kernels:
+            return None, None
+        dw = native_conv.weight_grad(grad_out, x, weight.shape, win, groups)
+        if dw is None or not need_input_grad:
+            return None, dw
+        return native_conv.input_grad(grad_out, weight, x.shape, win, groups), dw
 
     def pad2d(self, x, win: Window, value=0.0):
         n, c, h, w = x.shape

@@ -52,12 +52,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, meth
     backend, win = _conv_setup(x, weight, bias, stride, padding, dilation, groups, method, where)
     xp = backend.xp
     columns = None
-    if method == "gemm":
-        y, columns = _conv2d_gemm(backend, x, weight, win, groups, keep_columns)
-    else:
-        y = _per_group(xp, x, weight, groups, lambda xg, wg: _CONV_FORWARD[method](backend, xg, wg, win))
-    if bias is not None:
-        y += xp.reshape(bias, (1, -1, 1, 1))
+    y = backend.conv2d_fused(x, weight, bias, win, groups) if method == "gemm" else None
+    if y is None:
+        if method == "gemm":
+            y, columns = _conv2d_gemm(backend, x, weight, win, groups, keep_columns)
+        else:
+            y = _per_group(xp, x, weight, groups, lambda xg, wg: _CONV_FORWARD[method](backend, xg, wg, win))
+        if bias is not None:
+            y += xp.reshape(bias, (1, -1, 1, 1))
     return (y, columns) if keep_columns else y
 
 
@@ -174,7 +176,12 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         raise ValueError(f"{where}: columns were built for input {columns.x_shape} and window {columns.win}, "
                          f"not for input {tuple(x.shape)} and window {win}")
     if method == "gemm":
-        dx, dw = _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_grad, columns)
+        dx, dw = backend.conv2d_backward_fused(grad_out, x, weight, win, groups, need_input_grad)
+        if dw is None or (need_input_grad and dx is None):
+            dx_gemm, dw_gemm = _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups,
+                                                     need_input_grad and dx is None, columns, dw is None)
+            dx = dx if dx is not None else dx_gemm
+            dw = dw if dw is not None else dw_gemm
     else:
         fn = _CONV_BACKWARD[method]
         if groups == 1:
@@ -190,37 +197,40 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     return dx, dw, db
 
 
-def _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_grad, columns=None):
+def _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_grad, columns=None,
+                          need_weight_grad=True):
+    """``(dx, dw)`` through im2col/col2im and GEMMs; each is ``None`` when not needed."""
     xp = backend.xp
     n, c, h, w = x.shape
     o = weight.shape[0]
     w_mat = xp.reshape(weight, (o, -1))
     dw = None
+    dx = xp.empty((n, c, h, w), dtype=x.dtype, device=_device(x)) if need_input_grad else None
     if _is_pointwise(win):
-        dx = xp.empty((n, c, h, w), dtype=x.dtype, device=_device(x)) if need_input_grad else None
         for i in range(n):
             g = xp.reshape(grad_out[i, ...], (o, h * w))
-            part_dw = _grouped_matmul(xp, g, xp.reshape(x[i, ...], (c, h * w)), groups, transpose_b=True)
-            dw = part_dw if dw is None else dw + part_dw
+            if need_weight_grad:
+                part_dw = _grouped_matmul(xp, g, xp.reshape(x[i, ...], (c, h * w)), groups, transpose_b=True)
+                dw = part_dw if dw is None else dw + part_dw
             if need_input_grad:
                 dx[i, ...] = xp.reshape(_grouped_matmul(xp, w_mat, g, groups, transpose_a=True), (c, h, w))
-        return dx, xp.reshape(dw, weight.shape)
-    dx = xp.empty((n, c, h, w), dtype=x.dtype, device=_device(x)) if need_input_grad else None
+        return dx, (xp.reshape(dw, weight.shape) if need_weight_grad else None)
     if columns is not None:
         chunks = columns.parts
     else:
         chunks = [(part, None) for part in _batch_chunks(backend, n, _col_bytes_per_image(xp, x, win))]
     for part, col in chunks:
         nb = part.stop - part.start
-        if col is None:
-            col = backend.im2col(x[part, ...], win)  # (C*kh*kw, nb*OH*OW)
         g = xp.reshape(xp.permute_dims(grad_out[part, ...], (1, 0, 2, 3)), (o, nb * win.oh * win.ow))
-        part_dw = _grouped_matmul(xp, g, col, groups, transpose_b=True)
-        dw = part_dw if dw is None else dw + part_dw
+        if need_weight_grad:
+            if col is None:
+                col = backend.im2col(x[part, ...], win)  # (C*kh*kw, nb*OH*OW)
+            part_dw = _grouped_matmul(xp, g, col, groups, transpose_b=True)
+            dw = part_dw if dw is None else dw + part_dw
         if need_input_grad:
             dcol = _grouped_matmul(xp, w_mat, g, groups, transpose_a=True)
             dx[part, ...] = backend.col2im(dcol, (nb, c, h, w), win)
-    return dx, xp.reshape(dw, weight.shape)
+    return dx, (xp.reshape(dw, weight.shape) if need_weight_grad else None)
 
 
 def _conv2d_backward_strided(backend, grad_out, x, weight, win):

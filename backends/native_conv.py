@@ -1,0 +1,110 @@
+"""The NumPy backend's float32 convolutions through the C kernels of
+``kernels/cpu_conv.c``: im2col folded into the GEMM's packing, so the column
+matrix never exists, on the machine's own AVX-512 units.
+
+Each function returns ``None`` where the kernels do not apply (another dtype,
+no compiled library, offsets past 32 bits); the caller then takes the NumPy
+path. Work is split over the host threads (the C calls release the GIL) so
+that every output element is summed in the same order whatever the thread
+count: images for the forward and the input gradient, weight columns for the
+weight gradient.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kernels import native
+
+from .base import Window
+from .host_threads import MIN_ITEMS_PER_THREAD, parallel_for
+
+#: Multiply-adds a thread must get before a call is split (a split costs ~20 us).
+MIN_MACS_PER_THREAD = 1 << 22
+_INT32_MAX = (1 << 31) - 1
+
+
+def _lib(*arrays):
+    if any(a is None or a.dtype != np.float32 for a in arrays):
+        return None
+    return native.library()
+
+
+def _geometry(x_shape, o, win: Window, groups: int):
+    n, c, h, w = x_shape
+    return np.array([n, c, h, w, o, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw,
+                     win.pad_top, win.pad_left, win.oh, win.ow, groups], dtype=np.int64)
+
+
+def _offsets_fit(x_shape, win: Window, groups: int) -> bool:
+    """The kernels index one image's padded channels with 32-bit offsets."""
+    c = x_shape[1] // groups
+    hp = (win.oh - 1) * win.sh + win.dh * (win.kh - 1) + 1
+    wp = (win.ow - 1) * win.sw + win.dw * (win.kw - 1) + 1
+    return c * hp * wp <= _INT32_MAX
+
+
+def _ptr(a) -> int:
+    return a.ctypes.data
+
+
+def _split(fn, extent: int, macs: int) -> None:
+    """``parallel_for`` with one thread per ``MIN_MACS_PER_THREAD`` multiply-adds."""
+    parallel_for(fn, extent, macs * MIN_ITEMS_PER_THREAD // MIN_MACS_PER_THREAD)
+
+
+def forward(x, weight, bias, win: Window, groups: int):
+    """``y (N, O, OH, OW)`` in float32, bias added, or ``None``."""
+    lib = _lib(x, weight) if bias is None or bias.dtype == np.float32 else None
+    if lib is None or not _offsets_fit(x.shape, win, groups):
+        return None
+    n, o = x.shape[0], weight.shape[0]
+    geom = _geometry(x.shape, o, win, groups)
+    # Contiguous copies held in names: a temporary would be freed before the C call reads it.
+    x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
+    bias = np.ascontiguousarray(bias) if bias is not None else None
+    packed = np.empty(lib.packed_weights_size(_ptr(geom)), dtype=np.float32)
+    lib.pack_weights_f32(_ptr(weight), _ptr(geom), _ptr(packed))
+    bias_ptr = _ptr(bias) if bias is not None else None
+    y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
+    macs = y.size * (weight.size // o)
+
+    def images(part):
+        lib.conv2d_fwd_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop, _ptr(geom))
+    _split(images, n, macs)
+    return y
+
+
+def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
+    """``dW`` with ``weight_shape``, summed over the batch, or ``None``."""
+    lib = _lib(grad_out, x)
+    if lib is None or not _offsets_fit(x.shape, win, groups):
+        return None
+    geom = _geometry(x.shape, weight_shape[0], win, groups)
+    x, grad_out = np.ascontiguousarray(x), np.ascontiguousarray(grad_out)
+    dw = np.empty(weight_shape, dtype=np.float32)
+    panels = lib.dw_panels(_ptr(geom))
+    macs = grad_out.size * int(np.prod(weight_shape[1:]))
+
+    def columns(part):
+        lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw), part.start, part.stop, _ptr(geom))
+    _split(columns, panels, macs)
+    return dw
+
+
+def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
+    """``dx`` of a stride-1 convolution as a forward convolution of ``grad_out``
+    with the flipped, transposed weights (padding ``dilation*(k-1) - pad``), or
+    ``None`` (strided convolutions, or an input with fewer than 4 channels per
+    group, where 8-row register tiles would be mostly idle)."""
+    n, c, h, w = x_shape
+    o, cg, kh, kw = weight.shape
+    if (win.sh, win.sw) != (1, 1) or cg < 4:
+        return None
+    og = o // groups
+    flipped = np.ascontiguousarray(
+        weight.reshape(groups, og, cg, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+    ).reshape(c, og, kh, kw)
+    top, left = win.dh * (kh - 1) - win.pad_top, win.dw * (kw - 1) - win.pad_left
+    as_forward = Window(kh, kw, 1, 1, win.dh, win.dw, top, win.dh * (kh - 1) - win.pad_bottom,
+                        left, win.dw * (kw - 1) - win.pad_right, h, w)
+    return forward(grad_out, flipped, None, as_forward, groups)

@@ -1,0 +1,290 @@
+/* Convolution on the CPU as a GEMM whose im2col happens inside the packing.
+ *
+ * The NumPy backend's float32 fast path (see kernels/native.py for the loader
+ * and backends/numpy_backend.py for the callers). The scheme is BLIS's: the
+ * left operand A (weights, or the output gradient) is packed once into panels
+ * of MR rows; the right operand B is packed one micro-panel (kc x NR) at a
+ * time straight from the zero-padded image, so the im2col matrix is never
+ * written to memory; an MR x NR register tile accumulates each product.
+ *
+ *   forward   y[n, o, p] = sum_k W[o, k] * col_n[k, p]          (+ bias[o])
+ *   weights   dW[o, k]  += sum_n sum_p dY[n, o, p] * col_n[k, p]
+ *
+ * k = (c, ky, kx) in row-major order and p = (oy, ox); col_n[k, p] is the
+ * input pixel seen by kernel tap (ky, kx) at output position p. A stride-1
+ * input gradient is a forward convolution of dY with the flipped weights, so
+ * it uses the forward entry point (the caller prepares those weights).
+ *
+ * Every output element is summed in the same order (k ascending inside
+ * blocks of KC, the blocks in turn; for dW images in turn) whatever the
+ * split of the work between threads, so results do not depend on the
+ * thread count. Needs AVX-512F; native_isa() says what this build has.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef long long i64;
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+#define MR 8            /* rows of the register tile (output channels)      */
+#define VL 16           /* floats in a vector                              */
+#define NV 3            /* vectors across the tile: NR = 48 columns         */
+#define NR (NV * VL)
+#define KC 192          /* depth of a packed B micro-panel: 192 x 48 floats = 36 KiB, in L1 */
+
+int native_isa(void) { return 512; }
+
+/* Geometry of one convolution, as the int64 array the Python side passes. */
+enum { G_N, G_C, G_H, G_W, G_O, G_KH, G_KW, G_SH, G_SW, G_DH, G_DW, G_PT, G_PL, G_OH, G_OW, G_GROUPS, G_LEN };
+
+typedef struct {
+    i64 n, c, h, w, o, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, groups;
+    i64 cg, og, kg, p;  /* per group: channels, outputs, K = cg*kh*kw; pixels per output image */
+    i64 hp, wp;         /* the padded frame the taps read */
+} geom_t;
+
+static geom_t read_geom(const i64 *g)
+{
+    geom_t s;
+    s.n = g[G_N]; s.c = g[G_C]; s.h = g[G_H]; s.w = g[G_W]; s.o = g[G_O];
+    s.kh = g[G_KH]; s.kw = g[G_KW]; s.sh = g[G_SH]; s.sw = g[G_SW]; s.dh = g[G_DH]; s.dw = g[G_DW];
+    s.pt = g[G_PT]; s.pl = g[G_PL]; s.oh = g[G_OH]; s.ow = g[G_OW]; s.groups = g[G_GROUPS];
+    s.cg = s.c / s.groups; s.og = s.o / s.groups; s.kg = s.cg * s.kh * s.kw; s.p = s.oh * s.ow;
+    s.hp = (s.oh - 1) * s.sh + s.dh * (s.kh - 1) + 1;
+    s.wp = (s.ow - 1) * s.sw + s.dw * (s.kw - 1) + 1;
+    return s;
+}
+
+static void *scratch(size_t floats) { return aligned_alloc(64, ((floats * 4 + 63) / 64) * 64 + 64); }
+static i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
+static i64 min64(i64 a, i64 b) { return a < b ? a : b; }
+
+/* The padded frame of cg channels of one image: frame[c][r][q] = x[c][r - pt][q - pl],
+ * zero outside the image. A negative pt/pl crops instead. */
+static void pad_frame(const float *x, const geom_t *s, float *frame)
+{
+    for (i64 c = 0; c < s->cg; c++) {
+        const float *src = x + c * s->h * s->w;
+        float *dst = frame + c * s->hp * s->wp;
+        i64 q0 = s->pl > 0 ? s->pl : 0;                       /* first column fed by the image */
+        i64 q1 = min64(s->wp, s->pl + s->w);                  /* one past the last */
+        for (i64 r = 0; r < s->hp; r++) {
+            float *row = dst + r * s->wp;
+            i64 ir = r - s->pt;
+            if (ir < 0 || ir >= s->h || q1 <= q0) { memset(row, 0, (size_t)s->wp * 4); continue; }
+            if (q0 > 0) memset(row, 0, (size_t)q0 * 4);
+            memcpy(row + q0, src + ir * s->w + (q0 - s->pl), (size_t)(q1 - q0) * 4);
+            if (q1 < s->wp) memset(row + q1, 0, (size_t)(s->wp - q1) * 4);
+        }
+    }
+}
+
+/* Offsets into the frame: tap k -> c*hp*wp + ky*dh*wp + kx*dw; pixel p -> oy*sh*wp + ox*sw.
+ * Both tables are padded with zeros to a whole number of vectors past their end. */
+static int32_t *tap_offsets(const geom_t *s)
+{
+    i64 len = ceil_div(s->kg, NR) * NR;
+    int32_t *t = scratch((size_t)len);
+    i64 k = 0;
+    for (i64 c = 0; c < s->cg; c++)
+        for (i64 ky = 0; ky < s->kh; ky++)
+            for (i64 kx = 0; kx < s->kw; kx++)
+                t[k++] = (int32_t)(c * s->hp * s->wp + ky * s->dh * s->wp + kx * s->dw);
+    for (; k < len; k++) t[k] = 0;
+    return t;
+}
+
+static int32_t *pixel_offsets(const geom_t *s)
+{
+    i64 len = ceil_div(s->p, NR) * NR;
+    int32_t *t = scratch((size_t)len);
+    i64 j = 0;
+    for (i64 oy = 0; oy < s->oh; oy++)
+        for (i64 ox = 0; ox < s->ow; ox++)
+            t[j++] = (int32_t)(oy * s->sh * s->wp + ox * s->sw);
+    for (; j < len; j++) t[j] = 0;
+    return t;
+}
+
+/* 16 floats at frame + base + idx[0..15]: one load when the offsets run on by one. */
+static inline __m512 fetch16(const float *frame, const int32_t *idx)
+{
+    if (idx[15] - idx[0] == 15) {
+        __m512i v = _mm512_loadu_si512(idx);
+        __m512i ramp = _mm512_add_epi32(_mm512_set1_epi32(idx[0]),
+                                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        if (_mm512_cmpneq_epi32_mask(v, ramp) == 0) return _mm512_loadu_ps(frame + idx[0]);
+        return _mm512_i32gather_ps(v, frame, 4);
+    }
+    return _mm512_i32gather_ps(_mm512_loadu_si512(idx), frame, 4);
+}
+
+/* B micro-panel, k-major: out[r * nv*VL + j] = frame[rowoff[r] + coloff[j]]. For the forward,
+ * rows are taps and columns pixels; for dW rows are pixels and columns taps. */
+static void pack_b(const float *frame, const int32_t *rowoff, i64 rows, const int32_t *coloff, int nv,
+                   float *out)
+{
+    for (i64 r = 0; r < rows; r++) {
+        const float *base = frame + rowoff[r];
+        for (int v = 0; v < nv; v++) _mm512_store_ps(out + v * VL, fetch16(base, coloff + v * VL));
+        out += nv * VL;
+    }
+}
+
+/* A packed in panels of MR rows, each k-major: panel i holds a[(i*MR + r) * rs + k * cs] at
+ * [k * MR + r], rows past m as zeros. */
+static void pack_a(const float *a, i64 m, i64 k, i64 rs, i64 cs, float *out)
+{
+    for (i64 i0 = 0; i0 < m; i0 += MR) {
+        i64 rows = min64(MR, m - i0);
+        for (i64 kk = 0; kk < k; kk++) {
+            for (i64 r = 0; r < rows; r++) out[kk * MR + r] = a[(i0 + r) * rs + kk * cs];
+            for (i64 r = rows; r < MR; r++) out[kk * MR + r] = 0.0f;
+        }
+        out += k * MR;
+    }
+}
+
+/* C[m x n] (row stride ldc) = (first ? 0 : C) + A_panel . B_panel (+ bias[r] when bias). */
+static inline __attribute__((always_inline)) void
+tile(const int nv, i64 kc, const float *restrict a, const float *restrict b, float *c, i64 ldc,
+     i64 m, i64 n, int first, const float *bias)
+{
+    __m512 acc[MR][NV];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
+    for (i64 k = 0; k < kc; k++) {
+        __m512 bv[NV];
+        for (int v = 0; v < nv; v++) bv[v] = _mm512_load_ps(b + v * VL);
+        for (int r = 0; r < MR; r++) {
+            __m512 ar = _mm512_set1_ps(a[r]);
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+        }
+        a += MR;
+        b += nv * VL;
+    }
+    for (i64 r = 0; r < m; r++) {
+        float *row = c + r * ldc;
+        for (int v = 0; v < nv; v++) {
+            i64 lanes = n - v * VL;
+            if (lanes <= 0) break;
+            __mmask16 mask = lanes >= VL ? (__mmask16)0xFFFF : (__mmask16)((1u << lanes) - 1);
+            __m512 out = acc[r][v];
+            if (!first) out = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, row + v * VL), out);
+            if (bias) out = _mm512_add_ps(out, _mm512_set1_ps(bias[r]));
+            _mm512_mask_storeu_ps(row + v * VL, mask, out);
+        }
+    }
+}
+
+/* One column panel of width nv*VL against every row panel of A, over one kc block. */
+static void panel_times_a(int nv, i64 kc, const float *ap, i64 a_stride, const float *bp, float *c, i64 ldc,
+                          i64 m, i64 n, int first, const float *bias)
+{
+    for (i64 i0 = 0; i0 < m; i0 += MR) {
+        const float *a = ap + (i0 / MR) * a_stride;
+        const float *bi = bias ? bias + i0 : 0;
+        i64 rows = min64(MR, m - i0);
+        float *ci = c + i0 * ldc;
+        switch (nv) {
+        case 1: tile(1, kc, a, bp, ci, ldc, rows, n, first, bi); break;
+        case 2: tile(2, kc, a, bp, ci, ldc, rows, n, first, bi); break;
+        default: tile(3, kc, a, bp, ci, ldc, rows, n, first, bi); break;
+        }
+    }
+}
+
+/* Blocks of the reduction: as equal as possible, none longer than KC. */
+static i64 kc_blocks(i64 k) { return ceil_div(k, KC); }
+static i64 kc_start(i64 k, i64 blocks, i64 b) { return (k * b) / blocks; }
+
+/* Floats of the packed weights that conv2d_fwd_f32 takes (all groups). */
+i64 packed_weights_size(const i64 *g)
+{
+    geom_t s = read_geom(g);
+    return s.groups * ceil_div(s.og, MR) * MR * s.kg;
+}
+
+/* w (O, C/groups, kh, kw) -> the MR-row panels of each group, for conv2d_fwd_f32. */
+void pack_weights_f32(const float *w, const i64 *g, float *out)
+{
+    geom_t s = read_geom(g);
+    for (i64 gi = 0; gi < s.groups; gi++)
+        pack_a(w + gi * s.og * s.kg, s.og, s.kg, s.kg, 1, out + gi * ceil_div(s.og, MR) * MR * s.kg);
+}
+
+/* y (N, O, OH, OW) for images [n0, n1): every group, bias (O,) or NULL. */
+void conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 n0, i64 n1,
+                    const i64 *g)
+{
+    geom_t s = read_geom(g);
+    float *frame = scratch((size_t)(s.cg * s.hp * s.wp));
+    float *bp = scratch((size_t)(KC * NR));
+    int32_t *taps = tap_offsets(&s), *pix = pixel_offsets(&s);
+    i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg);
+    for (i64 n = n0; n < n1; n++) {
+        for (i64 gi = 0; gi < s.groups; gi++) {
+            pad_frame(x + (n * s.c + gi * s.cg) * s.h * s.w, &s, frame);
+            const float *ap = wpacked + gi * ceil_div(s.og, MR) * a_stride;
+            float *yg = y + (n * s.o + gi * s.og) * s.p;
+            const float *bg = bias ? bias + gi * s.og : 0;
+            for (i64 j0 = 0; j0 < s.p; j0 += NR) {
+                i64 cols = min64(NR, s.p - j0);
+                int nv = (int)ceil_div(cols, VL);
+                for (i64 b = 0; b < blocks; b++) {
+                    i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
+                    pack_b(frame, taps + k0, kc, pix + j0, nv, bp);
+                    panel_times_a(nv, kc, ap + k0 * MR, a_stride, bp, yg + j0, s.p, s.og, cols, b == 0,
+                                  b == blocks - 1 ? bg : 0);
+                }
+            }
+        }
+    }
+    free(frame); free(bp); free(taps); free(pix);
+}
+
+/* dW (O, C/groups, kh, kw) = sum over all N images of dY . col^T, for the column panels
+ * [t0, t1) of the flattened (group, panel of NR taps) index; dW is overwritten there. */
+i64 dw_panels(const i64 *g)
+{
+    geom_t s = read_geom(g);
+    return s.groups * ceil_div(s.kg, NR);
+}
+
+void conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, const i64 *g)
+{
+    geom_t s = read_geom(g);
+    i64 per_group = ceil_div(s.kg, NR);
+    float *frame = scratch((size_t)(s.cg * s.hp * s.wp));
+    float *bp = scratch((size_t)(KC * NR));
+    float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * s.p));
+    int32_t *taps = tap_offsets(&s), *pix = pixel_offsets(&s);
+    i64 blocks = kc_blocks(s.p), a_stride = s.p * MR;
+    for (i64 gi = t0 / per_group; gi <= (t1 - 1) / per_group && t0 < t1; gi++) {
+        i64 first_panel = (gi == t0 / per_group) ? t0 % per_group : 0;
+        i64 last_panel = (gi == (t1 - 1) / per_group) ? (t1 - 1) % per_group : per_group - 1;
+        float *dwg = dw + gi * s.og * s.kg;
+        for (i64 n = 0; n < s.n; n++) {
+            pad_frame(x + (n * s.c + gi * s.cg) * s.h * s.w, &s, frame);
+            pack_a(dy + (n * s.o + gi * s.og) * s.p, s.og, s.p, s.p, 1, ap);
+            for (i64 b = 0; b < blocks; b++) {
+                i64 p0 = kc_start(s.p, blocks, b), kc = kc_start(s.p, blocks, b + 1) - p0;
+                for (i64 t = first_panel; t <= last_panel; t++) {
+                    i64 j0 = t * NR, cols = min64(NR, s.kg - j0);
+                    int nv = (int)ceil_div(cols, VL);
+                    pack_b(frame, pix + p0, kc, taps + j0, nv, bp);
+                    panel_times_a(nv, kc, ap + p0 * MR, a_stride, bp, dwg + j0, s.kg, s.og, cols,
+                                  n == 0 && b == 0, 0);
+                }
+            }
+        }
+    }
+    free(frame); free(bp); free(ap); free(taps); free(pix);
+}
+
+#else  /* no AVX-512: the library loads but reports it, and the backend keeps its NumPy path */
+int native_isa(void) { return 0; }
+#endif

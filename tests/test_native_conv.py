@@ -1,0 +1,194 @@
+"""The NumPy backend's C convolution kernels (kernels/cpu_conv.c via backends/native_conv.py).
+
+The float32 cases of test_conv.py already run through them (tiny shapes, against
+the loop reference and PyTorch). Here: shapes that cross every tiling boundary
+of the kernels (row tiles of 8, column panels of 48 and their 16-wide tails,
+reduction blocks of 192), that the path is really taken, that results do not
+depend on the thread count, and that the NumPy path takes over when the
+kernels cannot be had.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import backends
+import engine.functional as F
+from backends import host_threads, native_conv
+from kernels import native
+
+from _helpers import TORCH_TOL, assert_rel, from_torch, to_torch, torch_or_skip
+
+pytestmark = pytest.mark.skipif(native.library() is None,
+                                reason=f"the C kernels are not usable here: {native.status()}")
+
+# (N, C, H, W, O, kernel, stride, padding, dilation, groups): what each case exercises
+CASES = {
+    "tails": (3, 5, 13, 11, 13, 3, 1, 1, 1, 1),  # O=13: a partial row tile; 143 pixels: a 16-wide tail
+    "deep_k": (2, 40, 9, 10, 16, 3, 1, 1, 1, 1),  # K=360: two reduction blocks; dX K=144
+    "wide": (2, 8, 30, 31, 9, (2, 5), 1, (1, 2), 1, 1),  # 930 pixels: many panels, asymmetric kernel
+    "strided": (2, 6, 23, 17, 10, 5, 2, 2, 1, 1),  # stride 2: dx on the NumPy path, gathers in packing
+    "dilated_same": (2, 8, 12, 12, 8, (4, 3), 1, "same", (2, 1), 1),  # asymmetric "same" padding
+    "big_pad": (1, 8, 6, 6, 4, 3, 1, 3, 1, 1),  # padding > k-1: the dx conv crops (negative padding)
+    "groups": (2, 12, 8, 8, 24, 3, 1, 1, 1, 3),  # weight-gradient panels of several groups
+    "depthwise": (2, 16, 9, 9, 16, 3, 1, 1, 1, 16),  # 1 channel a group: dx stays on NumPy
+    "pointwise": (2, 20, 7, 7, 33, 1, 1, 0, 1, 1),
+    "batch1_tall": (1, 4, 50, 3, 8, (3, 1), (1, 1), (1, 0), 1, 1),
+}
+
+
+def _data(case, seed=0):
+    n, c, h, w, o, k, s, p, d, g = CASES[case]
+    kh, kw = (k, k) if isinstance(k, int) else k
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (r.standard_normal((o, c // g, kh, kw)) / np.sqrt(c // g * kh * kw)).astype(np.float32)
+    b = r.standard_normal(o).astype(np.float32)
+    kwargs = dict(stride=s, padding=p, dilation=d, groups=g)
+    y64 = F.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **kwargs)
+    gy = r.standard_normal(y64.shape).astype(np.float32)
+    return x, wt, b, gy, kwargs
+
+
+def _float64_im2col(x, wt, b, gy, kwargs):
+    """The same convolution in float64 through the NumPy im2col path: the reference."""
+    x, wt, b, gy = (a.astype(np.float64) for a in (x, wt, b, gy))
+    y = F.conv2d(x, wt, b, **kwargs)
+    return (y, *F.conv2d_backward(gy, x, wt, **kwargs))
+
+
+def _calls(monkeypatch):
+    """Count the C entry points called."""
+    lib, counts = native.library(), {}
+
+    class Counting:
+        def __getattr__(self, name):
+            fn = getattr(lib, name)
+
+            def call(*args):
+                counts[name] = counts.get(name, 0) + 1
+                return fn(*args)
+            return call
+    monkeypatch.setattr(native_conv, "_lib", lambda *arrays: Counting() if all(
+        a is not None and a.dtype == np.float32 for a in arrays) else None)
+    return counts
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_native_float32_equals_float64_im2col(case, monkeypatch):
+    x, wt, b, gy, kw = _data(case)
+    counts = _calls(monkeypatch)
+    y = F.conv2d(x, wt, b, **kw)
+    dx, dw, db = F.conv2d_backward(gy, x, wt, **kw)
+    assert counts.get("conv2d_fwd_f32", 0) >= 1 and counts.get("conv2d_dw_f32", 0) >= 1, counts
+    for name, got, want in zip(("y", "dx", "dw", "db"), (y, dx, dw, db), _float64_im2col(x, wt, b, gy, kw)):
+        assert got.dtype == np.float32 and got.shape == want.shape, name
+        assert_rel(got, want, 1e-5, f"{case} {name}")
+
+
+@pytest.mark.parametrize("case", ["tails", "strided", "dilated_same", "groups"])
+def test_native_float32_matches_torch(case):
+    torch = torch_or_skip()
+    x, wt, b, gy, kw = _data(case)
+    xt, wtt = to_torch(x.astype(np.float64), True), to_torch(wt.astype(np.float64), True)
+    yt = torch.nn.functional.conv2d(xt, wtt, to_torch(b.astype(np.float64)), **kw)
+    yt.backward(to_torch(gy.astype(np.float64)))
+    y = F.conv2d(x, wt, b, **kw)
+    dx, dw, _ = F.conv2d_backward(gy, x, wt, **kw)
+    for name, got, want in (("y", y, yt), ("dx", dx, xt.grad), ("dw", dw, wtt.grad)):
+        assert_rel(got, from_torch(want), TORCH_TOL["float32"], f"{case} {name}")
+
+
+def test_input_gradient_takes_the_c_kernels_for_stride_1_only(monkeypatch):
+    counts = _calls(monkeypatch)
+    x, wt, b, gy, kw = _data("deep_k")
+    F.conv2d_backward(gy, x, wt, **kw)
+    assert counts.get("conv2d_fwd_f32", 0) >= 1 and counts.get("conv2d_dw_f32", 0) >= 1, counts
+    counts.clear()
+    x, wt, b, gy, kw = _data("strided")
+    F.conv2d_backward(gy, x, wt, **kw)
+    assert "conv2d_fwd_f32" not in counts and counts["conv2d_dw_f32"] >= 1
+
+
+@pytest.mark.parametrize("case", ["tails", "deep_k", "groups", "wide"])
+def test_results_do_not_depend_on_the_thread_count(case, monkeypatch):
+    x, wt, b, gy, kw = _data(case)
+    x, gy = np.concatenate([x] * 4), np.concatenate([gy] * 4)  # enough images to split
+    monkeypatch.setattr(native_conv, "MIN_MACS_PER_THREAD", 1)  # split even these small calls
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(host_threads, "_num_threads", threads)
+        results.append((F.conv2d(x, wt, b, **kw), *F.conv2d_backward(gy, x, wt, **kw)))
+    for other in results[1:]:
+        for name, a, c in zip(("y", "dx", "dw", "db"), results[0], other):
+            np.testing.assert_array_equal(a, c, err_msg=name)
+
+
+def test_non_contiguous_inputs():
+    x, wt, b, gy, kw = _data("tails")
+    xs = np.asfortranarray(x)[:, :, ::-1, :][:, :, ::-1, :]  # same values, other strides
+    ws = wt.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
+    np.testing.assert_array_equal(F.conv2d(xs, ws, b, **kw), F.conv2d(x, wt, b, **kw))
+    gys = np.asfortranarray(gy)
+    (dx, dw, db), (dx0, dw0, db0) = F.conv2d_backward(gys, xs, ws, **kw), F.conv2d_backward(gy, x, wt, **kw)
+    np.testing.assert_array_equal(dx, dx0)  # the C kernels see the same contiguous copies
+    np.testing.assert_array_equal(dw, dw0)
+    np.testing.assert_allclose(db, db0, rtol=1e-6)  # NumPy's own sum, in the order of the strides
+
+
+def test_float64_and_mixed_grad_dtype_stay_on_numpy(monkeypatch):
+    counts = _calls(monkeypatch)
+    x, wt, b, gy, kw = _data("tails")
+    F.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **kw)
+    assert counts == {}
+    dx, dw, _ = F.conv2d_backward(gy.astype(np.float64), x, wt, **kw)  # float64 gradient of a float32 conv
+    assert "conv2d_dw_f32" not in counts
+    ref = _float64_im2col(x, wt, b, gy, kw)
+    assert_rel(dw, ref[2], 1e-5, "dw")
+
+
+def test_use_native_kernels_false_takes_the_im2col_path(monkeypatch):
+    monkeypatch.setattr(backends.get("numpy"), "use_native_kernels", False)
+    counts = _calls(monkeypatch)
+    x, wt, b, gy, kw = _data("tails")
+    F.conv2d(x, wt, b, **kw)
+    F.conv2d_backward(gy, x, wt, **kw)
+    assert counts == {}
+
+
+def _run_fresh(env_extra, code):
+    env = {**os.environ, **env_extra}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+CHECK = ("import numpy as np, engine.functional as F; from kernels import native; "
+         "x = np.ones((1, 2, 5, 5), np.float32); w = np.ones((3, 2, 3, 3), np.float32); "
+         "y = F.conv2d(x, w, padding=1); print(native.status()); print(float(y.sum()))")
+
+
+def test_engine_native_0_turns_the_kernels_off():
+    status, total = _run_fresh({"ENGINE_NATIVE": "0"}, CHECK).splitlines()
+    assert status == "off (ENGINE_NATIVE=0)" and float(total) == 3 * 2 * (9 * 9 + 12 * 6 + 4 * 4)
+
+
+def test_without_a_compiler_the_numpy_path_runs_and_status_says_why(tmp_path):
+    out = _run_fresh({"CC": "no-such-compiler-xyz", "ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
+    status, total = out.splitlines()
+    assert status.startswith("off: no C compiler ('no-such-compiler-xyz' is not on PATH")
+    assert float(total) == 3 * 2 * (9 * 9 + 12 * 6 + 4 * 4)
+
+
+def test_a_build_is_cached_under_a_hash_and_reused(tmp_path):
+    out1 = _run_fresh({"ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
+    built = sorted(os.listdir(tmp_path / "native"))
+    assert out1.splitlines()[0].startswith("on: AVX-512") and len(built) == 1 and built[0].endswith(".so")
+    stamp = os.stat(tmp_path / "native" / built[0]).st_mtime_ns
+    _run_fresh({"ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
+    assert sorted(os.listdir(tmp_path / "native")) == built  # no temporary build left behind
+    assert os.stat(tmp_path / "native" / built[0]).st_mtime_ns == stamp  # loaded, not rebuilt
