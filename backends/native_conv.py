@@ -81,14 +81,15 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
         return None
     geom = _geometry(x.shape, weight_shape[0], win, groups)
     x, grad_out = np.ascontiguousarray(x), np.ascontiguousarray(grad_out)
-    dw = np.empty(weight_shape, dtype=np.float32)
+    o, cg, kh, kw = weight_shape
+    dw = np.empty((o, kh, kw, cg), dtype=np.float32)  # the kernels' column order: (ky, kx, c)
     panels = lib.dw_panels(_ptr(geom))
-    macs = grad_out.size * int(np.prod(weight_shape[1:]))
+    macs = grad_out.size * cg * kh * kw
 
     def columns(part):
         lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw), part.start, part.stop, _ptr(geom))
     _split(columns, panels, macs)
-    return dw
+    return np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
 
 
 def input_grad(grad_out, weight, x_shape, win: Window, groups: int):

@@ -82,6 +82,39 @@ static void pad_frame(const float *x, const geom_t *s, float *frame)
     }
 }
 
+/* The same frame with channels innermost: frame[(r * wp + q) * cg + c]. The weight gradient
+ * reads it, so that 16 consecutive taps (ky, kx, c..c+15) are one load. */
+static void pad_frame_hwc(const float *x, const geom_t *s, float *frame)
+{
+    i64 cg = s->cg, pitch = s->wp * cg;
+    for (i64 r = 0; r < s->hp; r++) {
+        float *row = frame + r * pitch;
+        i64 ir = r - s->pt;
+        if (ir < 0 || ir >= s->h) { memset(row, 0, (size_t)pitch * 4); continue; }
+        for (i64 q = 0; q < s->wp; q++) {
+            i64 iq = q - s->pl;
+            float *px = row + q * cg;
+            if (iq < 0 || iq >= s->w) { memset(px, 0, (size_t)cg * 4); continue; }
+            const float *src = x + ir * s->w + iq;
+            for (i64 c = 0; c < cg; c++) px[c] = src[c * s->h * s->w];
+        }
+    }
+}
+
+/* Offsets into the channels-innermost frame: taps in (ky, kx, c) order, pixels scaled by cg. */
+static int32_t *tap_offsets_hwc(const geom_t *s)
+{
+    i64 len = ceil_div(s->kg, NR) * NR;
+    int32_t *t = scratch((size_t)len);
+    i64 k = 0;
+    for (i64 ky = 0; ky < s->kh; ky++)
+        for (i64 kx = 0; kx < s->kw; kx++)
+            for (i64 c = 0; c < s->cg; c++)
+                t[k++] = (int32_t)((ky * s->dh * s->wp + kx * s->dw) * s->cg + c);
+    for (; k < len; k++) t[k] = t[s->kg - 1];
+    return t;
+}
+
 /* Offsets into the frame: tap k -> c*hp*wp + ky*dh*wp + kx*dw; pixel p -> oy*sh*wp + ox*sw.
  * Both tables are padded with zeros to a whole number of vectors past their end. */
 static int32_t *tap_offsets(const geom_t *s)
@@ -105,32 +138,47 @@ static int32_t *pixel_offsets(const geom_t *s)
     for (i64 oy = 0; oy < s->oh; oy++)
         for (i64 ox = 0; ox < s->ow; ox++)
             t[j++] = (int32_t)(oy * s->sh * s->wp + ox * s->sw);
-    for (; j < len; j++) t[j] = 0;
+    for (; j < len; j++) t[j] = t[s->p - 1];  /* past the end: repeat the last pixel */
     return t;
 }
 
-/* 16 floats at frame + base + idx[0..15]: one load when the offsets run on by one. */
-static inline __m512 fetch16(const float *frame, const int32_t *idx)
+/* How pack_b fetches 16 columns whose offsets are idx[0..15]: one load when they run on by
+ * one, two loads and a permute when they fit in 32 floats, else a gather. */
+typedef struct { int kind; int32_t lo; __m512i perm; } fetch_t;
+
+static fetch_t classify16(const int32_t *idx)
 {
-    if (idx[15] - idx[0] == 15) {
-        __m512i v = _mm512_loadu_si512(idx);
-        __m512i ramp = _mm512_add_epi32(_mm512_set1_epi32(idx[0]),
-                                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-        if (_mm512_cmpneq_epi32_mask(v, ramp) == 0) return _mm512_loadu_ps(frame + idx[0]);
-        return _mm512_i32gather_ps(v, frame, 4);
+    fetch_t f;
+    __m512i v = _mm512_loadu_si512(idx);
+    int32_t lo = _mm512_reduce_min_epi32(v), hi = _mm512_reduce_max_epi32(v);
+    __m512i ramp = _mm512_add_epi32(_mm512_set1_epi32(lo),
+                                    _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    f.lo = lo;
+    f.perm = _mm512_sub_epi32(v, _mm512_set1_epi32(lo));
+    f.kind = _mm512_cmpneq_epi32_mask(v, ramp) == 0 ? 0 : (hi - lo < 2 * VL ? 1 : 2);
+    if (f.kind == 2) f.perm = v;
+    return f;
+}
+
+static inline __m512 fetch16(const float *base, const fetch_t *f)
+{
+    switch (f->kind) {
+    case 0: return _mm512_loadu_ps(base + f->lo);
+    case 1: return _mm512_permutex2var_ps(_mm512_loadu_ps(base + f->lo), f->perm, _mm512_loadu_ps(base + f->lo + VL));
+    default: return _mm512_i32gather_ps(f->perm, base, 4);
     }
-    return _mm512_i32gather_ps(_mm512_loadu_si512(idx), frame, 4);
 }
 
 /* B micro-panel, k-major: out[r * nv*VL + j] = frame[rowoff[r] + coloff[j]]. For the forward,
- * rows are taps and columns pixels; for dW rows are pixels and columns taps. */
+ * rows are taps and columns pixels; for dW rows are pixels and columns taps. The frame must
+ * have 2*VL floats of slack past its end (the permute path reads up to 31 past its lowest offset). */
 static void pack_b(const float *frame, const int32_t *rowoff, i64 rows, const int32_t *coloff, int nv,
                    float *out)
 {
-    for (i64 r = 0; r < rows; r++) {
-        const float *base = frame + rowoff[r];
-        for (int v = 0; v < nv; v++) _mm512_store_ps(out + v * VL, fetch16(base, coloff + v * VL));
-        out += nv * VL;
+    for (int v = 0; v < nv; v++) {
+        fetch_t f = classify16(coloff + v * VL);
+        float *o = out + v * VL;
+        for (i64 r = 0; r < rows; r++, o += nv * VL) _mm512_store_ps(o, fetch16(frame + rowoff[r], &f));
     }
 }
 
@@ -221,7 +269,7 @@ void conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, flo
                     const i64 *g)
 {
     geom_t s = read_geom(g);
-    float *frame = scratch((size_t)(s.cg * s.hp * s.wp));
+    float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
     float *bp = scratch((size_t)(KC * NR));
     int32_t *taps = tap_offsets(&s), *pix = pixel_offsets(&s);
     i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg);
@@ -246,8 +294,9 @@ void conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, flo
     free(frame); free(bp); free(taps); free(pix);
 }
 
-/* dW (O, C/groups, kh, kw) = sum over all N images of dY . col^T, for the column panels
- * [t0, t1) of the flattened (group, panel of NR taps) index; dW is overwritten there. */
+/* dW = sum over all N images of dY . col^T, for the column panels [t0, t1) of the flattened
+ * (group, panel of NR taps) index, overwritten there. Its columns are in (ky, kx, c) order:
+ * dW is (O, kh, kw, C/groups), which the caller turns into (O, C/groups, kh, kw). */
 i64 dw_panels(const i64 *g)
 {
     geom_t s = read_geom(g);
@@ -258,17 +307,18 @@ void conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, c
 {
     geom_t s = read_geom(g);
     i64 per_group = ceil_div(s.kg, NR);
-    float *frame = scratch((size_t)(s.cg * s.hp * s.wp));
+    float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
     float *bp = scratch((size_t)(KC * NR));
     float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * s.p));
-    int32_t *taps = tap_offsets(&s), *pix = pixel_offsets(&s);
+    int32_t *taps = tap_offsets_hwc(&s), *pix = pixel_offsets(&s);
+    for (i64 j = 0; j < ceil_div(s.p, NR) * NR; j++) pix[j] *= (int32_t)s.cg;
     i64 blocks = kc_blocks(s.p), a_stride = s.p * MR;
     for (i64 gi = t0 / per_group; gi <= (t1 - 1) / per_group && t0 < t1; gi++) {
         i64 first_panel = (gi == t0 / per_group) ? t0 % per_group : 0;
         i64 last_panel = (gi == (t1 - 1) / per_group) ? (t1 - 1) % per_group : per_group - 1;
         float *dwg = dw + gi * s.og * s.kg;
         for (i64 n = 0; n < s.n; n++) {
-            pad_frame(x + (n * s.c + gi * s.cg) * s.h * s.w, &s, frame);
+            pad_frame_hwc(x + (n * s.c + gi * s.cg) * s.h * s.w, &s, frame);
             pack_a(dy + (n * s.o + gi * s.og) * s.p, s.og, s.p, s.p, 1, ap);
             for (i64 b = 0; b < blocks; b++) {
                 i64 p0 = kc_start(s.p, blocks, b), kc = kc_start(s.p, blocks, b + 1) - p0;
