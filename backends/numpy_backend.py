@@ -5,7 +5,7 @@ import numpy as np
 from array_api_compat import numpy as xp_numpy
 from numpy.lib.stride_tricks import as_strided
 
-from . import native_conv
+from . import native_cpu
 from .base import Backend, Window, touches_padding, win_offsets
 from .host_memory import tune_malloc
 from .host_threads import get_num_threads, parallel_for
@@ -17,7 +17,7 @@ class NumpyBackend(Backend):
     # Chunks of ~4 MiB keep the im2col buffer in cache while the GEMM reads it
     # (measured with `python -m bench`; larger chunks were slower on big layers).
     default_workspace_bytes = 4 << 20
-    #: float32 convolutions go through the C kernels of ``kernels/cpu_conv.c``
+    #: float32 convolutions and max pooling go through the C kernels of ``kernels/cpu_conv.c``
     #: when they are built (``kernels.native.status()`` says whether); False
     #: keeps the im2col + BLAS path for every dtype.
     use_native_kernels = True
@@ -40,15 +40,15 @@ class NumpyBackend(Backend):
         # float32 through the C kernels (im2col inside the GEMM's packing); else None
         if not self.use_native_kernels:
             return None
-        return native_conv.forward(x, weight, bias, win, groups)
+        return native_cpu.forward(x, weight, bias, win, groups)
 
     def conv2d_backward_fused(self, grad_out, x, weight, win: Window, groups: int, need_input_grad: bool):
         if not self.use_native_kernels:
             return None, None
-        dw = native_conv.weight_grad(grad_out, x, weight.shape, win, groups)
+        dw = native_cpu.weight_grad(grad_out, x, weight.shape, win, groups)
         if dw is None or not need_input_grad:
             return None, dw
-        return native_conv.input_grad(grad_out, weight, x.shape, win, groups), dw
+        return native_cpu.input_grad(grad_out, weight, x.shape, win, groups), dw
 
     def pad2d(self, x, win: Window, value=0.0):
         n, c, h, w = x.shape
@@ -107,6 +107,10 @@ class NumpyBackend(Backend):
         # it) go the generic way. Indices are uint8 for windows of <= 256.
         # Known difference: a window holding both -0.0 and +0.0 gives +0.0
         # where PyTorch gives the first of them (np.maximum ignores the sign).
+        if self.use_native_kernels:  # float32: the C kernel, which follows the same rules
+            fast = native_cpu.max_pool2d(x, win)
+            if fast is not None:
+                return fast
         if win.kh * win.kw == 1:
             return self._generic_max_pool2d(x, win)
         padded = touches_padding(x.shape, win)
@@ -138,6 +142,10 @@ class NumpyBackend(Backend):
         # add that lands on the same pixel (every other offset comes later in
         # the order), so the sums run in offset order as in the generic code.
         # Windows that do not overlap have only stores.
+        if self.use_native_kernels:
+            fast = native_cpu.max_pool2d_backward(grad_out, idx, x_shape, win)
+            if fast is not None:
+                return fast
         n, c, h, w = x_shape
         hp, wp = win.padded_size(h, w)
         overlap = win.sh < win.dh * (win.kh - 1) + 1 or win.sw < win.dw * (win.kw - 1) + 1

@@ -335,6 +335,207 @@ void conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, c
     free(frame); free(bp); free(ap); free(taps); free(pix);
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Max pooling over planes [p0, p1) of the (N*C, H, W) input, PyTorch's rules: the first
+ * maximum in the window's row-major order wins, a NaN wins over anything before it (so the
+ * last NaN wins), padding never wins (not even over -inf). idx is the in-window position
+ * ky*kw + kx as uint8 (windows of at most 256 taps). Plain C, written so that the loop over
+ * the output columns vectorizes; the padded plane is a -inf frame in scratch memory.
+ * geom: H, W, kh, kw, sh, sw, dh, dw, pt, pl, OH, OW (the frame is what the taps read).
+ */
+enum { P_H, P_W, P_KH, P_KW, P_SH, P_SW, P_DH, P_DW, P_PT, P_PL, P_OH, P_OW, P_LEN };
+
+typedef struct { i64 h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, hp, wp; } pool_t;
+
+static pool_t read_pool(const i64 *g)
+{
+    pool_t s;
+    s.h = g[P_H]; s.w = g[P_W]; s.kh = g[P_KH]; s.kw = g[P_KW]; s.sh = g[P_SH]; s.sw = g[P_SW];
+    s.dh = g[P_DH]; s.dw = g[P_DW]; s.pt = g[P_PT]; s.pl = g[P_PL]; s.oh = g[P_OH]; s.ow = g[P_OW];
+    s.hp = (s.oh - 1) * s.sh + s.dh * (s.kh - 1) + 1;
+    s.wp = (s.ow - 1) * s.sw + s.dw * (s.kw - 1) + 1;
+    return s;
+}
+
+static void frame_plane(const float *x, const pool_t *s, float fill, float *frame)
+{
+    i64 q0 = s->pl > 0 ? s->pl : 0, q1 = min64(s->wp, s->pl + s->w);  /* columns fed by the image */
+    for (i64 r = 0; r < s->hp; r++) {
+        float *row = frame + r * s->wp;
+        i64 ir = r - s->pt;
+        if (ir < 0 || ir >= s->h || q1 <= q0) { for (i64 q = 0; q < s->wp; q++) row[q] = fill; continue; }
+        for (i64 q = 0; q < q0; q++) row[q] = fill;
+        memcpy(row + q0, x + ir * s->w + (q0 - s->pl), (size_t)(q1 - q0) * 4);
+        for (i64 q = q1; q < s->wp; q++) row[q] = fill;
+    }
+}
+
+/* First tap inside the image along one axis, for each output position. */
+static void first_inside(i64 out, i64 stride, i64 dil, i64 pad, i64 size, i64 k, uint8_t *first)
+{
+    for (i64 o = 0; o < out; o++) {
+        i64 t = 0;
+        while (t < k - 1 && (o * stride - pad + t * dil < 0 || o * stride - pad + t * dil >= size)) t++;
+        first[o] = (uint8_t)t;
+    }
+}
+
+/* 2x2 windows with stride 2, no padding or dilation (the common case): each output row reads
+ * two input rows straight from x, 16 outputs at a time, even and odd columns split by a permute. */
+static int is_k2s2(const pool_t *s)
+{
+    return s->kh == 2 && s->kw == 2 && s->sh == 2 && s->sw == 2 && s->dh == 1 && s->dw == 1 &&
+           s->pt == 0 && s->pl == 0 && s->hp <= s->h && s->wp <= s->w;
+}
+
+static inline __mmask16 lanes_mask(i64 n) { return n >= VL ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
+
+/* Columns 2j (even) and 2j+1 (odd) of 32 floats from row, the first 2*n of them valid. */
+static inline void split_pairs(const float *row, i64 n, __m512 *even, __m512 *odd)
+{
+    __m512 lo = _mm512_maskz_loadu_ps(lanes_mask(2 * n), row);
+    __m512 hi = _mm512_maskz_loadu_ps(lanes_mask(2 * n - VL > 0 ? 2 * n - VL : 0), row + VL);
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    *even = _mm512_permutex2var_ps(lo, ev, hi);
+    *odd = _mm512_permutex2var_ps(lo, _mm512_add_epi32(ev, _mm512_set1_epi32(1)), hi);
+}
+
+static inline void take16(__m512 v, int k, __m512 *best, __m512i *at)
+{
+    __mmask16 m = _mm512_cmp_ps_mask(v, *best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    *best = _mm512_mask_mov_ps(*best, m, v);
+    *at = _mm512_mask_mov_epi32(*at, m, _mm512_set1_epi32(k));
+}
+
+static void max_pool_k2s2(const float *x, float *y, uint8_t *idx, i64 p0, i64 p1, const pool_t *s)
+{
+    for (i64 p = p0; p < p1; p++)
+        for (i64 oy = 0; oy < s->oh; oy++) {
+            const float *r0 = x + (p * s->h + 2 * oy) * s->w, *r1 = r0 + s->w;
+            float *yo = y + (p * s->oh + oy) * s->ow;
+            uint8_t *io = idx + (p * s->oh + oy) * s->ow;
+            for (i64 ox = 0; ox < s->ow; ox += VL) {
+                i64 n = min64(VL, s->ow - ox);
+                __m512 a, b, c, d;
+                split_pairs(r0 + 2 * ox, n, &a, &b);
+                split_pairs(r1 + 2 * ox, n, &c, &d);
+                __m512 best = a;
+                __m512i at = _mm512_setzero_si512();
+                take16(b, 1, &best, &at);
+                take16(c, 2, &best, &at);
+                take16(d, 3, &best, &at);
+                _mm512_mask_storeu_ps(yo + ox, lanes_mask(n), best);
+                _mm512_mask_cvtepi32_storeu_epi8(io + ox, lanes_mask(n), at);
+            }
+        }
+}
+
+/* Its backward: every covered pixel is written once (its window's gradient or zero). */
+static void max_pool_k2s2_bwd(const float *gy, const uint8_t *idx, float *dx, i64 p0, i64 p1, const pool_t *s)
+{
+    const __m512i lo_ix = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi_ix = _mm512_add_epi32(lo_ix, _mm512_set1_epi32(8));
+    for (i64 p = p0; p < p1; p++) {
+        float *plane = dx + p * s->h * s->w;
+        for (i64 oy = 0; oy < s->oh; oy++) {
+            const float *go = gy + (p * s->oh + oy) * s->ow;
+            const uint8_t *io = idx + (p * s->oh + oy) * s->ow;
+            for (int ky = 0; ky < 2; ky++) {
+                float *row = plane + (2 * oy + ky) * s->w;
+                for (i64 ox = 0; ox < s->ow; ox += VL) {
+                    i64 n = min64(VL, s->ow - ox);
+                    __m512 g = _mm512_maskz_loadu_ps(lanes_mask(n), go + ox);
+                    __m512i at = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(lanes_mask(n), io + ox));
+                    __m512 left = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(2 * ky)), g);
+                    __m512 right = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(2 * ky + 1)), g);
+                    i64 cols = 2 * n;
+                    _mm512_mask_storeu_ps(row + 2 * ox, lanes_mask(cols), _mm512_permutex2var_ps(left, lo_ix, right));
+                    if (cols > VL)
+                        _mm512_mask_storeu_ps(row + 2 * ox + VL, lanes_mask(cols - VL),
+                                              _mm512_permutex2var_ps(left, hi_ix, right));
+                }
+                for (i64 q = 2 * s->ow; q < s->w; q++) row[q] = 0.0f;
+            }
+        }
+        for (i64 r = 2 * s->oh; r < s->h; r++) memset(plane + r * s->w, 0, (size_t)s->w * 4);
+    }
+}
+
+/* One tap across a row of windows: take v where it beats the best so far, or is NaN. */
+static inline __attribute__((always_inline)) void
+take_tap(const float *restrict src, const i64 sw, i64 n, float *restrict best, int32_t *restrict at, int32_t k)
+{
+    for (i64 ox = 0; ox < n; ox++) {
+        float v = src[ox * sw];
+        int take = (v > best[ox]) | (v != v);
+        best[ox] = take ? v : best[ox];
+        at[ox] = take ? k : at[ox];
+    }
+}
+
+void max_pool2d_fwd_f32(const float *x, float *y, uint8_t *idx, i64 p0, i64 p1, const i64 *g)
+{
+    pool_t s = read_pool(g);
+    if (is_k2s2(&s)) { max_pool_k2s2(x, y, idx, p0, p1, &s); return; }
+    float *frame = scratch((size_t)(s.hp * s.wp));
+    uint8_t *fy = scratch((size_t)s.oh), *fx = scratch((size_t)s.ow);
+    int32_t *at = scratch((size_t)s.ow);
+    first_inside(s.oh, s.sh, s.dh, s.pt, s.h, s.kh, fy);
+    first_inside(s.ow, s.sw, s.dw, s.pl, s.w, s.kw, fx);
+    for (i64 p = p0; p < p1; p++) {
+        frame_plane(x + p * s.h * s.w, &s, -__builtin_inff(), frame);
+        for (i64 oy = 0; oy < s.oh; oy++) {
+            float *best = y + (p * s.oh + oy) * s.ow;
+            for (i64 ox = 0; ox < s.ow; ox++) {
+                best[ox] = -__builtin_inff();
+                at[ox] = fy[oy] * (int32_t)s.kw + fx[ox];
+            }
+            for (i64 ky = 0; ky < s.kh; ky++) {
+                const float *row = frame + (oy * s.sh + ky * s.dh) * s.wp;
+                for (i64 kx = 0; kx < s.kw; kx++) {
+                    const float *src = row + kx * s.dw;
+                    int32_t k = (int32_t)(ky * s.kw + kx);
+                    if (s.sw == 1) take_tap(src, 1, s.ow, best, at, k);
+                    else if (s.sw == 2) take_tap(src, 2, s.ow, best, at, k);
+                    else take_tap(src, s.sw, s.ow, best, at, k);
+                }
+            }
+            uint8_t *out = idx + (p * s.oh + oy) * s.ow;
+            for (i64 ox = 0; ox < s.ow; ox++) out[ox] = (uint8_t)at[ox];
+        }
+    }
+    free(frame); free(fy); free(fx); free(at);
+}
+
+/* dx planes [p0, p1): each window's gradient added at its maximum, windows in row-major
+ * order (PyTorch's order where windows overlap), on a zeroed frame cut to the image. */
+void max_pool2d_bwd_f32(const float *gy, const uint8_t *idx, float *dx, i64 p0, i64 p1, const i64 *g)
+{
+    pool_t s = read_pool(g);
+    if (is_k2s2(&s)) { max_pool_k2s2_bwd(gy, idx, dx, p0, p1, &s); return; }
+    float *frame = scratch((size_t)(s.hp * s.wp));
+    for (i64 p = p0; p < p1; p++) {
+        memset(frame, 0, (size_t)(s.hp * s.wp) * 4);
+        const float *gp = gy + p * s.oh * s.ow;
+        const uint8_t *ip = idx + p * s.oh * s.ow;
+        for (i64 oy = 0; oy < s.oh; oy++)
+            for (i64 ox = 0; ox < s.ow; ox++) {
+                i64 k = ip[oy * s.ow + ox], ky = k / s.kw, kx = k - ky * s.kw;
+                frame[(oy * s.sh + ky * s.dh) * s.wp + ox * s.sw + kx * s.dw] += gp[oy * s.ow + ox];
+            }
+        float *out = dx + p * s.h * s.w;
+        for (i64 r = 0; r < s.h; r++) {
+            i64 fr = r + s.pt;
+            for (i64 q = 0; q < s.w; q++) {
+                i64 fq = q + s.pl;
+                out[r * s.w + q] = (fr < s.hp && fq < s.wp) ? frame[fr * s.wp + fq] : 0.0f;
+            }
+        }
+    }
+    free(frame);
+}
+
 #else  /* no AVX-512: the library loads but reports it, and the backend keeps its NumPy path */
 int native_isa(void) { return 0; }
 #endif
+

@@ -39,6 +39,8 @@ SIGNATURES = {
     "conv2d_fwd_f32": (None, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "dw_panels": (_i64, (_ptr,)),
     "conv2d_dw_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "max_pool2d_fwd_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "max_pool2d_bwd_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
 }
 
 _status = "not loaded yet"

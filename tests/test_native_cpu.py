@@ -1,4 +1,4 @@
-"""The NumPy backend's C convolution kernels (kernels/cpu_conv.c via backends/native_conv.py).
+"""The NumPy backend's C convolution kernels (kernels/cpu_conv.c via backends/native_cpu.py).
 
 The float32 cases of test_conv.py already run through them (tiny shapes, against
 the loop reference and PyTorch). Here: shapes that cross every tiling boundary
@@ -18,7 +18,7 @@ import pytest
 
 import backends
 import engine.functional as F
-from backends import host_threads, native_conv
+from backends import host_threads, native_cpu
 from kernels import native
 
 from _helpers import TORCH_TOL, assert_rel, from_torch, to_torch, torch_or_skip
@@ -73,7 +73,7 @@ def _calls(monkeypatch):
                 counts[name] = counts.get(name, 0) + 1
                 return fn(*args)
             return call
-    monkeypatch.setattr(native_conv, "_lib", lambda *arrays: Counting() if all(
+    monkeypatch.setattr(native_cpu, "_lib", lambda *arrays: Counting() if all(
         a is not None and a.dtype == np.float32 for a in arrays) else None)
     return counts
 
@@ -118,7 +118,7 @@ def test_input_gradient_takes_the_c_kernels_for_stride_1_only(monkeypatch):
 def test_results_do_not_depend_on_the_thread_count(case, monkeypatch):
     x, wt, b, gy, kw = _data(case)
     x, gy = np.concatenate([x] * 4), np.concatenate([gy] * 4)  # enough images to split
-    monkeypatch.setattr(native_conv, "MIN_MACS_PER_THREAD", 1)  # split even these small calls
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)  # split even these small calls
     results = []
     for threads in (1, 2, 3):
         monkeypatch.setattr(host_threads, "_num_threads", threads)
@@ -192,3 +192,44 @@ def test_a_build_is_cached_under_a_hash_and_reused(tmp_path):
     _run_fresh({"ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
     assert sorted(os.listdir(tmp_path / "native")) == built  # no temporary build left behind
     assert os.stat(tmp_path / "native" / built[0]).st_mtime_ns == stamp  # loaded, not rebuilt
+
+
+# (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
+POOL_CASES = {
+    "k2": (2, 3, 28, 28, 2, 2, 0, 1, False),
+    "k3s2p1_overlap": (2, 4, 17, 16, 3, 2, 1, 1, False),
+    "k3s1_overlap": (1, 2, 9, 11, 3, 1, 1, 1, False),
+    "nonsquare_dilated": (2, 2, 13, 12, (2, 3), (1, 2), (1, 1), (2, 1), False),
+    "ceil": (2, 2, 7, 9, 3, 2, 1, 1, True),
+    "stride3": (1, 3, 20, 21, 2, 3, 0, 1, False),
+}
+
+
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_max_pool_kernel_equals_torch_bit_for_bit(case, monkeypatch):
+    """Values and indices, and the gradient summed window by window as PyTorch does."""
+    torch = torch_or_skip()
+    n, c, h, w, k, s, p, d, ceil = POOL_CASES[case]
+    r = np.random.default_rng(1)
+    x = r.standard_normal((n, c, h, w)).astype(np.float32)
+    x[r.random(x.shape) < 0.05] = np.nan
+    x[r.random(x.shape) < 0.05] = -np.inf
+    x.reshape(-1)[::7] = 0.5  # ties
+    counts = _calls(monkeypatch)
+    y, idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    assert counts.get("max_pool2d_fwd_f32") and idx.dtype == np.uint8
+    xt = to_torch(x, True)
+    yt, it = torch.nn.functional.max_pool2d(xt, k, s, p, d, ceil, return_indices=True)
+    np.testing.assert_array_equal(y, from_torch(yt))
+    kh, kw = (k, k) if isinstance(k, int) else k
+    rows, cols = np.divmod(from_torch(it), w)  # torch: flat position in the image
+    win = F.pooling._pool_window(x.shape, k, s, p, d, ceil, "test")
+    oy = np.arange(win.oh)[:, None] * win.sh - win.pad_top
+    ox = np.arange(win.ow)[None, :] * win.sw - win.pad_left
+    ky, kx = (rows - oy) // win.dh, (cols - ox) // win.dw
+    np.testing.assert_array_equal(idx, ky * kw + kx)
+    g = r.standard_normal(y.shape).astype(np.float32)
+    yt.backward(to_torch(g))
+    dx = F.max_pool2d_backward(g, idx, x.shape, k, s, p, d, ceil)
+    assert counts.get("max_pool2d_bwd_f32")
+    np.testing.assert_array_equal(dx, from_torch(xt.grad))

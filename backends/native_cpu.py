@@ -1,13 +1,14 @@
-"""The NumPy backend's float32 convolutions through the C kernels of
-``kernels/cpu_conv.c``: im2col folded into the GEMM's packing, so the column
-matrix never exists, on the machine's own AVX-512 units.
+"""The NumPy backend's float32 convolutions and max pooling through the C
+kernels of ``kernels/cpu_conv.c``: for convolutions, im2col folded into the
+GEMM's packing, so the column matrix never exists, on the machine's own
+AVX-512 units.
 
 Each function returns ``None`` where the kernels do not apply (another dtype,
 no compiled library, offsets past 32 bits); the caller then takes the NumPy
 path. Work is split over the host threads (the C calls release the GIL) so
 that every output element is summed in the same order whatever the thread
 count: images for the forward and the input gradient, weight columns for the
-weight gradient.
+weight gradient, planes for pooling.
 """
 from __future__ import annotations
 
@@ -109,3 +110,42 @@ def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
     as_forward = Window(kh, kw, 1, 1, win.dh, win.dw, top, win.dh * (kh - 1) - win.pad_bottom,
                         left, win.dw * (kw - 1) - win.pad_right, h, w)
     return forward(grad_out, flipped, None, as_forward, groups)
+
+
+def _pool_geometry(x_shape, win: Window):
+    _, _, h, w = x_shape
+    return np.array([h, w, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw, win.pad_top, win.pad_left,
+                     win.oh, win.ow], dtype=np.int64)
+
+
+def max_pool2d(x, win: Window):
+    """``(y, idx)``: the maxima and their uint8 in-window positions, or ``None``
+    (another dtype, or windows of more than 256 taps)."""
+    lib = _lib(x)
+    if lib is None or win.kh * win.kw > 256:
+        return None
+    n, c = x.shape[:2]
+    geom, x = _pool_geometry(x.shape, win), np.ascontiguousarray(x)
+    y = np.empty((n, c, win.oh, win.ow), dtype=np.float32)
+    idx = np.empty(y.shape, dtype=np.uint8)
+
+    def planes(part):
+        lib.max_pool2d_fwd_f32(_ptr(x), _ptr(y), _ptr(idx), part.start, part.stop, _ptr(geom))
+    parallel_for(planes, n * c, x.size)
+    return y, idx
+
+
+def max_pool2d_backward(grad_out, idx, x_shape, win: Window):
+    """``dx`` from uint8 indices (what :func:`max_pool2d` returned), or ``None``."""
+    lib = _lib(grad_out)
+    if lib is None or idx.dtype != np.uint8:
+        return None
+    n, c, h, w = x_shape
+    geom = _pool_geometry(x_shape, win)
+    grad_out, idx = np.ascontiguousarray(grad_out), np.ascontiguousarray(idx)
+    dx = np.empty(x_shape, dtype=np.float32)
+
+    def planes(part):
+        lib.max_pool2d_bwd_f32(_ptr(grad_out), _ptr(idx), _ptr(dx), part.start, part.stop, _ptr(geom))
+    parallel_for(planes, n * c, dx.size)
+    return dx
