@@ -17,11 +17,15 @@ import numpy as np
 from kernels import native
 
 from .base import Window
+from . import host_threads
 from .host_threads import MIN_ITEMS_PER_THREAD, parallel_for
 
 #: Multiply-adds a thread must get before a call is split (a split costs ~20 us).
 MIN_MACS_PER_THREAD = 1 << 22
 _INT32_MAX = (1 << 31) - 1
+#: A weight gradient with fewer column panels (48 taps each) than this is split over
+#: this many shares of the batch, whatever the thread count.
+DW_BATCH_PARTS = 4
 
 
 def _lib(*arrays):
@@ -83,14 +87,30 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
     geom = _geometry(x.shape, weight_shape[0], win, groups)
     x, grad_out = np.ascontiguousarray(x), np.ascontiguousarray(grad_out)
     o, cg, kh, kw = weight_shape
-    dw = np.empty((o, kh, kw, cg), dtype=np.float32)  # the kernels' column order: (ky, kx, c)
+    n = x.shape[0]
     panels = lib.dw_panels(_ptr(geom))
     macs = grad_out.size * cg * kh * kw
+    # Threads take shares of the weight columns; with too few columns to share (a first
+    # layer: C*kh*kw = 9), shares of the batch instead, summed in order afterwards. Which
+    # split depends on the shapes alone, never on the thread count.
+    parts = host_threads.split(n, DW_BATCH_PARTS) if panels < DW_BATCH_PARTS else [slice(0, n)]
+    dw = np.empty((len(parts), o, kh, kw, cg), dtype=np.float32)  # the kernels' order: (ky, kx, c)
 
-    def columns(part):
-        lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw), part.start, part.stop, _ptr(geom))
-    _split(columns, panels, macs)
-    return np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
+    def columns(share):
+        lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw), share.start, share.stop, 0, n, _ptr(geom))
+
+    def batches(share):
+        for i in range(share.start, share.stop):
+            lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), 0, panels, parts[i].start, parts[i].stop,
+                              _ptr(geom))
+    if len(parts) == 1:
+        _split(columns, panels, macs)
+    else:
+        _split(batches, len(parts), macs)
+    total = dw[0]
+    for partial in dw[1:]:
+        total += partial
+    return np.ascontiguousarray(total.transpose(0, 3, 1, 2))
 
 
 def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
@@ -149,3 +169,21 @@ def max_pool2d_backward(grad_out, idx, x_shape, win: Window):
         lib.max_pool2d_bwd_f32(_ptr(grad_out), _ptr(idx), _ptr(dx), part.start, part.stop, _ptr(geom))
     parallel_for(planes, n * c, dx.size)
     return dx
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D float32 arrays of any strides through the kernels' GEMM, or ``None``.
+    (The benchmark's bare GEMM of the same size as a convolution; the layers keep NumPy's.)"""
+    lib = _lib(a, b)
+    if lib is None or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or 0 in a.shape + b.shape:
+        return None
+    (m, k), n = a.shape, b.shape[1]
+    (ras, cas), (rbs, cbs) = (st // 4 for st in a.strides), (st // 4 for st in b.strides)
+    if min(ras, cas, rbs, cbs) < 0 or (k - 1) * rbs + (n - 1) * cbs > _INT32_MAX:
+        return None
+    c = np.empty((m, n), dtype=np.float32)
+
+    def columns(part):
+        lib.gemm_f32(_ptr(a), ras, cas, _ptr(b), rbs, cbs, _ptr(c), n, m, n, k, part.start, part.stop)
+    _split(columns, lib.gemm_panels(n), m * n * k)
+    return c

@@ -185,6 +185,9 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
         work += [(op, s) for s in shapes]
 
     meta = machine.collect(args.backend, settings, argv)
+    if args.backend == "numpy":
+        from kernels import native
+        meta["native_kernels"] = native.status()
     meta.update(
         suite=suite.name, suite_description=suite.description, ops=ops, paths=paths, dtype=args.dtype,
         repeat=policy.repeat, warmup=policy.warmup, threads=meta["threads"],
@@ -211,6 +214,8 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
          f"{settings.facts().get('engine_host_threads')}, malloc tuned {settings.facts().get('malloc_tuned')}; "
          f"load average {meta['load_average_start']}"
          + "".join(f"; {v}={os.environ[v]}" for v in machine.SPIN_LIMITS if os.environ.get(v)))
+    if args.backend == "numpy":
+        emit(f"engine C kernels (kernels/cpu_conv.c): {meta.get('native_kernels')}")
     if args.backend == "cupy" and meta.get("cupy"):
         c = meta["cupy"]
         emit(f"GPU {c.get('gpu')} (cc {c.get('compute_capability')}), CUDA runtime {c.get('cuda_runtime')}, "

@@ -10,12 +10,21 @@ Paths of conv2d (names as they appear in the report):
 ``gemm-slicing``  the same, with the backend's ``im2col``/``col2im``/``pad2d``
                   temporarily replaced by the generic slicing versions of
                   ``backends.base.Backend``: what the hand-written kernel buys.
+``gemm-blas``     on NumPy float32: the engine's ``gemm`` path with the C kernels
+                  off (``use_native_kernels = False``): im2col/col2im copies and
+                  NumPy's BLAS, what the C kernels of ``kernels/cpu_conv.c`` replace.
 ``torch-cpu`` / ``torch-cuda``  PyTorch on the same threads / cuDNN (TF32 off).
-``GEMM``          the bare ``xp.matmul`` of the op's own GEMM shapes, random operands.
+``GEMM``          the bare GEMM of the op's own GEMM shapes, random operands, in
+                  the engine path's own GEMM: on NumPy float32 the C kernels'
+                  ``gemm_f32`` (same packing and register tiles as the fused conv,
+                  the column matrix made beforehand), else ``xp.matmul``.
+``GEMM-blas``     on NumPy float32 with the C kernels, ``xp.matmul`` (the BLAS) on
+                  the same shapes, for comparison.
 
 The conv input gradient alone (``conv2d_bwd_dx``) is timed by calling the dx
-half of the engine's backward directly: ``W^T @ grad`` per workspace chunk then
-``backend.col2im``, exactly the calls ``engine/functional/conv.py``
+half of the engine's backward directly: on NumPy float32 with the C kernels and
+stride 1, ``backends.native_cpu.input_grad``; else ``W^T @ grad`` per workspace
+chunk then ``backend.col2im``, exactly the calls ``engine/functional/conv.py``
 (``_conv2d_backward_gemm``, dx branch; ``_conv2d_backward_strided`` for the
 strided path) makes, checked against the reference dx like every other path.
 The weight gradient alone is ``conv2d_backward(..., need_input_grad=False,
@@ -33,14 +42,15 @@ import numpy as np
 
 import backends
 import engine
-from backends import Backend, Window
+from backends import Backend, Window, native_cpu
+from kernels import native
 from engine import functional as F
 
 from .harness import Case, Path
 from .suites import ConvShape, PoolShape, TrainShape, sweep_point
 
 CONV_PATHS = ("naive", "strided", "gemm", "gemm-slicing")
-PATH_CHOICES = ("naive", "strided", "gemm", "gemm-slicing", "generic", "torch")
+PATH_CHOICES = ("naive", "strided", "gemm", "gemm-blas", "gemm-slicing", "generic", "torch")
 
 #: Backend methods the generic (slicing-only) variants put back, per family.
 IM2COL_METHODS = ("pad2d", "im2col", "col2im")
@@ -50,7 +60,31 @@ POOL_METHODS = ("pad2d", "max_pool2d", "max_pool2d_backward", "_scatter_windows"
 def default_paths(backend_name: str) -> tuple[str, ...]:
     if backend_name == "cupy":
         return ("naive", "strided", "gemm", "gemm-slicing", "generic", "torch")
-    return ("naive", "strided", "gemm", "generic", "torch")
+    return ("naive", "strided", "gemm", "gemm-blas", "generic", "torch")
+
+
+def native_active(env) -> bool:
+    """The engine's float32 NumPy convolutions and max pooling run on the C kernels."""
+    return (env.backend.name == "numpy" and env.dtype == "float32"
+            and getattr(env.backend, "use_native_kernels", False) and native.library() is not None)
+
+
+@contextlib.contextmanager
+def kernels_off(backend):
+    """The NumPy backend without its C kernels (im2col + BLAS, NumPy pooling)."""
+    saved = backend.use_native_kernels
+    backend.use_native_kernels = False
+    try:
+        yield
+    finally:
+        backend.use_native_kernels = saved
+
+
+def _without_kernels(backend, fn):
+    def run():
+        with kernels_off(backend):
+            return fn()
+    return run
 
 
 @contextlib.contextmanager
@@ -229,6 +263,16 @@ def conv_dx_gemm(backend, grad_out, weight, x_shape, s: ConvShape):
     return dx
 
 
+def conv_dx_engine(backend, grad_out, weight, x_shape, s: ConvShape):
+    """dx alone, as the engine's gemm backward computes it: on NumPy float32 with the C
+    kernels, the forward kernel on the flipped weights (stride 1); else :func:`conv_dx_gemm`."""
+    if backend.name == "numpy" and getattr(backend, "use_native_kernels", False):
+        dx = native_cpu.input_grad(grad_out, weight, tuple(x_shape), _window(s), 1)
+        if dx is not None:
+            return dx
+    return conv_dx_gemm(backend, grad_out, weight, x_shape, s)
+
+
 def conv_dx_strided(backend, grad_out, weight, x_shape, s: ConvShape):
     """dx alone, as the strided backward computes it: ``tensordot(W, g)`` then col2im."""
     xp = backend.xp
@@ -255,7 +299,7 @@ def _engine_conv_run(env: Env, op, method, s: ConvShape, x, w, b, g):
                                            has_bias=False)),
                 (lambda r: {"dw": env.host(r[1])}))
     if op == "conv2d_bwd_dx":
-        fn = conv_dx_strided if method == "strided" else conv_dx_gemm
+        fn = conv_dx_strided if method == "strided" else conv_dx_engine
         return (lambda: fn(be, g, w, tuple(x.shape), s)), (lambda dx: {"dx": env.host(dx)})
     if op == "conv2d_fwdbwd":
         def run():
@@ -296,9 +340,11 @@ def _torch_conv_run(env: Env, op, s: ConvShape, x, w, b, g):
     raise ValueError(op)
 
 
-def _bare_gemm(env: Env, op, s: ConvShape, rng):
+def _bare_gemm(env: Env, op, s: ConvShape, rng, use_kernels: bool, name="GEMM", role="gemm"):
     """The op's own GEMMs on random contiguous operands, in the engine's layouts:
-    forward ``W (O, K) @ col (K, P)``; dW ``g (O, P) @ col.T``; dx ``W.T @ g``."""
+    forward ``W (O, K) @ col (K, P)``; dW ``g (O, P) @ col.T``; dx ``W.T @ g``.
+    ``use_kernels``: through the C kernels' ``gemm_f32``, with each operand laid
+    out contiguously as that GEMM reads it best (they are random anyway)."""
     xp = env.xp
     m, p, k = s.gemm_mnk
 
@@ -306,24 +352,29 @@ def _bare_gemm(env: Env, op, s: ConvShape, rng):
         return env.dev(rng.standard_normal(shape, dtype=np.float32))
     a, col = rand(m, k), rand(k, p)
     gm = rand(m, p) if op != "conv2d_fwd" else None
-    t = xp.permute_dims
+    if use_kernels:
+        mm, col_t, a_t = native_cpu.matmul, rand(p, k), rand(k, m)
+        t = lambda arr, axes: {id(col): col_t, id(a): a_t}[id(arr)]  # noqa: E731
+        what = "C kernels' gemm_f32"
+    else:
+        mm, t, what = xp.matmul, xp.permute_dims, "xp.matmul"
     if op == "conv2d_fwd":
-        run = lambda: xp.matmul(a, col)
+        run = lambda: mm(a, col)
         desc = f"({m}x{k}) @ ({k}x{p})"
     elif op == "conv2d_bwd_dw":
-        run = lambda: xp.matmul(gm, t(col, (1, 0)))
+        run = lambda: mm(gm, t(col, (1, 0)))
         desc = f"({m}x{p}) @ ({p}x{k})"
     elif op == "conv2d_bwd_dx":
-        run = lambda: xp.matmul(t(a, (1, 0)), gm)
+        run = lambda: mm(t(a, (1, 0)), gm)
         desc = f"({k}x{m}) @ ({m}x{p})"
     elif op == "conv2d_bwd":
-        run = lambda: (xp.matmul(gm, t(col, (1, 0))), xp.matmul(t(a, (1, 0)), gm))
+        run = lambda: (mm(gm, t(col, (1, 0))), mm(t(a, (1, 0)), gm))
         desc = "dW + dx GEMMs"
     else:
-        run = lambda: (xp.matmul(a, col), xp.matmul(gm, t(col, (1, 0))), xp.matmul(t(a, (1, 0)), gm))
+        run = lambda: (mm(a, col), mm(gm, t(col, (1, 0))), mm(t(a, (1, 0)), gm))
         desc = "forward + dW + dx GEMMs"
-    return Path("GEMM", run, None, role="gemm", timer=env.engine_timer(), workspace=k * p * env.itemsize,
-                note=f"bare xp.matmul {desc}, M={m} N={p} K={k}; not checked (random operands)")
+    return Path(name, run, None, role=role, timer=env.engine_timer(), workspace=k * p * env.itemsize,
+                note=f"bare {what} {desc}, M={m} N={p} K={k}; not checked (random operands)")
 
 
 OP_FLOPS = {"conv2d_fwd": 1, "conv2d_bwd": 2, "conv2d_bwd_dx": 1, "conv2d_bwd_dw": 1, "conv2d_fwdbwd": 3}
@@ -344,22 +395,31 @@ def conv_case(env: Env, op: str, s: ConvShape) -> Case:
     chunk = 0 if pointwise else min(s.n, max(1, env.backend.workspace_bytes() // per_image)) * per_image
     factor = {"conv2d_fwd": 1, "conv2d_bwd": 2, "conv2d_bwd_dx": 1, "conv2d_bwd_dw": 1, "conv2d_fwdbwd": 2}[op]
     paths = []
-    for method in ("strided", "gemm", "gemm-slicing"):
-        if not env.want(method):
+    for method in ("strided", "gemm", "gemm-blas", "gemm-slicing"):
+        if not env.want(method) or (method == "gemm-blas" and not native_active(env)):
             continue
         engine_method = "strided" if method == "strided" else "gemm"
-        run, outputs = _engine_conv_run(env, op, engine_method, s, x, w, b, g)
+        if method == "gemm-blas":
+            with kernels_off(env.backend):
+                run, outputs = _engine_conv_run(env, op, engine_method, s, x, w, b, g)
+            run = _without_kernels(env.backend, run)
+        else:
+            run, outputs = _engine_conv_run(env, op, engine_method, s, x, w, b, g)
         if method == "gemm-slicing":
             run = _generic(env.backend, IM2COL_METHODS, run)
         ws = s.n * per_image * factor if method == "strided" else chunk * factor
         note = "tensordot copies the whole window view" if method == "strided" else ""
         if op == "conv2d_bwd_dx":
-            note = "dx half of the engine's backward (W^T@g, col2im) called directly"
+            note = "dx half of the engine's backward called directly"
+        elif method == "gemm" and native_active(env):
+            note = "C kernels: im2col inside the GEMM's packing"
         paths.append(Path(method, run, outputs, timer=env.engine_timer(), workspace=ws, note=note))
     if env.torch_device is not None:
         run, outputs = _torch_conv_run(env, op, s, x64, w64, b64, g64)
         paths.append(Path(env.peer_name, run, outputs, role="peer", timer=env.peer_timer()))
-    paths.append(_bare_gemm(env, op, s, rng))
+    paths.append(_bare_gemm(env, op, s, rng, native_active(env)))
+    if native_active(env):
+        paths.append(_bare_gemm(env, op, s, rng, False, name="GEMM-blas", role="info"))
     if env.inject_broken and paths:
         paths.insert(0, _broken(paths[0]))
 
@@ -417,6 +477,8 @@ def pool_case(env: Env, op: str, s: PoolShape) -> Case:
         return Path(name, wrap(run), outputs, timer=env.engine_timer())
 
     paths.append(engine_path("engine", lambda f: f))
+    if native_active(env) and env.want("gemm-blas"):  # the NumPy code the C kernel replaced
+        paths.append(engine_path("engine-numpy", lambda f: _without_kernels(env.backend, f)))
     if env.want("generic") and overrides(env.backend, POOL_METHODS):
         paths.append(engine_path("generic", lambda f: _generic(env.backend, POOL_METHODS, f)))
     if env.torch_device is not None:

@@ -34,6 +34,7 @@ typedef long long i64;
 #define NV 3            /* vectors across the tile: NR = 48 columns         */
 #define NR (NV * VL)
 #define KC 192          /* depth of a packed B micro-panel: 192 x 48 floats = 36 KiB, in L1 */
+#define GEMM_NC 8       /* micro-panels gemm_f32 packs at once: 8 x 36 KiB, in L2 */
 
 int native_isa(void) { return 512; }
 
@@ -146,7 +147,7 @@ static int32_t *pixel_offsets(const geom_t *s)
  * one, two loads and a permute when they fit in 32 floats, else a gather. */
 typedef struct { int kind; int32_t lo; __m512i perm; } fetch_t;
 
-static fetch_t classify16(const int32_t *idx)
+static fetch_t classify16(const int32_t *idx, int permute_ok)
 {
     fetch_t f;
     __m512i v = _mm512_loadu_si512(idx);
@@ -155,7 +156,7 @@ static fetch_t classify16(const int32_t *idx)
                                     _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
     f.lo = lo;
     f.perm = _mm512_sub_epi32(v, _mm512_set1_epi32(lo));
-    f.kind = _mm512_cmpneq_epi32_mask(v, ramp) == 0 ? 0 : (hi - lo < 2 * VL ? 1 : 2);
+    f.kind = _mm512_cmpneq_epi32_mask(v, ramp) == 0 ? 0 : (permute_ok && hi - lo < 2 * VL ? 1 : 2);
     if (f.kind == 2) f.perm = v;
     return f;
 }
@@ -170,13 +171,14 @@ static inline __m512 fetch16(const float *base, const fetch_t *f)
 }
 
 /* B micro-panel, k-major: out[r * nv*VL + j] = frame[rowoff[r] + coloff[j]]. For the forward,
- * rows are taps and columns pixels; for dW rows are pixels and columns taps. The frame must
- * have 2*VL floats of slack past its end (the permute path reads up to 31 past its lowest offset). */
+ * rows are taps and columns pixels; for dW rows are pixels and columns taps. permute_ok: the
+ * frame has 2*VL floats of slack past its end (the permute path reads up to 31 floats past
+ * the lowest offset of 16); without it, only exact loads and gathers. */
 static void pack_b(const float *frame, const int32_t *rowoff, i64 rows, const int32_t *coloff, int nv,
-                   float *out)
+                   int permute_ok, float *out)
 {
     for (int v = 0; v < nv; v++) {
-        fetch_t f = classify16(coloff + v * VL);
+        fetch_t f = classify16(coloff + v * VL, permute_ok);
         float *o = out + v * VL;
         for (i64 r = 0; r < rows; r++, o += nv * VL) _mm512_store_ps(o, fetch16(frame + rowoff[r], &f));
     }
@@ -284,7 +286,7 @@ void conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, flo
                 int nv = (int)ceil_div(cols, VL);
                 for (i64 b = 0; b < blocks; b++) {
                     i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
-                    pack_b(frame, taps + k0, kc, pix + j0, nv, bp);
+                    pack_b(frame, taps + k0, kc, pix + j0, nv, 1, bp);
                     panel_times_a(nv, kc, ap + k0 * MR, a_stride, bp, yg + j0, s.p, s.og, cols, b == 0,
                                   b == blocks - 1 ? bg : 0);
                 }
@@ -294,8 +296,8 @@ void conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, flo
     free(frame); free(bp); free(taps); free(pix);
 }
 
-/* dW = sum over all N images of dY . col^T, for the column panels [t0, t1) of the flattened
- * (group, panel of NR taps) index, overwritten there. Its columns are in (ky, kx, c) order:
+/* dW = sum over the images [n0, n1) of dY . col^T, for the column panels [t0, t1) of the
+ * flattened (group, panel of NR taps) index, overwritten there. Its columns are in (ky, kx, c) order:
  * dW is (O, kh, kw, C/groups), which the caller turns into (O, C/groups, kh, kw). */
 i64 dw_panels(const i64 *g)
 {
@@ -303,7 +305,7 @@ i64 dw_panels(const i64 *g)
     return s.groups * ceil_div(s.kg, NR);
 }
 
-void conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, const i64 *g)
+void conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, i64 n0, i64 n1, const i64 *g)
 {
     geom_t s = read_geom(g);
     i64 per_group = ceil_div(s.kg, NR);
@@ -317,7 +319,7 @@ void conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, c
         i64 first_panel = (gi == t0 / per_group) ? t0 % per_group : 0;
         i64 last_panel = (gi == (t1 - 1) / per_group) ? (t1 - 1) % per_group : per_group - 1;
         float *dwg = dw + gi * s.og * s.kg;
-        for (i64 n = 0; n < s.n; n++) {
+        for (i64 n = n0; n < n1; n++) {
             pad_frame_hwc(x + (n * s.c + gi * s.cg) * s.h * s.w, &s, frame);
             pack_a(dy + (n * s.o + gi * s.og) * s.p, s.og, s.p, s.p, 1, ap);
             for (i64 b = 0; b < blocks; b++) {
@@ -325,14 +327,71 @@ void conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, c
                 for (i64 t = first_panel; t <= last_panel; t++) {
                     i64 j0 = t * NR, cols = min64(NR, s.kg - j0);
                     int nv = (int)ceil_div(cols, VL);
-                    pack_b(frame, pix + p0, kc, taps + j0, nv, bp);
+                    pack_b(frame, pix + p0, kc, taps + j0, nv, 1, bp);
                     panel_times_a(nv, kc, ap + p0 * MR, a_stride, bp, dwg + j0, s.kg, s.og, cols,
-                                  n == 0 && b == 0, 0);
+                                  n == n0 && b == 0, 0);
                 }
             }
         }
     }
     free(frame); free(bp); free(ap); free(taps); free(pix);
+}
+
+/* Plain matrices: C (M x N, row stride ldc) = A . B with A(i, k) = a[i * ras + k * cas] and
+ * B(k, j) = b[k * rbs + j * cbs], for the column panels [t0, t1) of NR columns of C (each
+ * thread packs its own share of B, which is read once). The same packing and register
+ * tiles as the convolutions; the benchmark's bare GEMM uses it. */
+i64 gemm_panels(i64 n) { return ceil_div(n, NR); }
+
+void gemm_f32(const float *a, i64 ras, i64 cas, const float *b, i64 rbs, i64 cbs, float *c, i64 ldc,
+              i64 m, i64 n, i64 k, i64 t0, i64 t1)
+{
+    i64 blocks = kc_blocks(k), a_stride = k * MR;
+    float *ap = scratch((size_t)(ceil_div(m, MR) * MR * k));
+    float *bp = scratch((size_t)(KC * NR));
+    int32_t *rowoff = scratch((size_t)k), *coloff = scratch((size_t)(ceil_div(n, NR) * NR));
+    for (i64 kk = 0; kk < k; kk++) rowoff[kk] = (int32_t)(kk * rbs);
+    for (i64 j = 0; j < ceil_div(n, NR) * NR; j++) coloff[j] = (int32_t)(min64(j, n - 1) * cbs);
+    pack_a(a, m, k, ras, cas, ap);
+    if (cbs != 1) {  /* strided columns: one micro-panel at a time, through pack_b's fetches */
+        for (i64 t = t0; t < t1; t++) {
+            i64 j0 = t * NR, cols = min64(NR, n - j0);
+            int nv = (int)ceil_div(cols, VL);
+            for (i64 bl = 0; bl < blocks; bl++) {
+                i64 k0 = kc_start(k, blocks, bl), kc = kc_start(k, blocks, bl + 1) - k0;
+                pack_b(b, rowoff + k0, kc, coloff + j0, nv, 0, bp);
+                panel_times_a(nv, kc, ap + k0 * MR, a_stride, bp, c + j0, ldc, m, cols, bl == 0, 0);
+            }
+        }
+    } else {  /* rows of B run on: pack GEMM_NC panels at once, reading each row's stretch in one go */
+        float *block = scratch((size_t)(KC * NR * GEMM_NC));
+        for (i64 tb = t0; tb < t1; tb += GEMM_NC) {
+            i64 panels = min64(GEMM_NC, t1 - tb);
+            for (i64 bl = 0; bl < blocks; bl++) {
+                i64 k0 = kc_start(k, blocks, bl), kc = kc_start(k, blocks, bl + 1) - k0;
+                for (i64 r = 0; r < kc; r++) {
+                    const float *row = b + (k0 + r) * rbs;
+                    for (i64 t = 0; t < panels; t++) {
+                        i64 j0 = (tb + t) * NR, cols = min64(NR, n - j0);
+                        float *dst = block + t * KC * NR + r * NR;
+                        if (cols == NR) memcpy(dst, row + j0, NR * 4);
+                        else { memcpy(dst, row + j0, (size_t)cols * 4); memset(dst + cols, 0, (size_t)(NR - cols) * 4); }
+                    }
+                }
+                for (i64 t = 0; t < panels; t++) {
+                    i64 j0 = (tb + t) * NR, cols = min64(NR, n - j0);
+                    int nv = (int)ceil_div(cols, VL);
+                    float *src = block + t * KC * NR, *dst = bp;
+                    if (nv < NV)  /* a narrow last panel: re-lay it at its own width */
+                        for (i64 r = 0; r < kc; r++) memcpy(dst + r * nv * VL, src + r * NR, (size_t)nv * VL * 4);
+                    else dst = src;
+                    panel_times_a(nv, kc, ap + k0 * MR, a_stride, dst, c + j0, ldc, m, cols, bl == 0, 0);
+                }
+            }
+        }
+        free(block);
+    }
+    free(ap); free(bp); free(rowoff); free(coloff);
 }
 
 /* ---------------------------------------------------------------------------------------
