@@ -95,6 +95,10 @@ class Backend:
         """A NumPy copy (or view) of ``x``."""
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """One line for logs: the name, and whatever decides this backend's speed."""
+        return self.name
+
     def dtype(self, name: str):
         """This backend's dtype object called ``name`` (e.g. ``"float32"``)."""
         return getattr(self.xp, name)

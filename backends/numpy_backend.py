@@ -1,9 +1,12 @@
-"""NumPy backend: the default, on the CPU through NumPy's BLAS."""
+"""NumPy backend: the default, on the CPU: float32 convolutions and max pooling in the C
+kernels of kernels/cpu_conv.c where they are built, everything else through NumPy and its BLAS."""
 from __future__ import annotations
 
 import numpy as np
 from array_api_compat import numpy as xp_numpy
 from numpy.lib.stride_tricks import as_strided
+
+from kernels import native
 
 from . import native_cpu
 from .base import Backend, Window, touches_padding, win_offsets
@@ -24,6 +27,11 @@ class NumpyBackend(Backend):
 
     def __init__(self):
         tune_malloc()  # reuse freed blocks instead of page-faulting them back in (see host_memory)
+
+    def describe(self) -> str:
+        if not self.use_native_kernels:
+            return "numpy, C kernels turned off (use_native_kernels = False)"
+        return f"numpy, C kernels {native.status()}"
 
     def owns(self, x) -> bool:
         return isinstance(x, (np.ndarray, np.generic))

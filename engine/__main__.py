@@ -158,6 +158,7 @@ def _optimizer(name, params, lr, momentum, weight_decay):
 
 
 def _cmd_train(args, out) -> int:
+    import backends
     import engine
 
     from . import nn
@@ -203,7 +204,7 @@ def _cmd_train(args, out) -> int:
     if not args.quiet:
         split = f"{len(train):,} train + {len(val):,} val" if val is not None else f"{len(train):,} train"
         print(f"{args.model} ({model.num_parameters():,} parameters) on {args.dataset}: {split}, "
-              f"{len(test):,} test; backend {engine.get_backend()}, {args.optimizer} lr {args.lr:g}, "
+              f"{len(test):,} test; backend {backends.get(engine.get_backend()).describe()}, {args.optimizer} lr {args.lr:g}, "
               f"batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}", file=out, flush=True)
     start = time.perf_counter()
     history = fit(model, loss, optimizer, train_loader, val_loader, epochs=args.epochs,

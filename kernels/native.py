@@ -122,7 +122,7 @@ def library():
     if lib.native_isa() != 512:
         _status = "off: this CPU has no AVX-512 (the C kernels need it); NumPy's BLAS path is used"
         return None
-    _status = f"on: AVX-512 C kernels built by {version}"
+    _status = f"on (AVX-512, built by {version})"
     return lib
 
 

@@ -187,7 +187,7 @@ def test_without_a_compiler_the_numpy_path_runs_and_status_says_why(tmp_path):
 def test_a_build_is_cached_under_a_hash_and_reused(tmp_path):
     out1 = _run_fresh({"ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
     built = sorted(os.listdir(tmp_path / "native"))
-    assert out1.splitlines()[0].startswith("on: AVX-512") and len(built) == 1 and built[0].endswith(".so")
+    assert out1.splitlines()[0].startswith("on (AVX-512, built by ") and len(built) == 1 and built[0].endswith(".so")
     stamp = os.stat(tmp_path / "native" / built[0]).st_mtime_ns
     _run_fresh({"ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
     assert sorted(os.listdir(tmp_path / "native")) == built  # no temporary build left behind
