@@ -52,6 +52,12 @@ def _ptr(a) -> int:
     return a.ctypes.data
 
 
+def _ok(rc: int, what: str) -> None:
+    if rc != 0:
+        raise MemoryError(f"{what}: the C kernels (kernels/cpu_conv.c) could not allocate their scratch "
+                          f"memory; free some memory, or use smaller batches")
+
+
 def _split(fn, extent: int, macs: int) -> None:
     """``parallel_for`` with one thread per ``MIN_MACS_PER_THREAD`` multiply-adds."""
     parallel_for(fn, extent, macs * MIN_ITEMS_PER_THREAD // MIN_MACS_PER_THREAD)
@@ -74,7 +80,8 @@ def forward(x, weight, bias, win: Window, groups: int):
     macs = y.size * (weight.size // o)
 
     def images(part):
-        lib.conv2d_fwd_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop, _ptr(geom))
+        _ok(lib.conv2d_fwd_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop, _ptr(geom)),
+            "conv2d")
     _split(images, n, macs)
     return y
 
@@ -97,12 +104,13 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
     dw = np.empty((len(parts), o, kh, kw, cg), dtype=np.float32)  # the kernels' order: (ky, kx, c)
 
     def columns(share):
-        lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw), share.start, share.stop, 0, n, _ptr(geom))
+        _ok(lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw), share.start, share.stop, 0, n, _ptr(geom)),
+            "conv2d backward")
 
     def batches(share):
         for i in range(share.start, share.stop):
-            lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), 0, panels, parts[i].start, parts[i].stop,
-                              _ptr(geom))
+            _ok(lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), 0, panels, parts[i].start,
+                                  parts[i].stop, _ptr(geom)), "conv2d backward")
     if len(parts) == 1:
         _split(columns, panels, macs)
     else:
@@ -150,7 +158,7 @@ def max_pool2d(x, win: Window):
     idx = np.empty(y.shape, dtype=np.uint8)
 
     def planes(part):
-        lib.max_pool2d_fwd_f32(_ptr(x), _ptr(y), _ptr(idx), part.start, part.stop, _ptr(geom))
+        _ok(lib.max_pool2d_fwd_f32(_ptr(x), _ptr(y), _ptr(idx), part.start, part.stop, _ptr(geom)), "max_pool2d")
     parallel_for(planes, n * c, x.size)
     return y, idx
 
@@ -166,7 +174,8 @@ def max_pool2d_backward(grad_out, idx, x_shape, win: Window):
     dx = np.empty(x_shape, dtype=np.float32)
 
     def planes(part):
-        lib.max_pool2d_bwd_f32(_ptr(grad_out), _ptr(idx), _ptr(dx), part.start, part.stop, _ptr(geom))
+        _ok(lib.max_pool2d_bwd_f32(_ptr(grad_out), _ptr(idx), _ptr(dx), part.start, part.stop, _ptr(geom)),
+            "max_pool2d backward")
     parallel_for(planes, n * c, dx.size)
     return dx
 
@@ -184,6 +193,7 @@ def matmul(a, b):
     c = np.empty((m, n), dtype=np.float32)
 
     def columns(part):
-        lib.gemm_f32(_ptr(a), ras, cas, _ptr(b), rbs, cbs, _ptr(c), n, m, n, k, part.start, part.stop)
+        _ok(lib.gemm_f32(_ptr(a), ras, cas, _ptr(b), rbs, cbs, _ptr(c), n, m, n, k, part.start, part.stop),
+            "matmul")
     _split(columns, lib.gemm_panels(n), m * n * k)
     return c

@@ -18,7 +18,8 @@
  * Every output element is summed in the same order (k ascending inside
  * blocks of KC, the blocks in turn; for dW images in turn) whatever the
  * split of the work between threads, so results do not depend on the
- * thread count. Needs AVX-512F; native_isa() says what this build has.
+ * thread count. Needs AVX-512F; native_isa() says what this build has. The entry points
+ * that allocate scratch memory return 0, or -1 when an allocation failed (nothing written).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -107,6 +108,7 @@ static int32_t *tap_offsets_hwc(const geom_t *s)
 {
     i64 len = ceil_div(s->kg, NR) * NR;
     int32_t *t = scratch((size_t)len);
+    if (!t) return NULL;
     i64 k = 0;
     for (i64 ky = 0; ky < s->kh; ky++)
         for (i64 kx = 0; kx < s->kw; kx++)
@@ -122,6 +124,7 @@ static int32_t *tap_offsets(const geom_t *s)
 {
     i64 len = ceil_div(s->kg, NR) * NR;
     int32_t *t = scratch((size_t)len);
+    if (!t) return NULL;
     i64 k = 0;
     for (i64 c = 0; c < s->cg; c++)
         for (i64 ky = 0; ky < s->kh; ky++)
@@ -135,6 +138,7 @@ static int32_t *pixel_offsets(const geom_t *s)
 {
     i64 len = ceil_div(s->p, NR) * NR;
     int32_t *t = scratch((size_t)len);
+    if (!t) return NULL;
     i64 j = 0;
     for (i64 oy = 0; oy < s->oh; oy++)
         for (i64 ox = 0; ox < s->ow; ox++)
@@ -267,13 +271,14 @@ void pack_weights_f32(const float *w, const i64 *g, float *out)
 }
 
 /* y (N, O, OH, OW) for images [n0, n1): every group, bias (O,) or NULL. */
-void conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 n0, i64 n1,
+int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 n0, i64 n1,
                     const i64 *g)
 {
     geom_t s = read_geom(g);
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
     float *bp = scratch((size_t)(KC * NR));
     int32_t *taps = tap_offsets(&s), *pix = pixel_offsets(&s);
+    if (!frame || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
     i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg);
     for (i64 n = n0; n < n1; n++) {
         for (i64 gi = 0; gi < s.groups; gi++) {
@@ -294,6 +299,7 @@ void conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, flo
         }
     }
     free(frame); free(bp); free(taps); free(pix);
+    return 0;
 }
 
 /* dW = sum over the images [n0, n1) of dY . col^T, for the column panels [t0, t1) of the
@@ -305,7 +311,7 @@ i64 dw_panels(const i64 *g)
     return s.groups * ceil_div(s.kg, NR);
 }
 
-void conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, i64 n0, i64 n1, const i64 *g)
+int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, i64 n0, i64 n1, const i64 *g)
 {
     geom_t s = read_geom(g);
     i64 per_group = ceil_div(s.kg, NR);
@@ -313,6 +319,7 @@ void conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, i
     float *bp = scratch((size_t)(KC * NR));
     float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * s.p));
     int32_t *taps = tap_offsets_hwc(&s), *pix = pixel_offsets(&s);
+    if (!frame || !bp || !ap || !taps || !pix) { free(frame); free(bp); free(ap); free(taps); free(pix); return -1; }
     for (i64 j = 0; j < ceil_div(s.p, NR) * NR; j++) pix[j] *= (int32_t)s.cg;
     i64 blocks = kc_blocks(s.p), a_stride = s.p * MR;
     for (i64 gi = t0 / per_group; gi <= (t1 - 1) / per_group && t0 < t1; gi++) {
@@ -335,6 +342,7 @@ void conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, i
         }
     }
     free(frame); free(bp); free(ap); free(taps); free(pix);
+    return 0;
 }
 
 /* Plain matrices: C (M x N, row stride ldc) = A . B with A(i, k) = a[i * ras + k * cas] and
@@ -343,13 +351,18 @@ void conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, i
  * tiles as the convolutions; the benchmark's bare GEMM uses it. */
 i64 gemm_panels(i64 n) { return ceil_div(n, NR); }
 
-void gemm_f32(const float *a, i64 ras, i64 cas, const float *b, i64 rbs, i64 cbs, float *c, i64 ldc,
+int gemm_f32(const float *a, i64 ras, i64 cas, const float *b, i64 rbs, i64 cbs, float *c, i64 ldc,
               i64 m, i64 n, i64 k, i64 t0, i64 t1)
 {
     i64 blocks = kc_blocks(k), a_stride = k * MR;
     float *ap = scratch((size_t)(ceil_div(m, MR) * MR * k));
     float *bp = scratch((size_t)(KC * NR));
     int32_t *rowoff = scratch((size_t)k), *coloff = scratch((size_t)(ceil_div(n, NR) * NR));
+    float *block = cbs == 1 ? scratch((size_t)(KC * NR * GEMM_NC)) : 0;
+    if (!ap || !bp || !rowoff || !coloff || (cbs == 1 && !block)) {
+        free(ap); free(bp); free(rowoff); free(coloff); free(block);
+        return -1;
+    }
     for (i64 kk = 0; kk < k; kk++) rowoff[kk] = (int32_t)(kk * rbs);
     for (i64 j = 0; j < ceil_div(n, NR) * NR; j++) coloff[j] = (int32_t)(min64(j, n - 1) * cbs);
     pack_a(a, m, k, ras, cas, ap);
@@ -364,7 +377,6 @@ void gemm_f32(const float *a, i64 ras, i64 cas, const float *b, i64 rbs, i64 cbs
             }
         }
     } else {  /* rows of B run on: pack GEMM_NC panels at once, reading each row's stretch in one go */
-        float *block = scratch((size_t)(KC * NR * GEMM_NC));
         for (i64 tb = t0; tb < t1; tb += GEMM_NC) {
             i64 panels = min64(GEMM_NC, t1 - tb);
             for (i64 bl = 0; bl < blocks; bl++) {
@@ -389,9 +401,9 @@ void gemm_f32(const float *a, i64 ras, i64 cas, const float *b, i64 rbs, i64 cbs
                 }
             }
         }
-        free(block);
     }
-    free(ap); free(bp); free(rowoff); free(coloff);
+    free(ap); free(bp); free(rowoff); free(coloff); free(block);
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -532,13 +544,14 @@ take_tap(const float *restrict src, const i64 sw, i64 n, float *restrict best, i
     }
 }
 
-void max_pool2d_fwd_f32(const float *x, float *y, uint8_t *idx, i64 p0, i64 p1, const i64 *g)
+int max_pool2d_fwd_f32(const float *x, float *y, uint8_t *idx, i64 p0, i64 p1, const i64 *g)
 {
     pool_t s = read_pool(g);
-    if (is_k2s2(&s)) { max_pool_k2s2(x, y, idx, p0, p1, &s); return; }
+    if (is_k2s2(&s)) { max_pool_k2s2(x, y, idx, p0, p1, &s); return 0; }
     float *frame = scratch((size_t)(s.hp * s.wp));
     uint8_t *fy = scratch((size_t)s.oh), *fx = scratch((size_t)s.ow);
     int32_t *at = scratch((size_t)s.ow);
+    if (!frame || !fy || !fx || !at) { free(frame); free(fy); free(fx); free(at); return -1; }
     first_inside(s.oh, s.sh, s.dh, s.pt, s.h, s.kh, fy);
     first_inside(s.ow, s.sw, s.dw, s.pl, s.w, s.kw, fx);
     for (i64 p = p0; p < p1; p++) {
@@ -564,15 +577,17 @@ void max_pool2d_fwd_f32(const float *x, float *y, uint8_t *idx, i64 p0, i64 p1, 
         }
     }
     free(frame); free(fy); free(fx); free(at);
+    return 0;
 }
 
 /* dx planes [p0, p1): each window's gradient added at its maximum, windows in row-major
  * order (PyTorch's order where windows overlap), on a zeroed frame cut to the image. */
-void max_pool2d_bwd_f32(const float *gy, const uint8_t *idx, float *dx, i64 p0, i64 p1, const i64 *g)
+int max_pool2d_bwd_f32(const float *gy, const uint8_t *idx, float *dx, i64 p0, i64 p1, const i64 *g)
 {
     pool_t s = read_pool(g);
-    if (is_k2s2(&s)) { max_pool_k2s2_bwd(gy, idx, dx, p0, p1, &s); return; }
+    if (is_k2s2(&s)) { max_pool_k2s2_bwd(gy, idx, dx, p0, p1, &s); return 0; }
     float *frame = scratch((size_t)(s.hp * s.wp));
+    if (!frame) return -1;
     for (i64 p = p0; p < p1; p++) {
         memset(frame, 0, (size_t)(s.hp * s.wp) * 4);
         const float *gp = gy + p * s.oh * s.ow;
@@ -592,6 +607,7 @@ void max_pool2d_bwd_f32(const float *gy, const uint8_t *idx, float *dx, i64 p0, 
         }
     }
     free(frame);
+    return 0;
 }
 
 #else  /* no AVX-512: the library loads but reports it, and the backend keeps its NumPy path */

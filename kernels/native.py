@@ -36,13 +36,13 @@ SIGNATURES = {
     "native_isa": (ctypes.c_int, ()),
     "packed_weights_size": (_i64, (_ptr,)),
     "pack_weights_f32": (None, (_ptr, _ptr, _ptr)),
-    "conv2d_fwd_f32": (None, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "conv2d_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "dw_panels": (_i64, (_ptr,)),
-    "conv2d_dw_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _ptr)),
+    "conv2d_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _ptr)),
     "gemm_panels": (_i64, (_i64,)),
-    "gemm_f32": (None, (_ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
-    "max_pool2d_fwd_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
-    "max_pool2d_bwd_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "gemm_f32": (ctypes.c_int, (_ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
+    "max_pool2d_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "max_pool2d_bwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
 }
 
 _status = "not loaded yet"

@@ -233,3 +233,30 @@ def test_max_pool_kernel_equals_torch_bit_for_bit(case, monkeypatch):
     dx = F.max_pool2d_backward(g, idx, x.shape, k, s, p, d, ceil)
     assert counts.get("max_pool2d_bwd_f32")
     np.testing.assert_array_equal(dx, from_torch(xt.grad))
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (13, 300, 1000), (64, 576, 200), (9, 7, 47), (128, 200, 400)])
+@pytest.mark.parametrize("layout", ["contiguous", "b_transposed", "a_transposed"])
+def test_gemm_kernel_equals_float64_matmul(m, k, n, layout):
+    """The kernels' plain GEMM (the benchmark's bare GEMM): both packing paths of B."""
+    r = np.random.default_rng(m * n + k)
+    a = r.standard_normal((k, m) if layout == "a_transposed" else (m, k)).astype(np.float32)
+    b = r.standard_normal((n, k) if layout == "b_transposed" else (k, n)).astype(np.float32)
+    a = a.T if layout == "a_transposed" else a
+    b = b.T if layout == "b_transposed" else b
+    got = native_cpu.matmul(a, b)
+    assert got.shape == (m, n) and got.dtype == np.float32
+    assert_rel(got, a.astype(np.float64) @ b.astype(np.float64), 1e-5, f"{layout} {m}x{k}x{n}")
+
+
+def test_gemm_kernel_declines_what_it_does_not_take():
+    a = np.ones((3, 4), np.float32)
+    assert native_cpu.matmul(a.astype(np.float64), a.T) is None
+    assert native_cpu.matmul(a, np.ones((5, 2), np.float32)) is None  # inner sizes differ
+    assert native_cpu.matmul(a[:, ::-1], a.T) is None  # negative strides
+
+
+def test_a_failed_scratch_allocation_is_a_memory_error_naming_the_op():
+    with pytest.raises(MemoryError, match=r"^conv2d: the C kernels .* could not allocate their scratch memory"):
+        native_cpu._ok(-1, "conv2d")
+    native_cpu._ok(0, "conv2d")
