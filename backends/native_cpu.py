@@ -7,8 +7,8 @@ Each function returns ``None`` where the kernels do not apply (another dtype,
 no compiled library, offsets past 32 bits); the caller then takes the NumPy
 path. Work is split over the host threads (the C calls release the GIL) so
 that every output element is summed in the same order whatever the thread
-count: images for the forward and the input gradient, weight columns for the
-weight gradient, planes for pooling.
+count: output pixels for the forward and the input gradient, weight columns
+(or fixed shares of the batch) for the weight gradient, planes for pooling.
 """
 from __future__ import annotations
 
@@ -79,10 +79,10 @@ def forward(x, weight, bias, win: Window, groups: int):
     y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
     macs = y.size * (weight.size // o)
 
-    def images(part):
+    def items(part):  # (image, group, 48 output pixels) in order: whole images, unless N is small
         _ok(lib.conv2d_fwd_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop, _ptr(geom)),
             "conv2d")
-    _split(images, n, macs)
+    _split(items, lib.fwd_items(_ptr(geom)), macs)
     return y
 
 

@@ -408,6 +408,8 @@ def conv_case(env: Env, op: str, s: ConvShape) -> Case:
         if method == "gemm-slicing":
             run = _generic(env.backend, IM2COL_METHODS, run)
         ws = s.n * per_image * factor if method == "strided" else chunk * factor
+        if method == "gemm" and native_active(env):
+            ws = None  # no im2col matrix: the C kernels pack columns straight from the image
         note = "tensordot copies the whole window view" if method == "strided" else ""
         if op == "conv2d_bwd_dx":
             note = "dx half of the engine's backward called directly"

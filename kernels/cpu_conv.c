@@ -270,32 +270,40 @@ void pack_weights_f32(const float *w, const i64 *g, float *out)
         pack_a(w + gi * s.og * s.kg, s.og, s.kg, s.kg, 1, out + gi * ceil_div(s.og, MR) * MR * s.kg);
 }
 
-/* y (N, O, OH, OW) for images [n0, n1): every group, bias (O,) or NULL. */
-int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 n0, i64 n1,
-                    const i64 *g)
+/* Work items of conv2d_fwd_f32: (image, group, panel of NR output pixels), in that order. */
+i64 fwd_items(const i64 *g)
+{
+    geom_t s = read_geom(g);
+    return s.n * s.groups * ceil_div(s.p, NR);
+}
+
+/* y (N, O, OH, OW) for the work items [w0, w1): every output element of an item, bias (O,)
+ * or NULL added. A thread given a few panels of an image pads that image's frame itself. */
+int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
+                   const i64 *g)
 {
     geom_t s = read_geom(g);
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
     float *bp = scratch((size_t)(KC * NR));
     int32_t *taps = tap_offsets(&s), *pix = pixel_offsets(&s);
     if (!frame || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
-    i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg);
-    for (i64 n = n0; n < n1; n++) {
-        for (i64 gi = 0; gi < s.groups; gi++) {
+    i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), panels = ceil_div(s.p, NR), framed = -1;
+    for (i64 w = w0; w < w1; w++) {
+        i64 plane = w / panels, n = plane / s.groups, gi = plane % s.groups, j0 = (w % panels) * NR;
+        if (plane != framed) {
             pad_frame(x + (n * s.c + gi * s.cg) * s.h * s.w, &s, frame);
-            const float *ap = wpacked + gi * ceil_div(s.og, MR) * a_stride;
-            float *yg = y + (n * s.o + gi * s.og) * s.p;
-            const float *bg = bias ? bias + gi * s.og : 0;
-            for (i64 j0 = 0; j0 < s.p; j0 += NR) {
-                i64 cols = min64(NR, s.p - j0);
-                int nv = (int)ceil_div(cols, VL);
-                for (i64 b = 0; b < blocks; b++) {
-                    i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
-                    pack_b(frame, taps + k0, kc, pix + j0, nv, 1, bp);
-                    panel_times_a(nv, kc, ap + k0 * MR, a_stride, bp, yg + j0, s.p, s.og, cols, b == 0,
-                                  b == blocks - 1 ? bg : 0);
-                }
-            }
+            framed = plane;
+        }
+        const float *ap = wpacked + gi * ceil_div(s.og, MR) * a_stride;
+        float *yg = y + (n * s.o + gi * s.og) * s.p;
+        const float *bg = bias ? bias + gi * s.og : 0;
+        i64 cols = min64(NR, s.p - j0);
+        int nv = (int)ceil_div(cols, VL);
+        for (i64 b = 0; b < blocks; b++) {
+            i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
+            pack_b(frame, taps + k0, kc, pix + j0, nv, 1, bp);
+            panel_times_a(nv, kc, ap + k0 * MR, a_stride, bp, yg + j0, s.p, s.og, cols, b == 0,
+                          b == blocks - 1 ? bg : 0);
         }
     }
     free(frame); free(bp); free(taps); free(pix);

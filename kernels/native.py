@@ -36,6 +36,7 @@ SIGNATURES = {
     "native_isa": (ctypes.c_int, ()),
     "packed_weights_size": (_i64, (_ptr,)),
     "pack_weights_f32": (None, (_ptr, _ptr, _ptr)),
+    "fwd_items": (_i64, (_ptr,)),
     "conv2d_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "dw_panels": (_i64, (_ptr,)),
     "conv2d_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _ptr)),
