@@ -4,8 +4,8 @@ GEMM's packing, so the column matrix never exists, on the machine's own
 AVX-512 units.
 
 Each function returns ``None`` where the kernels do not apply (another dtype,
-no compiled library, offsets past 32 bits); the caller then takes the NumPy
-path. Work is split over the host threads (the C calls release the GIL) so
+an empty array, no compiled library, offsets past 32 bits); the caller then
+takes the NumPy path. Work is split over the host threads (the C calls release the GIL) so
 that every output element is summed in the same order whatever the thread
 count: output pixels for the forward and the input gradient, weight columns
 (or fixed shares of the batch) for the weight gradient, planes for pooling.
@@ -16,8 +16,8 @@ import numpy as np
 
 from kernels import native
 
-from .base import Window
 from . import host_threads
+from .base import Window
 from .host_threads import MIN_ITEMS_PER_THREAD, parallel_for
 
 #: Multiply-adds a thread must get before a call is split (a split costs ~20 us).
@@ -29,7 +29,8 @@ DW_BATCH_PARTS = 4
 
 
 def _lib(*arrays):
-    if any(a is None or a.dtype != np.float32 for a in arrays):
+    """The library, for float32 arrays with no empty axis (those take the NumPy path)."""
+    if any(a is None or a.dtype != np.float32 or a.size == 0 for a in arrays):
         return None
     return native.library()
 
@@ -184,11 +185,13 @@ def matmul(a, b):
     """``a @ b`` for 2-D float32 arrays of any strides through the kernels' GEMM, or ``None``.
     (The benchmark's bare GEMM of the same size as a convolution; the layers keep NumPy's.)"""
     lib = _lib(a, b)
-    if lib is None or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or 0 in a.shape + b.shape:
+    if lib is None or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         return None
     (m, k), n = a.shape, b.shape[1]
+    if any(st % 4 or st < 0 for st in a.strides + b.strides):
+        return None  # the kernels take strides in whole floats, forwards
     (ras, cas), (rbs, cbs) = (st // 4 for st in a.strides), (st // 4 for st in b.strides)
-    if min(ras, cas, rbs, cbs) < 0 or (k - 1) * rbs + (n - 1) * cbs > _INT32_MAX:
+    if (k - 1) * rbs + (n - 1) * cbs > _INT32_MAX:
         return None
     c = np.empty((m, n), dtype=np.float32)
 

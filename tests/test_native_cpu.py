@@ -260,3 +260,16 @@ def test_a_failed_scratch_allocation_is_a_memory_error_naming_the_op():
     with pytest.raises(MemoryError, match=r"^conv2d: the C kernels .* could not allocate their scratch memory"):
         native_cpu._ok(-1, "conv2d")
     native_cpu._ok(0, "conv2d")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("k,p", [(3, 1), (1, 0)])
+def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients(dtype, k, p):
+    """As in PyTorch; the NumPy path used to fail reshaping a weight gradient nobody summed."""
+    x, w = np.ones((0, 3, 5, 5), dtype), np.ones((4, 3, k, k), dtype)
+    y = F.conv2d(x, w, np.ones(4, dtype), padding=p)
+    dx, dw, db = F.conv2d_backward(np.ones(y.shape, dtype), x, w, padding=p)
+    assert y.shape == (0, 4, 5, 5) and dx.shape == x.shape
+    np.testing.assert_array_equal(dw, np.zeros_like(w))
+    np.testing.assert_array_equal(db, np.zeros(4, dtype))
+    assert F.max_pool2d(x, 2).shape == (0, 3, 2, 2)

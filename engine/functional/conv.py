@@ -214,7 +214,7 @@ def _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_
                 dw = part_dw if dw is None else dw + part_dw
             if need_input_grad:
                 dx[i, ...] = xp.reshape(_grouped_matmul(xp, w_mat, g, groups, transpose_a=True), (c, h, w))
-        return dx, (xp.reshape(dw, weight.shape) if need_weight_grad else None)
+        return dx, _weight_grad_or_zeros(xp, dw, weight, need_weight_grad)
     if columns is not None:
         chunks = columns.parts
     else:
@@ -230,7 +230,15 @@ def _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, need_input_
         if need_input_grad:
             dcol = _grouped_matmul(xp, w_mat, g, groups, transpose_a=True)
             dx[part, ...] = backend.col2im(dcol, (nb, c, h, w), win)
-    return dx, (xp.reshape(dw, weight.shape) if need_weight_grad else None)
+    return dx, _weight_grad_or_zeros(xp, dw, weight, need_weight_grad)
+
+
+def _weight_grad_or_zeros(xp, dw, weight, needed):
+    if not needed:
+        return None
+    if dw is None:  # an empty batch: no image contributed
+        return xp.zeros(weight.shape, dtype=weight.dtype, device=_device(weight))
+    return xp.reshape(dw, weight.shape)
 
 
 def _conv2d_backward_strided(backend, grad_out, x, weight, win):
