@@ -7,8 +7,8 @@ Each function returns ``None`` where the kernels do not apply (another dtype,
 an empty array, no compiled library, offsets past 32 bits); the caller then
 takes the NumPy path. Work is split over the host threads (the C calls release the GIL) so
 that every output element is summed in the same order whatever the thread
-count: output pixels for the forward and the input gradient, weight columns
-(or fixed shares of the batch) for the weight gradient, planes for pooling.
+count: output pixels for the forward and the input gradient, fixed shares of
+the batch for the weight gradient, planes for pooling.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from .host_threads import MIN_ITEMS_PER_THREAD, parallel_for
 #: Multiply-adds a thread must get before a call is split (a split costs ~20 us).
 MIN_MACS_PER_THREAD = 1 << 22
 _INT32_MAX = (1 << 31) - 1
-#: A weight gradient with fewer column panels (48 taps each) than this is split over
-#: this many shares of the batch, whatever the thread count.
-DW_BATCH_PARTS = 4
+#: The weight gradient sums this many fixed shares of the batch apart, then adds them up
+#: (8: an even split for 1, 2, 4 or 8 threads).
+DW_BATCH_PARTS = 8
 
 
 def _lib(*arrays):
@@ -96,26 +96,19 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
     x, grad_out = np.ascontiguousarray(x), np.ascontiguousarray(grad_out)
     o, cg, kh, kw = weight_shape
     n = x.shape[0]
-    panels = lib.dw_panels(_ptr(geom))
     macs = grad_out.size * cg * kh * kw
-    # Threads take shares of the weight columns; with too few columns to share (a first
-    # layer: C*kh*kw = 9), shares of the batch instead, summed in order afterwards. Which
-    # split depends on the shapes alone, never on the thread count.
-    parts = host_threads.split(n, DW_BATCH_PARTS) if panels < DW_BATCH_PARTS else [slice(0, n)]
+    # The batch is cut into DW_BATCH_PARTS fixed shares (fewer for a smaller batch), each
+    # summed into its own partial dW, and the partials are added in order afterwards: a
+    # thread frames and packs only its own images, and the order of the sums depends on
+    # the shapes alone, never on the thread count.
+    parts = host_threads.split(n, DW_BATCH_PARTS)
     dw = np.empty((len(parts), o, kh, kw, cg), dtype=np.float32)  # the kernels' order: (ky, kx, c)
 
-    def columns(share):
-        _ok(lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw), share.start, share.stop, 0, n, _ptr(geom)),
-            "conv2d backward")
-
-    def batches(share):
-        for i in range(share.start, share.stop):
-            _ok(lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), 0, panels, parts[i].start,
-                                  parts[i].stop, _ptr(geom)), "conv2d backward")
-    if len(parts) == 1:
-        _split(columns, panels, macs)
-    else:
-        _split(batches, len(parts), macs)
+    def shares(part):
+        for i in range(part.start, part.stop):
+            _ok(lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), parts[i].start, parts[i].stop,
+                                  _ptr(geom)), "conv2d backward")
+    _split(shares, len(parts), macs)
     total = dw[0]
     for partial in dw[1:]:
         total += partial

@@ -16,10 +16,11 @@
  * it uses the forward entry point (the caller prepares those weights).
  *
  * Every output element is summed in the same order (k ascending inside
- * blocks of KC, the blocks in turn; for dW images in turn) whatever the
- * split of the work between threads, so results do not depend on the
- * thread count. Needs AVX-512F; native_isa() says what this build has. The entry points
- * that allocate scratch memory return 0, or -1 when an allocation failed (nothing written).
+ * blocks of KC, the blocks in turn; for dW the images of a share in turn)
+ * whatever the split of the work between threads, so results do not depend
+ * on the thread count. Needs AVX-512F; native_isa() says what this build has.
+ * The entry points that allocate scratch memory return 0, or -1 when an
+ * allocation failed.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -119,7 +120,8 @@ static int32_t *tap_offsets_hwc(const geom_t *s)
 }
 
 /* Offsets into the frame: tap k -> c*hp*wp + ky*dh*wp + kx*dw; pixel p -> oy*sh*wp + ox*sw.
- * Both tables are padded with zeros to a whole number of vectors past their end. */
+ * Both tables run on to a whole number of panels (taps with zeros, pixels repeating the
+ * last), so that a partial panel reads valid memory. */
 static int32_t *tap_offsets(const geom_t *s)
 {
     i64 len = ceil_div(s->kg, NR) * NR;
@@ -310,19 +312,11 @@ int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, floa
     return 0;
 }
 
-/* dW = sum over the images [n0, n1) of dY . col^T, for the column panels [t0, t1) of the
- * flattened (group, panel of NR taps) index, overwritten there. Its columns are in (ky, kx, c) order:
- * dW is (O, kh, kw, C/groups), which the caller turns into (O, C/groups, kh, kw). */
-i64 dw_panels(const i64 *g)
+/* dW = sum over the images [n0, n1) of dY . col^T, overwritten. Its columns are in (ky, kx, c)
+ * order: dW is (O, kh, kw, C/groups), which the caller turns into (O, C/groups, kh, kw). */
+int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, const i64 *g)
 {
     geom_t s = read_geom(g);
-    return s.groups * ceil_div(s.kg, NR);
-}
-
-int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, i64 n0, i64 n1, const i64 *g)
-{
-    geom_t s = read_geom(g);
-    i64 per_group = ceil_div(s.kg, NR);
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
     float *bp = scratch((size_t)(KC * NR));
     float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * s.p));
@@ -330,17 +324,15 @@ int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 t0, i64 t1, i6
     if (!frame || !bp || !ap || !taps || !pix) { free(frame); free(bp); free(ap); free(taps); free(pix); return -1; }
     for (i64 j = 0; j < ceil_div(s.p, NR) * NR; j++) pix[j] *= (int32_t)s.cg;
     i64 blocks = kc_blocks(s.p), a_stride = s.p * MR;
-    for (i64 gi = t0 / per_group; gi <= (t1 - 1) / per_group && t0 < t1; gi++) {
-        i64 first_panel = (gi == t0 / per_group) ? t0 % per_group : 0;
-        i64 last_panel = (gi == (t1 - 1) / per_group) ? (t1 - 1) % per_group : per_group - 1;
+    for (i64 gi = 0; gi < s.groups; gi++) {
         float *dwg = dw + gi * s.og * s.kg;
         for (i64 n = n0; n < n1; n++) {
             pad_frame_hwc(x + (n * s.c + gi * s.cg) * s.h * s.w, &s, frame);
             pack_a(dy + (n * s.o + gi * s.og) * s.p, s.og, s.p, s.p, 1, ap);
             for (i64 b = 0; b < blocks; b++) {
                 i64 p0 = kc_start(s.p, blocks, b), kc = kc_start(s.p, blocks, b + 1) - p0;
-                for (i64 t = first_panel; t <= last_panel; t++) {
-                    i64 j0 = t * NR, cols = min64(NR, s.kg - j0);
+                for (i64 j0 = 0; j0 < s.kg; j0 += NR) {
+                    i64 cols = min64(NR, s.kg - j0);
                     int nv = (int)ceil_div(cols, VL);
                     pack_b(frame, pix + p0, kc, taps + j0, nv, 1, bp);
                     panel_times_a(nv, kc, ap + p0 * MR, a_stride, bp, dwg + j0, s.kg, s.og, cols,
