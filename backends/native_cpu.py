@@ -163,6 +163,11 @@ def max_pool2d_backward(grad_out, idx, x_shape, win: Window):
     if lib is None or idx.dtype != np.uint8:
         return None
     n, c, h, w = x_shape
+    if tuple(grad_out.shape) != tuple(idx.shape) or idx.shape != (n, c, win.oh, win.ow):
+        return None  # the engine reports the shapes; never hand the kernel a mismatch
+    if int(idx.max()) >= win.kh * win.kw:  # the kernel would write outside the image
+        raise ValueError(f"max_pool2d backward: indices must be in-window positions below "
+                         f"kh*kw = {win.kh * win.kw}, got {int(idx.max())}")
     geom = _pool_geometry(x_shape, win)
     grad_out, idx = np.ascontiguousarray(grad_out), np.ascontiguousarray(idx)
     dx = np.empty(x_shape, dtype=np.float32)

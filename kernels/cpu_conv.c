@@ -517,8 +517,11 @@ static void max_pool_k2s2_bwd(const float *gy, const uint8_t *idx, float *dx, i6
                     i64 n = min64(VL, s->ow - ox);
                     __m512 g = _mm512_maskz_loadu_ps(lanes_mask(n), go + ox);
                     __m512i at = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(lanes_mask(n), io + ox));
-                    __m512 left = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(2 * ky)), g);
-                    __m512 right = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(2 * ky + 1)), g);
+                    /* + 0.0: a -0.0 gradient lands as +0.0, as PyTorch's 0 + g does */
+                    __m512 left = _mm512_add_ps(_mm512_maskz_mov_ps(
+                        _mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(2 * ky)), g), _mm512_setzero_ps());
+                    __m512 right = _mm512_add_ps(_mm512_maskz_mov_ps(
+                        _mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(2 * ky + 1)), g), _mm512_setzero_ps());
                     i64 cols = 2 * n;
                     _mm512_mask_storeu_ps(row + 2 * ox, lanes_mask(cols), _mm512_permutex2var_ps(left, lo_ix, right));
                     if (cols > VL)

@@ -273,3 +273,23 @@ def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients(dtype, k, 
     np.testing.assert_array_equal(dw, np.zeros_like(w))
     np.testing.assert_array_equal(db, np.zeros(4, dtype))
     assert F.max_pool2d(x, 2).shape == (0, 3, 2, 2)
+
+
+def test_max_pool_gradient_of_minus_zero_lands_as_plus_zero_like_torch():
+    """PyTorch adds each gradient to a zeroed buffer, so -0.0 arrives as +0.0 (2x2 path and generic)."""
+    for k in (2, 3):
+        x = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)[:, :, :k, :k].copy()
+        y, idx = F.max_pool2d(x, k, k, return_indices=True)
+        dx = F.max_pool2d_backward(np.full(y.shape, -0.0, np.float32), idx, x.shape, k, k)
+        assert not np.signbit(dx).any(), dx
+
+
+def test_max_pool_backward_refuses_mismatched_or_out_of_window_indices():
+    x = np.random.default_rng(0).random((1, 1, 8, 8)).astype(np.float32)
+    y, idx = F.max_pool2d(x, 3, 1, return_indices=True)
+    with pytest.raises(ValueError, match=r"max_pool2d backward: grad_out must have the pooled shape \(1, 1, 6, 6\)"):
+        F.max_pool2d_backward(y[:, :, :1, :1].copy(), idx, x.shape, 3, 1)
+    with pytest.raises(ValueError, match=r"max_pool2d backward: indices must have the pooled shape"):
+        F.max_pool2d_backward(y, idx[:, :, :1, :1].copy(), x.shape, 3, 1)
+    with pytest.raises(ValueError, match=r"in-window positions below kh\*kw = 4, got 8"):
+        F.max_pool2d_backward(np.ones((1, 1, 7, 7), np.float32), np.full((1, 1, 7, 7), 8, np.uint8), x.shape, 2, 1)

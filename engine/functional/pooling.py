@@ -40,9 +40,19 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 def max_pool2d_backward(grad_out, indices, x_shape, kernel_size, stride=None, padding=0, dilation=1,
                         ceil_mode=False):
     """Gradient of :func:`max_pool2d` for its input, ``x_shape`` shaped."""
-    backend = backend_for(grad_out, indices, where="max_pool2d backward")
-    win = _pool_window(x_shape, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d backward")
+    where = "max_pool2d backward"
+    backend = backend_for(grad_out, indices, where=where)
+    win = _pool_window(x_shape, kernel_size, stride, padding, dilation, ceil_mode, where)
+    _require_output_shape(grad_out, x_shape, win, where, "grad_out")
+    _require_output_shape(indices, x_shape, win, where, "indices")
     return backend.max_pool2d_backward(grad_out, indices, tuple(x_shape), win)
+
+
+def _require_output_shape(a, x_shape, win, where, name):
+    expected = (x_shape[0], x_shape[1], win.oh, win.ow)
+    if tuple(a.shape) != expected:
+        raise ValueError(f"{where}: {name} must have the pooled shape {expected} of an input {tuple(x_shape)}, "
+                         f"got {tuple(a.shape)}")
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -58,6 +68,7 @@ def avg_pool2d_backward(grad_out, x_shape, kernel_size, stride=None, padding=0, 
     """Gradient of :func:`avg_pool2d` for its input, ``x_shape`` shaped."""
     backend = backend_for(grad_out, where="avg_pool2d backward")
     win = _pool_window(x_shape, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d backward")
+    _require_output_shape(grad_out, x_shape, win, "avg_pool2d backward", "grad_out")
     divisor = _avg_divisor(backend, x_shape, grad_out.dtype, win, count_include_pad, divisor_override)
     return backend.avg_pool2d_backward(grad_out, tuple(x_shape), win, divisor)
 
