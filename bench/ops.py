@@ -656,6 +656,11 @@ def train_case(env: Env, op: str, s: TrainShape) -> Case:
             run, check = _engine_train(env, method, w0, x64, y64)
             paths.append(Path(method, run, ident, check=check, timer=env.engine_timer(),
                               note=f"engine SimpleCNN, Conv2d(method={method!r}), Adam"))
+    if env.want("gemm-blas") and native_active(env):
+        run, check = _engine_train(env, "gemm", w0, x64, y64)
+        paths.append(Path("gemm-blas", _without_kernels(env.backend, run), ident,
+                          check=_without_kernels(env.backend, check), timer=env.engine_timer(),
+                          note="the gemm step with the C kernels off: im2col/col2im, BLAS, NumPy pooling"))
     if env.torch_device is not None:
         run, check = _torch_train(env, w0, x64, y64)
         paths.append(Path(env.peer_name, run, ident, check=check, role="peer", timer=env.peer_timer(),
