@@ -129,6 +129,17 @@ class Backend:
         when ``need_input_grad`` is false. The generic backend has none."""
         return None, None
 
+    # -- element-wise ------------------------------------------------------
+    def relu(self, x):
+        """``max(x, 0)``; NaN stays NaN, as in PyTorch."""
+        xp = self.xp
+        return xp.maximum(x, xp.zeros((), dtype=x.dtype))
+
+    def relu_backward(self, grad_out, y):
+        """``grad_out * (y > 0)`` for the ReLU output ``y`` (a product: a NaN gradient stays NaN)."""
+        xp = self.xp
+        return grad_out * xp.astype(y > 0, grad_out.dtype)
+
     # -- padding and windows -------------------------------------------------
     def pad2d(self, x, win: Window, value=0.0):
         """Pad the last two axes of ``x`` as ``win`` requires, with ``value``."""

@@ -134,6 +134,29 @@ def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
     return forward(grad_out, flipped, None, as_forward, groups)
 
 
+def relu(x):
+    """``max(x, 0)`` (NaN kept) for a float32 array, or ``None``."""
+    lib = _lib(x)
+    if lib is None:
+        return None
+    x = np.ascontiguousarray(x)
+    y = np.empty(x.shape, dtype=np.float32)
+    parallel_for(lambda part: lib.relu_f32(_ptr(x), _ptr(y), part.start, part.stop), x.size, x.size)
+    return y
+
+
+def relu_backward(grad_out, y):
+    """``grad_out * (y > 0)`` for float32 arrays of one shape, or ``None``."""
+    lib = _lib(grad_out, y)
+    if lib is None or grad_out.shape != y.shape:
+        return None
+    grad_out, y = np.ascontiguousarray(grad_out), np.ascontiguousarray(y)
+    dx = np.empty(y.shape, dtype=np.float32)
+    parallel_for(lambda part: lib.relu_backward_f32(_ptr(grad_out), _ptr(y), _ptr(dx), part.start, part.stop),
+                 y.size, 2 * y.size)
+    return dx
+
+
 def _pool_geometry(x_shape, win: Window):
     _, _, h, w = x_shape
     return np.array([h, w, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw, win.pad_top, win.pad_left,

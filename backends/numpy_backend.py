@@ -44,6 +44,14 @@ class NumpyBackend(Backend):
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x)
 
+    def relu(self, x):
+        fast = native_cpu.relu(x) if self.use_native_kernels else None  # float32: one threaded pass
+        return fast if fast is not None else super().relu(x)
+
+    def relu_backward(self, grad_out, y):
+        fast = native_cpu.relu_backward(grad_out, y) if self.use_native_kernels else None
+        return fast if fast is not None else super().relu_backward(grad_out, y)
+
     def conv2d_fused(self, x, weight, bias, win: Window, groups: int):
         # float32 through the C kernels (im2col inside the GEMM's packing); else None
         if not self.use_native_kernels:

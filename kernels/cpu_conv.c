@@ -406,6 +406,22 @@ int gemm_f32(const float *a, i64 ras, i64 cas, const float *b, i64 rbs, i64 cbs,
     return 0;
 }
 
+/* ReLU over the elements [i0, i1), NumPy's results bit for bit: max(x, 0) with NaN kept
+ * (np.maximum), and the gradient g * (y > 0) (a product, so a NaN gradient stays NaN). One
+ * pass each where NumPy makes one (forward) or three (compare, cast, multiply). */
+void relu_f32(const float *x, float *y, i64 i0, i64 i1)
+{
+    for (i64 i = i0; i < i1; i++) {
+        float v = x[i];
+        y[i] = (v > 0.0f || v != v) ? v : 0.0f;
+    }
+}
+
+void relu_backward_f32(const float *g, const float *y, float *dx, i64 i0, i64 i1)
+{
+    for (i64 i = i0; i < i1; i++) dx[i] = g[i] * (y[i] > 0.0f ? 1.0f : 0.0f);
+}
+
 /* ---------------------------------------------------------------------------------------
  * Max pooling over planes [p0, p1) of the (N*C, H, W) input, PyTorch's rules: the first
  * maximum in the window's row-major order wins, a NaN wins over anything before it (so the

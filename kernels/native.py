@@ -41,6 +41,8 @@ SIGNATURES = {
     "conv2d_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "gemm_panels": (_i64, (_i64,)),
     "gemm_f32": (ctypes.c_int, (_ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
+    "relu_f32": (None, (_ptr, _ptr, _i64, _i64)),
+    "relu_backward_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64)),
     "max_pool2d_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "max_pool2d_bwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
 }

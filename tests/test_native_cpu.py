@@ -293,3 +293,21 @@ def test_max_pool_backward_refuses_mismatched_or_out_of_window_indices():
         F.max_pool2d_backward(y, idx[:, :, :1, :1].copy(), x.shape, 3, 1)
     with pytest.raises(ValueError, match=r"in-window positions below kh\*kw = 4, got 8"):
         F.max_pool2d_backward(np.ones((1, 1, 7, 7), np.float32), np.full((1, 1, 7, 7), 8, np.uint8), x.shape, 2, 1)
+
+
+def test_relu_kernel_equals_numpys_bit_for_bit(monkeypatch):
+    r = np.random.default_rng(3)
+    x = r.standard_normal((3, 5, 17, 19)).astype(np.float32)
+    x.flat[:6] = [np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0]
+    g = r.standard_normal(x.shape).astype(np.float32)
+    g.flat[6:10] = [np.nan, np.inf, -np.inf, -0.0]
+    counts = _calls(monkeypatch)
+    y, dx = F.relu(x), F.relu_backward(g, F.relu(x))
+    assert counts.get("relu_f32") and counts.get("relu_backward_f32")
+    numpy_backend = backends.get("numpy")
+    monkeypatch.setattr(numpy_backend, "use_native_kernels", False)
+    with np.errstate(invalid="ignore"):  # inf * 0 where the output is not positive: NaN, on both paths
+        y0, dx0 = F.relu(x), F.relu_backward(g, F.relu(x))
+    assert y.tobytes() == y0.tobytes() and dx.tobytes() == dx0.tobytes()  # NaN payloads and zero signs too
+    with pytest.raises(ValueError, match=r"relu backward: grad_out must have the output's shape \(3, 5, 17, 19\)"):
+        F.relu_backward(g[:1], y)

@@ -32,15 +32,16 @@ def linear_backward(grad_out, x, weight, need_input_grad=True, has_bias=True):
 
 # --------------------------------------------------------------------------- activations
 def relu(x):
-    """``max(x, 0)``."""
-    xp = backend_for(x, where="relu").xp
-    return xp.maximum(x, xp.zeros((), dtype=x.dtype))  # NaN stays NaN, as in PyTorch
+    """``max(x, 0)`` (NaN stays NaN, as in PyTorch)."""
+    return backend_for(x, where="relu").relu(x)
 
 
 def relu_backward(grad_out, y):
-    """Gradient of :func:`relu` given its output ``y``."""
-    xp = backend_for(grad_out, y, where="relu backward").xp
-    return grad_out * xp.astype(y > 0, grad_out.dtype)
+    """Gradient of :func:`relu` given its output ``y``: ``grad_out * (y > 0)``."""
+    if tuple(grad_out.shape) != tuple(y.shape):
+        raise ValueError(f"relu backward: grad_out must have the output's shape {tuple(y.shape)}, "
+                         f"got {tuple(grad_out.shape)}")
+    return backend_for(grad_out, y, where="relu backward").relu_backward(grad_out, y)
 
 
 def leaky_relu(x, negative_slope=0.01):
