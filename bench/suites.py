@@ -220,7 +220,7 @@ def get_suite(name: str) -> Suite:
         return Suite(
             "core", "the core issue's table: conv forward and forward+backward vs PyTorch on the same threads",
             conv=list(CORE), ops=("conv2d_fwd", "conv2d_fwdbwd"), repeat=7, naive_real_s=0.0,
-            naive_estimate=False, paths=("gemm", "torch"))
+            naive_estimate=False, paths=("gemm", "gemm-blas", "torch"))
     if name == "smoke":
         return Suite(
             "smoke", "tiny shapes, every op, for tests (seconds)",
