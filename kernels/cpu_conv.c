@@ -104,35 +104,27 @@ static void pad_frame_hwc(const float *x, const geom_t *s, float *frame)
     }
 }
 
-/* Offsets into the channels-innermost frame: taps in (ky, kx, c) order, pixels scaled by cg. */
-static int32_t *tap_offsets_hwc(const geom_t *s)
+/* Offsets of the taps into a frame: in W's column order (c, ky, kx) into the channel-major
+ * frame, c*hp*wp + ky*dh*wp + kx*dw; or, channels_innermost, in (ky, kx, c) order into the
+ * frame of pad_frame_hwc, (ky*dh*wp + kx*dw)*cg + c. Pixel p sits at oy*sh*wp + ox*sw (times
+ * cg in the channels-innermost frame). Both tables run on to a whole number of panels,
+ * repeating their last offset, so that a partial panel reads valid memory. */
+static int32_t *tap_offsets(const geom_t *s, int channels_innermost)
 {
     i64 len = ceil_div(s->kg, NR) * NR;
     int32_t *t = scratch((size_t)len);
     if (!t) return NULL;
     i64 k = 0;
-    for (i64 ky = 0; ky < s->kh; ky++)
-        for (i64 kx = 0; kx < s->kw; kx++)
-            for (i64 c = 0; c < s->cg; c++)
-                t[k++] = (int32_t)((ky * s->dh * s->wp + kx * s->dw) * s->cg + c);
-    for (; k < len; k++) t[k] = t[s->kg - 1];
-    return t;
-}
-
-/* Offsets into the frame: tap k -> c*hp*wp + ky*dh*wp + kx*dw; pixel p -> oy*sh*wp + ox*sw.
- * Both tables run on to a whole number of panels (taps with zeros, pixels repeating the
- * last), so that a partial panel reads valid memory. */
-static int32_t *tap_offsets(const geom_t *s)
-{
-    i64 len = ceil_div(s->kg, NR) * NR;
-    int32_t *t = scratch((size_t)len);
-    if (!t) return NULL;
-    i64 k = 0;
-    for (i64 c = 0; c < s->cg; c++)
+    if (channels_innermost) {
         for (i64 ky = 0; ky < s->kh; ky++)
             for (i64 kx = 0; kx < s->kw; kx++)
-                t[k++] = (int32_t)(c * s->hp * s->wp + ky * s->dh * s->wp + kx * s->dw);
-    for (; k < len; k++) t[k] = 0;
+                for (i64 c = 0; c < s->cg; c++) t[k++] = (int32_t)((ky * s->dh * s->wp + kx * s->dw) * s->cg + c);
+    } else {
+        for (i64 c = 0; c < s->cg; c++)
+            for (i64 ky = 0; ky < s->kh; ky++)
+                for (i64 kx = 0; kx < s->kw; kx++) t[k++] = (int32_t)(c * s->hp * s->wp + ky * s->dh * s->wp + kx * s->dw);
+    }
+    for (; k < len; k++) t[k] = t[s->kg - 1];
     return t;
 }
 
@@ -287,7 +279,7 @@ int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, floa
     geom_t s = read_geom(g);
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
     float *bp = scratch((size_t)(KC * NR));
-    int32_t *taps = tap_offsets(&s), *pix = pixel_offsets(&s);
+    int32_t *taps = tap_offsets(&s, 0), *pix = pixel_offsets(&s);
     if (!frame || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
     i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), panels = ceil_div(s.p, NR), framed = -1;
     for (i64 w = w0; w < w1; w++) {
@@ -320,7 +312,7 @@ int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, co
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
     float *bp = scratch((size_t)(KC * NR));
     float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * s.p));
-    int32_t *taps = tap_offsets_hwc(&s), *pix = pixel_offsets(&s);
+    int32_t *taps = tap_offsets(&s, 1), *pix = pixel_offsets(&s);
     if (!frame || !bp || !ap || !taps || !pix) { free(frame); free(bp); free(ap); free(taps); free(pix); return -1; }
     for (i64 j = 0; j < ceil_div(s.p, NR) * NR; j++) pix[j] *= (int32_t)s.cg;
     i64 blocks = kc_blocks(s.p), a_stride = s.p * MR;
