@@ -1,4 +1,4 @@
-"""The NumPy backend's float32 convolutions and max pooling through the C
+"""The NumPy backend's float32 convolutions, max pooling and ReLU through the C
 kernels of ``kernels/cpu_conv.c``: for convolutions, im2col folded into the
 GEMM's packing, so the column matrix never exists, on the machine's own
 AVX-512 units.

@@ -1,5 +1,5 @@
-"""NumPy backend: the default, on the CPU: float32 convolutions and max pooling in the C
-kernels of kernels/cpu_conv.c where they are built, everything else through NumPy and its BLAS."""
+"""NumPy backend: the default, on the CPU: float32 convolutions, max pooling and ReLU in the
+C kernels of kernels/cpu_conv.c where they are built, everything else through NumPy and its BLAS."""
 from __future__ import annotations
 
 import numpy as np
@@ -20,9 +20,9 @@ class NumpyBackend(Backend):
     # Chunks of ~4 MiB keep the im2col buffer in cache while the GEMM reads it
     # (measured with `python -m bench`; larger chunks were slower on big layers).
     default_workspace_bytes = 4 << 20
-    #: float32 convolutions and max pooling go through the C kernels of ``kernels/cpu_conv.c``
-    #: when they are built (``kernels.native.status()`` says whether); False
-    #: keeps the im2col + BLAS path for every dtype.
+    #: float32 convolutions, max pooling and ReLU go through the C kernels of
+    #: ``kernels/cpu_conv.c`` when they are built (``kernels.native.status()``
+    #: says whether); False keeps the im2col + BLAS and NumPy paths for every dtype.
     use_native_kernels = True
 
     def __init__(self):
