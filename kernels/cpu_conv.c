@@ -1,7 +1,8 @@
 /* Convolution on the CPU as a GEMM whose im2col happens inside the packing.
  *
- * The NumPy backend's float32 fast path (see kernels/native.py for the loader
- * and backends/numpy_backend.py for the callers). The scheme is BLIS's: the
+ * The NumPy backend's float32 fast path (see kernels/native.py for the loader,
+ * backends/native_cpu.py for the callers, docs/cpu-kernels.md for the design);
+ * max pooling and ReLU live here too, further down. The scheme is BLIS's: the
  * left operand A (weights, or the output gradient) is packed once into panels
  * of MR rows; the right operand B is packed one micro-panel (kc x NR) at a
  * time straight from the zero-padded image, so the im2col matrix is never
