@@ -19,7 +19,8 @@
  * Every output element is summed in the same order (k ascending inside
  * blocks of KC, the blocks in turn; for dW the images of a share in turn)
  * whatever the split of the work between threads, so results do not depend
- * on the thread count. Needs AVX-512F; native_isa() says what this build has.
+ * on the thread count. Needs AVX-512F, or AVX2 and FMA; native_isa() says which this build
+ * has (512, 256, or 0 for neither).
  * The entry points that allocate scratch memory return 0, or -1 when an
  * allocation failed.
  */
@@ -29,17 +30,76 @@
 
 typedef long long i64;
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 
-#define MR 8            /* rows of the register tile (output channels)      */
-#define VL 16           /* floats in a vector                              */
-#define NV 3            /* vectors across the tile: NR = 48 columns         */
-#define NR (NV * VL)
-#define KC 192          /* depth of a packed B micro-panel: 192 x 48 floats = 36 KiB, in L1 */
+/* The vector layer: the rest of the file is written against these names. AVX-512 takes 16
+ * floats a vector and an 8x48 register tile (24 of its 32 registers accumulate); AVX2 takes
+ * 8 floats and a 6x16 tile (12 of its 16). */
+#if defined(__AVX512F__)
+#define V_ISA 512
+#define VL 16           /* floats in a vector */
+#define MR 8            /* rows of the register tile (output channels) */
+#define NV 3            /* vectors across the tile: NR = 48 columns */
 #define GEMM_NC 8       /* micro-panels gemm_f32 packs at once: 8 x 36 KiB, in L2 */
+typedef __m512 vf;
+static inline vf v_zero(void) { return _mm512_setzero_ps(); }
+static inline vf v_set1(float x) { return _mm512_set1_ps(x); }
+static inline vf v_load(const float *p) { return _mm512_load_ps(p); }
+static inline vf v_loadu(const float *p) { return _mm512_loadu_ps(p); }
+static inline void v_store(float *p, vf v) { _mm512_store_ps(p, v); }
+static inline vf v_add(vf a, vf b) { return _mm512_add_ps(a, b); }
+static inline vf v_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+static inline __mmask16 lanes_mask(long long n) { return n >= VL ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
+/* The first n (1..VL) lanes at p, zeros after (nothing read past them); store n lanes. */
+static inline vf v_loadn(const float *p, long long n) { return _mm512_maskz_loadu_ps(lanes_mask(n), p); }
+static inline void v_storen(float *p, vf v, long long n) { _mm512_mask_storeu_ps(p, lanes_mask(n), v); }
+static inline vf v_gather(const float *base, const int32_t *idx)
+{
+    return _mm512_i32gather_ps(_mm512_loadu_si512(idx), base, 4);
+}
+/* Lane j = p[perm[j]] for perm[j] < 2*VL: two loads and a two-source permute. */
+static inline vf v_permute2(const float *p, const int32_t *perm)
+{
+    return _mm512_permutex2var_ps(_mm512_loadu_ps(p), _mm512_loadu_si512(perm), _mm512_loadu_ps(p + VL));
+}
+#else
+#define V_ISA 256
+#define VL 8
+#define MR 6
+#define NV 2
+#define GEMM_NC 24      /* 24 x 12 KiB */
+typedef __m256 vf;
+static inline vf v_zero(void) { return _mm256_setzero_ps(); }
+static inline vf v_set1(float x) { return _mm256_set1_ps(x); }
+static inline vf v_load(const float *p) { return _mm256_load_ps(p); }
+static inline vf v_loadu(const float *p) { return _mm256_loadu_ps(p); }
+static inline void v_store(float *p, vf v) { _mm256_store_ps(p, v); }
+static inline vf v_add(vf a, vf b) { return _mm256_add_ps(a, b); }
+static inline vf v_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+static inline __m256i lanes_mask(long long n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < VL ? n : VL)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline vf v_loadn(const float *p, long long n) { return _mm256_maskload_ps(p, lanes_mask(n)); }
+static inline void v_storen(float *p, vf v, long long n) { _mm256_maskstore_ps(p, lanes_mask(n), v); }
+static inline vf v_gather(const float *base, const int32_t *idx)
+{
+    return _mm256_i32gather_ps(base, _mm256_loadu_si256((const __m256i *)idx), 4);
+}
+static inline vf v_permute2(const float *p, const int32_t *perm)
+{
+    __m256i ix = _mm256_loadu_si256((const __m256i *)perm);  /* permutevar8x32 reads ix & 7 */
+    __m256 from_lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p), ix);
+    __m256 from_hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(p + VL), ix);
+    return _mm256_blendv_ps(from_lo, from_hi, _mm256_castsi256_ps(_mm256_cmpgt_epi32(ix, _mm256_set1_epi32(VL - 1))));
+}
+#endif
 
-int native_isa(void) { return 512; }
+#define NR (NV * VL)    /* columns of the register tile */
+#define KC 192          /* depth of a packed B micro-panel: 192 x 48 floats = 36 KiB (AVX2: 12 KiB), in L1 */
+
+int native_isa(void) { return V_ISA; }
 
 /* Geometry of one convolution, as the int64 array the Python side passes. */
 enum { G_N, G_C, G_H, G_W, G_O, G_KH, G_KW, G_SH, G_SW, G_DH, G_DW, G_PT, G_PL, G_OH, G_OW, G_GROUPS, G_LEN };
@@ -142,44 +202,46 @@ static int32_t *pixel_offsets(const geom_t *s)
     return t;
 }
 
-/* How pack_b fetches 16 columns whose offsets are idx[0..15]: one load when they run on by
- * one, two loads and a permute when they fit in 32 floats, else a gather. */
-typedef struct { int kind; int32_t lo; __m512i perm; } fetch_t;
+/* How pack_b fetches VL columns whose offsets are idx[0..VL-1]: one load when they run on by
+ * one, two loads and a permute when they fit in 2*VL floats, else a gather. */
+typedef struct { int kind; int32_t lo; int32_t lanes[VL]; } fetch_t;
 
-static fetch_t classify16(const int32_t *idx, int permute_ok)
+static fetch_t classify(const int32_t *idx, int permute_ok)
 {
     fetch_t f;
-    __m512i v = _mm512_loadu_si512(idx);
-    int32_t lo = _mm512_reduce_min_epi32(v), hi = _mm512_reduce_max_epi32(v);
-    __m512i ramp = _mm512_add_epi32(_mm512_set1_epi32(lo),
-                                    _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    int32_t lo = idx[0], hi = idx[0];
+    int ramp = 1;
+    for (int j = 0; j < VL; j++) {
+        lo = idx[j] < lo ? idx[j] : lo;
+        hi = idx[j] > hi ? idx[j] : hi;
+        ramp &= idx[j] == idx[0] + j;
+    }
     f.lo = lo;
-    f.perm = _mm512_sub_epi32(v, _mm512_set1_epi32(lo));
-    f.kind = _mm512_cmpneq_epi32_mask(v, ramp) == 0 ? 0 : (permute_ok && hi - lo < 2 * VL ? 1 : 2);
-    if (f.kind == 2) f.perm = v;
+    f.kind = ramp ? 0 : (permute_ok && hi - lo < 2 * VL ? 1 : 2);
+    for (int j = 0; j < VL; j++) f.lanes[j] = f.kind == 2 ? idx[j] : idx[j] - lo;
     return f;
 }
 
-static inline __m512 fetch16(const float *base, const fetch_t *f)
+static inline vf fetch(const float *base, const fetch_t *f)
 {
     switch (f->kind) {
-    case 0: return _mm512_loadu_ps(base + f->lo);
-    case 1: return _mm512_permutex2var_ps(_mm512_loadu_ps(base + f->lo), f->perm, _mm512_loadu_ps(base + f->lo + VL));
-    default: return _mm512_i32gather_ps(f->perm, base, 4);
+    case 0: return v_loadu(base + f->lo);
+    case 1: return v_permute2(base + f->lo, f->lanes);
+    default: return v_gather(base, f->lanes);
     }
 }
 
 /* B micro-panel, k-major: out[r * nv*VL + j] = frame[rowoff[r] + coloff[j]]. For the forward,
  * rows are taps and columns pixels; for dW rows are pixels and columns taps. permute_ok: the
- * frame has 2*VL floats of slack past its end (the permute path reads up to 31 floats past
- * the lowest offset of 16); without it, only exact loads and gathers. */
+ * frame has 2*VL floats of slack past its end (the permute path reads up to 2*VL - 1 floats
+ * past the lowest offset of VL); without it, only exact loads and gathers. */
 static void pack_b(const float *frame, const int32_t *rowoff, i64 rows, const int32_t *coloff, int nv,
                    int permute_ok, float *out)
 {
     for (int v = 0; v < nv; v++) {
-        fetch_t f = classify16(coloff + v * VL, permute_ok);
+        fetch_t f = classify(coloff + v * VL, permute_ok);
         float *o = out + v * VL;
-        for (i64 r = 0; r < rows; r++, o += nv * VL) _mm512_store_ps(o, fetch16(frame + rowoff[r], &f));
+        for (i64 r = 0; r < rows; r++, o += nv * VL) v_store(o, fetch(frame + rowoff[r], &f));
     }
 }
 
@@ -202,15 +264,15 @@ static inline __attribute__((always_inline)) void
 tile(const int nv, i64 kc, const float *restrict a, const float *restrict b, float *c, i64 ldc,
      i64 m, i64 n, int first, const float *bias)
 {
-    __m512 acc[MR][NV];
+    vf acc[MR][NV];
     for (int r = 0; r < MR; r++)
-        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
+        for (int v = 0; v < nv; v++) acc[r][v] = v_zero();
     for (i64 k = 0; k < kc; k++) {
-        __m512 bv[NV];
-        for (int v = 0; v < nv; v++) bv[v] = _mm512_load_ps(b + v * VL);
+        vf bv[NV];
+        for (int v = 0; v < nv; v++) bv[v] = v_load(b + v * VL);
         for (int r = 0; r < MR; r++) {
-            __m512 ar = _mm512_set1_ps(a[r]);
-            for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+            vf ar = v_set1(a[r]);
+            for (int v = 0; v < nv; v++) acc[r][v] = v_fma(ar, bv[v], acc[r][v]);
         }
         a += MR;
         b += nv * VL;
@@ -220,11 +282,10 @@ tile(const int nv, i64 kc, const float *restrict a, const float *restrict b, flo
         for (int v = 0; v < nv; v++) {
             i64 lanes = n - v * VL;
             if (lanes <= 0) break;
-            __mmask16 mask = lanes >= VL ? (__mmask16)0xFFFF : (__mmask16)((1u << lanes) - 1);
-            __m512 out = acc[r][v];
-            if (!first) out = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, row + v * VL), out);
-            if (bias) out = _mm512_add_ps(out, _mm512_set1_ps(bias[r]));
-            _mm512_mask_storeu_ps(row + v * VL, mask, out);
+            vf out = acc[r][v];
+            if (!first) out = v_add(v_loadn(row + v * VL, lanes), out);
+            if (bias) out = v_add(out, v_set1(bias[r]));
+            v_storen(row + v * VL, out, lanes);
         }
     }
 }
@@ -240,8 +301,10 @@ static void panel_times_a(int nv, i64 kc, const float *ap, i64 a_stride, const f
         float *ci = c + i0 * ldc;
         switch (nv) {
         case 1: tile(1, kc, a, bp, ci, ldc, rows, n, first, bi); break;
+#if NV > 2
         case 2: tile(2, kc, a, bp, ci, ldc, rows, n, first, bi); break;
-        default: tile(3, kc, a, bp, ci, ldc, rows, n, first, bi); break;
+#endif
+        default: tile(NV, kc, a, bp, ci, ldc, rows, n, first, bi); break;
         }
     }
 }
@@ -462,13 +525,12 @@ static void first_inside(i64 out, i64 stride, i64 dil, i64 pad, i64 size, i64 k,
 
 /* 2x2 windows with stride 2, no padding or dilation (the common case): each output row reads
  * two input rows straight from x, 16 outputs at a time, even and odd columns split by a permute. */
+#if V_ISA == 512
 static int is_k2s2(const pool_t *s)
 {
     return s->kh == 2 && s->kw == 2 && s->sh == 2 && s->sw == 2 && s->dh == 1 && s->dw == 1 &&
            s->pt == 0 && s->pl == 0 && s->hp <= s->h && s->wp <= s->w;
 }
-
-static inline __mmask16 lanes_mask(i64 n) { return n >= VL ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
 
 /* Columns 2j (even) and 2j+1 (odd) of 32 floats from row, the first 2*n of them valid. */
 static inline void split_pairs(const float *row, i64 n, __m512 *even, __m512 *odd)
@@ -543,6 +605,13 @@ static void max_pool_k2s2_bwd(const float *gy, const uint8_t *idx, float *dx, i6
         for (i64 r = 2 * s->oh; r < s->h; r++) memset(plane + r * s->w, 0, (size_t)s->w * 4);
     }
 }
+#else
+static int is_k2s2(const pool_t *s) { (void)s; return 0; }  /* the frame-based kernels serve */
+static void max_pool_k2s2(const float *x, float *y, uint8_t *idx, i64 p0, i64 p1, const pool_t *s)
+{ (void)x; (void)y; (void)idx; (void)p0; (void)p1; (void)s; }
+static void max_pool_k2s2_bwd(const float *gy, const uint8_t *idx, float *dx, i64 p0, i64 p1, const pool_t *s)
+{ (void)gy; (void)idx; (void)dx; (void)p0; (void)p1; (void)s; }
+#endif
 
 /* One tap across a row of windows: take v where it beats the best so far, or is NaN. */
 static inline __attribute__((always_inline)) void
@@ -622,7 +691,8 @@ int max_pool2d_bwd_f32(const float *gy, const uint8_t *idx, float *dx, i64 p0, i
     return 0;
 }
 
-#else  /* no AVX-512: the library loads but reports it, and the backend keeps its NumPy path */
+#else  /* neither AVX-512 nor AVX2 with FMA: the library loads and says so, and the backend keeps
+        * its NumPy path */
 int native_isa(void) { return 0; }
 #endif
 

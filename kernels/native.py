@@ -3,15 +3,15 @@ first use, cached, loaded with :mod:`ctypes`.
 
 ``kernels/cpu_conv.c`` is built with ``$CC`` (else ``cc``) and
 ``-O3 -march=native``, so it uses the vector unit of the machine it runs on
-whatever the BLAS was told (``OPENBLAS_CORETYPE``). The shared library is kept
+(AVX-512, else AVX2 with FMA) whatever the BLAS was told (``OPENBLAS_CORETYPE``). The shared library is kept
 under ``$ENGINE_CACHE_DIR`` (else ``$XDG_CACHE_HOME/engine``, else
 ``~/.cache/engine``) in ``native/``, named by a hash of the source, the
 compiler's version, the flags and the CPU's feature flags, so a stale or
 foreign build is never loaded. It is written to a temporary name and renamed.
 
 :func:`library` returns the loaded library, or ``None`` when there is none to
-have: ``ENGINE_NATIVE=0``, no compiler, a failed build, or a CPU without
-AVX-512 (the kernels need it). :func:`status` says which, in words; nothing
+have: ``ENGINE_NATIVE=0``, no compiler, a failed build, or a CPU with neither
+AVX-512 nor AVX2 and FMA. :func:`status` says which, in words; nothing
 here raises, since the NumPy path always works without the library.
 """
 from __future__ import annotations
@@ -27,7 +27,10 @@ import tempfile
 from importlib import resources
 
 SOURCE = "cpu_conv.c"
-FLAGS = ("-O3", "-march=native", "-std=c11", "-fPIC", "-shared", "-fno-math-errno")
+FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-fno-math-errno")
+#: ``native`` unless ``$ENGINE_NATIVE_MARCH`` names another ``-march`` target (``haswell``
+#: builds the AVX2 kernels on an AVX-512 machine, which the tests use).
+ISAS = {512: "AVX-512", 256: "AVX2"}
 
 _i64 = ctypes.c_longlong
 _ptr = ctypes.c_void_p
@@ -81,8 +84,13 @@ def _compiler() -> tuple[str | None, str]:
     return path, version.splitlines()[0] if version else path
 
 
+def flags() -> tuple[str, ...]:
+    """The compiler flags, ``-march`` included."""
+    return (*FLAGS, f"-march={os.environ.get('ENGINE_NATIVE_MARCH') or 'native'}")
+
+
 def _build(cc: str, version: str, source: str) -> str:
-    key = hashlib.sha256("\0".join((source, version, " ".join(FLAGS), platform.machine(),
+    key = hashlib.sha256("\0".join((source, version, " ".join(flags()), platform.machine(),
                                     _cpu_flags())).encode()).hexdigest()[:20]
     directory = cache_dir()
     target = os.path.join(directory, f"cpu_conv-{key}.so")
@@ -94,7 +102,7 @@ def _build(cc: str, version: str, source: str) -> str:
         with open(src, "w", encoding="utf-8") as f:
             f.write(source)
         out = os.path.join(tmp, "lib.so")
-        done = subprocess.run([cc, *FLAGS, "-o", out, src], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([cc, *flags(), "-o", out, src], capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"{cc} failed on kernels/{SOURCE}:\n{done.stderr.strip()}")
         os.replace(out, target)
@@ -121,10 +129,11 @@ def library():
     for name, (restype, argtypes) in SIGNATURES.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, list(argtypes)
-    if lib.native_isa() != 512:
-        _status = "off: this CPU has no AVX-512 (the C kernels need it); NumPy's BLAS path is used"
+    isa = lib.native_isa()
+    if isa not in ISAS:
+        _status = "off: this CPU has neither AVX-512 nor AVX2 with FMA (the C kernels need one); NumPy's path is used"
         return None
-    _status = f"on (AVX-512, built by {version})"
+    _status = f"on ({ISAS[isa]}, built by {version})"
     return lib
 
 

@@ -10,6 +10,7 @@ kernels cannot be had.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -187,7 +188,8 @@ def test_without_a_compiler_the_numpy_path_runs_and_status_says_why(tmp_path):
 def test_a_build_is_cached_under_a_hash_and_reused(tmp_path):
     out1 = _run_fresh({"ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
     built = sorted(os.listdir(tmp_path / "native"))
-    assert out1.splitlines()[0].startswith("on (AVX-512, built by ") and len(built) == 1 and built[0].endswith(".so")
+    assert re.match(r"on \((AVX-512|AVX2), built by ", out1.splitlines()[0]), out1
+    assert len(built) == 1 and built[0].endswith(".so")
     stamp = os.stat(tmp_path / "native" / built[0]).st_mtime_ns
     _run_fresh({"ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
     assert sorted(os.listdir(tmp_path / "native")) == built  # no temporary build left behind
@@ -311,3 +313,28 @@ def test_relu_kernel_equals_numpys_bit_for_bit(monkeypatch):
     assert y.tobytes() == y0.tobytes() and dx.tobytes() == dx0.tobytes()  # NaN payloads and zero signs too
     with pytest.raises(ValueError, match=r"relu backward: grad_out must have the output's shape \(3, 5, 17, 19\)"):
         F.relu_backward(g[:1], y)
+
+
+def _cpu_has(*features):
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return all(feature in flags for feature in features)
+
+
+@pytest.mark.skipif(os.environ.get("ENGINE_NATIVE_MARCH") is not None,
+                    reason="already running under a forced -march (this is the inner run)")
+@pytest.mark.skipif(not _cpu_has("avx2", "fma"), reason="the AVX2 kernels need a CPU with AVX2 and FMA")
+def test_the_avx2_build_passes_this_whole_file(tmp_path):
+    """The kernels built for AVX2 (-march=haswell: 8-wide vectors, a 6x16 tile, no 2x2 pooling
+    kernel), as on CPUs without AVX-512, run every test of this file."""
+    env = {**os.environ, "ENGINE_NATIVE_MARCH": "haswell", "ENGINE_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                          capture_output=True, text=True, env=env, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert re.search(r"\d+ passed", done.stdout) and " failed" not in done.stdout
+    status = _run_fresh({"ENGINE_NATIVE_MARCH": "haswell", "ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
+    assert status.splitlines()[0].startswith("on (AVX2, built by ")
