@@ -28,8 +28,7 @@ from importlib import resources
 
 SOURCE = "cpu_conv.c"
 FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-fno-math-errno")
-#: ``native`` unless ``$ENGINE_NATIVE_MARCH`` names another ``-march`` target (``haswell``
-#: builds the AVX2 kernels on an AVX-512 machine, which the tests use).
+#: What ``native_isa()`` of a build may answer, named; 0 (neither) turns the kernels off.
 ISAS = {512: "AVX-512", 256: "AVX2"}
 
 _i64 = ctypes.c_longlong
@@ -85,7 +84,8 @@ def _compiler() -> tuple[str | None, str]:
 
 
 def flags() -> tuple[str, ...]:
-    """The compiler flags, ``-march`` included."""
+    """The compiler flags: ``-march=native`` unless ``$ENGINE_NATIVE_MARCH`` names another
+    target (``haswell`` builds the AVX2 kernels on an AVX-512 machine, which the tests use)."""
     return (*FLAGS, f"-march={os.environ.get('ENGINE_NATIVE_MARCH') or 'native'}")
 
 
@@ -126,13 +126,14 @@ def library():
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         _status = f"off: building kernels/{SOURCE} failed: {exc}"
         return None
+    lib.native_isa.restype, lib.native_isa.argtypes = ctypes.c_int, []
+    isa = lib.native_isa()
+    if isa not in ISAS:  # such a build defines native_isa alone
+        _status = "off: this CPU has neither AVX-512 nor AVX2 with FMA (the C kernels need one); NumPy's path is used"
+        return None
     for name, (restype, argtypes) in SIGNATURES.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, list(argtypes)
-    isa = lib.native_isa()
-    if isa not in ISAS:
-        _status = "off: this CPU has neither AVX-512 nor AVX2 with FMA (the C kernels need one); NumPy's path is used"
-        return None
     _status = f"on ({ISAS[isa]}, built by {version})"
     return lib
 

@@ -338,3 +338,11 @@ def test_the_avx2_build_passes_this_whole_file(tmp_path):
     assert re.search(r"\d+ passed", done.stdout) and " failed" not in done.stdout
     status = _run_fresh({"ENGINE_NATIVE_MARCH": "haswell", "ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
     assert status.splitlines()[0].startswith("on (AVX2, built by ")
+
+
+def test_a_build_without_avx2_or_avx512_turns_the_kernels_off(tmp_path):
+    """-march=x86-64 (SSE2 only) compiles the source's fallback branch: native_isa() says 0."""
+    out = _run_fresh({"ENGINE_NATIVE_MARCH": "x86-64", "ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
+    status, total = out.splitlines()
+    assert status.startswith("off: this CPU has neither AVX-512 nor AVX2 with FMA")
+    assert float(total) == 3 * 2 * (9 * 9 + 12 * 6 + 4 * 4)
