@@ -80,7 +80,7 @@ def forward(x, weight, bias, win: Window, groups: int):
     y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
     macs = y.size * (weight.size // o)
 
-    def items(part):  # (image, group, 48 output pixels) in order: whole images, unless N is small
+    def items(part):  # (image, group, a panel of output pixels) in order: whole images, unless N is small
         _ok(lib.conv2d_fwd_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop, _ptr(geom)),
             "conv2d")
     _split(items, lib.fwd_items(_ptr(geom)), macs)

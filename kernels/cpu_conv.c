@@ -147,7 +147,7 @@ static void pad_frame(const float *x, const geom_t *s, float *frame)
 }
 
 /* The same frame with channels innermost: frame[(r * wp + q) * cg + c]. The weight gradient
- * reads it, so that 16 consecutive taps (ky, kx, c..c+15) are one load. */
+ * reads it, so that VL consecutive taps (ky, kx, c..c+VL-1) are one load. */
 static void pad_frame_hwc(const float *x, const geom_t *s, float *frame)
 {
     i64 cg = s->cg, pitch = s->wp * cg;
