@@ -64,7 +64,7 @@ def default_paths(backend_name: str) -> tuple[str, ...]:
 
 
 def native_active(env) -> bool:
-    """The engine's float32 NumPy convolutions and max pooling run on the C kernels."""
+    """The engine's float32 NumPy convolutions, max pooling and ReLU run on the C kernels."""
     return (env.backend.name == "numpy" and env.dtype == "float32"
             and getattr(env.backend, "use_native_kernels", False) and native.library() is not None)
 
@@ -399,12 +399,9 @@ def conv_case(env: Env, op: str, s: ConvShape) -> Case:
         if not env.want(method) or (method == "gemm-blas" and not native_active(env)):
             continue
         engine_method = "strided" if method == "strided" else "gemm"
+        run, outputs = _engine_conv_run(env, op, engine_method, s, x, w, b, g)
         if method == "gemm-blas":
-            with kernels_off(env.backend):
-                run, outputs = _engine_conv_run(env, op, engine_method, s, x, w, b, g)
             run = _without_kernels(env.backend, run)
-        else:
-            run, outputs = _engine_conv_run(env, op, engine_method, s, x, w, b, g)
         if method == "gemm-slicing":
             run = _generic(env.backend, IM2COL_METHODS, run)
         ws = s.n * per_image * factor if method == "strided" else chunk * factor
