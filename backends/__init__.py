@@ -14,9 +14,9 @@ __all__ = ["Backend", "BackendUnavailableError", "Window", "NAMES", "get", "avai
 
 #: Known backend names and the module that implements each.
 _MODULES = {
-    "numpy": "backends.numpy_backend",
-    "cupy": "backends.cupy_backend",
-    "array_api_strict": "backends.array_api_strict_backend",
+    "numpy": f"{__name__}.numpy_backend",
+    "cupy": f"{__name__}.cupy_backend",
+    "array_api_strict": f"{__name__}.array_api_strict_backend",
 }
 NAMES = tuple(_MODULES)
 _loaded: dict[str, Backend] = {}

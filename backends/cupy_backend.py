@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import kernels
+from .. import kernels
 
 from .base import Backend, BackendUnavailableError, Window
 

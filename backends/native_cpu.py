@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels import native
+from ..kernels import native
 
 from . import host_threads
 from .base import Window

@@ -6,7 +6,7 @@ import numpy as np
 from array_api_compat import numpy as xp_numpy
 from numpy.lib.stride_tricks import as_strided
 
-from kernels import native
+from ..kernels import native
 
 from . import native_cpu
 from .base import Backend, Window, touches_padding, win_offsets
@@ -18,7 +18,7 @@ class NumpyBackend(Backend):
     name = "numpy"
     xp = xp_numpy
     # Chunks of ~4 MiB keep the im2col buffer in cache while the GEMM reads it
-    # (measured with `python -m bench`; larger chunks were slower on big layers).
+    # (measured with `python -m engine.bench`; larger chunks were slower on big layers).
     default_workspace_bytes = 4 << 20
     #: float32 convolutions, max pooling and ReLU go through the C kernels of
     #: ``kernels/cpu_conv.c`` when they are built (``kernels.native.status()``

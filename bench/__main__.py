@@ -1,13 +1,21 @@
-"""``python -m bench``: time the engine's conv2d paths, max pooling and a whole
-training step against PyTorch and the bare GEMM; see ``--help``."""
+"""``python -m engine.bench``: time the engine's conv2d paths, max pooling and a whole
+training step against PyTorch and the bare GEMM; see ``--help``.
+
+In a source checkout, ``python -m bench`` from the repository root runs the same."""
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import time
 
-from . import machine
+if __package__ != "engine.bench":  # `python -m bench` from the repository root: the package's real name runs
+    import runpy
+    runpy.run_module("engine.bench", run_name="__main__", alter_sys=True)
+    sys.exit(0)  # not reached: the bench exits with its own status
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+
+from . import machine  # noqa: E402
 from .suites import ALL_OPS, OP_HELP, SUITES
 
 EXIT_BAD_PATH = 3
@@ -44,11 +52,11 @@ exit status: 0, or 3 when some path was WRONG or raised (the run still completes
 and writes every file), 2 for a usage error or an unusable backend.
 
 examples:
-  python -m bench --suite quick
-  python -m bench --suite core --json bench/results/core.json
-  python -m bench --suite full --save bench/results/cpu-full
-  python -m bench --backend cupy --suite full --save $OUT/gpu-full
-  python -m bench --suite quick --ops conv2d_fwd --paths gemm torch --shape 32,64,32,128,3,1,1
+  python -m engine.bench --suite quick
+  python -m engine.bench --suite core --json bench/results/core.json
+  python -m engine.bench --suite full --save bench/results/cpu-full
+  python -m engine.bench --backend cupy --suite full --save $OUT/gpu-full
+  python -m engine.bench --suite quick --ops conv2d_fwd --paths gemm torch --shape 32,64,32,128,3,1,1
 """
 
 
@@ -60,7 +68,7 @@ def _list(values):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=DESCRIPTION, epilog=EPILOG,
+    p = argparse.ArgumentParser(prog="python -m engine.bench", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "array_api_strict"],
                    help="array backend whose paths are timed (default: numpy). The peer is PyTorch on the CPU "
@@ -171,7 +179,7 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
     try:
         env = Env(args.backend, args.dtype, paths, inject_broken=args.inject_broken, use_torch=not args.no_torch)
     except RuntimeError as exc:  # BackendUnavailableError: says why and how to fix it
-        print(f"python -m bench: backend {args.backend!r} is not usable here: {exc}", file=sys.stderr)
+        print(f"python -m engine.bench: backend {args.backend!r} is not usable here: {exc}", file=sys.stderr)
         return 2
 
     if shapes_override:
@@ -186,7 +194,7 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
 
     meta = machine.collect(args.backend, settings, argv)
     if args.backend == "numpy":
-        from kernels import native
+        from ..kernels import native
         meta["native_kernels"] = native.status()
     meta.update(
         suite=suite.name, suite_description=suite.description, ops=ops, paths=paths, dtype=args.dtype,
@@ -205,7 +213,7 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
         print(s, flush=True)
         text.append(s)
 
-    emit(f"python -m bench {' '.join(argv)}")
+    emit(f"python -m engine.bench {' '.join(argv)}")
     emit(f"backend {args.backend} {args.dtype}; suite {suite.name}: {suite.description}")
     emit(f"CPU {meta['cpu_model']} ({meta['cpu_usable']} usable cores); BLAS "
          f"{(meta['blas'].get('blas') or {}).get('name') if isinstance(meta['blas'].get('blas'), dict) else '?'} "
@@ -298,7 +306,7 @@ def _write(args, meta, rows, text):
         try:
             report.write_plot(plot_path, meta, rows)
         except Exception as exc:  # noqa: BLE001  (a plot failure must not lose the numbers)
-            print(f"python -m bench: could not write the plot {plot_path}: {type(exc).__name__}: {exc}",
+            print(f"python -m engine.bench: could not write the plot {plot_path}: {type(exc).__name__}: {exc}",
                   file=sys.stderr)
 
 

@@ -25,7 +25,7 @@ def usable_cores() -> int:
 
 def set_thread_env(n: int) -> dict:
     """Thread-count environment variables; effective only before NumPy (its
-    BLAS) is imported, which is why ``python -m bench`` calls this first.
+    BLAS) is imported, which is why ``python -m engine.bench`` calls this first.
     Returns the previous values, for :func:`restore_env`."""
     before = {var: os.environ.get(var) for var in THREAD_ENV_VARS}
     for var in THREAD_ENV_VARS:
@@ -104,7 +104,7 @@ class ThreadSettings:
         self._host_before = None
 
     def apply(self) -> ThreadSettings:
-        from backends import host_threads
+        from ..backends import host_threads
         self._host_before = host_threads.get_num_threads()
         host_threads.set_num_threads(self.n)  # the engine's own copy/pooling loops
         try:
@@ -126,7 +126,7 @@ class ThreadSettings:
     def restore(self) -> None:
         """Put the thread counts back (``main`` may run inside a test process)."""
         if self._host_before is not None:
-            from backends import host_threads
+            from ..backends import host_threads
             host_threads.set_num_threads(self._host_before)
             self._host_before = None
         if self._limiter is not None:
@@ -138,7 +138,7 @@ class ThreadSettings:
             self._torch_before = None
 
     def facts(self) -> dict:
-        from backends import host_memory, host_threads
+        from ..backends import host_memory, host_threads
         out = {"requested": self.n, "method": self.method, "engine_host_threads": host_threads.get_num_threads(),
                "malloc_tuned": host_memory.malloc_tuned(),
                "env": {v: os.environ.get(v) for v in REPORTED_ENV_VARS if os.environ.get(v) is not None}}
@@ -263,7 +263,7 @@ def collect(backend: str, threads: ThreadSettings | None, argv: list[str]) -> di
     """Every fact about the machine and the run that a result needs beside it."""
     facts = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python -m bench " + " ".join(argv),
+        "command": "python -m engine.bench " + " ".join(argv),
         "backend": backend,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -40,10 +40,10 @@ import zlib
 
 import numpy as np
 
-import backends
+from .. import backends
 import engine
-from backends import Backend, Window, native_cpu
-from kernels import native
+from ..backends import Backend, Window, native_cpu
+from ..kernels import native
 from engine import functional as F
 
 from .harness import Case, Path

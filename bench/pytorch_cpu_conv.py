@@ -3,9 +3,9 @@ interleaved with PyTorch CPU on the same threads, for the five core shapes,
 with PASS/MISS against the targets (engine <= 1.25x PyTorch's median; conv
 forward <= 1.3x the bare GEMM).
 
-    python -m bench.pytorch_cpu_conv [--threads N] [--repeat N] [--json FILE] ...
+    python -m engine.bench.pytorch_cpu_conv [--threads N] [--repeat N] [--json FILE] ...
 
-is ``python -m bench --suite core --backend numpy --dtype float32`` plus any
+is ``python -m engine.bench --suite core --backend numpy --dtype float32`` plus any
 options given.
 """
 from __future__ import annotations

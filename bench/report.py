@@ -196,7 +196,7 @@ def write_plot(path: str, meta: dict, rows: list[dict]) -> None:
                              squeeze=False)
     threads = (meta.get("threads") or {}).get("requested")
     gpu = (meta.get("cupy") or {}).get("gpu") if meta.get("backend") == "cupy" else None
-    title = (f"{meta.get('command', 'python -m bench')}\n{meta.get('dtype')}, "
+    title = (f"{meta.get('command', 'python -m engine.bench')}\n{meta.get('dtype')}, "
              f"{gpu or meta.get('cpu_model') or ''}, {threads} threads, {meta.get('date_utc', '')[:10]}")
     fig.suptitle(title, fontsize=10)
 
@@ -307,7 +307,7 @@ def core_verdicts(rows: list[dict], engine_path: str = "gemm") -> tuple[str, int
 
 
 def replot(json_path: str, png_path: str) -> None:
-    """Redraw the plot of a saved run: ``python -m bench.report RUN.json OUT.png``."""
+    """Redraw the plot of a saved run: ``python -m engine.bench.report RUN.json OUT.png``."""
     with open(json_path) as fh:
         data = json.load(fh)
     write_plot(png_path, data["meta"], data["rows"])
@@ -316,7 +316,7 @@ def replot(json_path: str, png_path: str) -> None:
 if __name__ == "__main__":
     import sys
     if len(sys.argv) != 3:
-        sys.exit("usage: python -m bench.report RUN.json OUT.png  (redraws the plot of a saved run)")
+        sys.exit("usage: python -m engine.bench.report RUN.json OUT.png  (redraws the plot of a saved run)")
     missing = plot_available()
     if missing:
         sys.exit(missing)

@@ -8,8 +8,8 @@ lr 1e-3, batch 64, 3 epochs, a fresh shuffle every epoch), CPU with
 ``torch.set_num_threads(2)``. Prints the per-epoch training time (validation
 and test excluded, as the engine's CLI reports it) and the test accuracy.
 
-    python bench/train_torch_fashion.py                      # PyTorch's default initialisation
-    python bench/train_torch_fashion.py --init engine        # start from the engine's initial weights
+    python -m engine.bench.train_torch_fashion                      # PyTorch's default initialisation
+    python -m engine.bench.train_torch_fashion --init engine        # start from the engine's initial weights
 
 Compare with:
 

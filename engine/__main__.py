@@ -158,7 +158,7 @@ def _optimizer(name, params, lr, momentum, weight_decay):
 
 
 def _cmd_train(args, out) -> int:
-    import backends
+    from . import backends
     import engine
 
     from . import nn

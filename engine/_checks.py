@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numbers
 
-import backends
+from . import backends
 
 from . import _state
 

@@ -5,7 +5,7 @@ import contextlib
 
 import numpy as np
 
-import backends
+from . import backends
 
 _current = None  # set lazily to the numpy backend
 _host_rng = np.random.default_rng()
@@ -110,11 +110,11 @@ def set_num_threads(n: int) -> None:
     NumPy's BLAS keeps its own pool: limit it with ``threadpoolctl`` or
     ``OPENBLAS_NUM_THREADS`` (``python -m engine train --threads N`` does both).
     """
-    from backends import host_threads
+    from .backends import host_threads
     host_threads.set_num_threads(n)
 
 
 def get_num_threads() -> int:
     """Threads the host backends' own loops use (see :func:`set_num_threads`)."""
-    from backends import host_threads
+    from .backends import host_threads
     return host_threads.get_num_threads()

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import backends
+from . import backends
 
 from . import _state
 from ._io import atomic_write

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import backends
+from . import backends
 
 from . import _state
 from ._io import atomic_write, current_umask

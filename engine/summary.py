@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import backends
+from . import backends
 
 from . import _state
 from .nn import layers as L

@@ -31,7 +31,7 @@ import warnings
 
 import numpy as np
 
-import backends
+from . import backends
 
 from . import _state
 from .nn.module import Module, Sequential

@@ -121,7 +121,7 @@ def library():
         _status = f"off: {version}"
         return None
     try:
-        source = resources.files("kernels").joinpath(SOURCE).read_text(encoding="utf-8")
+        source = resources.files(__package__).joinpath(SOURCE).read_text(encoding="utf-8")
         lib = ctypes.CDLL(_build(cc, version, source))
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         _status = f"off: building kernels/{SOURCE} failed: {exc}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import backends
+from engine import backends
 import engine
 
 BACKEND_NAMES = ["numpy", "array_api_strict", "cupy"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import backends
+from engine import backends
 import engine
 import engine.functional as F
 from engine import nn, optim

@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import backends
-from bench import harness, report
-from kernels import native
-from bench.__main__ import main
-from bench.ops import IM2COL_METHODS, Env, build_case, generic_methods
-from bench.suites import SMOKE_CONV, get_suite, parse_shape
+from engine import backends
+from engine.bench import harness, report
+from engine.kernels import native
+from engine.bench.__main__ import main
+from engine.bench.ops import IM2COL_METHODS, Env, build_case, generic_methods
+from engine.bench.suites import SMOKE_CONV, get_suite, parse_shape
 
 FAST = ["--suite", "smoke", "--quiet", "--threads", "1", "--repeat", "1", "--warmup", "0"]
 
@@ -27,9 +28,13 @@ def _run(tmp_path, *extra):
     return rc, data, report.read_csv(str(cs))
 
 
-def test_help_explains_every_option():
-    out = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, timeout=60,
-                         check=False)
+@pytest.mark.parametrize("module, cwd", [("engine.bench", "elsewhere"), ("bench", "checkout")],
+                         ids=["installed-name", "checkout-shim"])
+def test_help_explains_every_option(module, cwd, tmp_path):
+    """``python -m engine.bench`` from anywhere; ``python -m bench`` from the repository root."""
+    folder = tmp_path if cwd == "elsewhere" else Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60,
+                         check=False, cwd=folder)
     assert out.returncode == 0, out.stderr
     for opt in ("--backend", "--suite", "--ops", "--paths", "--repeat", "--dtype", "--threads", "--json", "--csv",
                 "--plot", "quick", "full", "sweep", "core"):

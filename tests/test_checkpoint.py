@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-import backends
+from engine import backends
 import engine
 from engine import nn, optim
 from engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint

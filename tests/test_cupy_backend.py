@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import backends
+from engine import backends
 import engine
-from backends.base import Window
+from engine.backends.base import Window
 
 DTYPES = ("float64", "float32", "float16")
 
@@ -41,7 +41,7 @@ def ref():
 # -- without CuPy (or without a device): runs in every CI run ---------------------------
 
 def test_module_imports_without_cupy():
-    module = importlib.import_module("backends.cupy_backend")
+    module = importlib.import_module("engine.backends.cupy_backend")
     assert module.BACKEND_CLASS.name == "cupy"
     names = backends.available()
     assert "numpy" in names
@@ -342,7 +342,7 @@ def _stand_in_cupy(tmp_path):
 
         def get_function(self, name):
             if self.lib is None:
-                import kernels
+                from engine import kernels
                 entries = [e for s in kernels.source_names() for e in kernels.entry_points(s)
                            if f"{e.rsplit('_', 1)[0]}_##SUFFIX" in self.code]
                 body = [f'#include "{Path(kernels.__file__).parent / "host_shim.h"}"', self.code]
@@ -422,17 +422,17 @@ def stand_in(tmp_path, monkeypatch):
         pytest.skip("the stand-in cupy runs kernels through g++, which is not installed")
     import array_api_compat
 
-    import kernels
+    from engine import kernels
     cupy, xp = _stand_in_cupy(tmp_path)
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setitem(sys.modules, "array_api_compat.cupy", xp)
     monkeypatch.setattr(array_api_compat, "cupy", xp, raising=False)
-    monkeypatch.delitem(sys.modules, "backends.cupy_backend", raising=False)
+    monkeypatch.delitem(sys.modules, "engine.backends.cupy_backend", raising=False)
     kernels._loader.cache_clear()
-    module = importlib.import_module("backends.cupy_backend")
+    module = importlib.import_module("engine.backends.cupy_backend")
     yield module.CupyBackend()
     kernels._loader.cache_clear()
-    sys.modules.pop("backends.cupy_backend", None)  # the next import sees the real cupy again
+    sys.modules.pop("engine.backends.cupy_backend", None)  # the next import sees the real cupy again
 
 
 def test_wrappers_run_the_kernels_through_a_stand_in_cupy(stand_in, ref):
@@ -465,7 +465,7 @@ def test_stand_in_out_of_memory_becomes_memory_error(stand_in, monkeypatch):
 
 def test_stand_in_without_a_device(stand_in, monkeypatch):
     cupy = sys.modules["cupy"]
-    module = sys.modules["backends.cupy_backend"]
+    module = sys.modules["engine.backends.cupy_backend"]
     monkeypatch.setattr(cupy.cuda.runtime, "getDeviceCount", lambda: 0)
     with pytest.raises(backends.BackendUnavailableError, match=r"no CUDA device.*\.\[cuda12\]"):
         module.CupyBackend()

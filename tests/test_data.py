@@ -617,7 +617,7 @@ def test_cache_dir_respects_xdg(monkeypatch, tmp_path):
 def test_loader_batches_live_on_each_backend(backend):
     """Every backend (cupy with the gpu marker, skipped without a device) gets
     the same batches as NumPy, as uint8 converted on the backend."""
-    import backends
+    from engine import backends
 
     ds = load_dataset("mnist5k", "test")
     ref = _epoch(DataLoader(ds, batch_size=256, shuffle=True, seed=9, backend="numpy"))

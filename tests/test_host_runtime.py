@@ -11,10 +11,10 @@ import threading
 import numpy as np
 import pytest
 
-import backends
+from engine import backends
 import engine
 import engine.functional as F
-from backends import host_memory, host_threads
+from engine.backends import host_memory, host_threads
 
 
 @pytest.fixture
@@ -147,7 +147,8 @@ def test_malloc_tuning_is_on_with_glibc_and_can_be_turned_off():
         pytest.skip("glibc's own MALLOC_* variables are set: the engine leaves the allocator alone")
     turned_off = os.environ.get("ENGINE_TUNE_MALLOC", "1").strip().lower() in ("0", "false", "no", "off")
     assert host_memory.malloc_tuned() is not turned_off  # this process follows the variable too
-    code = "import backends; backends.get('numpy'); from backends import host_memory; print(host_memory.malloc_tuned())"
+    code = ("from engine import backends; backends.get('numpy'); from engine.backends import host_memory; "
+            "print(host_memory.malloc_tuned())")
     for env_value, expected in (("0", "False"), ("1", "True")):
         env = dict(os.environ, ENGINE_TUNE_MALLOC=env_value)
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-import kernels
+from engine import kernels
 
 ARCHS = ("sm_80", "sm_90")
 KERNELS_DIR = Path(kernels.__file__).resolve().parent

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import backends
-import kernels
-from backends.base import Window
+from engine import backends
+from engine import kernels
+from engine.backends.base import Window
 
 CXX = shutil.which("g++") or shutil.which("c++")
 pytestmark = pytest.mark.skipif(CXX is None, reason="the host-shim tests need a C++ compiler (g++)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import backends
+from engine import backends
 import engine
 from engine import models, nn
 from engine.summary import Summary, summary

@@ -17,10 +17,10 @@ import sys
 import numpy as np
 import pytest
 
-import backends
+from engine import backends
 import engine.functional as F
-from backends import host_threads, native_cpu
-from kernels import native
+from engine.backends import host_threads, native_cpu
+from engine.kernels import native
 
 from _helpers import TORCH_TOL, assert_rel, from_torch, to_torch, torch_or_skip
 
@@ -168,7 +168,7 @@ def _run_fresh(env_extra, code):
     return done.stdout.strip()
 
 
-CHECK = ("import numpy as np, engine.functional as F; from kernels import native; "
+CHECK = ("import numpy as np, engine.functional as F; from engine.kernels import native; "
          "x = np.ones((1, 2, 5, 5), np.float32); w = np.ones((3, 2, 3, 3), np.float32); "
          "y = F.conv2d(x, w, padding=1); print(native.status()); print(float(y.sum()))")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import backends
-from kernels import native
+from engine import backends
+from engine.kernels import native
 import engine
 import engine.functional as F
 from engine import nn
@@ -401,7 +401,7 @@ def test_numpy_max_pool_fast_path_equals_generic_on_ties_and_infinities(case, us
     +-inf: values, indices and gradients equal the generic array-API code's,
     bit for bit, with inf and NaN in the output gradient too. Both float32
     fast paths: the C kernel and NumPy's separable max."""
-    from backends.base import Backend
+    from engine.backends.base import Backend
     monkeypatch.setattr(backends.get("numpy"), "use_native_kernels", use_native)
     n, c, h, w, k, s, d, p, ceil = FAST_MAX_CASES[case]
     rng = np.random.default_rng(len(case))

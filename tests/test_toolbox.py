@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-import backends
+from engine import backends
 import engine
 from engine import functional as F
 from engine import nn

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-import backends
+from engine import backends
 import engine
 from engine import nn, optim
 from engine import training as T
@@ -201,7 +201,7 @@ def test_divergence_to_inf_keeps_finite_weights():
 def test_out_of_range_labels_on_a_device_backend_stop_training_naming_the_labels(monkeypatch):
     """Device backends do not check labels on the host each step; the NaN loss
     they give instead stops fit with a message about the labels."""
-    import backends
+    from engine import backends
     monkeypatch.setattr(backends.get("numpy"), "host_memory", False)  # behave like cupy: no per-step sync
     engine.manual_seed(0)
     model = linear_model()

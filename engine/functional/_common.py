@@ -1,7 +1,7 @@
 """Geometry and helpers shared by the functional ops."""
 from __future__ import annotations
 
-from backends import Window
+from ..backends import Window
 
 from .._checks import pair
 

@@ -14,7 +14,7 @@ the output size is ``(H-1)*stride - 2*padding + dilation*(k-1) + output_padding 
 """
 from __future__ import annotations
 
-from backends import Window
+from ..backends import Window
 
 from .._checks import backend_for, pair, require_float, require_ndim
 from ._common import _batch_chunks, _device, _itemsize

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-import backends
+from .. import backends
 
 from .. import _state
 

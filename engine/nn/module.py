@@ -19,7 +19,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-import backends
+from .. import backends
 
 from .. import _state
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import backends
+from .. import backends
 
 from .. import _state
 from .._checks import backend_for

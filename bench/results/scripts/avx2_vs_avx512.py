@@ -15,9 +15,9 @@ CHILD = r'''
 import time
 import numpy as np
 import engine  # noqa: F401  (sets the BLAS thread timeout before NumPy's BLAS starts)
-from backends import native_cpu
+from engine.backends import native_cpu
 from engine.functional._common import _window, conv_padding
-from kernels import native
+from engine.kernels import native
 
 def median_ms(fn, repeat=9):
     fn()

@@ -8,7 +8,7 @@ import time
 import engine
 import numpy as np
 
-import backends
+from engine import backends
 from engine import nn, optim
 
 engine.manual_seed(0)

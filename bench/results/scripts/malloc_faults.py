@@ -9,9 +9,9 @@ import time
 import engine  # noqa: F401  (first: sets OPENBLAS_THREAD_TIMEOUT)
 import numpy as np
 
-import backends
+from engine import backends
 import engine.functional as F
-from backends import host_memory, host_threads
+from engine.backends import host_memory, host_threads
 
 backends.get("numpy")  # applies the malloc tuning unless ENGINE_TUNE_MALLOC=0
 faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
