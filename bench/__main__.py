@@ -204,7 +204,7 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
         reference=env.reference_name, tolerance=env.tol, peer=env.peer_name or env.torch_note,
         conv_dx_method=("dx alone = the dx half of the engine's backward called directly "
                         "(W^T @ grad per workspace chunk, then backend.col2im), as in "
-                        "engine/functional/conv.py; checked against the reference dx"),
+                        "engine/ops/conv.py; checked against the reference dx"),
         workspace_bytes_default=env.backend.workspace_bytes(), complete=False)
 
     text = []

@@ -24,7 +24,7 @@ Paths of conv2d (names as they appear in the report):
 The conv input gradient alone (``conv2d_bwd_dx``) is timed by calling the dx
 half of the engine's backward directly: on NumPy float32 with the C kernels and
 stride 1, ``backends.native_cpu.input_grad``; else ``W^T @ grad`` per workspace
-chunk then ``backend.col2im``, exactly the calls ``engine/functional/conv.py``
+chunk then ``backend.col2im``, exactly the calls ``engine/ops/conv.py``
 (``_conv2d_backward_gemm``, dx branch; ``_conv2d_backward_strided`` for the
 strided path) makes, checked against the reference dx like every other path.
 The weight gradient alone is ``conv2d_backward(..., need_input_grad=False,
@@ -44,7 +44,7 @@ from .. import backends
 import engine
 from ..backends import Backend, Window, native_cpu
 from ..kernels import native
-from engine import functional as F
+from engine import ops as F
 
 from .harness import Case, Path
 from .suites import ConvShape, PoolShape, TrainShape, sweep_point
@@ -240,7 +240,7 @@ def _window(s: ConvShape) -> Window:
 
 def _chunks(backend, n, per_image):
     try:  # the engine's own chunking, so the dx path splits the batch as the engine does
-        from engine.functional._common import _batch_chunks
+        from engine.ops._common import _batch_chunks
         return _batch_chunks(backend, n, per_image)
     except ImportError:
         step = max(1, backend.workspace_bytes() // max(1, per_image))

@@ -51,7 +51,7 @@ _ATTRIBUTES = {
     **dict.fromkeys(("load_checkpoint", "save_checkpoint"), "checkpoint"),
     **dict.fromkeys(("evaluate", "fit", "predict"), "training"),
 }
-_SUBMODULES = ("backends", "checkpoint", "data", "functional", "kernels", "models", "nn", "optim", "plots",
+_SUBMODULES = ("backends", "checkpoint", "data", "kernels", "models", "nn", "ops", "optim", "plots",
                "schedulers", "summary", "training")
 
 __all__ = sorted(set(_ATTRIBUTES) | set(_SUBMODULES) - {"backends", "kernels", "summary"})

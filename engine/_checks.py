@@ -1,4 +1,4 @@
-"""Argument normalisation and input checks shared by the functional ops and layers.
+"""Argument normalisation and input checks shared by the array-level ops (engine.ops) and the layers.
 
 Every error names the op or layer (``where``), the argument, what was expected
 and what came, so users never see a traceback from deep inside an array library.

@@ -7,7 +7,7 @@ import pytest
 
 from engine import backends
 import engine
-import engine.functional as F
+from engine import ops
 from engine import nn, optim
 
 from conftest import assert_close
@@ -128,14 +128,14 @@ def _strict(a):
 
 
 @pytest.mark.parametrize("call, where", [
-    (lambda: F.conv2d(np.zeros((1, 1, 4, 4)), _strict(np.zeros((1, 1, 3, 3)))), "conv2d"),
-    (lambda: F.conv2d(_strict(np.zeros((1, 1, 4, 4))), np.zeros((1, 1, 3, 3))), "conv2d"),
-    (lambda: F.conv2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), _strict(np.zeros(1))), "conv2d"),
-    (lambda: F.linear(np.zeros((2, 3)), _strict(np.zeros((4, 3)))), "linear"),
-    (lambda: F.cross_entropy(_strict(np.zeros((2, 3))), np.array([0, 1])), "cross_entropy"),
-    (lambda: F.mse_loss(np.zeros(3), _strict(np.zeros(3))), "mse_loss"),
-    (lambda: F.relu_backward(np.zeros(3), _strict(np.zeros(3))), "relu backward"),
-    (lambda: F.max_pool2d_backward(np.zeros((1, 1, 1, 1)), _strict(np.zeros((1, 1, 1, 1), dtype=np.int64)),
+    (lambda: ops.conv2d(np.zeros((1, 1, 4, 4)), _strict(np.zeros((1, 1, 3, 3)))), "conv2d"),
+    (lambda: ops.conv2d(_strict(np.zeros((1, 1, 4, 4))), np.zeros((1, 1, 3, 3))), "conv2d"),
+    (lambda: ops.conv2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), _strict(np.zeros(1))), "conv2d"),
+    (lambda: ops.linear(np.zeros((2, 3)), _strict(np.zeros((4, 3)))), "linear"),
+    (lambda: ops.cross_entropy(_strict(np.zeros((2, 3))), np.array([0, 1])), "cross_entropy"),
+    (lambda: ops.mse_loss(np.zeros(3), _strict(np.zeros(3))), "mse_loss"),
+    (lambda: ops.relu_backward(np.zeros(3), _strict(np.zeros(3))), "relu backward"),
+    (lambda: ops.max_pool2d_backward(np.zeros((1, 1, 1, 1)), _strict(np.zeros((1, 1, 1, 1), dtype=np.int64)),
                                    (1, 1, 2, 2), 2), "max_pool2d backward"),
 ])
 def test_mixing_backends_is_a_type_error_naming_both(call, where):

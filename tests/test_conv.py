@@ -7,7 +7,7 @@ import pytest
 
 from engine import backends
 import engine
-import engine.functional as F
+from engine import ops
 from engine import nn
 
 import reference as ref
@@ -78,8 +78,8 @@ def _reference(case):
 
 
 def _engine(x, wt, b, gy, kwargs, method):
-    y = F.conv2d(x, wt, b, method=method, **kwargs)
-    dx, dw, db = F.conv2d_backward(gy, x, wt, method=method, **kwargs)
+    y = ops.conv2d(x, wt, b, method=method, **kwargs)
+    dx, dw, db = ops.conv2d_backward(gy, x, wt, method=method, **kwargs)
     return y, dx, dw, db
 
 
@@ -126,7 +126,7 @@ def test_matches_torch(case, method, dtype):
 @pytest.mark.parametrize("case", FD_CASES)
 def test_backward_matches_finite_differences(case, method):
     x, wt, b, gy, kw = _data(case)
-    loss = lambda x_, w_, b_: float(np.sum(F.conv2d(x_, w_, b_, method=method, **kw) * gy))  # noqa: E731
+    loss = lambda x_, w_, b_: float(np.sum(ops.conv2d(x_, w_, b_, method=method, **kw) * gy))  # noqa: E731
     _, dx, dw, db = _engine(x, wt, b, gy, kw, method)
     assert_rel(dx, ref.numerical_grad(lambda v: loss(v, wt, b), x), FD_TOL, "dx")
     assert_rel(dw, ref.numerical_grad(lambda v: loss(x, v, b), wt), FD_TOL, "dweight")
@@ -137,14 +137,14 @@ def test_backward_matches_finite_differences(case, method):
 @pytest.mark.parametrize("method", METHODS)
 def test_backward_without_input_grad_or_bias(method):
     x, wt, b, gy, kw = _data("stride2_pad1")
-    dx, dw, db = F.conv2d_backward(gy, x, wt, method=method, need_input_grad=False, has_bias=False, **kw)
+    dx, dw, db = ops.conv2d_backward(gy, x, wt, method=method, need_input_grad=False, has_bias=False, **kw)
     assert dx is None and db is None
     assert_close(dw, _reference("stride2_pad1")[2], rtol=1e-12)
 
 
 def test_conv_without_bias_equals_bias_zero():
     x, wt, b, gy, kw = _data("basic")
-    assert_close(F.conv2d(x, wt, None, **kw), ref.conv2d(x, wt, None, **kw), rtol=1e-12)
+    assert_close(ops.conv2d(x, wt, None, **kw), ref.conv2d(x, wt, None, **kw), rtol=1e-12)
 
 
 # --------------------------------------------------------------------------- non-contiguous inputs
@@ -174,11 +174,11 @@ def test_non_contiguous_inputs(layout, geometry, method, dtype):
     b = normal(4)
     assert not x.flags.c_contiguous and not (wt.flags.c_contiguous and k != 1)
     kw = dict(stride=s, padding=p, dilation=d)
-    y = F.conv2d(x, wt, b, method=method, **kw)
+    y = ops.conv2d(x, wt, b, method=method, **kw)
     ry = ref.conv2d(np.ascontiguousarray(x), np.ascontiguousarray(wt), b, **kw)
     gy = normal(ry.shape[::-1]).T  # non-contiguous upstream gradient
     assert not gy.flags.c_contiguous
-    dx, dw, db = F.conv2d_backward(gy, x, wt, method=method, **kw)
+    dx, dw, db = ops.conv2d_backward(gy, x, wt, method=method, **kw)
     rdx, rdw, rdb = ref.conv2d_backward(np.ascontiguousarray(gy), x, wt, **kw)
     tol = REF_TOL[dtype]
     for name, got, want in (("y", y, ry), ("dx", dx, rdx), ("dw", dw, rdw), ("db", db, rdb)):
@@ -207,11 +207,11 @@ def test_backward_with_the_forwards_columns_equals_backward_without(case, chunke
     x, gy = np.concatenate([x, -x, x]), np.concatenate([gy, gy, -gy])  # 3+ images: several chunks
     if chunked:
         monkeypatch.setattr(backends.get("numpy"), "workspace_limit", 1)  # one image a chunk
-    y, columns = F.conv2d(x, wt, b, keep_columns=True, **kw)
+    y, columns = ops.conv2d(x, wt, b, keep_columns=True, **kw)
     assert columns is not None and len(columns.parts) == (x.shape[0] if chunked else 1)
-    np.testing.assert_array_equal(y, F.conv2d(x, wt, b, **kw))
-    with_columns = F.conv2d_backward(gy, x, wt, columns=columns, **kw)
-    for name, got, want in zip(("dx", "dw", "db"), with_columns, F.conv2d_backward(gy, x, wt, **kw)):
+    np.testing.assert_array_equal(y, ops.conv2d(x, wt, b, **kw))
+    with_columns = ops.conv2d_backward(gy, x, wt, columns=columns, **kw)
+    for name, got, want in zip(("dx", "dw", "db"), with_columns, ops.conv2d_backward(gy, x, wt, **kw)):
         np.testing.assert_array_equal(got, want, err_msg=name)  # the same columns: bit for bit
 
 
@@ -220,21 +220,21 @@ def test_columns_are_kept_only_under_the_limit_and_never_for_pointwise(monkeypat
     numpy_backend = backends.get("numpy")
     col_bytes = 3 * 3 * 3 * 5 * 5 * 2 * 8  # C*kh*kw * N*OH*OW float64
     monkeypatch.setattr(numpy_backend, "keep_columns_bytes", col_bytes)
-    assert F.conv2d(x, wt, b, keep_columns=True, **kw)[1] is not None
+    assert ops.conv2d(x, wt, b, keep_columns=True, **kw)[1] is not None
     monkeypatch.setattr(numpy_backend, "keep_columns_bytes", col_bytes - 1)
-    assert F.conv2d(x, wt, b, keep_columns=True, **kw)[1] is None
+    assert ops.conv2d(x, wt, b, keep_columns=True, **kw)[1] is None
     xp, wp, bp, _, kwp = _data("pointwise")
-    assert F.conv2d(xp, wp, bp, keep_columns=True, **kwp)[1] is None  # 1x1: no im2col at all
-    assert F.conv2d(x, wt, b, keep_columns=True, method="naive", **kw)[1] is None
+    assert ops.conv2d(xp, wp, bp, keep_columns=True, **kwp)[1] is None  # 1x1: no im2col at all
+    assert ops.conv2d(x, wt, b, keep_columns=True, method="naive", **kw)[1] is None
 
 
 def test_columns_of_another_input_or_of_another_kind_are_refused():
     x, wt, b, gy, kw = _data("basic")
-    _, columns = F.conv2d(x, wt, b, keep_columns=True, **kw)
+    _, columns = ops.conv2d(x, wt, b, keep_columns=True, **kw)
     with pytest.raises(ValueError, match=r"conv2d backward: columns were built for input \(2, 3, 7, 7\)"):
-        F.conv2d_backward(gy[:1], x[:1], wt, columns=columns, **kw)
+        ops.conv2d_backward(gy[:1], x[:1], wt, columns=columns, **kw)
     with pytest.raises(TypeError, match=r"columns must come from conv2d\(\.\.\., keep_columns=True\), got ndarray"):
-        F.conv2d_backward(gy, x, wt, columns=np.zeros(3), **kw)
+        ops.conv2d_backward(gy, x, wt, columns=np.zeros(3), **kw)
 
 
 def test_conv2d_layer_keeps_columns_in_training_only_and_frees_them_in_backward(monkeypatch):
@@ -279,14 +279,14 @@ def test_strided_method_availability(backend):
     x, wt, b, gy, kw = (backend.asarray(a) if not isinstance(a, dict) else a for a in _data("basic"))
     if backend.name == "array_api_strict":
         with pytest.raises(NotImplementedError, match=r"array_api_strict.*as_strided.*method='gemm'"):
-            F.conv2d(x, wt, b, method="strided", **kw)
+            ops.conv2d(x, wt, b, method="strided", **kw)
         with pytest.raises(NotImplementedError, match=r"array_api_strict.*as_strided"):
-            F.conv2d_backward(gy, x, wt, method="strided", **kw)
+            ops.conv2d_backward(gy, x, wt, method="strided", **kw)
         layer = nn.Conv2d(3, 4, 3, method="strided", dtype="float64")
         with pytest.raises(NotImplementedError, match="as_strided"):
             layer(x)
     else:
-        y = F.conv2d(x, wt, b, method="strided", **kw)
+        y = ops.conv2d(x, wt, b, method="strided", **kw)
         assert_close(y, _reference("basic")[0], rtol=1e-12, backend=backend)
 
 
@@ -305,7 +305,7 @@ def test_strided_method_availability(backend):
     (6, 4, 1, (1, 2), 1, 6),  # asymmetric ("same" for an even kernel)
 ])
 def test_conv_output_size_formula(size, kernel, stride, padding, dilation, expected):
-    assert F.conv_output_size(size, kernel, stride, padding, dilation) == expected
+    assert ops.conv_output_size(size, kernel, stride, padding, dilation) == expected
     before, after = (padding, padding) if isinstance(padding, int) else padding
     assert ref.out_size(size, kernel, stride, before, after, dilation) == expected
 
@@ -318,7 +318,7 @@ def test_conv_output_size_matches_the_closed_form_everywhere():
                     for d in range(1, 3):
                         span = size + 2 * p - d * (k - 1) - 1
                         want = span // s + 1 if span >= 0 else 0
-                        assert F.conv_output_size(size, k, s, p, d) == want, (size, k, s, p, d)
+                        assert ops.conv_output_size(size, k, s, p, d) == want, (size, k, s, p, d)
                         assert ref.out_size(size, k, s, p, p, d) == want
 
 
@@ -331,7 +331,7 @@ def test_conv_output_size_ceil_mode_matches_pytorch_pooling_rule(ceil_mode):
                     if k > size + 2 * p:
                         continue  # no window fits: an error, tested in test_errors.py
                     want = ref.pool_out_size(size, k, s, p, 1, ceil_mode)
-                    assert F.conv_output_size(size, k, s, p, 1, ceil_mode) == want, (size, k, s, p)
+                    assert ops.conv_output_size(size, k, s, p, 1, ceil_mode) == want, (size, k, s, p)
 
 
 def test_layer_output_shapes_course_examples():
@@ -352,8 +352,8 @@ def test_layer_output_shape_equals_formula(case):
     pt, pb, pl, pr = ref.as_pads(p, (kh, kw), (d, d) if isinstance(d, int) else d)
     sh, sw = (s, s) if isinstance(s, int) else s
     dh, dw = (d, d) if isinstance(d, int) else d
-    assert tuple(y.shape) == (n, o, F.conv_output_size(h, kh, sh, (pt, pb), dh),
-                              F.conv_output_size(w, kw, sw, (pl, pr), dw))
+    assert tuple(y.shape) == (n, o, ops.conv_output_size(h, kh, sh, (pt, pb), dh),
+                              ops.conv_output_size(w, kw, sw, (pl, pr), dw))
     if p == "same":
         assert tuple(y.shape[2:]) == (h, w)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine import functional as F
+from engine import ops
 from engine import nn
 
 from _helpers import from_torch, to_torch, torch_or_skip
@@ -101,32 +101,32 @@ def test_linear_refuses_mixed_dtypes(weight_dtype, bias_dtype):
     w = np.ones((4, 3), dtype=weight_dtype)
     b = None if bias_dtype is None else np.ones(4, dtype=bias_dtype)
     with pytest.raises(TypeError, match="linear: input dtype float64 differs from (weight|bias) dtype float32"):
-        F.linear(x, w, b)
+        ops.linear(x, w, b)
 
 
 def test_conv2d_refuses_a_bias_of_another_dtype_and_bool_groups():
     x, w = np.ones((1, 2, 3, 3)), np.ones((2, 2, 1, 1))
     with pytest.raises(TypeError, match="bias dtype float32"):
-        F.conv2d(x, w, np.ones(2, dtype=np.float32))
+        ops.conv2d(x, w, np.ones(2, dtype=np.float32))
     with pytest.raises(ValueError, match="groups must be a positive int, got True"):
-        F.conv2d(x, w, groups=True)
+        ops.conv2d(x, w, groups=True)
 
 
 def test_mse_of_0d_arrays_and_mean_over_nothing_is_nan():
-    assert float(F.mse_loss(np.ones(()), np.zeros(()))) == 1.0
+    assert float(ops.mse_loss(np.ones(()), np.zeros(()))) == 1.0
     with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning, match="Mean of empty slice"):
-        assert np.isnan(float(F.cross_entropy(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))))
+        assert np.isnan(float(ops.cross_entropy(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))))
 
 
 def test_cross_entropy_backward_checks_its_arguments_like_the_forward():
     logits = np.zeros((2, 3))
     with pytest.raises(ValueError, match="reduction must be"):
-        F.cross_entropy_backward(logits, np.array([0, 1]), reduction="avg")
+        ops.cross_entropy_backward(logits, np.array([0, 1]), reduction="avg")
     with pytest.raises(ValueError, match=r"labels must be in \[0, 2\]"):
-        F.cross_entropy_backward(logits, np.array([0, 7]))
+        ops.cross_entropy_backward(logits, np.array([0, 7]))
 
 
 def test_global_average_pool_gradient_is_writable():
-    dx = F.global_avg_pool2d_backward(np.ones((2, 3)), (2, 3, 4, 4))
+    dx = ops.global_avg_pool2d_backward(np.ones((2, 3)), (2, 3, 4, 4))
     dx += 1.0  # a broadcast view would refuse this
     np.testing.assert_allclose(dx, 1.0 + 1.0 / 16)

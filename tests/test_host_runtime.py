@@ -13,7 +13,7 @@ import pytest
 
 from engine import backends
 import engine
-import engine.functional as F
+from engine import ops
 from engine.backends import host_memory, host_threads
 
 
@@ -115,13 +115,13 @@ def test_env_var_sets_the_default_and_bad_values_are_named():
 def _ops(x, w, g):
     """The threaded NumPy paths: im2col, col2im, conv forward/backward, max pooling."""
     b = backends.get("numpy")
-    win = F.pooling._pool_window(x.shape, 3, 2, 1, 1, False, "test")
+    win = ops.pooling._pool_window(x.shape, 3, 2, 1, 1, False, "test")
     y, idx = b.max_pool2d(x, win)
     gy = np.ones_like(y)
-    y2, idx2 = F.max_pool2d(x, 2, return_indices=True)
-    return [F.conv2d(x, w, padding=1), *F.conv2d_backward(g, x, w, padding=1), y, idx,
+    y2, idx2 = ops.max_pool2d(x, 2, return_indices=True)
+    return [ops.conv2d(x, w, padding=1), *ops.conv2d_backward(g, x, w, padding=1), y, idx,
             b.max_pool2d_backward(gy, idx, x.shape, win), y2, idx2,
-            F.max_pool2d_backward(np.ones_like(y2), idx2, x.shape, 2)]
+            ops.max_pool2d_backward(np.ones_like(y2), idx2, x.shape, 2)]
 
 
 def test_results_do_not_depend_on_the_thread_count(threads, monkeypatch):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import engine
-import engine.functional as F
+from engine import ops
 from engine import nn
 
 import reference as ref
@@ -17,13 +17,13 @@ from conftest import assert_close
 
 # name -> (engine forward, engine backward taking (grad, x, y), reference, torch function)
 ACTIVATIONS = {
-    "relu": (F.relu, lambda g, x, y: F.relu_backward(g, y), ref.relu, "relu"),
-    "leaky_relu": (lambda x: F.leaky_relu(x, 0.1), lambda g, x, y: F.leaky_relu_backward(g, x, 0.1),
+    "relu": (ops.relu, lambda g, x, y: ops.relu_backward(g, y), ref.relu, "relu"),
+    "leaky_relu": (lambda x: ops.leaky_relu(x, 0.1), lambda g, x, y: ops.leaky_relu_backward(g, x, 0.1),
                    lambda x: ref.leaky_relu(x, 0.1), "leaky_relu"),
-    "sigmoid": (F.sigmoid, lambda g, x, y: F.sigmoid_backward(g, y), ref.sigmoid, "sigmoid"),
-    "tanh": (F.tanh, lambda g, x, y: F.tanh_backward(g, y), ref.tanh, "tanh"),
-    "softmax": (F.softmax, lambda g, x, y: F.softmax_backward(g, y), lambda x: ref.softmax(x, 1), "softmax"),
-    "log_softmax": (F.log_softmax, lambda g, x, y: F.log_softmax_backward(g, y),
+    "sigmoid": (ops.sigmoid, lambda g, x, y: ops.sigmoid_backward(g, y), ref.sigmoid, "sigmoid"),
+    "tanh": (ops.tanh, lambda g, x, y: ops.tanh_backward(g, y), ref.tanh, "tanh"),
+    "softmax": (ops.softmax, lambda g, x, y: ops.softmax_backward(g, y), lambda x: ref.softmax(x, 1), "softmax"),
+    "log_softmax": (ops.log_softmax, lambda g, x, y: ops.log_softmax_backward(g, y),
                     lambda x: ref.log_softmax(x, 1), "log_softmax"),
 }
 LAYERS = {
@@ -122,10 +122,10 @@ def test_softmax_and_log_softmax_stable_at_plus_minus_1000(dtype):
     torch = torch_or_skip()
     x = BIG.astype(dtype)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        p = engine.to_numpy(F.softmax(x))
-        lp = engine.to_numpy(F.log_softmax(x))
-        dp = engine.to_numpy(F.softmax_backward(np.ones_like(x), F.softmax(x)))
-        dlp = engine.to_numpy(F.log_softmax_backward(np.ones_like(x), F.log_softmax(x)))
+        p = engine.to_numpy(ops.softmax(x))
+        lp = engine.to_numpy(ops.log_softmax(x))
+        dp = engine.to_numpy(ops.softmax_backward(np.ones_like(x), ops.softmax(x)))
+        dlp = engine.to_numpy(ops.log_softmax_backward(np.ones_like(x), ops.log_softmax(x)))
     for a in (p, lp, dp, dlp):
         assert np.all(np.isfinite(a))
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
@@ -142,8 +142,8 @@ def test_sigmoid_stable_at_plus_minus_1000(dtype):
     x = np.array([-1000.0, -750.0, -100.0, -30.0, -1.0, 0.0, 1.0, 30.0, 100.0, 750.0, 1000.0]).astype(dtype)
     with np.errstate(over="raise", invalid="raise", divide="raise"), warnings.catch_warnings():
         warnings.simplefilter("error")
-        y = engine.to_numpy(F.sigmoid(x))
-        dy = engine.to_numpy(F.sigmoid_backward(np.ones_like(x), F.sigmoid(x)))
+        y = engine.to_numpy(ops.sigmoid(x))
+        dy = engine.to_numpy(ops.sigmoid_backward(np.ones_like(x), ops.sigmoid(x)))
     assert np.all(np.isfinite(y)) and np.all(np.isfinite(dy))
     assert y[0] == 0.0 and y[-1] == 1.0 and y[5] == 0.5
     assert np.all(np.diff(y) >= 0)
@@ -155,9 +155,9 @@ def test_sigmoid_stable_at_plus_minus_1000(dtype):
 
 
 def test_tanh_saturates_at_plus_minus_1000():
-    y = engine.to_numpy(F.tanh(np.array([-1000.0, 1000.0])))
+    y = engine.to_numpy(ops.tanh(np.array([-1000.0, 1000.0])))
     np.testing.assert_array_equal(y, [-1.0, 1.0])
-    np.testing.assert_array_equal(engine.to_numpy(F.tanh_backward(np.ones(2), y)), [0.0, 0.0])
+    np.testing.assert_array_equal(engine.to_numpy(ops.tanh_backward(np.ones(2), y)), [0.0, 0.0])
 
 
 # --------------------------------------------------------------------------- linear
@@ -170,12 +170,12 @@ def test_linear_matches_reference_and_finite_differences(case):
     r = np.random.default_rng(0)
     x, w, b, gy = r.standard_normal((n, f_in)), r.standard_normal((f_out, f_in)), r.standard_normal(f_out), \
         r.standard_normal((n, f_out))
-    assert_close(F.linear(x, w, b), ref.linear(x, w, b), rtol=REF_TOL["float64"])
-    assert_close(F.linear(x, w), ref.linear(x, w), rtol=REF_TOL["float64"])
-    dx, dw, db = F.linear_backward(gy, x, w)
+    assert_close(ops.linear(x, w, b), ref.linear(x, w, b), rtol=REF_TOL["float64"])
+    assert_close(ops.linear(x, w), ref.linear(x, w), rtol=REF_TOL["float64"])
+    dx, dw, db = ops.linear_backward(gy, x, w)
     for got, want in zip((dx, dw, db), ref.linear_backward(gy, x, w)):
         assert_close(got, want, rtol=REF_TOL["float64"])
-    loss = lambda x_, w_, b_: np.sum(engine.to_numpy(F.linear(x_, w_, b_)) * gy)  # noqa: E731
+    loss = lambda x_, w_, b_: np.sum(engine.to_numpy(ops.linear(x_, w_, b_)) * gy)  # noqa: E731
     assert_rel(dx, ref.numerical_grad(lambda v: loss(v, w, b), x), FD_TOL, "dx")
     assert_rel(dw, ref.numerical_grad(lambda v: loss(x, v, b), w), FD_TOL, "dw")
     assert_rel(db, ref.numerical_grad(lambda v: loss(x, w, v), b), FD_TOL, "db")
@@ -212,7 +212,7 @@ def test_functional_linear_on_extra_leading_dims_matches_torch():
     r = np.random.default_rng(0)
     x, w, b = r.standard_normal((2, 3, 5)), r.standard_normal((4, 5)), r.standard_normal(4)
     ty = torch.nn.functional.linear(to_torch(x), to_torch(w), to_torch(b))
-    assert_rel(F.linear(x, w, b), from_torch(ty), 1e-12, "y")
+    assert_rel(ops.linear(x, w, b), from_torch(ty), 1e-12, "y")
 
 
 def test_linear_init_shapes_and_scale():
@@ -256,7 +256,7 @@ def test_dropout_eval_mode_is_identity():
     np.testing.assert_array_equal(engine.to_numpy(layer(x)), x)
     gy = _x((4, 5), seed=1)
     np.testing.assert_array_equal(engine.to_numpy(layer.backward(gy)), gy)
-    y, mask = F.dropout(x, 0.5, training=False)
+    y, mask = ops.dropout(x, 0.5, training=False)
     assert mask is None and y is x
 
 
@@ -293,21 +293,21 @@ def test_dropout_is_seeded_by_manual_seed():
 
 def test_dropout_with_explicit_generator_and_rng_state():
     x = np.ones((30, 30))
-    y1, m1 = F.dropout(x, 0.3, rng=np.random.default_rng(5))
-    y2, m2 = F.dropout(x, 0.3, rng=np.random.default_rng(5))
+    y1, m1 = ops.dropout(x, 0.3, rng=np.random.default_rng(5))
+    y2, m2 = ops.dropout(x, 0.3, rng=np.random.default_rng(5))
     np.testing.assert_array_equal(engine.to_numpy(y1), engine.to_numpy(y2))
     np.testing.assert_array_equal(engine.to_numpy(m1), engine.to_numpy(y1))  # x is ones: y == mask
     state = engine.get_rng_state()
-    a = engine.to_numpy(F.dropout(x, 0.3)[0])
+    a = engine.to_numpy(ops.dropout(x, 0.3)[0])
     engine.set_rng_state(state)
-    np.testing.assert_array_equal(engine.to_numpy(F.dropout(x, 0.3)[0]), a)
+    np.testing.assert_array_equal(engine.to_numpy(ops.dropout(x, 0.3)[0]), a)
 
 
 def test_dropout_p0_and_p1():
     x = _x((3, 4))
-    y, mask = F.dropout(x, 0.0)
+    y, mask = ops.dropout(x, 0.0)
     np.testing.assert_array_equal(engine.to_numpy(y), x)
-    y, mask = F.dropout(x, 1.0)
+    y, mask = ops.dropout(x, 1.0)
     np.testing.assert_array_equal(engine.to_numpy(y), 0.0)
     layer = nn.Dropout(1.0)
     layer(x)
@@ -320,15 +320,15 @@ def test_dropout_rejects_p_outside_0_1(p):
     with pytest.raises(ValueError, match=r"Dropout: p must be in \[0, 1\]"):
         nn.Dropout(p)
     with pytest.raises(ValueError, match=r"dropout: p must be in \[0, 1\]"):
-        F.dropout(np.ones(3), p)
+        ops.dropout(np.ones(3), p)
 
 
 def test_dropout_same_mask_on_every_backend(backend):
     x = np.ones((20, 30), dtype=np.float32)
     engine.manual_seed(11)
-    want = engine.to_numpy(F.dropout(engine.asarray(x, backend="numpy"), 0.4)[0])
+    want = engine.to_numpy(ops.dropout(engine.asarray(x, backend="numpy"), 0.4)[0])
     engine.manual_seed(11)
-    y, _ = F.dropout(backend.asarray(x), 0.4)
+    y, _ = ops.dropout(backend.asarray(x), 0.4)
     assert_close(y, want, rtol=0, backend=backend)
 
 
@@ -362,9 +362,9 @@ def test_linear_and_flatten_on_every_backend(backend):
         r.standard_normal((3, 4))
     flat = nn.Flatten()
     xf = flat(backend.asarray(x))
-    y = F.linear(xf, backend.asarray(w), backend.asarray(b))
+    y = ops.linear(xf, backend.asarray(w), backend.asarray(b))
     assert_close(y, ref.linear(x.reshape(3, 8), w, b), rtol=1e-12, backend=backend)
-    dx, dw, db = F.linear_backward(backend.asarray(gy), xf, backend.asarray(w))
+    dx, dw, db = ops.linear_backward(backend.asarray(gy), xf, backend.asarray(w))
     rdx, rdw, rdb = ref.linear_backward(gy, x.reshape(3, 8), w)
     assert_close(flat.backward(dx), rdx.reshape(x.shape), rtol=1e-12, backend=backend)
     assert_close(dw, rdw, rtol=1e-12, backend=backend)
@@ -373,6 +373,6 @@ def test_linear_and_flatten_on_every_backend(backend):
 
 def test_stability_on_every_backend(backend):
     x = backend.asarray(BIG)
-    for a in (F.softmax(x), F.log_softmax(x), F.sigmoid(x)):
+    for a in (ops.softmax(x), ops.log_softmax(x), ops.sigmoid(x)):
         assert np.all(np.isfinite(engine.to_numpy(a)))
-    assert_close(F.log_softmax(x), ref.log_softmax(BIG, 1), rtol=1e-12, backend=backend)
+    assert_close(ops.log_softmax(x), ref.log_softmax(BIG, 1), rtol=1e-12, backend=backend)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import engine
-import engine.functional as F
+from engine import ops
 from engine import nn
 
 import reference as ref
@@ -34,9 +34,9 @@ def _torch_ce(torch, logits, target, reduction, smoothing, grad_out):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_matches_loop_reference(reduction, smoothing):
     logits, target = _logits()
-    loss = F.cross_entropy(logits, target, reduction, smoothing)
+    loss = ops.cross_entropy(logits, target, reduction, smoothing)
     assert_close(loss, ref.cross_entropy(logits, target, reduction, smoothing), rtol=1e-12)
-    grad = F.cross_entropy_backward(logits, target, reduction, smoothing,
+    grad = ops.cross_entropy_backward(logits, target, reduction, smoothing,
                                     grad_out=np.ones(5) if reduction == "none" else 1.0)
     assert_close(grad, ref.cross_entropy_grad(logits, target, "sum" if reduction == "none" else reduction,
                                               smoothing), rtol=1e-12)
@@ -63,14 +63,14 @@ def test_cross_entropy_loss_matches_torch(reduction, smoothing, dtype):
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_cross_entropy_backward_matches_finite_differences(reduction, smoothing):
     logits, target = _logits(n=3, k=5)
-    num = ref.numerical_grad(lambda v: engine.to_numpy(F.cross_entropy(v, target, reduction, smoothing)), logits)
-    assert_rel(F.cross_entropy_backward(logits, target, reduction, smoothing), num, FD_TOL, "grad")
+    num = ref.numerical_grad(lambda v: engine.to_numpy(ops.cross_entropy(v, target, reduction, smoothing)), logits)
+    assert_rel(ops.cross_entropy_backward(logits, target, reduction, smoothing), num, FD_TOL, "grad")
 
 
 def test_cross_entropy_none_backward_with_weights_matches_finite_differences():
     logits, target = _logits(n=4, k=3)
     w = np.array([0.5, -1.0, 2.0, 0.0])
-    num = ref.numerical_grad(lambda v: np.sum(engine.to_numpy(F.cross_entropy(v, target, "none")) * w), logits)
+    num = ref.numerical_grad(lambda v: np.sum(engine.to_numpy(ops.cross_entropy(v, target, "none")) * w), logits)
     crit = nn.CrossEntropyLoss(reduction="none")
     crit(logits, target)
     assert_rel(crit.backward(w), num, FD_TOL, "grad")
@@ -98,15 +98,15 @@ def test_cross_entropy_batch_of_one_and_int32_labels():
     torch = torch_or_skip()
     logits = np.array([[0.2, -1.0, 3.0]])
     for target in (np.array([2]), np.array([0], dtype=np.int32)):
-        loss = F.cross_entropy(logits, target)
+        loss = ops.cross_entropy(logits, target)
         t_loss, t_grad = _torch_ce(torch, logits, target.astype(np.int64), "mean", 0.0, None)
         assert_rel(loss, t_loss, 1e-14, "loss")
-        assert_rel(F.cross_entropy_backward(logits, target), t_grad, 1e-14, "grad")
+        assert_rel(ops.cross_entropy_backward(logits, target), t_grad, 1e-14, "grad")
 
 
 def test_cross_entropy_perfect_prediction_is_zero_and_uniform_is_log_k():
     logits = np.array([[1000.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    losses = engine.to_numpy(F.cross_entropy(logits, np.array([0, 1]), reduction="none"))
+    losses = engine.to_numpy(ops.cross_entropy(logits, np.array([0, 1]), reduction="none"))
     assert losses[0] == 0.0
     assert losses[1] == pytest.approx(np.log(3.0), rel=1e-15)
 
@@ -143,8 +143,8 @@ def test_mse_loss_matches_torch_and_reference(reduction, shape, dtype):
 def test_mse_backward_matches_finite_differences(reduction):
     r = np.random.default_rng(1)
     x, t = r.standard_normal((2, 3, 2)), r.standard_normal((2, 3, 2))
-    num = ref.numerical_grad(lambda v: engine.to_numpy(F.mse_loss(v, t, reduction)), x)
-    assert_rel(F.mse_loss_backward(x, t, reduction), num, FD_TOL, "grad")
+    num = ref.numerical_grad(lambda v: engine.to_numpy(ops.mse_loss(v, t, reduction)), x)
+    assert_rel(ops.mse_loss_backward(x, t, reduction), num, FD_TOL, "grad")
 
 
 # --------------------------------------------------------------------------- backends

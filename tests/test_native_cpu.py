@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from engine import backends
-import engine.functional as F
+from engine import ops
 from engine.backends import host_threads, native_cpu
 from engine.kernels import native
 
@@ -50,7 +50,7 @@ def _data(case, seed=0):
     wt = (r.standard_normal((o, c // g, kh, kw)) / np.sqrt(c // g * kh * kw)).astype(np.float32)
     b = r.standard_normal(o).astype(np.float32)
     kwargs = dict(stride=s, padding=p, dilation=d, groups=g)
-    y64 = F.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **kwargs)
+    y64 = ops.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **kwargs)
     gy = r.standard_normal(y64.shape).astype(np.float32)
     return x, wt, b, gy, kwargs
 
@@ -58,8 +58,8 @@ def _data(case, seed=0):
 def _float64_im2col(x, wt, b, gy, kwargs):
     """The same convolution in float64 through the NumPy im2col path: the reference."""
     x, wt, b, gy = (a.astype(np.float64) for a in (x, wt, b, gy))
-    y = F.conv2d(x, wt, b, **kwargs)
-    return (y, *F.conv2d_backward(gy, x, wt, **kwargs))
+    y = ops.conv2d(x, wt, b, **kwargs)
+    return (y, *ops.conv2d_backward(gy, x, wt, **kwargs))
 
 
 def _calls(monkeypatch):
@@ -83,8 +83,8 @@ def _calls(monkeypatch):
 def test_native_float32_equals_float64_im2col(case, monkeypatch):
     x, wt, b, gy, kw = _data(case)
     counts = _calls(monkeypatch)
-    y = F.conv2d(x, wt, b, **kw)
-    dx, dw, db = F.conv2d_backward(gy, x, wt, **kw)
+    y = ops.conv2d(x, wt, b, **kw)
+    dx, dw, db = ops.conv2d_backward(gy, x, wt, **kw)
     assert counts.get("conv2d_fwd_f32", 0) >= 1 and counts.get("conv2d_dw_f32", 0) >= 1, counts
     for name, got, want in zip(("y", "dx", "dw", "db"), (y, dx, dw, db), _float64_im2col(x, wt, b, gy, kw)):
         assert got.dtype == np.float32 and got.shape == want.shape, name
@@ -98,8 +98,8 @@ def test_native_float32_matches_torch(case):
     xt, wtt = to_torch(x.astype(np.float64), True), to_torch(wt.astype(np.float64), True)
     yt = torch.nn.functional.conv2d(xt, wtt, to_torch(b.astype(np.float64)), **kw)
     yt.backward(to_torch(gy.astype(np.float64)))
-    y = F.conv2d(x, wt, b, **kw)
-    dx, dw, _ = F.conv2d_backward(gy, x, wt, **kw)
+    y = ops.conv2d(x, wt, b, **kw)
+    dx, dw, _ = ops.conv2d_backward(gy, x, wt, **kw)
     for name, got, want in (("y", y, yt), ("dx", dx, xt.grad), ("dw", dw, wtt.grad)):
         assert_rel(got, from_torch(want), TORCH_TOL["float32"], f"{case} {name}")
 
@@ -107,11 +107,11 @@ def test_native_float32_matches_torch(case):
 def test_input_gradient_takes_the_c_kernels_for_stride_1_only(monkeypatch):
     counts = _calls(monkeypatch)
     x, wt, b, gy, kw = _data("deep_k")
-    F.conv2d_backward(gy, x, wt, **kw)
+    ops.conv2d_backward(gy, x, wt, **kw)
     assert counts.get("conv2d_fwd_f32", 0) >= 1 and counts.get("conv2d_dw_f32", 0) >= 1, counts
     counts.clear()
     x, wt, b, gy, kw = _data("strided")
-    F.conv2d_backward(gy, x, wt, **kw)
+    ops.conv2d_backward(gy, x, wt, **kw)
     assert "conv2d_fwd_f32" not in counts and counts["conv2d_dw_f32"] >= 1
 
 
@@ -123,7 +123,7 @@ def test_results_do_not_depend_on_the_thread_count(case, monkeypatch):
     results = []
     for threads in (1, 2, 3):
         monkeypatch.setattr(host_threads, "_num_threads", threads)
-        results.append((F.conv2d(x, wt, b, **kw), *F.conv2d_backward(gy, x, wt, **kw)))
+        results.append((ops.conv2d(x, wt, b, **kw), *ops.conv2d_backward(gy, x, wt, **kw)))
     for other in results[1:]:
         for name, a, c in zip(("y", "dx", "dw", "db"), results[0], other):
             np.testing.assert_array_equal(a, c, err_msg=name)
@@ -133,9 +133,9 @@ def test_non_contiguous_inputs():
     x, wt, b, gy, kw = _data("tails")
     xs = np.asfortranarray(x)[:, :, ::-1, :][:, :, ::-1, :]  # same values, other strides
     ws = wt.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
-    np.testing.assert_array_equal(F.conv2d(xs, ws, b, **kw), F.conv2d(x, wt, b, **kw))
+    np.testing.assert_array_equal(ops.conv2d(xs, ws, b, **kw), ops.conv2d(x, wt, b, **kw))
     gys = np.asfortranarray(gy)
-    (dx, dw, db), (dx0, dw0, db0) = F.conv2d_backward(gys, xs, ws, **kw), F.conv2d_backward(gy, x, wt, **kw)
+    (dx, dw, db), (dx0, dw0, db0) = ops.conv2d_backward(gys, xs, ws, **kw), ops.conv2d_backward(gy, x, wt, **kw)
     np.testing.assert_array_equal(dx, dx0)  # the C kernels see the same contiguous copies
     np.testing.assert_array_equal(dw, dw0)
     np.testing.assert_allclose(db, db0, rtol=1e-6)  # NumPy's own sum, in the order of the strides
@@ -144,9 +144,9 @@ def test_non_contiguous_inputs():
 def test_float64_and_mixed_grad_dtype_stay_on_numpy(monkeypatch):
     counts = _calls(monkeypatch)
     x, wt, b, gy, kw = _data("tails")
-    F.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **kw)
+    ops.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **kw)
     assert counts == {}
-    dx, dw, _ = F.conv2d_backward(gy.astype(np.float64), x, wt, **kw)  # float64 gradient of a float32 conv
+    dx, dw, _ = ops.conv2d_backward(gy.astype(np.float64), x, wt, **kw)  # float64 gradient of a float32 conv
     assert "conv2d_dw_f32" not in counts
     ref = _float64_im2col(x, wt, b, gy, kw)
     assert_rel(dw, ref[2], 1e-5, "dw")
@@ -156,8 +156,8 @@ def test_use_native_kernels_false_takes_the_im2col_path(monkeypatch):
     monkeypatch.setattr(backends.get("numpy"), "use_native_kernels", False)
     counts = _calls(monkeypatch)
     x, wt, b, gy, kw = _data("tails")
-    F.conv2d(x, wt, b, **kw)
-    F.conv2d_backward(gy, x, wt, **kw)
+    ops.conv2d(x, wt, b, **kw)
+    ops.conv2d_backward(gy, x, wt, **kw)
     assert counts == {}
 
 
@@ -168,9 +168,9 @@ def _run_fresh(env_extra, code):
     return done.stdout.strip()
 
 
-CHECK = ("import numpy as np, engine.functional as F; from engine.kernels import native; "
+CHECK = ("import numpy as np, engine.ops as ops; from engine.kernels import native; "
          "x = np.ones((1, 2, 5, 5), np.float32); w = np.ones((3, 2, 3, 3), np.float32); "
-         "y = F.conv2d(x, w, padding=1); print(native.status()); print(float(y.sum()))")
+         "y = ops.conv2d(x, w, padding=1); print(native.status()); print(float(y.sum()))")
 
 
 def test_engine_native_0_turns_the_kernels_off():
@@ -218,21 +218,21 @@ def test_max_pool_kernel_equals_torch_bit_for_bit(case, monkeypatch):
     x[r.random(x.shape) < 0.05] = -np.inf
     x.reshape(-1)[::7] = 0.5  # ties
     counts = _calls(monkeypatch)
-    y, idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    y, idx = ops.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
     assert counts.get("max_pool2d_fwd_f32") and idx.dtype == np.uint8
     xt = to_torch(x, True)
     yt, it = torch.nn.functional.max_pool2d(xt, k, s, p, d, ceil, return_indices=True)
     np.testing.assert_array_equal(y, from_torch(yt))
     kh, kw = (k, k) if isinstance(k, int) else k
     rows, cols = np.divmod(from_torch(it), w)  # torch: flat position in the image
-    win = F.pooling._pool_window(x.shape, k, s, p, d, ceil, "test")
+    win = ops.pooling._pool_window(x.shape, k, s, p, d, ceil, "test")
     oy = np.arange(win.oh)[:, None] * win.sh - win.pad_top
     ox = np.arange(win.ow)[None, :] * win.sw - win.pad_left
     ky, kx = (rows - oy) // win.dh, (cols - ox) // win.dw
     np.testing.assert_array_equal(idx, ky * kw + kx)
     g = r.standard_normal(y.shape).astype(np.float32)
     yt.backward(to_torch(g))
-    dx = F.max_pool2d_backward(g, idx, x.shape, k, s, p, d, ceil)
+    dx = ops.max_pool2d_backward(g, idx, x.shape, k, s, p, d, ceil)
     assert counts.get("max_pool2d_bwd_f32")
     np.testing.assert_array_equal(dx, from_torch(xt.grad))
 
@@ -269,32 +269,32 @@ def test_a_failed_scratch_allocation_is_a_memory_error_naming_the_op():
 def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients(dtype, k, p):
     """As in PyTorch; the NumPy path used to fail reshaping a weight gradient nobody summed."""
     x, w = np.ones((0, 3, 5, 5), dtype), np.ones((4, 3, k, k), dtype)
-    y = F.conv2d(x, w, np.ones(4, dtype), padding=p)
-    dx, dw, db = F.conv2d_backward(np.ones(y.shape, dtype), x, w, padding=p)
+    y = ops.conv2d(x, w, np.ones(4, dtype), padding=p)
+    dx, dw, db = ops.conv2d_backward(np.ones(y.shape, dtype), x, w, padding=p)
     assert y.shape == (0, 4, 5, 5) and dx.shape == x.shape
     np.testing.assert_array_equal(dw, np.zeros_like(w))
     np.testing.assert_array_equal(db, np.zeros(4, dtype))
-    assert F.max_pool2d(x, 2).shape == (0, 3, 2, 2)
+    assert ops.max_pool2d(x, 2).shape == (0, 3, 2, 2)
 
 
 def test_max_pool_gradient_of_minus_zero_lands_as_plus_zero_like_torch():
     """PyTorch adds each gradient to a zeroed buffer, so -0.0 arrives as +0.0 (2x2 path and generic)."""
     for k in (2, 3):
         x = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)[:, :, :k, :k].copy()
-        y, idx = F.max_pool2d(x, k, k, return_indices=True)
-        dx = F.max_pool2d_backward(np.full(y.shape, -0.0, np.float32), idx, x.shape, k, k)
+        y, idx = ops.max_pool2d(x, k, k, return_indices=True)
+        dx = ops.max_pool2d_backward(np.full(y.shape, -0.0, np.float32), idx, x.shape, k, k)
         assert not np.signbit(dx).any(), dx
 
 
 def test_max_pool_backward_refuses_mismatched_or_out_of_window_indices():
     x = np.random.default_rng(0).random((1, 1, 8, 8)).astype(np.float32)
-    y, idx = F.max_pool2d(x, 3, 1, return_indices=True)
+    y, idx = ops.max_pool2d(x, 3, 1, return_indices=True)
     with pytest.raises(ValueError, match=r"max_pool2d backward: grad_out must have the pooled shape \(1, 1, 6, 6\)"):
-        F.max_pool2d_backward(y[:, :, :1, :1].copy(), idx, x.shape, 3, 1)
+        ops.max_pool2d_backward(y[:, :, :1, :1].copy(), idx, x.shape, 3, 1)
     with pytest.raises(ValueError, match=r"max_pool2d backward: indices must have the pooled shape"):
-        F.max_pool2d_backward(y, idx[:, :, :1, :1].copy(), x.shape, 3, 1)
+        ops.max_pool2d_backward(y, idx[:, :, :1, :1].copy(), x.shape, 3, 1)
     with pytest.raises(ValueError, match=r"in-window positions below kh\*kw = 4, got 8"):
-        F.max_pool2d_backward(np.ones((1, 1, 7, 7), np.float32), np.full((1, 1, 7, 7), 8, np.uint8), x.shape, 2, 1)
+        ops.max_pool2d_backward(np.ones((1, 1, 7, 7), np.float32), np.full((1, 1, 7, 7), 8, np.uint8), x.shape, 2, 1)
 
 
 def test_relu_kernel_equals_numpys_bit_for_bit(monkeypatch):
@@ -304,15 +304,15 @@ def test_relu_kernel_equals_numpys_bit_for_bit(monkeypatch):
     g = r.standard_normal(x.shape).astype(np.float32)
     g.flat[6:10] = [np.nan, np.inf, -np.inf, -0.0]
     counts = _calls(monkeypatch)
-    y, dx = F.relu(x), F.relu_backward(g, F.relu(x))
+    y, dx = ops.relu(x), ops.relu_backward(g, ops.relu(x))
     assert counts.get("relu_f32") and counts.get("relu_backward_f32")
     numpy_backend = backends.get("numpy")
     monkeypatch.setattr(numpy_backend, "use_native_kernels", False)
     with np.errstate(invalid="ignore"):  # inf * 0 where the output is not positive: NaN, on both paths
-        y0, dx0 = F.relu(x), F.relu_backward(g, F.relu(x))
+        y0, dx0 = ops.relu(x), ops.relu_backward(g, ops.relu(x))
     assert y.tobytes() == y0.tobytes() and dx.tobytes() == dx0.tobytes()  # NaN payloads and zero signs too
     with pytest.raises(ValueError, match=r"relu backward: grad_out must have the output's shape \(3, 5, 17, 19\)"):
-        F.relu_backward(g[:1], y)
+        ops.relu_backward(g[:1], y)
 
 
 def _cpu_has(*features):

@@ -8,6 +8,7 @@ fresh virtual environment and use it from a folder outside the checkout.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -77,7 +78,10 @@ def test_incomplete_package_says_how_to_install(tmp_path):
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+    source = out / "source"  # a copy: setuptools writes build/ and *.egg-info into the tree it builds
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "results",
+                                                                "__pycache__", ".pytest_cache"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         pytest.fail(f"pip wheel failed:\n{done.stdout}\n{done.stderr}")

@@ -9,7 +9,7 @@ import pytest
 from engine import backends
 from engine.kernels import native
 import engine
-import engine.functional as F
+from engine import ops
 from engine import nn
 
 import reference as ref
@@ -75,11 +75,11 @@ def _gy(y_shape, dtype="float64", seed=1):
 def test_max_pool_matches_loop_reference(case):
     shape, kw = _max_args(case)
     x = _x(shape)
-    y, idx = F.max_pool2d(x, return_indices=True, **kw)
+    y, idx = ops.max_pool2d(x, return_indices=True, **kw)
     ry = ref.max_pool2d(x, **kw)
     assert_close(y, ry, rtol=0)  # a max is exact
     gy = _gy(ry.shape)
-    dx = F.max_pool2d_backward(gy, idx, x.shape, **kw)
+    dx = ops.max_pool2d_backward(gy, idx, x.shape, **kw)
     assert_close(dx, ref.max_pool2d_backward(gy, x, **kw), rtol=REF_TOL["float64"])
 
 
@@ -104,9 +104,9 @@ def test_max_pool_matches_torch(case, dtype):
     ty, tidx = torch.nn.functional.max_pool2d(tx, return_indices=True, **kw)
     gy = _gy(tuple(ty.shape), dtype)
     ty.backward(to_torch(gy))
-    y, idx = F.max_pool2d(x, return_indices=True, **kw)
+    y, idx = ops.max_pool2d(x, return_indices=True, **kw)
     assert_close(y, from_torch(ty), rtol=0)
-    dx = F.max_pool2d_backward(gy, idx, x.shape, **kw)
+    dx = ops.max_pool2d_backward(gy, idx, x.shape, **kw)
     assert_rel(dx, from_torch(tx.grad), TORCH_TOL[dtype], "dx")
     # Indices: the engine's in-window position i*kw + j, torch's flat position in the image.
     (_, kw_), (sh, sw) = _pair(kw["kernel_size"]), _pair(kw["stride"] or kw["kernel_size"])
@@ -133,10 +133,10 @@ def test_max_pool_ties_route_gradient_like_torch():
     ty = torch.nn.functional.max_pool2d(tx, **kw)
     gy = _gy(tuple(ty.shape))
     ty.backward(to_torch(gy))
-    y, idx = F.max_pool2d(x, return_indices=True, **kw)
+    y, idx = ops.max_pool2d(x, return_indices=True, **kw)
     assert_close(y, from_torch(ty), rtol=0)
-    assert_close(F.max_pool2d_backward(gy, idx, x.shape, **kw), from_torch(tx.grad), rtol=1e-14)
-    assert_close(F.max_pool2d_backward(gy, idx, x.shape, **kw), ref.max_pool2d_backward(gy, x, **kw), rtol=1e-14)
+    assert_close(ops.max_pool2d_backward(gy, idx, x.shape, **kw), from_torch(tx.grad), rtol=1e-14)
+    assert_close(ops.max_pool2d_backward(gy, idx, x.shape, **kw), ref.max_pool2d_backward(gy, x, **kw), rtol=1e-14)
 
 
 def test_max_pool_propagates_nan_like_torch():
@@ -145,7 +145,7 @@ def test_max_pool_propagates_nan_like_torch():
     x[0, 0, 1, 1] = np.nan
     x[0, 1, 5, 5] = np.nan
     kw = dict(kernel_size=3, stride=2, padding=1)
-    y = engine.to_numpy(F.max_pool2d(x, **kw))
+    y = engine.to_numpy(ops.max_pool2d(x, **kw))
     ty = from_torch(torch.nn.functional.max_pool2d(to_torch(x), **kw))
     np.testing.assert_array_equal(np.isnan(y), np.isnan(ty))
     assert np.isnan(y).sum() == 5  # (1, 1) lies in four overlapping windows, (5, 5) in one
@@ -156,9 +156,9 @@ def test_max_pool_of_minus_inf_in_a_padded_window():
     x = np.full((1, 1, 3, 3), -np.inf)
     x[0, 0, 2, 2] = 1.0
     kw = dict(kernel_size=2, stride=2, padding=1)
-    y, idx = F.max_pool2d(x, return_indices=True, **kw)
+    y, idx = ops.max_pool2d(x, return_indices=True, **kw)
     assert_close(y, ref.max_pool2d(x, **kw), rtol=0)  # [[-inf, -inf], [-inf, 1]]
-    dx = F.max_pool2d_backward(np.ones((1, 1, 2, 2)), idx, x.shape, **kw)
+    dx = ops.max_pool2d_backward(np.ones((1, 1, 2, 2)), idx, x.shape, **kw)
     assert float(np.sum(engine.to_numpy(dx))) == 4.0  # every output's gradient lands on the input
 
 
@@ -167,10 +167,10 @@ def test_max_pool_of_minus_inf_in_a_padded_window():
 def test_max_pool_backward_matches_finite_differences(case):
     shape, kw = _max_args(case)
     x = _x(shape)
-    y, idx = F.max_pool2d(x, return_indices=True, **kw)
+    y, idx = ops.max_pool2d(x, return_indices=True, **kw)
     gy = _gy(tuple(y.shape))
-    num = ref.numerical_grad(lambda v: np.sum(engine.to_numpy(F.max_pool2d(v, **kw)) * gy), x)
-    assert_rel(F.max_pool2d_backward(gy, idx, x.shape, **kw), num, FD_TOL, "dx")
+    num = ref.numerical_grad(lambda v: np.sum(engine.to_numpy(ops.max_pool2d(v, **kw)) * gy), x)
+    assert_rel(ops.max_pool2d_backward(gy, idx, x.shape, **kw), num, FD_TOL, "dx")
 
 
 # --------------------------------------------------------------------------- average pooling
@@ -178,11 +178,11 @@ def test_max_pool_backward_matches_finite_differences(case):
 def test_avg_pool_matches_loop_reference(case):
     shape, kw = _avg_args(case)
     x = _x(shape)
-    y = F.avg_pool2d(x, **kw)
+    y = ops.avg_pool2d(x, **kw)
     ry = ref.avg_pool2d(x, **kw)
     assert_close(y, ry, rtol=REF_TOL["float64"])
     gy = _gy(ry.shape)
-    assert_close(F.avg_pool2d_backward(gy, x.shape, **kw), ref.avg_pool2d_backward(gy, x.shape, **kw),
+    assert_close(ops.avg_pool2d_backward(gy, x.shape, **kw), ref.avg_pool2d_backward(gy, x.shape, **kw),
                  rtol=REF_TOL["float64"])
 
 
@@ -196,10 +196,10 @@ def test_avg_pool_matches_torch(case, dtype):
     ty = torch.nn.functional.avg_pool2d(tx, **kw)
     gy = _gy(tuple(ty.shape), dtype)
     ty.backward(to_torch(gy))
-    y = F.avg_pool2d(x, **kw)
+    y = ops.avg_pool2d(x, **kw)
     assert engine.to_numpy(y).dtype == np.dtype(dtype)
     assert_rel(y, from_torch(ty), TORCH_TOL[dtype], "y")
-    assert_rel(F.avg_pool2d_backward(gy, x.shape, **kw), from_torch(tx.grad), TORCH_TOL[dtype], "dx")
+    assert_rel(ops.avg_pool2d_backward(gy, x.shape, **kw), from_torch(tx.grad), TORCH_TOL[dtype], "dx")
 
 
 @pytest.mark.parametrize("case", ["pad_exclude", "ceil_pad_include", "nonsquare_exclude_ceil",
@@ -207,16 +207,16 @@ def test_avg_pool_matches_torch(case, dtype):
 def test_avg_pool_backward_matches_finite_differences(case):
     shape, kw = _avg_args(case)
     x = _x(shape)
-    y = F.avg_pool2d(x, **kw)
+    y = ops.avg_pool2d(x, **kw)
     gy = _gy(tuple(y.shape))
-    num = ref.numerical_grad(lambda v: np.sum(engine.to_numpy(F.avg_pool2d(v, **kw)) * gy), x)
-    assert_rel(F.avg_pool2d_backward(gy, x.shape, **kw), num, FD_TOL, "dx")
+    num = ref.numerical_grad(lambda v: np.sum(engine.to_numpy(ops.avg_pool2d(v, **kw)) * gy), x)
+    assert_rel(ops.avg_pool2d_backward(gy, x.shape, **kw), num, FD_TOL, "dx")
 
 
 def test_avg_pool_count_include_pad_changes_only_border_windows():
     x = np.ones((1, 1, 4, 4))
-    inc = engine.to_numpy(F.avg_pool2d(x, 3, 1, 1, count_include_pad=True))
-    exc = engine.to_numpy(F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
+    inc = engine.to_numpy(ops.avg_pool2d(x, 3, 1, 1, count_include_pad=True))
+    exc = engine.to_numpy(ops.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
     np.testing.assert_allclose(exc, 1.0, rtol=1e-15)  # averages of ones over real cells
     assert inc[0, 0, 0, 0] == pytest.approx(4 / 9) and inc[0, 0, 0, 1] == pytest.approx(6 / 9)
     assert inc[0, 0, 1, 1] == pytest.approx(1.0)
@@ -231,13 +231,13 @@ def test_global_avg_pool_matches_torch_and_finite_differences(dtype):
     ty = torch.nn.functional.adaptive_avg_pool2d(tx, 1).flatten(1)
     gy = _gy((2, 3), dtype)
     ty.backward(to_torch(gy))
-    y = F.global_avg_pool2d(x)
+    y = ops.global_avg_pool2d(x)
     assert tuple(y.shape) == (2, 3)
     assert_rel(y, from_torch(ty), TORCH_TOL[dtype], "y")
-    dx = F.global_avg_pool2d_backward(gy, x.shape)
+    dx = ops.global_avg_pool2d_backward(gy, x.shape)
     assert_rel(dx, from_torch(tx.grad), TORCH_TOL[dtype], "dx")
     if dtype == "float64":
-        num = ref.numerical_grad(lambda v: np.sum(engine.to_numpy(F.global_avg_pool2d(v)) * gy), x)
+        num = ref.numerical_grad(lambda v: np.sum(engine.to_numpy(ops.global_avg_pool2d(v)) * gy), x)
         assert_rel(dx, num, FD_TOL, "finite differences")
 
 
@@ -257,17 +257,17 @@ def test_pooling_of_non_contiguous_views(op):
     assert not x.flags.c_contiguous
     if op == "max":
         kw = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
-        y, idx = F.max_pool2d(x, return_indices=True, **kw)
+        y, idx = ops.max_pool2d(x, return_indices=True, **kw)
         gy = _gy(tuple(y.shape))[..., ::-1]  # non-contiguous upstream gradient
         assert_close(y, ref.max_pool2d(x, **kw), rtol=0)
-        assert_close(F.max_pool2d_backward(gy, idx, x.shape, **kw), ref.max_pool2d_backward(gy, x, **kw),
+        assert_close(ops.max_pool2d_backward(gy, idx, x.shape, **kw), ref.max_pool2d_backward(gy, x, **kw),
                      rtol=1e-14)
     else:
         kw = dict(kernel_size=(2, 3), stride=(2, 1), padding=1, ceil_mode=True, count_include_pad=False)
-        y = F.avg_pool2d(x, **kw)
+        y = ops.avg_pool2d(x, **kw)
         gy = _gy(tuple(y.shape))[..., ::-1]
         assert_close(y, ref.avg_pool2d(x, **kw), rtol=1e-14)
-        assert_close(F.avg_pool2d_backward(gy, x.shape, **kw), ref.avg_pool2d_backward(gy, x.shape, **kw),
+        assert_close(ops.avg_pool2d_backward(gy, x.shape, **kw), ref.avg_pool2d_backward(gy, x.shape, **kw),
                      rtol=1e-14)
 
 
@@ -284,10 +284,10 @@ def test_pooling_of_non_contiguous_views(op):
 def test_pool_output_size(size, k, s, p, d, ceil, expected):
     assert ref.pool_out_size(size, k, s, p, d, ceil) == expected
     x = np.zeros((1, 1, size, size))
-    y = F.max_pool2d(x, k, s, p, d, ceil_mode=ceil)
+    y = ops.max_pool2d(x, k, s, p, d, ceil_mode=ceil)
     assert tuple(y.shape) == (1, 1, expected, expected)
     if d == 1:
-        assert tuple(F.avg_pool2d(x, k, s, p, ceil_mode=ceil).shape) == (1, 1, expected, expected)
+        assert tuple(ops.avg_pool2d(x, k, s, p, ceil_mode=ceil).shape) == (1, 1, expected, expected)
 
 
 # --------------------------------------------------------------------------- layers
@@ -346,9 +346,9 @@ def test_max_pool_backends(backend, case):
     x = _x(shape)
     ry = ref.max_pool2d(x, **kw)
     gy = _gy(ry.shape)
-    y, idx = F.max_pool2d(backend.asarray(x), return_indices=True, **kw)
+    y, idx = ops.max_pool2d(backend.asarray(x), return_indices=True, **kw)
     assert_close(y, ry, rtol=0, backend=backend)
-    dx = F.max_pool2d_backward(backend.asarray(gy), idx, x.shape, **kw)
+    dx = ops.max_pool2d_backward(backend.asarray(gy), idx, x.shape, **kw)
     assert_close(dx, ref.max_pool2d_backward(gy, x, **kw), rtol=1e-14, backend=backend)
 
 
@@ -358,17 +358,17 @@ def test_avg_pool_backends(backend, case):
     x = _x(shape, "float32")
     ry = ref.avg_pool2d(x, **kw)
     gy = _gy(ry.shape, "float32")
-    y = F.avg_pool2d(backend.asarray(x), **kw)
+    y = ops.avg_pool2d(backend.asarray(x), **kw)
     assert_close(y, ry.astype(np.float32), rtol=1e-6, backend=backend)
-    dx = F.avg_pool2d_backward(backend.asarray(gy), x.shape, **kw)
+    dx = ops.avg_pool2d_backward(backend.asarray(gy), x.shape, **kw)
     assert_close(dx, ref.avg_pool2d_backward(gy, x.shape, **kw).astype(np.float32), rtol=1e-6, backend=backend)
 
 
 def test_global_avg_pool_backends(backend):
     x = _x((2, 3, 4, 5))
-    y = F.global_avg_pool2d(backend.asarray(x))
+    y = ops.global_avg_pool2d(backend.asarray(x))
     assert_close(y, x.mean(axis=(2, 3)), rtol=1e-14, backend=backend)
-    dx = F.global_avg_pool2d_backward(backend.asarray(np.ones((2, 3))), x.shape)
+    dx = ops.global_avg_pool2d_backward(backend.asarray(np.ones((2, 3))), x.shape)
     assert_close(dx, np.full(x.shape, 1 / 20), rtol=1e-15, backend=backend)
 
 
@@ -410,7 +410,7 @@ def test_numpy_max_pool_fast_path_equals_generic_on_ties_and_infinities(case, us
     x[rng.random(x.shape) < (0.0 if p else 0.05)] = -np.inf  # padded: see the all -inf image below
     x[0, 0, :2, :2] = [[0, 1], [1, 0]]
     numpy_backend = backends.get("numpy")
-    win = F.pooling._pool_window(x.shape, k, s, p, d, ceil, "test")
+    win = ops.pooling._pool_window(x.shape, k, s, p, d, ceil, "test")
     y, idx = numpy_backend.max_pool2d(x, win)
     generic = Backend.__new__(type(numpy_backend))  # the numpy backend's xp with the base class's methods
     y_ref, idx_ref = Backend.max_pool2d(generic, x, win)
@@ -420,7 +420,7 @@ def test_numpy_max_pool_fast_path_equals_generic_on_ties_and_infinities(case, us
     assert idx.dtype == (np.int64 if case.endswith("int64_index") else np.uint8)
     if p:  # a padded window whose only input value is -inf: the padding must not win
         x_inf = np.full((1, 1, h, w), -np.inf, dtype=np.float32)
-        win1 = F.pooling._pool_window(x_inf.shape, k, s, p, d, ceil, "test")
+        win1 = ops.pooling._pool_window(x_inf.shape, k, s, p, d, ceil, "test")
         y1, idx1 = numpy_backend.max_pool2d(x_inf, win1)
         np.testing.assert_array_equal(idx1, Backend.max_pool2d(generic, x_inf, win1)[1])
 
@@ -443,6 +443,6 @@ def test_numpy_max_pool_with_nan_input_takes_the_generic_path():
     x = _x((1, 2, 6, 6)).astype(np.float32)
     x[0, 0, 1, 0] = np.nan
     x[0, 1, 4, 5] = np.nan
-    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    y, idx = ops.max_pool2d(x, 2, return_indices=True)
     assert np.isnan(y).sum() == 2 and np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 1, 2, 2])
     assert idx[0, 0, 0, 0] == 2 and idx[0, 1, 2, 2] == 1  # the NaN's in-window position

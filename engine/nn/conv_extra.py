@@ -9,13 +9,13 @@ PyTorch's, so weights load from ``torch_module.state_dict()`` unchanged.
 """
 from __future__ import annotations
 
-from .. import functional as F
+from .. import ops as F
 from .._checks import pair, require_ndim
-from ..functional.adaptive import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,
+from ..ops.adaptive import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,
                                    adaptive_avg_pool2d_backward, _output_size, _single_size)
-from ..functional.conv_transpose import (conv_transpose2d, conv_transpose2d_backward,
+from ..ops.conv_transpose import (conv_transpose2d, conv_transpose2d_backward,
                                          conv_transpose_output_size)
-from ..functional.ops1d import (avg_pool1d, avg_pool1d_backward, conv1d, conv1d_backward, conv_transpose1d,
+from ..ops.ops1d import (avg_pool1d, avg_pool1d_backward, conv1d, conv1d_backward, conv_transpose1d,
                                 conv_transpose1d_backward, max_pool1d, max_pool1d_backward, single)
 from .layers import _AvgPoolNd, _check_dtype, _init_weight, _MaxPoolNd, _new_parameter, conv_extra_repr
 from .module import Module

@@ -11,10 +11,10 @@ import math
 import numpy as np
 
 from .. import _state
-from .. import functional as F
-from ..functional._common import conv_padding
+from .. import ops as F
+from ..ops._common import conv_padding
 from .._checks import backend_for, pair, require_ndim
-from ..functional.ops1d import single
+from ..ops.ops1d import single
 from . import init as _init
 from .module import Module, Parameter
 

@@ -2,8 +2,8 @@
 returns the gradient of the loss for its input."""
 from __future__ import annotations
 
-from .. import functional as F
-from ..functional.losses import check_reduction
+from .. import ops as F
+from ..ops.losses import check_reduction
 from .module import Module
 
 

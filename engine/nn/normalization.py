@@ -19,7 +19,7 @@ from .. import backends
 
 from .. import _state
 from .._checks import backend_for
-from ..functional.normalization import batch_norm, batch_norm_backward
+from ..ops.normalization import batch_norm, batch_norm_backward
 from .layers import _check_dtype
 from .module import Module, Parameter
 

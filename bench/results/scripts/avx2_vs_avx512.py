@@ -16,7 +16,7 @@ import time
 import numpy as np
 import engine  # noqa: F401  (sets the BLAS thread timeout before NumPy's BLAS starts)
 from engine.backends import native_cpu
-from engine.functional._common import _window, conv_padding
+from engine.ops._common import _window, conv_padding
 from engine.kernels import native
 
 def median_ms(fn, repeat=9):

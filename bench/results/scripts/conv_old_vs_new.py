@@ -12,7 +12,7 @@ import time
 import engine  # noqa: F401
 import numpy as np
 
-import engine.functional as F
+import engine.ops as F
 
 n, c, h, o, k, s, p = (int(v) for v in sys.argv[1].split(","))
 rng = np.random.default_rng(0)

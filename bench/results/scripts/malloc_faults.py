@@ -10,7 +10,7 @@ import engine  # noqa: F401  (first: sets OPENBLAS_THREAD_TIMEOUT)
 import numpy as np
 
 from engine import backends
-import engine.functional as F
+import engine.ops as F
 from engine.backends import host_memory, host_threads
 
 backends.get("numpy")  # applies the malloc tuning unless ENGINE_TUNE_MALLOC=0

@@ -1,4 +1,7 @@
-"""Functional ops: forward and backward of every layer, written once against the array API.
+"""``engine.ops``: the array-level forward/backward pairs of every layer, written once
+against the array API (plain backend arrays in and out, no tape). The differentiable
+functions on Tensors that users call, as ``torch.nn.functional``, are
+``engine.nn.functional``; they record nodes that call these pairs.
 
 Each forward takes arrays of one backend and gets that backend (and its
 namespace ``xp``) once per call; the backend supplies what the standard lacks

@@ -1,6 +1,6 @@
 """2-D transposed convolution (PyTorch's ``conv_transpose2d``) as GEMM + col2im.
 
-A transposed convolution is the adjoint of :func:`engine.functional.conv2d`
+A transposed convolution is the adjoint of :func:`engine.ops.conv2d`
 with the same weight, stride, padding, dilation and groups: where conv2d reads
 windows with im2col and multiplies by ``W``, the transpose multiplies by ``W^T``
 and sums the columns back into the (larger) output with col2im. So

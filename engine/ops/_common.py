@@ -1,4 +1,4 @@
-"""Geometry and helpers shared by the functional ops."""
+"""Geometry and helpers shared by the array-level ops (engine.ops)."""
 from __future__ import annotations
 
 from ..backends import Window
