@@ -117,16 +117,31 @@ class Backend:
         return self.asarray(rng.random(shape), dtype=dtype)
 
     # -- whole convolutions (fast paths) -------------------------------------
+    def index_add(self, target, key, values):
+        """``target`` with ``values`` added at ``target[key]``, repeated indices
+        accumulating (NumPy's ``np.add.at``): the backward of advanced indexing.
+
+        Generic version: through NumPy on the host (the standard has no
+        scatter-add); the NumPy and CuPy backends override it.
+        """
+        host = self.to_numpy(target).copy()
+        host_key = tuple(self.to_numpy(k) if hasattr(k, "shape") else k for k in key) \
+            if isinstance(key, tuple) else (self.to_numpy(key) if hasattr(key, "shape") else key)
+        np.add.at(host, host_key, self.to_numpy(values))
+        return self.asarray(host, dtype=target.dtype)
+
     def conv2d_fused(self, x, weight, bias, win: Window, groups: int):
         """``y (N, O, OH, OW)`` of a whole convolution (bias included) in one
         fast path, or ``None`` where this backend has none for these arguments;
         the engine then runs its im2col + GEMM code. The generic backend has none."""
         return None
 
-    def conv2d_backward_fused(self, grad_out, x, weight, win: Window, groups: int, need_input_grad: bool):
+    def conv2d_backward_fused(self, grad_out, x, weight, win: Window, groups: int, need_input_grad: bool,
+                              need_weight_grad: bool = True):
         """``(dx, dw)`` of a convolution from a fast path; either may be ``None``
-        (not computed here: the engine computes it), and ``dx`` is ``None``
-        when ``need_input_grad`` is false. The generic backend has none."""
+        (not computed here: the engine computes it), and ``dx`` (``dw``) is
+        ``None`` when ``need_input_grad`` (``need_weight_grad``) is false. The
+        generic backend has none."""
         return None, None
 
     # -- element-wise ------------------------------------------------------

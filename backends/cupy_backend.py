@@ -104,6 +104,12 @@ class CupyBackend(Backend):
             return self._generator.random(shape, dtype=dt)
         return self._generator.random(shape, dtype=np.float32).astype(dt)
 
+    def index_add(self, target, key, values):
+        """Scatter-add on the device (``cupyx.scatter_add``; repeated indices add up)."""
+        import cupyx
+        cupyx.scatter_add(target, key, values)
+        return target
+
     # -- windows -------------------------------------------------------------
     def sliding_windows(self, x_padded, win: Window):
         """View ``(N, C, OH, OW, kh, kw)`` of a padded input (do not write to it:

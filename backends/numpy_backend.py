@@ -44,6 +44,10 @@ class NumpyBackend(Backend):
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x)
 
+    def index_add(self, target, key, values):
+        np.add.at(target, key, values)
+        return target
+
     def relu(self, x):
         fast = native_cpu.relu(x) if self.use_native_kernels else None  # float32: one threaded pass
         return fast if fast is not None else super().relu(x)
@@ -58,11 +62,12 @@ class NumpyBackend(Backend):
             return None
         return native_cpu.forward(x, weight, bias, win, groups)
 
-    def conv2d_backward_fused(self, grad_out, x, weight, win: Window, groups: int, need_input_grad: bool):
+    def conv2d_backward_fused(self, grad_out, x, weight, win: Window, groups: int, need_input_grad: bool,
+                              need_weight_grad: bool = True):
         if not self.use_native_kernels:
             return None, None
-        dw = native_cpu.weight_grad(grad_out, x, weight.shape, win, groups)
-        if dw is None or not need_input_grad:
+        dw = native_cpu.weight_grad(grad_out, x, weight.shape, win, groups) if need_weight_grad else None
+        if (need_weight_grad and dw is None) or not need_input_grad:
             return None, dw
         return native_cpu.input_grad(grad_out, weight, x.shape, win, groups), dw
 

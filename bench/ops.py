@@ -50,7 +50,7 @@ from .harness import Case, Path
 from .suites import ConvShape, PoolShape, TrainShape, sweep_point
 
 CONV_PATHS = ("naive", "strided", "gemm", "gemm-slicing")
-PATH_CHOICES = ("naive", "strided", "gemm", "gemm-blas", "gemm-slicing", "generic", "torch")
+PATH_CHOICES = ("naive", "strided", "gemm", "pairs", "gemm-blas", "gemm-slicing", "generic", "torch")
 
 #: Backend methods the generic (slicing-only) variants put back, per family.
 IM2COL_METHODS = ("pad2d", "im2col", "col2im")
@@ -59,8 +59,8 @@ POOL_METHODS = ("pad2d", "max_pool2d", "max_pool2d_backward", "_scatter_windows"
 
 def default_paths(backend_name: str) -> tuple[str, ...]:
     if backend_name == "cupy":
-        return ("naive", "strided", "gemm", "gemm-slicing", "generic", "torch")
-    return ("naive", "strided", "gemm", "gemm-blas", "generic", "torch")
+        return ("naive", "strided", "gemm", "pairs", "gemm-slicing", "generic", "torch")
+    return ("naive", "strided", "gemm", "pairs", "gemm-blas", "generic", "torch")
 
 
 def native_active(env) -> bool:
@@ -555,9 +555,8 @@ def _train_reference(env: Env, w0, x64, y64) -> dict:
         with engine.use_backend("numpy"):
             model = engine_simplecnn("gemm", "float64")
             model.load_state_dict(w0)
-            crit = engine.nn.CrossEntropyLoss()
-            loss = crit(model(x64), y64)
-            model.backward(crit.backward(), input_grad=False)
+            loss = engine.nn.CrossEntropyLoss()(model(x64), y64)
+            loss.backward()
             grads = {k: np.asarray(p.grad) for k, p in model.named_parameters()}
     out = {"loss": np.asarray(float(loss))}
     out.update({f"grad.{k}": v for k, v in grads.items()})
@@ -578,11 +577,11 @@ def _engine_train(env: Env, method: str, w0, x64, y64):
             return model, engine.optim.Adam(model.parameters(), lr=LR, eps=EPS), engine.nn.CrossEntropyLoss()
 
     def step(model, opt, crit, x):
-        model.zero_grad()
+        opt.zero_grad()
         loss = crit(model(x), y)
-        model.backward(crit.backward(), input_grad=False)
+        loss.backward()
         opt.step()
-        return loss
+        return loss.data
 
     x = env.dev(x64)
     state = build(env.dtype)
@@ -599,6 +598,71 @@ def _engine_train(env: Env, method: str, w0, x64, y64):
         out.update(_adam_gap(w0, after, grads))
         model, opt, crit = build("float64")
         step(model, opt, crit, env.dev(x64, dtype=np.float64))
+        out.update({f"grad.{k}": env.host(p.grad) for k, p in model.named_parameters()})
+        return out
+    return run, check
+
+
+def _pairs_step(params, x, y):
+    """One SimpleCNN step through the array-level pairs called by hand, no tape:
+    the calls the layers made before the autograd tape (forward keeping what
+    backward needs, then each backward in reverse), for the tape's overhead."""
+    c1w, c1b, c2w, c2b, f1w, f1b, f2w, f2b = (p.data for p in params)
+    n = x.shape[0]
+    xp = backends.backend_of(x).xp
+    h1, col1 = F.conv2d(x, c1w, c1b, padding=1, keep_columns=True)
+    r1 = F.relu(h1)
+    p1, i1 = F.max_pool2d(r1, 2, return_indices=True)
+    h2, col2 = F.conv2d(p1, c2w, c2b, padding=1, keep_columns=True)
+    r2 = F.relu(h2)
+    p2, i2 = F.max_pool2d(r2, 2, return_indices=True)
+    flat = xp.reshape(p2, (n, -1))
+    r3 = F.relu(F.linear(flat, f1w, f1b))
+    logits = F.linear(r3, f2w, f2b)
+    loss = F.cross_entropy(logits, y)
+    g = F.cross_entropy_backward(logits, y)
+    g, d_f2w, d_f2b = F.linear_backward(g, r3, f2w)
+    g, d_f1w, d_f1b = F.linear_backward(F.relu_backward(g, r3), flat, f1w)
+    g = F.relu_backward(F.max_pool2d_backward(xp.reshape(g, p2.shape), i2, r2.shape, 2), r2)
+    g, d_c2w, d_c2b = F.conv2d_backward(g, p1, c2w, padding=1, columns=col2)
+    g = F.relu_backward(F.max_pool2d_backward(g, i1, r1.shape, 2), r1)
+    _, d_c1w, d_c1b = F.conv2d_backward(g, x, c1w, padding=1, columns=col1, need_input_grad=False)
+    for p, grad in zip(params, (d_c1w, d_c1b, d_c2w, d_c2b, d_f1w, d_f1b, d_f2w, d_f2b)):
+        p.grad = grad
+    return loss
+
+
+def _engine_train_pairs(env: Env, w0, x64, y64):
+    """The same step as :func:`_engine_train`'s, through :func:`_pairs_step`."""
+    y = env.dev(y64, dtype=np.int64)
+
+    def build(dtype):
+        with engine.use_backend(env.backend.name):
+            model = engine_simplecnn("gemm", dtype)
+            model.load_state_dict(w0)
+            return model.parameters(), engine.optim.Adam(model.parameters(), lr=LR, eps=EPS), model
+
+    def step(params, opt, x):
+        opt.zero_grad()
+        loss = _pairs_step(params, x, y)
+        opt.step()
+        return loss
+
+    x = env.dev(x64)
+    params, opt, _ = build(env.dtype)
+
+    def run():
+        return step(params, opt, x)
+
+    def check():
+        params, opt, model = build(env.dtype)
+        loss = step(params, opt, x)
+        grads = {k: env.host(p.grad) for k, p in model.named_parameters()}
+        after = {k: env.host(p.data) for k, p in model.named_parameters()}
+        out = {"loss": np.asarray(float(env.host(loss)))}
+        out.update(_adam_gap(w0, after, grads))
+        params, opt, model = build("float64")
+        step(params, opt, env.dev(x64, dtype=np.float64))
         out.update({f"grad.{k}": env.host(p.grad) for k, p in model.named_parameters()})
         return out
     return run, check
@@ -653,6 +717,10 @@ def train_case(env: Env, op: str, s: TrainShape) -> Case:
             run, check = _engine_train(env, method, w0, x64, y64)
             paths.append(Path(method, run, ident, check=check, timer=env.engine_timer(),
                               note=f"engine SimpleCNN, Conv2d(method={method!r}), Adam"))
+    if env.want("pairs"):
+        run, check = _engine_train_pairs(env, w0, x64, y64)
+        paths.append(Path("pairs", run, ident, check=check, timer=env.engine_timer(),
+                          note="the gemm step through the array-level pairs called by hand, no autograd tape"))
     if env.want("gemm-blas") and native_active(env):
         run, check = _engine_train(env, "gemm", w0, x64, y64)
         paths.append(Path("gemm-blas", _without_kernels(env.backend, run), ident,

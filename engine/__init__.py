@@ -50,8 +50,11 @@ _ATTRIBUTES = {
                      "use_backend"), "_state"),
     **dict.fromkeys(("load_checkpoint", "save_checkpoint"), "checkpoint"),
     **dict.fromkeys(("evaluate", "fit", "predict"), "training"),
+    **dict.fromkeys(("Tensor", "tensor", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+                     "cat", "stack", "split", "chunk", "where", "flatten", "zeros", "ones", "full",
+                     "zeros_like", "ones_like", "randn", "rand", "arange"), "autograd"),
 }
-_SUBMODULES = ("backends", "checkpoint", "data", "kernels", "models", "nn", "ops", "optim", "plots",
+_SUBMODULES = ("autograd", "backends", "checkpoint", "data", "kernels", "models", "nn", "ops", "optim", "plots",
                "schedulers", "summary", "training")
 
 __all__ = sorted(set(_ATTRIBUTES) | set(_SUBMODULES) - {"backends", "kernels", "summary"})

@@ -10,6 +10,7 @@ import numbers
 from . import backends
 
 from . import _state
+from .autograd.tensor import Tensor
 
 
 def backend_for(*arrays, where: str):
@@ -22,6 +23,11 @@ def backend_for(*arrays, where: str):
     for a in arrays:
         if a is None:
             continue
+        if isinstance(a, Tensor):
+            op = where.split()[0].split(":")[0]
+            raise TypeError(f"{where}: got an engine.Tensor; engine.ops functions take plain backend arrays "
+                            f"(pass t.data), and record nothing for autograd: the differentiable version is "
+                            f"engine.nn.functional.{op}")
         owner = backends.backend_of(a)
         if owner is None:
             raise TypeError(f"{where}: expected an array of one of the engine's backends "

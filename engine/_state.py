@@ -79,6 +79,17 @@ def set_rng_state(state: dict) -> None:
     _host_rng.bit_generator.state = state
 
 
+def dtype_of(dtype, backend=None):
+    """The dtype object of ``backend`` (default: the active one) for a name such
+    as ``"float32"``, a NumPy dtype or scalar type, or a dtype of that backend."""
+    b = current() if backend is None else backend
+    if isinstance(dtype, str):
+        return b.dtype(dtype)
+    if isinstance(dtype, (type, np.dtype)):
+        return b.dtype(np.dtype(dtype).name)
+    return dtype
+
+
 def asarray(data, dtype=None, backend: str | None = None):
     """``data`` as an array of the active backend (or of ``backend``).
 
@@ -86,15 +97,15 @@ def asarray(data, dtype=None, backend: str | None = None):
     of the target backend.
     """
     b = backends.get(backend) if backend is not None else current()
-    if isinstance(dtype, str):
-        dtype = b.dtype(dtype)
-    elif dtype is not None and isinstance(dtype, (type, np.dtype)):
-        dtype = b.dtype(np.dtype(dtype).name)
-    return b.asarray(data, dtype=dtype)
+    if hasattr(data, "grad_fn") and hasattr(data, "data"):  # an engine.Tensor
+        data = data.data
+    return b.asarray(data, dtype=None if dtype is None else dtype_of(dtype, b))
 
 
 def to_numpy(x) -> np.ndarray:
-    """A NumPy array holding ``x``, whatever backend ``x`` lives on."""
+    """A NumPy array holding ``x`` (an array or a Tensor), whatever backend it lives on."""
+    if hasattr(x, "grad_fn") and hasattr(x, "data"):  # an engine.Tensor
+        x = x.data
     if isinstance(x, np.ndarray):
         return x
     owner = backends.backend_of(x)

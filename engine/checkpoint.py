@@ -21,7 +21,7 @@ string (dicts are stored as JSON strings). Keys:
 ``epoch``                       int64 (-1 when not given)
 ``rng_state``                   JSON of :func:`engine.get_rng_state`
 ``backend``                     the backend the model lived on when saved
-``history``                     JSON of a :class:`engine.training.History`
+``history``                     JSON of a :class:`engine.history.History`
 ``extra``                       JSON of ``extra`` (its NumPy arrays: ``extra/<key>``)
 ==============================  ===============================================
 
@@ -42,6 +42,7 @@ from . import backends
 
 from . import _state
 from ._io import atomic_write
+from .history import History
 
 __all__ = ["FORMAT", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -210,7 +211,6 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, restore_rn
     if "scheduler" in raw:
         ckpt.scheduler_state = _loads(raw["scheduler"], "scheduler", path)
     if "history" in raw:
-        from .training import History
         ckpt.history = History.from_dict(_loads(raw["history"], "history", path))
     ckpt.extra = _loads(raw["extra"], "extra", path) if "extra" in raw else {}
     for key, value in raw.items():

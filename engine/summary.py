@@ -3,8 +3,9 @@ counts, receptive fields and FLOPs, with totals.
 
     >>> print(engine.models.simple_cnn().summary((1, 28, 28)))
 
-Shapes come from a real forward pass of one zero batch in evaluation mode (so
-they are exactly what the layers produce; the model's mode, gradients and the
+Shapes come from a real forward pass of one zero batch in evaluation mode,
+seen by forward hooks (so they are exactly what the layers produce, for any
+model, however its ``forward`` is written; the model's mode, gradients and the
 engine generator are left as they were). Parameter counts are each layer's own
 trainable scalars, the same numbers PyTorch reports.
 
@@ -26,12 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import backends
-
-from . import _state
-from .nn import layers as L
-from .nn.conv_extra import _ConvTransposeNd
-from .nn.module import Module, Sequential
+from . import _state, backends
+from .autograd import no_grad
 
 __all__ = ["LayerInfo", "Summary", "summary"]
 
@@ -138,111 +135,130 @@ def _flops(n) -> str:
     return str(n)
 
 
-def _leaves(module: Module, prefix: str = ""):
-    """Layers in execution order: Sequentials are opened, other modules are one row."""
-    if isinstance(module, Sequential):
-        for name, child in module.named_children():
-            yield from _leaves(child, f"{prefix}.{name}" if prefix else name)
-    else:
-        yield (prefix or type(module).__name__), module
-
-
-def _own_params(module: Module) -> int:
+def _own_params(module) -> int:
     return sum(int(math.prod(p.shape)) for p in module.parameters())
 
 
-def _describe(m: Module) -> str:
-    if isinstance(m, L.Conv2d):
+def _is_container(m) -> bool:
+    """Sequential, ModuleList, ModuleDict: modules that only hold others."""
+    return type(m).__name__ in ("Sequential", "ModuleList", "ModuleDict")
+
+
+def _units(model):
+    """``(name, module)`` of the modules that become rows: the children of the
+    model, with containers opened (a custom block is one row)."""
+    def walk(module, prefix):
+        for name, child in module.named_children():
+            full = f"{prefix}.{name}" if prefix else name
+            if _is_container(child):
+                yield from walk(child, full)
+            else:
+                yield full, child
+    units = list(walk(model, ""))
+    return units or [(type(model).__name__, model)]
+
+
+def _describe(m) -> str:
+    name = type(m).__name__
+    if name in ("Conv2d", "Conv1d", "ConvTranspose2d", "ConvTranspose1d"):
         parts = [f"{m.in_channels}→{m.out_channels}", _kernel("k", m.kernel_size)]
-        if m.stride != (1, 1):
+        ones = (1,) * len(m.kernel_size)
+        if tuple(m.stride) != ones:
             parts.append(_kernel("s", m.stride))
         if isinstance(m.padding, str):
             parts.append(f"p={m.padding}")
-        elif m.padding != (0, 0):
+        elif any(m.padding):
             parts.append(_kernel("p", m.padding))
-        if m.dilation != (1, 1):
+        if tuple(m.dilation) != ones:
             parts.append(_kernel("d", m.dilation))
         if m.groups != 1:
             parts.append(f"g{m.groups}")
         return ", ".join(parts)
-    if isinstance(m, (L.MaxPool2d, L.AvgPool2d)):
+    if name in ("MaxPool2d", "AvgPool2d", "MaxPool1d", "AvgPool1d"):
         parts = [_kernel("k", m.kernel_size)]
         if m.stride != m.kernel_size:
             parts.append(_kernel("s", m.stride))
-        if m.padding != (0, 0):
+        if any(m.padding):
             parts.append(_kernel("p", m.padding))
         return ", ".join(parts)
-    if isinstance(m, L.Linear):
+    if hasattr(m, "in_features") and hasattr(m, "out_features"):
         return f"{m.in_features}→{m.out_features}"
-    if isinstance(m, L.LeakyReLU):
+    if hasattr(m, "negative_slope"):
         return f"{m.negative_slope:g}"
-    if isinstance(m, L.Dropout):
+    if name == "Dropout":
         return f"p={m.p:g}"
     return ""
 
 
-def _kernel(letter, pair) -> str:
-    return f"{letter}{pair[0]}" if pair[0] == pair[1] else f"{letter}{pair[0]}x{pair[1]}"
+def _kernel(letter, sizes) -> str:
+    sizes = tuple(sizes)
+    return f"{letter}{sizes[0]}" if len(set(sizes)) == 1 else f"{letter}{'x'.join(str(k) for k in sizes)}"
 
 
-def _window(m: Module):
-    """(effective kernel, stride) pairs of a sliding-window layer, else None."""
-    if isinstance(m, (L.Conv2d, L.MaxPool2d)):
-        dil = m.dilation
-    elif isinstance(m, L.AvgPool2d):
-        dil = (1, 1)
-    else:
+def _window(m):
+    """(effective kernel, stride) of a 2-D sliding-window layer, else None."""
+    name = type(m).__name__
+    if name not in ("Conv2d", "MaxPool2d", "AvgPool2d"):
         return None
+    dil = getattr(m, "dilation", (1, 1))
     k = tuple(d * (kk - 1) + 1 for kk, d in zip(m.kernel_size, dil))
     return k, m.stride
 
 
-def _macs(m: Module, x_shape, y_shape) -> int:
-    if isinstance(m, L.Linear):
+def _macs(m, x_shape, y_shape) -> int:
+    if hasattr(m, "in_features") and hasattr(m, "out_features"):
         return int(math.prod(y_shape)) * m.in_features
     weight = getattr(m, "weight", None)
     if weight is None or len(weight.shape) < 3:
         return 0
     taps = int(math.prod(weight.shape[1:]))  # per output (conv) or per input (transposed) element
-    if isinstance(m, _ConvTransposeNd):  # every input element scatters into weight.shape[1] * k outputs
+    if type(m).__name__.startswith("ConvTranspose"):  # every input element scatters into weight.shape[1]*k outputs
         return int(math.prod(x_shape)) * taps
     return int(math.prod(y_shape)) * taps  # Conv1d/Conv2d: (C/groups) * k taps per output
 
 
-_KEEPS_RF = (L.Flatten, L.Identity, L.Dropout, L._Activation)
-_KEEPS_RF_NAMES = {"BatchNorm1d", "BatchNorm2d"}
+#: Layers that keep the receptive field of their input (element-wise, reshaping, normalisation).
+_KEEPS_RF = {"Flatten", "Identity", "Dropout", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
+             "BatchNorm1d", "BatchNorm2d"}
 
 
-def _run_counting(layer: Module, x):
-    """``layer(x)`` and the multiply-accumulates of every Conv2d/Linear inside it."""
-    counted = [0]
-    patched = []
-    for _, m in layer.named_modules():
-        if isinstance(m, L.Linear) or (getattr(m, "weight", None) is not None and len(m.weight.shape) >= 3):
-            def counting(inp, _m=m):
-                out = type(_m).forward(_m, inp)
-                counted[0] += _macs(_m, tuple(inp.shape), tuple(out.shape))
-                return out
-            object.__setattr__(m, "forward", counting)
-            patched.append(m)
-    try:
-        return layer(x), counted[0]
-    finally:
-        for m in patched:
-            del m.__dict__["forward"]
+def _first_leaf(model):
+    return next((m for _, m in model.named_modules() if not m._modules), None)
 
 
-def summary(model: Module, input_shape, dtype: str | None = None) -> Summary:
+class _Recorder:
+    """Forward hooks that record each unit's call (input, output, MACs inside it)."""
+
+    def __init__(self, units):
+        self.unit_names = {id(m): name for name, m in units}
+        self.calls, self.stack, self.seen = [], [], set()
+
+    def pre(self, module, args):
+        self.stack.append([self.unit_names[id(module)], module, args[0] if args else None, 0])
+
+    def post(self, module, args, output):
+        name, _, x, macs = self.stack.pop()
+        self.calls.append((name, module, x, output, macs))
+
+    def count(self, module, args, output):
+        if self.stack and args:
+            self.stack[-1][3] += _macs(module, tuple(args[0].shape), tuple(output.shape))
+
+
+def summary(model, input_shape, dtype: str | None = None) -> Summary:
     """Per-layer output shape, parameters, receptive field and FLOPs of ``model``.
 
     ``input_shape``: ``(C, H, W)`` (one image) or ``(N, C, H, W)``. ``dtype``:
-    of the probe input (default: the model's). Returns a :class:`Summary`
-    (``.rows``, ``.total_params``, ``.total_flops``; ``print()`` it for a table).
+    of the probe input (default: the model's). The rows are the modules the
+    model calls, in call order, as forward hooks saw them on one forward pass
+    of a zero batch (under ``no_grad``, in evaluation mode); a module called
+    twice gives two rows. Returns a :class:`Summary` (``.rows``,
+    ``.total_params``, ``.total_flops``; ``print()`` it for a table).
     """
-    if not isinstance(model, Module):
+    if not hasattr(model, "named_modules") or not callable(model):
         raise TypeError(f"summary: model must be an engine.nn.Module, got {type(model).__name__}")
     shape = tuple(int(d) for d in input_shape)
-    first = next(_leaves(model), (None, None))[1]
+    first = _first_leaf(model)
     one_d = first is not None and type(first).__name__.endswith("1d")
     if len(shape) == (2 if one_d else 3):  # one sample: add the batch axis
         shape = (1,) + shape
@@ -255,38 +271,63 @@ def summary(model: Module, input_shape, dtype: str | None = None) -> Summary:
         dtype = next((d for d in ("float16", "float32", "float64") if d in str(params[0].data.dtype)),
                      "float32") if params else "float32"
     x = backend.asarray(np.zeros(shape), dtype=backend.dtype(dtype))
-    rows = []
+    units = _units(model)
+    recorder = _Recorder(units)
+    handles = []  # the MAC counters first: a unit's own counter runs before its row is closed
+    for _, m in model.named_modules():
+        if getattr(m, "weight", None) is not None or hasattr(m, "in_features"):
+            handles.append(m.register_forward_hook(recorder.count))
+    for _, m in units:
+        handles += [m.register_forward_pre_hook(recorder.pre), m.register_forward_hook(recorder.post)]
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     rng_state = _state.get_rng_state()
     try:
-        rf, jump = ((1, 1), (1, 1)) if len(shape) == 4 else (None, None)
-        for name, layer in _leaves(model):
-            try:
-                y, macs = _run_counting(layer, x)
-            except Exception as exc:
-                raise type(exc)(f"summary: layer {name} ({type(layer).__name__}) failed on input "
-                                f"{tuple(x.shape)}: {exc}") from exc
-            y_shape = tuple(int(d) for d in y.shape)
-            win = _window(layer)
-            if win is not None:
-                if isinstance(rf, tuple):
-                    k, s = win
-                    rf = (rf[0] + (k[0] - 1) * jump[0], rf[1] + (k[1] - 1) * jump[1])
-                    jump = (jump[0] * s[0], jump[1] * s[1])
-            elif isinstance(layer, (L.Linear, L.GlobalAvgPool2d)) or (
-                    type(layer).__name__.startswith("Adaptive") and len(y_shape) == 4 and y_shape[2:] == (1, 1)):
-                rf, jump = ("all", None) if len(shape) == 4 else (None, None)  # sees the whole image
-            elif not (isinstance(layer, _KEEPS_RF) or type(layer).__name__ in _KEEPS_RF_NAMES):
-                rf, jump = None, None  # a layer this table does not know: receptive field unknown
-            rows.append(LayerInfo(name=name, type=type(layer).__name__, description=_describe(layer),
-                                  output_shape=y_shape, params=_own_params(layer),
-                                  receptive_field=rf, jump=jump,
-                                  macs=macs))
-            x = y
+        with no_grad():
+            model(x)
+    except Exception as exc:
+        if recorder.stack:
+            name, layer, inp, _ = recorder.stack[-1]
+            raise type(exc)(f"summary: layer {name} ({type(layer).__name__}) failed on input "
+                            f"{tuple(inp.shape) if inp is not None else '?'}: {exc}") from exc
+        raise
     finally:
+        for h in handles:
+            h.remove()
         for m, mode in modes:
             object.__setattr__(m, "training", mode)
         _state.set_rng_state(rng_state)
     return Summary(model_name=type(model).__name__ if not getattr(model, "name", None) else model.name,
-                   input_shape=shape, rows=rows, dtype=dtype)
+                   input_shape=shape, rows=_rows(recorder.calls, x, len(shape) == 4), dtype=dtype)
+
+
+def _rows(calls, probe, two_d: bool) -> list:
+    """Rows with receptive fields: followed along the chain of calls while each
+    layer's input is the previous layer's output; unknown once the model branches."""
+    rows, seen = [], set()
+    rf, jump = ((1, 1), (1, 1)) if two_d else (None, None)
+    previous = probe
+    for name, layer, x, y, macs in calls:
+        y_shape = tuple(int(d) for d in y.shape)
+        chained = x is previous or (getattr(x, "data", None) is getattr(previous, "data", object()))
+        win = _window(layer)
+        if not chained:
+            rf, jump = None, None
+        elif win is not None:
+            if isinstance(rf, tuple):
+                k, s = win
+                rf = (rf[0] + (k[0] - 1) * jump[0], rf[1] + (k[1] - 1) * jump[1])
+                jump = (jump[0] * s[0], jump[1] * s[1])
+        elif hasattr(layer, "in_features") or type(layer).__name__ == "GlobalAvgPool2d" or (
+                type(layer).__name__.startswith("Adaptive") and len(y_shape) == 4 and y_shape[2:] == (1, 1)):
+            rf, jump = ("all", None) if two_d else (None, None)  # sees the whole image
+        elif type(layer).__name__ not in _KEEPS_RF:
+            rf, jump = None, None  # a layer this table does not know: receptive field unknown
+        again = id(layer) in seen
+        seen.add(id(layer))
+        rows.append(LayerInfo(name=name, type=type(layer).__name__,
+                              description=_describe(layer) + (" (again)" if again else ""),
+                              output_shape=y_shape, params=0 if again else _own_params(layer),
+                              receptive_field=rf, jump=jump, macs=macs))
+        previous = y
+    return rows

@@ -34,7 +34,10 @@ import numpy as np
 from . import backends
 
 from . import _state
-from .nn.module import Module, Sequential
+from .autograd import no_grad
+from .autograd.tensor import Tensor, as_array
+from .history import History
+from .nn.module import Module
 from .nn.utils import clip_grad_norm_
 
 __all__ = [
@@ -52,70 +55,6 @@ __all__ = [
 
 class NonFiniteLossWarning(RuntimeWarning):
     """Training stopped because the loss became NaN or infinite."""
-
-
-# --------------------------------------------------------------------------- history
-class History:
-    """Per-epoch metrics recorded by :func:`fit`.
-
-    ``history["loss"]``, ``history.loss`` … are lists with one entry per epoch:
-    ``epoch`` (1-based), ``loss``, ``accuracy`` (training, averaged over the
-    epoch's batches, dropout active), ``val_loss``, ``val_accuracy`` (with a
-    validation loader), ``lr`` (first parameter group, during the epoch),
-    ``time`` (seconds of training, validation excluded) and ``samples_per_s``.
-    ``stop_reason`` is ``None`` or why training stopped early.
-    """
-
-    KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "time", "samples_per_s")
-
-    def __init__(self, data: dict | None = None, stop_reason: str | None = None):
-        self.history = {k: [] for k in self.KEYS}
-        if data:
-            for k, v in data.items():
-                self.history[k] = list(v)
-        self.stop_reason = stop_reason
-
-    def append(self, **values) -> None:
-        n = len(self.history["epoch"])
-        for k in set(self.history) | set(values):
-            column = self.history.setdefault(k, [None] * n)
-            column.append(values.get(k))
-
-    def __getitem__(self, key):
-        return self.history[key]
-
-    def __getattr__(self, key):
-        history = self.__dict__.get("history")
-        if history is not None and key in history:
-            return history[key]
-        raise AttributeError(f"History has no metric {key!r}")
-
-    def __contains__(self, key):
-        return key in self.history and any(v is not None for v in self.history[key])
-
-    def __len__(self) -> int:
-        return len(self.history["epoch"])
-
-    def keys(self):
-        return [k for k in self.history if k in self]
-
-    def as_dict(self) -> dict:
-        """Plain lists (JSON-able), plus ``stop_reason``."""
-        return {"history": {k: list(v) for k, v in self.history.items()}, "stop_reason": self.stop_reason}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> History:
-        return cls(d.get("history", {}), d.get("stop_reason"))
-
-    def last(self, key, default=None):
-        values = [v for v in self.history.get(key, []) if v is not None]
-        return values[-1] if values else default
-
-    def __repr__(self) -> str:
-        parts = [f"{k}={self.last(k):.4g}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
-                 if self.last(k) is not None]
-        stop = f", stopped: {self.stop_reason!r}" if self.stop_reason else ""
-        return f"History(epochs={len(self)}, {', '.join(parts)}{stop})"
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -302,12 +241,6 @@ def _isatty(stream) -> bool:
 
 
 # --------------------------------------------------------------------------- helpers
-def _backward(model, grad):
-    if isinstance(model, Sequential):
-        return model.backward(grad, input_grad=False)  # skips the first layer's dx (col2im)
-    return model.backward(grad)
-
-
 def _is_classification(logits, y) -> bool:
     return logits.ndim == 2 and y.ndim == 1 and "int" in str(y.dtype)
 
@@ -327,9 +260,9 @@ def _lr_of(optimizer):
 def _check_fit_args(model, loss, optimizer, epochs, initial_epoch, clip_grad_norm):
     if not isinstance(model, Module):
         raise TypeError(f"fit: model must be an engine.nn.Module, got {type(model).__name__}")
-    if not callable(loss) or not hasattr(loss, "backward"):
-        raise TypeError("fit: loss must be an engine loss module (e.g. engine.nn.CrossEntropyLoss()), "
-                        f"got {type(loss).__name__}")
+    if not callable(loss):
+        raise TypeError("fit: loss must be callable as loss(output, target), e.g. engine.nn.CrossEntropyLoss() "
+                        f"or engine.nn.functional.cross_entropy; got {type(loss).__name__}")
     if not hasattr(optimizer, "step") or not hasattr(optimizer, "zero_grad"):
         raise TypeError(f"fit: optimizer must be an engine.optim optimizer, got {type(optimizer).__name__}")
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
@@ -388,11 +321,13 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
                     if xp is None:
                         xp = backends.backend_of(x).xp
                     optimizer.zero_grad()
-                    logits = model(x)
-                    value = loss(logits, y)
-                    _backward(model, loss.backward())
+                    output = model(x)
+                    loss_value = _as_loss(loss(output, y))
+                    loss_value.backward()
                     if clip_grad_norm is not None:
                         clip_grad_norm_(params, clip_grad_norm)
+                    logits = as_array(output)
+                    value = backends.backend_of(loss_value.data).xp.reshape(loss_value.data, ())
                     if classify is None:
                         classify = _is_classification(logits, y)
                     if classify:
@@ -446,6 +381,16 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
     history.stop_reason = state.stop_reason
     model.train()
     return history
+
+
+def _as_loss(value):
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        raise TypeError("fit: the loss must return a one-element Tensor (reduction 'mean' or 'sum'), got "
+                        f"{type(value).__name__} with shape {getattr(value, 'shape', None)}")
+    if not value.requires_grad:
+        raise RuntimeError("fit: the loss does not depend on any parameter that requires a gradient "
+                           "(are all parameters frozen with requires_grad_(False)?)")
+    return value
 
 
 def _snapshot(params, previous):
@@ -534,10 +479,10 @@ def evaluate(model, loader, loss=None) -> dict:
         raise TypeError(f"evaluate: model must be an engine.nn.Module, got {type(model).__name__}")
     loss_total = correct_total = None
     n, classify = 0, None
-    with _EvalMode(model):
+    with _EvalMode(model), no_grad():
         for x, y in loader:
-            xp = backends.backend_of(x).xp
-            logits = model(x)
+            xp = backends.backend_of(as_array(x)).xp
+            logits = as_array(model(x))
             b = int(x.shape[0])
             n += b
             if classify is None:
@@ -546,10 +491,9 @@ def evaluate(model, loader, loss=None) -> dict:
                 c = _correct(xp, logits, y, xp.float64 if _has_f64(xp) else logits.dtype)
                 correct_total = c if correct_total is None else correct_total + c
             if loss is not None:
-                value = loss(logits, y)
+                value = as_array(loss(logits, y))
                 value = xp.astype(value, xp.float64) * b if _has_f64(xp) else value * b
                 loss_total = value if loss_total is None else loss_total + value
-                loss._input = loss._target = None  # keep nothing alive after evaluation
     result = {"n": n}
     if n and classify:
         result["accuracy"] = float(_state.to_numpy(correct_total)) / n
@@ -570,8 +514,14 @@ def predict(model, data, batch_size: int = 256, classes: bool = False):
     ``(x, y)`` / ``x`` batches. ``classes=True`` returns the predicted class
     indices ``(N,)`` instead of ``(N, K)`` logits.
     """
+    if not isinstance(model, Module):
+        raise TypeError(f"predict: model must be an engine.nn.Module, got {type(model).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(data, (list, tuple)) and data and not isinstance(data[0], (list, tuple)) \
+            and hasattr(data[0], "shape"):
+        data = np.stack([_state.to_numpy(d) for d in data])  # a list of images
+    data = as_array(data)
     if hasattr(data, "shape") and hasattr(data, "ndim"):
         params = model.parameters()
         target = backends.backend_of(params[0].data) if params else _state.current()
@@ -581,13 +531,17 @@ def predict(model, data, batch_size: int = 256, classes: bool = False):
                             f"got dtype {array.dtype}")
         n = int(array.shape[0])
         batches = (array[i:min(i + batch_size, n), ...] for i in range(0, n, batch_size))
-    else:
+    elif hasattr(data, "__iter__"):
         batches = (b[0] if isinstance(b, (tuple, list)) else b for b in data)
+    else:
+        raise TypeError(f"predict: data must be an array (N, C, H, W), a Tensor, a list of images or a loader "
+                        f"of batches, got {type(data).__name__}")
     outs, xp = [], None
-    with _EvalMode(model):
+    with _EvalMode(model), no_grad():
         for x in batches:
+            x = as_array(x)
             xp = backends.backend_of(x).xp
-            y = model(x)
+            y = as_array(model(x))
             outs.append(xp.argmax(y, axis=1) if classes else y)
     if not outs:
         raise ValueError("predict: no inputs")

@@ -43,16 +43,16 @@ def small_resnet(width: int = 16, num_classes: int = 10, in_channels: int = 1) -
     )
 
 
+@engine.no_grad()
 def evaluate(model, loader) -> tuple[float, float]:
-    """``(mean loss, accuracy)`` in eval mode."""
+    """``(mean loss, accuracy)`` in eval mode, recording nothing for backward."""
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     total_loss, correct, count = 0.0, 0, 0
     for x, y in loader:
         logits = model(x)
         total_loss += float(loss_fn(logits, y))
-        pred = engine.to_numpy(logits).argmax(axis=1)
-        correct += int((pred == engine.to_numpy(y)).sum())
+        correct += int((logits.argmax(dim=1) == y).sum())
         count += int(y.shape[0])
     model.train()
     return total_loss / count, correct / count
@@ -103,13 +103,13 @@ def main(argv=None) -> float:
             opt.zero_grad()
             logits = model(x)
             loss = loss_fn(logits, y)
-            model.backward(loss_fn.backward(), input_grad=False)
+            loss.backward()
             opt.step()
             step += 1
             n = int(y.shape[0])
             seen += n
             total_loss += float(loss) * n
-            correct += int((engine.to_numpy(logits).argmax(axis=1) == engine.to_numpy(y)).sum())
+            correct += int((logits.argmax(dim=1) == y).sum())
         elapsed = time.perf_counter() - t0
         test_loss, test_acc = evaluate(model, test_loader)
         print(f"epoch {epoch}: train loss {total_loss / seen:.4f} acc {correct / seen:.4f} | "

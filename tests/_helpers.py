@@ -49,3 +49,19 @@ def from_torch(t) -> np.ndarray:
 def on(backend_name, a, dtype=None):
     """``a`` (NumPy) as an array of backend ``backend_name``."""
     return engine.asarray(a, dtype=dtype, backend=backend_name)
+
+
+def forward_backward(module, x, grad_out, **kwargs):
+    """One forward of ``module`` on ``x`` as a leaf Tensor that requires grad,
+    then ``y.backward(grad_out)``. Parameter gradients accumulate into ``.grad``
+    as in training. Returns ``(y, dx)``: the output Tensor and the input's
+    gradient (an array of ``x``'s backend)."""
+    x_t = engine.Tensor(engine.asarray(x) if isinstance(x, np.ndarray) else x, requires_grad=True)
+    y = module(x_t, **kwargs)
+    y.backward(engine.asarray(grad_out, dtype=y.dtype) if isinstance(grad_out, np.ndarray) else grad_out)
+    return y, x_t.grad
+
+
+def backward_through(module, x, grad_out, **kwargs):
+    """The input gradient of :func:`forward_backward`."""
+    return forward_backward(module, x, grad_out, **kwargs)[1]

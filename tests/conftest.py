@@ -35,6 +35,8 @@ def rng():
 def assert_close(actual, expected, rtol=1e-7, atol=0.0, backend=None, err_msg=""):
     """Compare an engine array with a NumPy reference: backend, shape and dtype
     first, then values. ``rtol`` is relative to the reference's largest magnitude."""
+    if isinstance(actual, engine.Tensor):
+        actual = actual.data
     if backend is not None:
         assert backends.backend_of(actual) is backend, (
             f"result lives on {backends.backend_of(actual)}, expected {backend}")

@@ -184,8 +184,9 @@ def _train_step(model, x, y, opt_name):
     losses = []
     for _ in range(2):
         opt.zero_grad()
-        losses.append(crit(model(x), y))
-        model.backward(crit.backward(), input_grad=False)
+        loss = crit(model(x), y)
+        loss.backward()
+        losses.append(loss.data)
         grads = [p.grad for p in model.parameters()]
         opt.step()
     return losses, grads, [p.data for p in model.parameters()]

@@ -11,7 +11,8 @@ from engine import ops
 from engine import nn
 
 import reference as ref
-from _helpers import FD_TOL, REF_TOL, TORCH_TOL, assert_rel, from_torch, to_torch, torch_or_skip
+from _helpers import (FD_TOL, REF_TOL, TORCH_TOL, assert_rel, forward_backward, from_torch, to_torch,
+                      torch_or_skip)
 from conftest import assert_close
 
 METHODS = ["gemm", "strided", "naive"]
@@ -237,21 +238,29 @@ def test_columns_of_another_input_or_of_another_kind_are_refused():
         ops.conv2d_backward(gy, x, wt, columns=np.zeros(3), **kw)
 
 
-def test_conv2d_layer_keeps_columns_in_training_only_and_frees_them_in_backward(monkeypatch):
+def test_conv2d_node_keeps_columns_only_while_recording_and_frees_them_in_backward(monkeypatch):
     monkeypatch.setattr(backends.get("numpy"), "use_native_kernels", False)  # the C path builds no columns
     engine.manual_seed(0)
     layer = nn.Conv2d(3, 4, 3, padding=1)
     x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
     y = layer(x)
-    assert layer._columns is not None
-    dx = layer.backward(np.ones_like(y))
-    assert layer._columns is None
+    node = y.grad_fn
+    assert node.saved[2] is not None  # the im2col columns, for the weight gradient
+    y.backward(np.ones(y.shape, dtype=np.float32))
+    assert node.saved is None  # freed by the backward
+    dw = engine.to_numpy(layer.weight.grad).copy()
+    with engine.no_grad():
+        y2 = layer(x)
+    assert y2.grad_fn is None and np.array_equal(engine.to_numpy(y2), engine.to_numpy(y.detach()))
     layer.zero_grad()
-    layer.eval()
-    assert np.array_equal(layer(x), y) and layer._columns is None
-    layer.train()
-    layer(x)
-    np.testing.assert_array_equal(layer.backward(np.ones_like(y)), dx)
+    layer.eval()  # eval mode still records: gradients work in both modes
+    layer(x).backward(np.ones(y.shape, dtype=np.float32))
+    np.testing.assert_array_equal(engine.to_numpy(layer.weight.grad), dw)
+    layer.requires_grad_(False)  # frozen: nothing to record for data input
+    assert layer(x).grad_fn is None
+    x_t = engine.tensor(x, requires_grad=True)
+    y3 = layer(x_t)
+    assert y3.grad_fn.saved[2] is None  # a frozen weight needs no columns: only dx is computed
 
 
 # --------------------------------------------------------------------------- backends
@@ -376,8 +385,7 @@ def test_conv2d_layer_matches_torch_layer(case, method, dtype):
     ty = tl(tx)
     gy = np.random.default_rng(2).standard_normal(tuple(ty.shape)).astype(dtype)
     ty.backward(to_torch(gy))
-    y = layer(x)
-    dx = layer.backward(gy)
+    y, dx = forward_backward(layer, x, gy)
     tol = TORCH_TOL[dtype]
     assert_rel(y, from_torch(ty), tol, "y")
     assert_rel(dx, from_torch(tx.grad), tol, "dx")
@@ -389,10 +397,8 @@ def test_conv2d_layer_gradients_accumulate_and_reset():
     x, wt, b, gy, kw = _data("stride2_pad1")
     layer = nn.Conv2d(3, 4, 3, stride=2, padding=1, dtype="float64")
     layer.load_state_dict({"weight": wt, "bias": b})
-    layer(x)
-    layer.backward(gy)
-    layer(x)
-    layer.backward(gy)
+    layer(x).backward(gy)
+    layer(x).backward(gy)
     _, _, rdw, rdb = _reference("stride2_pad1")
     assert_close(layer.weight.grad, 2 * rdw, rtol=1e-12)
     assert_close(layer.bias.grad, 2 * rdb, rtol=1e-12)
@@ -405,8 +411,9 @@ def test_conv2d_layer_without_bias_and_without_input_grad():
     layer = nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False, dtype="float64")
     assert list(layer.state_dict()) == ["weight"]
     layer.load_state_dict({"weight": wt})
-    assert_close(layer(x), ref.conv2d(x, wt, None, **kw), rtol=1e-12)
-    assert layer.backward(gy, input_grad=False) is None
+    y = layer(x)
+    assert_close(y, ref.conv2d(x, wt, None, **kw), rtol=1e-12)
+    y.backward(gy)  # the input is data: no dx is computed, only the weight gradient
     assert_close(layer.weight.grad, _reference("stride2_pad1")[2], rtol=1e-12)
 
 

@@ -9,7 +9,7 @@ import engine
 from engine import ops
 from engine import nn
 
-from _helpers import from_torch, to_torch, torch_or_skip
+from _helpers import forward_backward, from_torch, to_torch, torch_or_skip
 
 
 def test_a_shared_layer_is_one_set_of_parameters_but_keeps_every_state_dict_key():
@@ -71,28 +71,25 @@ def test_a_module_used_twice_in_one_forward_gets_both_calls_gradients(case):
     ty = twin(tx)
     gy = np.random.default_rng(2).standard_normal(tuple(ty.shape))
     ty.backward(to_torch(gy))
-    y = model(x)
-    np.testing.assert_allclose(y, from_torch(ty), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(model.backward(gy), from_torch(tx.grad), rtol=1e-10, atol=1e-14)
+    y, dx = forward_backward(model, x, gy)
+    np.testing.assert_allclose(engine.to_numpy(y), from_torch(ty), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx, from_torch(tx.grad), rtol=1e-10, atol=1e-14)
     grads = {name: p.grad for name, p in model.named_parameters()}
     for name, tp in twin.named_parameters():
         np.testing.assert_allclose(grads[name], from_torch(tp.grad), rtol=1e-10, atol=1e-14, err_msg=name)
 
 
-def test_a_shared_conv_keeps_no_im2col_columns_after_backward():
+def test_a_shared_conv_frees_what_both_calls_saved_after_backward():
     conv = nn.Conv2d(2, 2, 3, padding=1)
     model = nn.Sequential(conv, nn.ReLU(), conv)
     x = np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32)
-    model.backward(np.ones_like(model(x)))
-    states = [st for k, st in model.__dict__["_call_states"].items() if k != "shared"]
-    assert states and all(attrs.get("_columns") is None for st in states for _, attrs in st)
-
-
-def test_a_shared_module_keeps_no_extra_state_in_eval_mode():
-    shared = nn.Linear(2, 2)
-    model = nn.Sequential(shared, nn.ReLU(), shared).eval()
-    model(np.ones((1, 2), dtype=np.float32))
-    assert model.__dict__.get("_call_states") is None
+    y = model(x)
+    second = y.grad_fn
+    first = second.next_functions[0][0].next_functions[0][0]  # conv <- relu <- conv
+    assert type(first).__name__ == type(second).__name__ == "Conv2dNode" and first is not second
+    assert first.saved is not None and second.saved is not None
+    y.backward(np.ones(y.shape, dtype=np.float32))
+    assert first.saved is None and second.saved is None
 
 
 @pytest.mark.parametrize("weight_dtype, bias_dtype", [(np.float32, None), (np.float64, np.float32)])

@@ -12,7 +12,7 @@ from engine import ops
 from engine import nn
 
 import reference as ref
-from _helpers import FD_TOL, REF_TOL, TORCH_TOL, assert_rel, from_torch, to_torch, torch_or_skip
+from _helpers import FD_TOL, REF_TOL, TORCH_TOL, assert_rel, backward_through, from_torch, to_torch, torch_or_skip
 from conftest import assert_close
 
 # name -> (engine forward, engine backward taking (grad, x, y), reference, torch function)
@@ -91,7 +91,7 @@ def test_activation_layers_match_torch(name, dtype):
     ty = _torch_fn(torch, name)(tx)
     ty.backward(to_torch(gy))
     assert_rel(layer(x), from_torch(ty), TORCH_TOL[dtype], "y")
-    assert_rel(layer.backward(gy), from_torch(tx.grad), TORCH_TOL[dtype], "dx")
+    assert_rel(backward_through(layer, x, gy), from_torch(tx.grad), TORCH_TOL[dtype], "dx")
     assert layer.parameters() == []
 
 
@@ -106,7 +106,7 @@ def test_softmax_along_any_axis(dim, log):
     ty = (torch.log_softmax if log else torch.softmax)(tx, dim=dim)
     ty.backward(to_torch(gy))
     assert_rel(layer(x), from_torch(ty), 1e-12, "y")
-    assert_rel(layer.backward(gy), from_torch(tx.grad), 1e-12, "dx")
+    assert_rel(backward_through(layer, x, gy), from_torch(tx.grad), 1e-12, "dx")
     assert_rel(layer(x), (ref.log_softmax if log else ref.softmax)(x, dim), 1e-12, "reference")
 
 
@@ -197,13 +197,13 @@ def test_linear_layer_matches_torch(dtype, bias):
     ty.backward(to_torch(gy))
     tol = TORCH_TOL[dtype]
     assert_rel(layer(x), from_torch(ty), tol, "y")
-    assert_rel(layer.backward(gy), from_torch(tx.grad), tol, "dx")
+    assert_rel(backward_through(layer, x, gy), from_torch(tx.grad), tol, "dx")
     assert_rel(layer.weight.grad, from_torch(tl.weight.grad), tol, "weight.grad")
     if bias:
         assert_rel(layer.bias.grad, from_torch(tl.bias.grad), tol, "bias.grad")
     else:
         assert layer.bias is None
-    assert layer.backward(gy, input_grad=False) is None
+    layer(x).backward(engine.asarray(gy))  # data input: no dx, the weight gradient accumulates
     assert_rel(layer.weight.grad, 2 * from_torch(tl.weight.grad), tol, "accumulated weight.grad")
 
 
@@ -238,7 +238,7 @@ def test_flatten_matches_torch(start, end):
     assert tuple(y.shape) == tuple(ty.shape)
     assert_close(y, from_torch(ty), rtol=0)
     gy = _x(tuple(ty.shape), seed=1)
-    dx = layer.backward(gy)
+    dx = backward_through(layer, x, gy)
     assert tuple(dx.shape) == x.shape
     assert_close(dx, gy.reshape(x.shape), rtol=0)
 
@@ -255,7 +255,7 @@ def test_dropout_eval_mode_is_identity():
     x = _x((4, 5))
     np.testing.assert_array_equal(engine.to_numpy(layer(x)), x)
     gy = _x((4, 5), seed=1)
-    np.testing.assert_array_equal(engine.to_numpy(layer.backward(gy)), gy)
+    np.testing.assert_array_equal(engine.to_numpy(backward_through(layer, x, gy)), gy)
     y, mask = ops.dropout(x, 0.5, training=False)
     assert mask is None and y is x
 
@@ -265,14 +265,17 @@ def test_dropout_train_drops_fraction_p_and_scales_the_rest(p):
     engine.manual_seed(123)
     layer = nn.Dropout(p)
     x = np.random.default_rng(0).uniform(1.0, 2.0, (200, 500))  # never 0
-    y = engine.to_numpy(layer(x))
+    x_t = engine.tensor(x, requires_grad=True)
+    y_t = layer(x_t)
+    y = engine.to_numpy(y_t.detach())
     dropped = y == 0
     n = dropped.size
     assert abs(dropped.mean() - p) < 5 * np.sqrt(p * (1 - p) / n)  # five standard deviations
     np.testing.assert_allclose(y[~dropped], x[~dropped] / (1 - p), rtol=1e-15)
     assert abs(y.mean() / x.mean() - 1) < 0.02  # the expectation is preserved
     gy = np.random.default_rng(1).standard_normal(x.shape)
-    dx = engine.to_numpy(layer.backward(gy))
+    y_t.backward(gy)
+    dx = engine.to_numpy(x_t.grad)
     np.testing.assert_array_equal(dx[dropped], 0.0)
     np.testing.assert_allclose(dx[~dropped], gy[~dropped] / (1 - p), rtol=1e-15)
 
@@ -310,8 +313,7 @@ def test_dropout_p0_and_p1():
     y, mask = ops.dropout(x, 1.0)
     np.testing.assert_array_equal(engine.to_numpy(y), 0.0)
     layer = nn.Dropout(1.0)
-    layer(x)
-    np.testing.assert_array_equal(engine.to_numpy(layer.backward(np.ones((3, 4)))), 0.0)
+    np.testing.assert_array_equal(engine.to_numpy(backward_through(layer, x, np.ones((3, 4)))), 0.0)
     assert engine.to_numpy(y).dtype == x.dtype
 
 
@@ -361,12 +363,14 @@ def test_linear_and_flatten_on_every_backend(backend):
     x, w, b, gy = r.standard_normal((3, 2, 2, 2)), r.standard_normal((4, 8)), r.standard_normal(4), \
         r.standard_normal((3, 4))
     flat = nn.Flatten()
-    xf = flat(backend.asarray(x))
+    xf = flat(backend.asarray(x)).data
     y = ops.linear(xf, backend.asarray(w), backend.asarray(b))
     assert_close(y, ref.linear(x.reshape(3, 8), w, b), rtol=1e-12, backend=backend)
     dx, dw, db = ops.linear_backward(backend.asarray(gy), xf, backend.asarray(w))
     rdx, rdw, rdb = ref.linear_backward(gy, x.reshape(3, 8), w)
-    assert_close(flat.backward(dx), rdx.reshape(x.shape), rtol=1e-12, backend=backend)
+    x_t = engine.Tensor(backend.asarray(x), requires_grad=True)
+    flat(x_t).backward(dx)
+    assert_close(x_t.grad, rdx.reshape(x.shape), rtol=1e-12, backend=backend)
     assert_close(dw, rdw, rtol=1e-12, backend=backend)
     assert_close(db, rdb, rtol=1e-12, backend=backend)
 

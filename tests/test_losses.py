@@ -21,6 +21,15 @@ def _logits(n=5, k=4, scale=2.0, dtype="float64", seed=0):
     return (r.standard_normal((n, k)) * scale).astype(dtype), r.integers(0, k, n)
 
 
+def _loss_and_grad(crit, input, target, grad_out=None):
+    """``crit(input, target)`` on a leaf Tensor, then ``backward(grad_out)``:
+    ``(loss Tensor, gradient for input)``."""
+    x = engine.Tensor(engine.asarray(input) if isinstance(input, np.ndarray) else input, requires_grad=True)
+    loss = crit(x, engine.asarray(target) if isinstance(target, np.ndarray) else target)
+    loss.backward(grad_out)
+    return loss, x.grad
+
+
 def _torch_ce(torch, logits, target, reduction, smoothing, grad_out):
     tx = to_torch(logits, requires_grad=True)
     loss = torch.nn.functional.cross_entropy(tx, to_torch(target), reduction=reduction,
@@ -51,11 +60,10 @@ def test_cross_entropy_loss_matches_torch(reduction, smoothing, dtype):
     grad_out = np.random.default_rng(3).standard_normal(5).astype(dtype)
     t_loss, t_grad = _torch_ce(torch, logits, target, reduction, smoothing, grad_out)
     crit = nn.CrossEntropyLoss(reduction=reduction, label_smoothing=smoothing)
-    loss = crit(logits, target)
-    assert engine.to_numpy(loss).dtype == np.dtype(dtype)
+    loss, grad = _loss_and_grad(crit, logits, target, grad_out if reduction == "none" else None)
+    assert engine.to_numpy(loss.detach()).dtype == np.dtype(dtype)
     assert tuple(loss.shape) == t_loss.shape
-    assert_rel(loss, t_loss, TORCH_TOL[dtype], "loss")
-    grad = crit.backward(grad_out) if reduction == "none" else crit.backward()
+    assert_rel(loss.detach(), t_loss, TORCH_TOL[dtype], "loss")
     assert_rel(grad, t_grad, TORCH_TOL[dtype], "grad")
 
 
@@ -71,9 +79,8 @@ def test_cross_entropy_none_backward_with_weights_matches_finite_differences():
     logits, target = _logits(n=4, k=3)
     w = np.array([0.5, -1.0, 2.0, 0.0])
     num = ref.numerical_grad(lambda v: np.sum(engine.to_numpy(ops.cross_entropy(v, target, "none")) * w), logits)
-    crit = nn.CrossEntropyLoss(reduction="none")
-    crit(logits, target)
-    assert_rel(crit.backward(w), num, FD_TOL, "grad")
+    _, grad = _loss_and_grad(nn.CrossEntropyLoss(reduction="none"), logits, target, w)
+    assert_rel(grad, num, FD_TOL, "grad")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -84,9 +91,8 @@ def test_cross_entropy_stable_for_logits_in_the_thousands(scale, dtype):
     logits[0, :] = scale  # a row of equal huge logits
     logits[1, target[1]] = -scale  # the true class hugely wrong
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        crit = nn.CrossEntropyLoss(label_smoothing=0.1)
-        loss = engine.to_numpy(crit(logits, target))
-        grad = engine.to_numpy(crit.backward())
+        loss, grad = _loss_and_grad(nn.CrossEntropyLoss(label_smoothing=0.1), logits, target)
+        loss, grad = engine.to_numpy(loss.detach()), engine.to_numpy(grad)
     assert np.isfinite(loss) and np.all(np.isfinite(grad))
     t_loss, t_grad = _torch_ce(torch, logits, target, "mean", 0.1, None)
     assert_rel(loss, t_loss, TORCH_TOL[dtype], "loss")
@@ -114,9 +120,8 @@ def test_cross_entropy_perfect_prediction_is_zero_and_uniform_is_log_k():
 def test_loss_backward_scales_with_grad_out():
     logits, target = _logits()
     crit = nn.CrossEntropyLoss()
-    crit(logits, target)
-    g1 = engine.to_numpy(crit.backward())
-    assert_close(crit.backward(2.5), 2.5 * g1, rtol=1e-15)
+    g1 = engine.to_numpy(_loss_and_grad(crit, logits, target)[1])
+    assert_close(_loss_and_grad(crit, logits, target, np.array(2.5))[1], 2.5 * g1, rtol=1e-15)
 
 
 # --------------------------------------------------------------------------- MSE
@@ -131,11 +136,10 @@ def test_mse_loss_matches_torch_and_reference(reduction, shape, dtype):
     tx = to_torch(x, requires_grad=True)
     tl = torch.nn.functional.mse_loss(tx, to_torch(t), reduction=reduction)
     tl.backward(to_torch(g) if reduction == "none" else None)
-    crit = nn.MSELoss(reduction)
-    loss = crit(x, t)
-    assert_rel(loss, from_torch(tl), TORCH_TOL[dtype], "loss")
-    assert_rel(loss, ref.mse(x, t, reduction), TORCH_TOL[dtype], "reference")
-    grad = crit.backward(g) if reduction == "none" else crit.backward()
+    crit = nn.MSELoss(reduction=reduction)
+    loss, grad = _loss_and_grad(crit, x, t, g if reduction == "none" else None)
+    assert_rel(loss.detach(), from_torch(tl), TORCH_TOL[dtype], "loss")
+    assert_rel(loss.detach(), ref.mse(x, t, reduction), TORCH_TOL[dtype], "reference")
     assert_rel(grad, from_torch(tx.grad), TORCH_TOL[dtype], "grad")
 
 
@@ -153,9 +157,9 @@ def test_mse_backward_matches_finite_differences(reduction):
 def test_cross_entropy_on_every_backend(backend, reduction, smoothing):
     logits, target = _logits(scale=1000.0)
     crit = nn.CrossEntropyLoss(reduction=reduction, label_smoothing=smoothing)
-    loss = crit(backend.asarray(logits), backend.asarray(target))
+    loss, grad = _loss_and_grad(crit, backend.asarray(logits), backend.asarray(target),
+                                backend.asarray(np.ones(5)) if reduction == "none" else None)
     assert_close(loss, ref.cross_entropy(logits, target, reduction, smoothing), rtol=1e-12, backend=backend)
-    grad = crit.backward(backend.asarray(np.ones(5))) if reduction == "none" else crit.backward()
     want = ref.cross_entropy_grad(logits, target, "sum" if reduction == "none" else reduction, smoothing)
     assert_close(grad, want, rtol=1e-12, backend=backend)
 
@@ -163,7 +167,6 @@ def test_cross_entropy_on_every_backend(backend, reduction, smoothing):
 def test_mse_on_every_backend(backend):
     r = np.random.default_rng(0)
     x, t = r.standard_normal((3, 4)).astype(np.float32), r.standard_normal((3, 4)).astype(np.float32)
-    crit = nn.MSELoss()
-    assert_close(crit(backend.asarray(x), backend.asarray(t)), np.float32(ref.mse(x, t)), rtol=1e-6,
-                 backend=backend)
-    assert_close(crit.backward(), (2 * (x - t) / 12).astype(np.float32), rtol=1e-6, backend=backend)
+    loss, grad = _loss_and_grad(nn.MSELoss(), backend.asarray(x), backend.asarray(t))
+    assert_close(loss, np.float32(ref.mse(x, t)), rtol=1e-6, backend=backend)
+    assert_close(grad, (2 * (x - t) / 12).astype(np.float32), rtol=1e-6, backend=backend)

@@ -89,7 +89,7 @@ def test_models_on_every_backend(backend):
         m = models.get_model(name)
         y = m(engine.asarray(np.zeros((2, 1, 28, 28)), dtype="float32"))
         assert tuple(y.shape) == (2, 10)
-        assert backends.backend_of(y) is backend
+        assert backends.backend_of(y.data) is backend
 
 
 def test_same_seed_same_weights():

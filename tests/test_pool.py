@@ -13,7 +13,8 @@ from engine import ops
 from engine import nn
 
 import reference as ref
-from _helpers import FD_TOL, REF_TOL, TORCH_TOL, assert_rel, from_torch, to_torch, torch_or_skip
+from _helpers import (FD_TOL, REF_TOL, TORCH_TOL, assert_rel, backward_through, from_torch, to_torch,
+                      torch_or_skip)
 from conftest import assert_close
 
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
@@ -246,7 +247,7 @@ def test_global_avg_pool_layer_backward():
     x = _x((2, 3, 4, 4))
     assert_close(layer(x), x.mean(axis=(2, 3)), rtol=1e-14)
     gy = _gy((2, 3))
-    assert_close(layer.backward(gy), np.broadcast_to(gy[:, :, None, None] / 16, x.shape), rtol=1e-15)
+    assert_close(backward_through(layer, x, gy), np.broadcast_to(gy[:, :, None, None] / 16, x.shape), rtol=1e-15)
 
 
 # --------------------------------------------------------------------------- non-contiguous
@@ -304,7 +305,7 @@ def test_maxpool_layer_matches_torch(case, dtype):
     gy = _gy(tuple(ty.shape), dtype)
     ty.backward(to_torch(gy))
     assert_close(layer(x), from_torch(ty), rtol=0)
-    assert_rel(layer.backward(gy), from_torch(tx.grad), TORCH_TOL[dtype], "dx")
+    assert_rel(backward_through(layer, x, gy), from_torch(tx.grad), TORCH_TOL[dtype], "dx")
     assert list(layer.state_dict()) == []
 
 
@@ -321,16 +322,20 @@ def test_avgpool_layer_matches_torch(case, dtype):
     gy = _gy(tuple(ty.shape), dtype)
     ty.backward(to_torch(gy))
     assert_rel(layer(x), from_torch(ty), TORCH_TOL[dtype], "y")
-    assert_rel(layer.backward(gy), from_torch(tx.grad), TORCH_TOL[dtype], "dx")
+    assert_rel(backward_through(layer, x, gy), from_torch(tx.grad), TORCH_TOL[dtype], "dx")
 
 
-def test_pool_layers_keep_nothing_in_eval_mode():
+def test_pool_layers_record_nothing_without_grad_and_backward_in_eval_mode():
     x = _x((1, 1, 4, 4))
     for layer in (nn.MaxPool2d(2), nn.AvgPool2d(2), nn.GlobalAvgPool2d()):
         layer.eval()
-        layer(x)
-        with pytest.raises(RuntimeError, match="backward"):
-            layer.backward(np.ones((1, 1, 2, 2)) if not isinstance(layer, nn.GlobalAvgPool2d) else np.ones((1, 1)))
+        assert layer(x).grad_fn is None  # data in, no parameters: nothing to record
+        x_t = engine.tensor(x, requires_grad=True)
+        with engine.no_grad():
+            assert layer(x_t).grad_fn is None
+        y = layer(x_t)  # eval mode: gradients still flow (saliency maps)
+        y.backward(np.ones(y.shape))
+        assert x_t.grad is not None and float(x_t.grad.sum()) == pytest.approx(y.numel())
 
 
 def test_maxpool_stride_defaults_to_kernel_size():

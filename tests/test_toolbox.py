@@ -21,6 +21,7 @@ import engine
 from engine import ops
 from engine import nn
 
+from _helpers import forward_backward
 from conftest import assert_close
 
 torch = pytest.importorskip("torch")  # the outside oracle: pip install "torch==2.13.0"
@@ -249,9 +250,9 @@ def _check_layer_vs_torch(backend, rng, module, tmodule, x, tol=1e-12, **fwd_kwa
     ty = tmodule(tx, **fwd_kwargs)
     g = rng.standard_normal(tuple(ty.shape))
     ty.backward(torch.tensor(g))
-    y = module(E(x), **fwd_kwargs)
+    y, dx = forward_backward(module, E(x), E(g), **fwd_kwargs)
     assert_close(y, ty.detach().numpy(), rtol=tol, backend=backend)
-    assert_close(module.backward(E(g)), tx.grad.numpy(), rtol=tol, backend=backend)
+    assert_close(dx, tx.grad.numpy(), rtol=tol, backend=backend)
     tparams = dict(tmodule.named_parameters())
     for name, p in module.named_parameters():
         assert_close(p.grad, tparams[name].grad.numpy(), rtol=tol, err_msg=name)
@@ -274,10 +275,10 @@ def test_conv_transpose2d_layer_output_size(rng):
     tmodule = torch.nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1).double()
     _load_from_torch(module, tmodule)
     x = rng.standard_normal((1, 2, 4, 5))
-    y = module(E(x), output_size=(8, 10))
+    y, dx = forward_backward(module, E(x), E(np.ones((1, 3, 8, 10))), output_size=(8, 10))
     assert tuple(y.shape) == (1, 3, 8, 10)
     assert_close(y, tmodule(torch.tensor(x), output_size=[8, 10]).detach().numpy(), rtol=1e-12)
-    assert tuple(module.backward(E(np.ones((1, 3, 8, 10)))).shape) == x.shape
+    assert tuple(dx.shape) == x.shape
     with pytest.raises(ValueError, match="output_size"):
         module(E(x), output_size=(9, 12))
 
@@ -374,8 +375,9 @@ def test_max_pool1d_matches_naive_and_torch(backend, rng, kw, dilation):
     dx = ops.max_pool1d_backward(E(g), idx, x.shape, dilation=dilation, **kw)
     assert_close(dx, tx.grad.numpy(), rtol=1e-12, backend=backend)
     module = nn.MaxPool1d(dilation=dilation, **kw)
-    assert_close(module(E(x)), ty.detach().numpy(), rtol=0)
-    assert_close(module.backward(E(g)), tx.grad.numpy(), rtol=1e-12)
+    y, dx = forward_backward(module, E(x), E(g))
+    assert_close(y, ty.detach().numpy(), rtol=0)
+    assert_close(dx, tx.grad.numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("kw", POOL1D_CASES)
@@ -394,8 +396,9 @@ def test_avg_pool1d_matches_naive_and_torch(backend, rng, kw, count_include_pad)
     dx = ops.avg_pool1d_backward(E(g), x.shape, count_include_pad=count_include_pad, **kw)
     assert_close(dx, tx.grad.numpy(), rtol=1e-12, backend=backend)
     module = nn.AvgPool1d(count_include_pad=count_include_pad, **kw)
-    assert_close(module(E(x)), ty.detach().numpy(), rtol=1e-12)
-    assert_close(module.backward(E(g)), tx.grad.numpy(), rtol=1e-12)
+    y, dx = forward_backward(module, E(x), E(g))
+    assert_close(y, ty.detach().numpy(), rtol=1e-12)
+    assert_close(dx, tx.grad.numpy(), rtol=1e-12)
 
 
 def test_pool1d_finite_differences(rng):
@@ -438,8 +441,9 @@ def test_adaptive_avg_pool2d_matches_naive_and_torch(backend, rng, in_hw, out):
     assert_close(y, naive_adaptive_avg_pool2d(x, *ty.shape[2:]), rtol=1e-12)
     assert_close(ops.adaptive_avg_pool2d_backward(E(g), x.shape, out), tx.grad.numpy(), rtol=1e-12, backend=backend)
     module = nn.AdaptiveAvgPool2d(out)
-    assert_close(module(E(x)), ty.detach().numpy(), rtol=1e-12)
-    assert_close(module.backward(E(g)), tx.grad.numpy(), rtol=1e-12)
+    y, dx = forward_backward(module, E(x), E(g))
+    assert_close(y, ty.detach().numpy(), rtol=1e-12)
+    assert_close(dx, tx.grad.numpy(), rtol=1e-12)
 
 
 def test_adaptive_avg_pool_float32_finite_differences_and_1d(rng):
@@ -455,8 +459,9 @@ def test_adaptive_avg_pool_float32_finite_differences_and_1d(rng):
     g1 = rng.standard_normal(tuple(ty.shape))
     ty.backward(torch.tensor(g1))
     module = nn.AdaptiveAvgPool1d(4)
-    assert_close(module(E(x1)), ty.detach().numpy(), rtol=1e-12)
-    assert_close(module.backward(E(g1)), tx.grad.numpy(), rtol=1e-12)
+    y, dx = forward_backward(module, E(x1), E(g1))
+    assert_close(y, ty.detach().numpy(), rtol=1e-12)
+    assert_close(dx, tx.grad.numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match="output_size entries must be positive ints or None"):
         nn.AdaptiveAvgPool2d((0, 2))
 
@@ -495,9 +500,9 @@ def test_batch_norm_layer_matches_torch_train_and_eval(backend, rng, cls, tname,
         g = rng.standard_normal(shape)
         ty.backward(torch.tensor(g))
         module.zero_grad()
-        y = module(E(x))
+        y, dx = forward_backward(module, E(x), E(g))
         assert_close(y, ty.detach().numpy(), rtol=1e-12, backend=backend)
-        assert_close(module.backward(E(g)), tx.grad.numpy(), rtol=1e-11, backend=backend)
+        assert_close(dx, tx.grad.numpy(), rtol=1e-11, backend=backend)
         for name, p in module.named_parameters():
             assert_close(p.grad, dict(tmodule.named_parameters())[name].grad.numpy(), rtol=1e-12)
             dict(tmodule.named_parameters())[name].grad = None
@@ -567,10 +572,11 @@ def test_batch_norm_errors(rng):
         nn.BatchNorm1d(3, momentum=2)
     with pytest.raises(TypeError, match="running_mean dtype float32 differs from input dtype float64"):
         nn.BatchNorm1d(3).eval()(E(rng.standard_normal((2, 3))))
-    bn = nn.BatchNorm1d(3)
-    bn.eval()(E(rng.standard_normal((2, 3)), "float32"))
-    with pytest.raises(RuntimeError, match="backward\\(\\) called before forward"):
-        bn.backward(E(np.ones((2, 3)), "float32"))
+    bn = nn.BatchNorm1d(3).eval()
+    y = bn(E(rng.standard_normal((2, 3)), "float32"))
+    assert y.grad_fn is not None  # eval mode still records: the weight requires grad
+    with engine.no_grad():
+        assert bn(E(rng.standard_normal((2, 3)), "float32")).grad_fn is None
 
 
 def test_batch_norm_state_dict_round_trip_and_to():
@@ -640,8 +646,9 @@ def test_resnet_loads_torch_state_dict_and_matches_in_train_and_eval(backend, rn
     ty = tmodel(tx)
     g = rng.standard_normal(tuple(ty.shape))
     ty.backward(torch.tensor(g))
-    assert_close(model(E(x)), ty.detach().numpy(), rtol=1e-12, backend=backend)
-    assert_close(model.backward(E(g)), tx.grad.numpy(), rtol=1e-10, backend=backend)
+    y, dx = forward_backward(model, E(x), E(g))
+    assert_close(y, ty.detach().numpy(), rtol=1e-12, backend=backend)
+    assert_close(dx, tx.grad.numpy(), rtol=1e-10, backend=backend)
     tparams = dict(tmodel.named_parameters())
     for name, p in model.named_parameters():
         assert_close(p.grad, tparams[name].grad.numpy(), rtol=1e-10, err_msg=name)
@@ -656,9 +663,9 @@ def test_residual_sums_gradients_of_both_paths(rng):
     lin = nn.Linear(3, 3).to("float64")
     block = nn.Residual(lin)
     g = rng.standard_normal((2, 3))
-    y = block(E(x))
+    y, dx = forward_backward(block, E(x), E(g))
     assert_close(y, x @ N(lin.weight.data).T + N(lin.bias.data) + x, rtol=1e-12)
-    assert_close(block.backward(E(g)), g @ N(lin.weight.data) + g, rtol=1e-12)
+    assert_close(dx, g @ N(lin.weight.data) + g, rtol=1e-12)
 
     body = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to("float64")
     proj = nn.Linear(3, 2, bias=False).to("float64")
@@ -666,8 +673,7 @@ def test_residual_sums_gradients_of_both_paths(rng):
     assert list(block.state_dict()) == ["body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias",
                                         "shortcut.weight"]
     g = rng.standard_normal((2, 2))
-    block(E(x))
-    dx = block.backward(E(g))
+    _, dx = forward_backward(block, E(x), E(g))
     params = [p for p in block.parameters()]
     hosts = [N(p.data).copy() for p in params]
 
@@ -690,8 +696,9 @@ def test_residual_conv_block_matches_torch(rng):
     ty = torch.relu(tbody(tx) + tx)
     g = rng.standard_normal(x.shape)
     ty.backward(torch.tensor(g))
-    assert_close(block(E(x)), ty.detach().numpy(), rtol=1e-12)
-    assert_close(block.backward(E(g)), tx.grad.numpy(), rtol=1e-12)
+    y, dx = forward_backward(block, E(x), E(g))
+    assert_close(y, ty.detach().numpy(), rtol=1e-12)
+    assert_close(dx, tx.grad.numpy(), rtol=1e-12)
 
 
 def test_residual_errors(rng):
@@ -716,8 +723,7 @@ def test_numpy_and_array_api_strict_agree_on_a_resnet(rng):
     outs = []
     for m, name in ((model, "numpy"), (strict, "array_api_strict")):
         with engine.use_backend(name):
-            y = m(E(x))
-            dx = m.backward(E(g))
+            y, dx = forward_backward(m, E(x), E(g))
             outs.append((N(y), N(dx), {k: N(p.grad) for k, p in m.named_parameters()},
                          {k: N(b) for k, b in m.named_buffers()}))
     (y0, dx0, g0, b0), (y1, dx1, g1, b1) = outs

@@ -123,8 +123,10 @@ def test_fit_argument_errors(mnist_small):
     model = tiny_model()
     opt = optim.Adam(model.parameters())
     loader = loaders(mnist_small)[0]
-    with pytest.raises(TypeError, match="loss module"):
-        T.fit(model, lambda a, b: 0, opt, loader)
+    with pytest.raises(TypeError, match="loss must be callable"):
+        T.fit(model, "cross_entropy", opt, loader)
+    with pytest.raises(TypeError, match="loss must return a one-element Tensor"):
+        T.fit(model, lambda a, b: 0, opt, loader, progress=False)
     with pytest.raises(TypeError, match="optimizer"):
         T.fit(model, nn.CrossEntropyLoss(), object(), loader)
     with pytest.raises(ValueError, match="epochs"):

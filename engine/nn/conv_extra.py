@@ -2,22 +2,20 @@
 ``ConvTranspose2d``, ``ConvTranspose1d``, ``Conv1d``, ``MaxPool1d``,
 ``AvgPool1d``, ``AdaptiveAvgPool2d`` and ``AdaptiveAvgPool1d``.
 
-As everywhere in ``engine.nn``, forward keeps what backward needs (only in
-training mode), backward returns the input gradient and accumulates
-parameter gradients into ``.grad``. Weight shapes and state_dict keys are
-PyTorch's, so weights load from ``torch_module.state_dict()`` unchanged.
+As everywhere in ``engine.nn``, modules write ``forward`` only (through
+:mod:`engine.nn.functional`). Weight shapes and state_dict keys are PyTorch's,
+so weights load from ``torch_module.state_dict()`` unchanged.
 """
 from __future__ import annotations
 
-from .. import ops as F
+from .. import ops
 from .._checks import pair, require_ndim
-from ..ops.adaptive import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,
-                                   adaptive_avg_pool2d_backward, _output_size, _single_size)
-from ..ops.conv_transpose import (conv_transpose2d, conv_transpose2d_backward,
-                                         conv_transpose_output_size)
-from ..ops.ops1d import (avg_pool1d, avg_pool1d_backward, conv1d, conv1d_backward, conv_transpose1d,
-                                conv_transpose1d_backward, max_pool1d, max_pool1d_backward, single)
-from .layers import _AvgPoolNd, _check_dtype, _init_weight, _MaxPoolNd, _new_parameter, conv_extra_repr
+from ..ops.adaptive import _output_size, _single_size
+from ..ops.conv_transpose import conv_transpose_output_size
+from ..ops.ops1d import single
+from . import functional as F
+from .layers import (_AvgPoolNd, _check_dtype, _init_weight, _MaxPoolNd, _new_parameter, conv_extra_repr,
+                     renamed_errors)
 from .module import Module
 
 __all__ = ["ConvTranspose2d", "ConvTranspose1d", "Conv1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool2d",
@@ -32,12 +30,7 @@ def _check_channels(in_channels, out_channels, groups, where):
         raise ValueError(f"{where}: in_channels and out_channels must be divisible by groups={groups}")
 
 
-def _rename(exc, op, label):
-    return type(exc)(str(exc).replace(f"{op}:", f"{label}:", 1))
-
-
 class _ConvTransposeNd(Module):
-    skips_input_grad = True
     _ndim = 2
 
     def _build(self, in_channels, out_channels, kernel_size, bias, init, dtype, where):
@@ -47,7 +40,6 @@ class _ConvTransposeNd(Module):
         self.weight = _new_parameter((in_channels, out_channels // self.groups) + self.kernel_size, dtype)
         _init_weight(self.weight, init, where)
         self.bias = _new_parameter((out_channels,), dtype) if bias else None
-        self._x = self._output_padding_used = None
 
     def _output_padding_for(self, x, output_size):
         """``output_padding``, or the one that gives ``output_size`` (PyTorch's forward argument)."""
@@ -76,23 +68,9 @@ class _ConvTransposeNd(Module):
             raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
                              f"{self.in_channels} (input shape {tuple(x.shape)})")
         op = self._output_padding_for(x, output_size)
-        forward_fn = conv_transpose2d if self._ndim == 2 else conv_transpose1d
-        try:
-            y = forward_fn(x, self.weight.data, None if self.bias is None else self.bias.data, **self._args(op))
-        except (TypeError, ValueError) as exc:
-            raise _rename(exc, forward_fn.__name__, self._label()) from None
-        self._x, self._output_padding_used = (x, op) if self.training else (None, None)
-        return y
-
-    def backward(self, grad_out, input_grad: bool = True):
-        x, op = self._saved("_x", "_output_padding_used")
-        backward_fn = conv_transpose2d_backward if self._ndim == 2 else conv_transpose1d_backward
-        dx, dw, db = backward_fn(grad_out, x, self.weight.data, need_input_grad=input_grad,
-                                 has_bias=self.bias is not None, **self._args(op))
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
-        return dx
+        functional = F.conv_transpose2d if self._ndim == 2 else F.conv_transpose1d
+        with renamed_errors(functional.__name__, self._label()):
+            return functional(x, self.weight, self.bias, **self._args(op))
 
     def extra_repr(self):
         return conv_extra_repr(self, self.output_padding)
@@ -168,8 +146,6 @@ class Conv1d(Module):
     machinery (im2col + GEMM) with a height of 1.
     """
 
-    skips_input_grad = True
-
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, *, init="kaiming_normal", method="gemm", dtype="float32"):
         super().__init__()
@@ -188,13 +164,12 @@ class Conv1d(Module):
             self.padding = padding
         else:
             self.padding = (single(padding, "padding", where, minimum=0),)
-        if method not in F.CONV_METHODS:
-            raise ValueError(f"{where}: method must be one of {F.CONV_METHODS}, got {method!r}")
+        if method not in ops.CONV_METHODS:
+            raise ValueError(f"{where}: method must be one of {ops.CONV_METHODS}, got {method!r}")
         self.method = method
         self.weight = _new_parameter((out_channels, in_channels // groups) + self.kernel_size, dtype)
         _init_weight(self.weight, init, where)
         self.bias = _new_parameter((out_channels,), dtype) if bias else None
-        self._x = None
 
     def _args(self):
         padding = self.padding if isinstance(self.padding, str) else self.padding[0]
@@ -206,21 +181,8 @@ class Conv1d(Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
                              f"{self.in_channels} (input shape {tuple(x.shape)})")
-        try:
-            y = conv1d(x, self.weight.data, None if self.bias is None else self.bias.data, **self._args())
-        except (TypeError, ValueError) as exc:
-            raise _rename(exc, "conv1d", self._label()) from None
-        self._x = x if self.training else None
-        return y
-
-    def backward(self, grad_out, input_grad: bool = True):
-        (x,) = self._saved("_x")
-        dx, dw, db = conv1d_backward(grad_out, x, self.weight.data, need_input_grad=input_grad,
-                                     has_bias=self.bias is not None, **self._args())
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
-        return dx
+        with renamed_errors("conv1d", self._label()):
+            return F.conv1d(x, self.weight, self.bias, **self._args())
 
     def extra_repr(self):
         return conv_extra_repr(self)
@@ -230,14 +192,14 @@ class MaxPool1d(_MaxPoolNd):
     """Max pooling over ``(N, C, L)``, as ``torch.nn.MaxPool1d`` (stride defaults to kernel_size)."""
 
     _ndim = 1
-    _forward, _backward = staticmethod(max_pool1d), staticmethod(max_pool1d_backward)
+    _op = staticmethod(F.max_pool1d)
 
 
 class AvgPool1d(_AvgPoolNd):
     """Average pooling over ``(N, C, L)``, as ``torch.nn.AvgPool1d``."""
 
     _ndim = 1
-    _forward, _backward = staticmethod(avg_pool1d), staticmethod(avg_pool1d_backward)
+    _op = staticmethod(F.avg_pool1d)
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad)
@@ -245,28 +207,19 @@ class AvgPool1d(_AvgPoolNd):
 
 class _AdaptiveAvgPoolNd(Module):
     """Average pooling to a fixed output size over ``N`` spatial axes;
-    subclasses name the functional forward/backward and validate the size."""
+    subclasses name the functional op and validate the size."""
 
     _layout, _ndim = "", 0  # the input's layout, e.g. "(N, C, L)", and its number of axes
-    _forward = _backward = None
+    _op = None
 
     def __init__(self, output_size):
         super().__init__()
         self.output_size = self._checked_size(output_size)
-        self._x_shape = None
 
     def forward(self, x):
         require_ndim(x, self._ndim, self._layout, self._label())
-        try:
-            y = self._forward(x, self.output_size)
-        except (TypeError, ValueError) as exc:
-            raise _rename(exc, self._forward.__name__, self._label()) from None
-        self._x_shape = tuple(x.shape) if self.training else None
-        return y
-
-    def backward(self, grad_out):
-        (x_shape,) = self._saved("_x_shape")
-        return self._backward(grad_out, x_shape, self.output_size)
+        with renamed_errors(self._op.__name__, self._label()):
+            return self._op(x, self.output_size)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
@@ -279,7 +232,7 @@ class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
     whose entries may be ``None`` (keep that input size)."""
 
     _layout, _ndim = "(N, C, H, W)", 4
-    _forward, _backward = staticmethod(adaptive_avg_pool2d), staticmethod(adaptive_avg_pool2d_backward)
+    _op = staticmethod(F.adaptive_avg_pool2d)
 
     @staticmethod
     def _checked_size(output_size):
@@ -291,7 +244,7 @@ class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
     """Average pooling of ``(N, C, L)`` to ``(N, C, output_size)``, as ``torch.nn.AdaptiveAvgPool1d``."""
 
     _layout, _ndim = "(N, C, L)", 3
-    _forward, _backward = staticmethod(adaptive_avg_pool1d), staticmethod(adaptive_avg_pool1d_backward)
+    _op = staticmethod(F.adaptive_avg_pool1d)
 
     @staticmethod
     def _checked_size(output_size):

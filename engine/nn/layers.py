@@ -1,8 +1,8 @@
 """Layers with PyTorch's class and argument names.
 
-Each layer's forward keeps what its backward needs (nothing in eval mode for
-layers without parameters), and its backward returns the input gradient while
-accumulating parameter gradients into ``.grad``.
+Each layer writes ``forward`` only, through :mod:`engine.nn.functional`; the
+autograd tape records what the backward needs. Layers check their input and
+name themselves in errors.
 """
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import math
 import numpy as np
 
 from .. import _state
-from .. import ops as F
+from .. import ops
+from .._checks import pair, require_ndim
+from ..autograd import basic as _basic
 from ..ops._common import conv_padding
-from .._checks import backend_for, pair, require_ndim
 from ..ops.ops1d import single
+from . import functional as F
 from . import init as _init
 from .module import Module, Parameter
 
@@ -47,8 +49,6 @@ class Conv2d(Module):
     ``"naive"``.
     """
 
-    skips_input_grad = True
-
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, *, init="kaiming_normal", method="gemm", dtype="float32"):
         super().__init__()
@@ -67,14 +67,13 @@ class Conv2d(Module):
             self.padding = padding
         else:
             self.padding = pair(padding, "padding", where, minimum=0)
-        if method not in F.CONV_METHODS:
-            raise ValueError(f"{where}: method must be one of {F.CONV_METHODS}, got {method!r}")
+        if method not in ops.CONV_METHODS:
+            raise ValueError(f"{where}: method must be one of {ops.CONV_METHODS}, got {method!r}")
         self.method = method
         _check_dtype(dtype, where)
         self.weight = _new_parameter((out_channels, in_channels // groups) + self.kernel_size, dtype)
         _init_weight(self.weight, init, where)
         self.bias = _new_parameter((out_channels,), dtype) if bias else None
-        self._x = self._columns = None
 
     def _args(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
@@ -85,28 +84,32 @@ class Conv2d(Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
                              f"{self.in_channels} (input shape {tuple(x.shape)})")
-        keep = self.training and self.method == "gemm"  # the backward reuses the forward's im2col columns
-        try:
-            y = F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data, **self._args(),
-                         keep_columns=keep)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(str(exc).replace("conv2d:", f"{self._label()}:", 1)) from None
-        y, self._columns = y if keep else (y, None)
-        self._x = x if self.training else None
-        return y
-
-    def backward(self, grad_out, input_grad: bool = True):
-        (x,) = self._saved("_x")
-        columns, self._columns = self.__dict__.get("_columns"), None  # used once, then freed
-        dx, dw, db = F.conv2d_backward(grad_out, x, self.weight.data, need_input_grad=input_grad,
-                                       has_bias=self.bias is not None, columns=columns, **self._args())
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
-        return dx
+        with renamed_errors("conv2d", self._label()):
+            return F.conv2d(x, self.weight, self.bias, **self._args())
 
     def extra_repr(self):
         return conv_extra_repr(self)
+
+
+class renamed_errors:
+    """Re-raise a ``TypeError``/``ValueError`` of the functional op ``op`` under
+    the layer's name (``"conv2d: ..."`` becomes ``"Conv2d(1, 8, ...): ..."``)."""
+
+    def __init__(self, op: str, label: str):
+        self.op, self.label = op, label
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if kind is not None and issubclass(kind, (TypeError, ValueError)) and str(exc).startswith(f"{self.op}"):
+            text = str(exc)
+            for prefix in (f"{self.op} backward:", f"{self.op}:"):
+                if text.startswith(prefix):
+                    text = f"{self.label}:" + text[len(prefix):]
+                    break
+            raise kind(text) from None
+        return False
 
 
 def conv_extra_repr(m, output_padding=None) -> str:
@@ -139,15 +142,12 @@ class _PoolNd(Module):
         self.kernel_size = self._size(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else self._size(stride, "stride")
         self.padding = self._size(padding, "padding", minimum=0)
-        self._idx = self._x_shape = None
 
-    def _run(self, fn, x, **extra):
+    def forward(self, x):
         layout = "(N, C, H, W)" if self._ndim == 2 else "(N, C, L)"
         require_ndim(x, self._ndim + 2, layout, self._label())
-        try:
-            return fn(x, **extra, **self._args())
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(str(exc).replace(f"{fn.__name__}:", f"{self._label()}:", 1)) from None
+        with renamed_errors(self._op.__name__, self._label()):
+            return self._op(x, **self._args())
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -163,15 +163,6 @@ class _MaxPoolNd(_PoolNd):
     def _args(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
                     dilation=self.dilation, ceil_mode=self.ceil_mode)
-
-    def forward(self, x):
-        y, idx = self._run(self._forward, x, return_indices=True)
-        self._idx, self._x_shape = (idx, tuple(x.shape)) if self.training else (None, None)
-        return y
-
-    def backward(self, grad_out):
-        idx, x_shape = self._saved("_idx", "_x_shape")
-        return self._backward(grad_out, idx, x_shape, **self._args())
 
     def extra_repr(self):
         return f"{super().extra_repr()}, dilation={self.dilation}, ceil_mode={self.ceil_mode}"
@@ -189,26 +180,18 @@ class _AvgPoolNd(_PoolNd):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
                     ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad, **self._extra)
 
-    def forward(self, x):
-        y = self._run(self._forward, x)
-        self._x_shape = tuple(x.shape) if self.training else None
-        return y
-
-    def backward(self, grad_out):
-        (x_shape,) = self._saved("_x_shape")
-        return self._backward(grad_out, x_shape, **self._args())
 
 
 class MaxPool2d(_MaxPoolNd):
     """Max pooling, as ``torch.nn.MaxPool2d`` (stride defaults to kernel_size)."""
 
-    _forward, _backward = staticmethod(F.max_pool2d), staticmethod(F.max_pool2d_backward)
+    _op = staticmethod(F.max_pool2d)
 
 
 class AvgPool2d(_AvgPoolNd):
     """Average pooling, as ``torch.nn.AvgPool2d``."""
 
-    _forward, _backward = staticmethod(F.avg_pool2d), staticmethod(F.avg_pool2d_backward)
+    _op = staticmethod(F.avg_pool2d)
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                  divisor_override=None):
@@ -220,24 +203,13 @@ class AvgPool2d(_AvgPoolNd):
 class GlobalAvgPool2d(Module):
     """Mean over the spatial axes: ``(N, C, H, W) -> (N, C)``."""
 
-    def __init__(self):
-        super().__init__()
-        self._x_shape = None
-
     def forward(self, x):
         require_ndim(x, 4, "(N, C, H, W)", "GlobalAvgPool2d")
-        self._x_shape = tuple(x.shape) if self.training else None
         return F.global_avg_pool2d(x)
-
-    def backward(self, grad_out):
-        (x_shape,) = self._saved("_x_shape")
-        return F.global_avg_pool2d_backward(grad_out, x_shape)
 
 
 class Linear(Module):
     """Fully connected layer ``y = x W^T + b``: ``(N, in_features) -> (N, out_features)``."""
-
-    skips_input_grad = True
 
     def __init__(self, in_features, out_features, bias=True, *, init="kaiming_normal", dtype="float32"):
         super().__init__()
@@ -250,25 +222,14 @@ class Linear(Module):
         self.weight = _new_parameter((out_features, in_features), dtype)
         _init_weight(self.weight, init, where)
         self.bias = _new_parameter((out_features,), dtype) if bias else None
-        self._x = None
 
     def forward(self, x):
         require_ndim(x, 2, "(N, in_features)", self._label())
         if x.shape[1] != self.in_features:
             raise ValueError(f"{self._label()}: input has {x.shape[1]} features, expected "
                              f"{self.in_features} (input shape {tuple(x.shape)})")
-        y = F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
-        self._x = x if self.training else None
-        return y
-
-    def backward(self, grad_out, input_grad: bool = True):
-        (x,) = self._saved("_x")
-        dx, dw, db = F.linear_backward(grad_out, x, self.weight.data, need_input_grad=input_grad,
-                                       has_bias=self.bias is not None)
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
-        return dx
+        with renamed_errors("linear", self._label()):
+            return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -280,19 +241,9 @@ class Flatten(Module):
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
-        self._x_shape = None
 
     def forward(self, x):
-        shape = tuple(x.shape)
-        start = self.start_dim % len(shape)
-        end = self.end_dim % len(shape)
-        new_shape = shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]
-        self._x_shape = shape
-        return backend_for(x, where="Flatten").xp.reshape(x, new_shape)
-
-    def backward(self, grad_out):
-        (x_shape,) = self._saved("_x_shape")
-        return backend_for(grad_out, where="Flatten backward").xp.reshape(grad_out, x_shape)
+        return _basic.flatten(x, self.start_dim, self.end_dim)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -304,32 +255,16 @@ class Identity(Module):
     def forward(self, x):
         return x
 
-    def backward(self, grad_out):
-        return grad_out
-
 
 class _Activation(Module):
-    """An element-wise layer whose backward needs its output (or input)."""
-
-    def __init__(self):
-        super().__init__()
-        self._saved_array = None
-
-    def _keep(self, a):
-        self._saved_array = a if self.training else None
+    """An element-wise layer: one functional call."""
 
 
 class ReLU(_Activation):
     """``max(x, 0)``."""
 
     def forward(self, x):
-        y = F.relu(x)
-        self._keep(y)
-        return y
-
-    def backward(self, grad_out):
-        (y,) = self._saved("_saved_array")
-        return F.relu_backward(grad_out, y)
+        return F.relu(x)
 
 
 class LeakyReLU(_Activation):
@@ -340,12 +275,7 @@ class LeakyReLU(_Activation):
         self.negative_slope = float(negative_slope)
 
     def forward(self, x):
-        self._keep(x)
         return F.leaky_relu(x, self.negative_slope)
-
-    def backward(self, grad_out):
-        (x,) = self._saved("_saved_array")
-        return F.leaky_relu_backward(grad_out, x, self.negative_slope)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
@@ -355,43 +285,26 @@ class Sigmoid(_Activation):
     """Logistic function."""
 
     def forward(self, x):
-        y = F.sigmoid(x)
-        self._keep(y)
-        return y
-
-    def backward(self, grad_out):
-        (y,) = self._saved("_saved_array")
-        return F.sigmoid_backward(grad_out, y)
+        return F.sigmoid(x)
 
 
 class Tanh(_Activation):
     """Hyperbolic tangent."""
 
     def forward(self, x):
-        y = F.tanh(x)
-        self._keep(y)
-        return y
-
-    def backward(self, grad_out):
-        (y,) = self._saved("_saved_array")
-        return F.tanh_backward(grad_out, y)
+        return F.tanh(x)
 
 
 class Softmax(_Activation):
-    """Softmax along ``dim`` (default 1, the class axis)."""
+    """Softmax along ``dim`` (``None``: PyTorch's implicit choice, 0 for 0-, 1-
+    and 3-D inputs, else 1)."""
 
-    def __init__(self, dim=1):
+    def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
 
     def forward(self, x):
-        y = F.softmax(x, axis=self.dim)
-        self._keep(y)
-        return y
-
-    def backward(self, grad_out):
-        (y,) = self._saved("_saved_array")
-        return F.softmax_backward(grad_out, y, axis=self.dim)
+        return F.softmax(x, self.dim)
 
     def extra_repr(self):
         return f"dim={self.dim}"
@@ -401,37 +314,21 @@ class LogSoftmax(Softmax):
     """``log(softmax(x))`` along ``dim``, computed stably."""
 
     def forward(self, x):
-        y = F.log_softmax(x, axis=self.dim)
-        self._keep(y)
-        return y
-
-    def backward(self, grad_out):
-        (y,) = self._saved("_saved_array")
-        return F.log_softmax_backward(grad_out, y, axis=self.dim)
-
-
-_NOT_RUN = object()  # Dropout's mask before any forward (None means "nothing dropped")
+        return F.log_softmax(x, self.dim)
 
 
 class Dropout(Module):
     """Zero elements with probability ``p`` in training (scaling the rest by
     ``1/(1-p)``); identity in eval mode. Seeded by ``engine.manual_seed``."""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not 0 <= p <= 1:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p!r}")
         self.p = float(p)
-        self._mask = _NOT_RUN
 
     def forward(self, x):
-        y, self._mask = F.dropout(x, self.p, self.training)
-        return y
-
-    def backward(self, grad_out):
-        if self._mask is _NOT_RUN:
-            raise RuntimeError(f"{self._label()}: backward() called before forward()")
-        return grad_out if self._mask is None else grad_out * self._mask
+        return F.dropout(x, self.p, self.training)
 
     def extra_repr(self):
         return f"p={self.p}"

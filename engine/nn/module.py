@@ -1,20 +1,15 @@
-"""``Module``, ``Parameter`` and ``Sequential``: the containers layers are built from.
+"""``Module``, ``Parameter`` and the containers (``Sequential``, ``ModuleList``,
+``ModuleDict``) that layers are built from.
 
-There is no autograd tape: each module's ``forward`` keeps what its
-``backward`` needs, and ``backward(grad_out)`` returns the gradient for the
-module's input while adding parameter gradients into ``param.grad``.
-
-A module used at two places of one forward pass (shared weights, or one
-``ReLU()`` reused, as PyTorch code often does) would keep only its last call's
-input. ``Sequential`` and ``Residual`` handle this: after each call of a child
-that holds a shared module they take :meth:`Module.backward_state` and put it
-back with :meth:`Module.restore_backward_state` before that call's backward
-(the ``_start_calls``/``_called``/``_restore_call``/``_finish_call`` helpers).
-A custom module that calls a child twice in its ``forward`` must do the same.
-Names, state_dict keys and shapes follow PyTorch, so weights move over as is.
+A module writes ``forward`` only: the operations it runs on Tensors are
+recorded on the autograd tape, so reuse of a child, branches and several
+inputs or outputs need no code of their own, and ``loss.backward()`` fills
+every parameter's ``.grad``. Names, state_dict keys and shapes follow
+PyTorch, so weights move over as they are.
 """
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 
 import numpy as np
@@ -22,6 +17,7 @@ import numpy as np
 from .. import backends
 
 from .. import _state
+from ..autograd import Tensor
 
 
 class StateDictKeyError(KeyError, ValueError):
@@ -32,42 +28,27 @@ class StateDictKeyError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-class Parameter:
-    """A trainable array: ``.data`` holds the values, ``.grad`` the accumulated gradient."""
+class Parameter(Tensor):
+    """A trainable Tensor: ``requires_grad=True`` by default, registered by the
+    module it is assigned to. ``.data`` holds the values (a backend array),
+    ``.grad`` the accumulated gradient (an array, or ``None``)."""
 
-    __slots__ = ("data", "grad")
+    __slots__ = ()
 
-    def __init__(self, data):
-        self.data = data
-        self.grad = None
-
-    @property
-    def shape(self):
-        return tuple(self.data.shape)
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    def accumulate(self, grad) -> None:
-        """Add ``grad`` into ``.grad`` (gradients accumulate until ``zero_grad``)."""
-        if self.grad is None:
-            self.grad = grad
-        else:
-            self.grad = self.grad + grad
+    def __init__(self, data, requires_grad: bool = True):
+        super().__init__(data, requires_grad=requires_grad)
 
     def __repr__(self) -> str:
-        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
-
-
-_REGISTRIES = frozenset({"_parameters", "_buffers", "_modules"})
+        return f"Parameter containing:\n{super().__repr__()}"
 
 
 class Module:
     """Base class of every layer and container.
 
-    Subclasses implement ``forward(x)`` and ``backward(grad_out)``; parameters,
-    buffers and sub-modules assigned as attributes are registered by name.
+    Subclasses implement ``forward(...)``; parameters, buffers and
+    sub-modules assigned as attributes are registered by name. Calling a
+    module runs its forward pre-hooks, ``forward`` and its forward hooks, and
+    wraps the call for full backward hooks when any are registered.
     """
 
     def __init__(self):
@@ -75,6 +56,9 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_hooks", OrderedDict())
 
     # -- registration ----------------------------------------------------------
     def __setattr__(self, name, value):
@@ -101,68 +85,38 @@ class Module:
 
     # -- calling -------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        for hook in list(self._forward_pre_hooks.values()):
+            result = hook(self, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        if self._backward_hooks:
+            from .hooks import call_with_backward_hooks
+            out = call_with_backward_hooks(self, args, kwargs)
+        else:
+            out = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            result = hook(self, args, out)
+            if result is not None:
+                out = result
+        return out
 
-    def forward(self, x):
+    def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
-    def backward(self, grad_out):
-        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+    # -- hooks -------------------------------------------------------------------------
+    def register_forward_pre_hook(self, hook):
+        """``hook(module, args)`` before each forward; a returned value replaces the args."""
+        return _add_hook(self._forward_pre_hooks, hook)
 
-    def backward_state(self):
-        """What this module and its descendants kept for backward (their
-        private attributes, by reference, no copies), for
-        :meth:`restore_backward_state`."""
-        return [(m, {k: v for k, v in m.__dict__.items() if k.startswith("_") and k not in _REGISTRIES})
-                for m in self.modules()]
+    def register_forward_hook(self, hook):
+        """``hook(module, args, output)`` after each forward; a returned value replaces the output."""
+        return _add_hook(self._forward_hooks, hook)
 
-    @staticmethod
-    def restore_backward_state(state) -> None:
-        """Put back what :meth:`backward_state` took."""
-        for module, attrs in state:
-            module.__dict__.update(attrs)
-
-    # -- children called more than once in one pass (shared modules) ------------------
-    # A container calls ``_start_calls()`` at the top of its forward, ``_called(key,
-    # child)`` after each child call, and wraps each child's backward in
-    # ``_restore_call(key)`` / ``_finish_call(key, child)``. Nothing is kept unless a
-    # module is reachable from the container through two paths, in training mode.
-    def _start_calls(self) -> None:
-        object.__setattr__(self, "_call_states", None)  # drop the last pass's before this one's
-        if self.training:
-            shared = self._shared_modules()
-            if shared:
-                object.__setattr__(self, "_call_states", {"shared": shared})
-
-    def _called(self, key, child) -> None:
-        states = self.__dict__.get("_call_states")
-        if states and any(id(sub) in states["shared"] for sub in child.modules()):
-            states[key] = child.backward_state()  # this call's inputs, before a later call replaces them
-
-    def _restore_call(self, key) -> None:
-        states = self.__dict__.get("_call_states")
-        if states and key in states:
-            Module.restore_backward_state(states[key])
-
-    def _finish_call(self, key, child) -> None:
-        states = self.__dict__.get("_call_states")
-        if states and key in states:  # keep what the child still holds (freed im2col columns stay freed)
-            states[key] = child.backward_state()
-
-    def _shared_modules(self) -> set:
-        """ids of the modules reachable through more than one path from here."""
-        seen, shared = set(), set()
-        for _, m in self._every_path():
-            (shared if id(m) in seen else seen).add(id(m))
-        return shared
-
-    def _saved(self, *names):
-        """The arrays forward kept for backward, or a clear error if there are none."""
-        values = tuple(getattr(self, n, None) for n in names)
-        if any(v is None for v in values):
-            raise RuntimeError(f"{self._label()}: backward() called before forward() "
-                               "(or after a forward in eval mode that kept nothing)")
-        return values
+    def register_full_backward_hook(self, hook):
+        """``hook(module, grad_input, grad_output)`` when the gradients of this
+        module's inputs have been computed (tuples of Tensors, ``None`` for
+        inputs that need none); a returned tuple replaces ``grad_input``."""
+        return _add_hook(self._backward_hooks, hook)
 
     def _label(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -221,7 +175,8 @@ class Module:
 
     # -- modes and gradients ----------------------------------------------------
     def train(self, mode: bool = True):
-        """Training mode (dropout active, batch statistics used); returns ``self``."""
+        """Training mode (dropout active, batch statistics used) or, with
+        ``False``, evaluation mode; returns ``self``. Gradients work in both."""
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
         return self
@@ -230,10 +185,19 @@ class Module:
         """Evaluation mode; returns ``self``."""
         return self.train(False)
 
-    def zero_grad(self) -> None:
-        """Forget accumulated gradients."""
+    def requires_grad_(self, requires_grad: bool = True):
+        """Freeze (``False``) or unfreeze every parameter; returns ``self``."""
         for p in self.parameters():
-            p.grad = None
+            p.requires_grad_(requires_grad)
+        return self
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget accumulated gradients (``None``, or zeros with ``set_to_none=False``)."""
+        for p in self.parameters():
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad = backends.backend_of(p.grad).xp.zeros_like(p.grad)
 
     # -- state -----------------------------------------------------------------
     def state_dict(self) -> OrderedDict:
@@ -332,54 +296,48 @@ class Module:
 
 
 class Sequential(Module):
-    """Modules applied in order; ``backward`` walks them in reverse.
-
-    Keys of its state_dict are ``"0.weight"``, ``"0.bias"``, … as in PyTorch.
-    """
+    """Modules applied in order. Keys of its state_dict are ``"0.weight"``,
+    ``"0.bias"``, ... as in PyTorch; ``Sequential(OrderedDict(name=module))``
+    names them. Supports ``len``, iteration, indexing, slicing (a new
+    Sequential sharing the modules), item assignment, ``del``, ``append``,
+    ``insert`` and ``extend``."""
 
     def __init__(self, *modules):
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], (dict, OrderedDict)):
-            modules = list(modules[0].items())
+            items = list(modules[0].items())
         else:
-            modules = [(str(i), m) for i, m in enumerate(modules)]
-        for name, m in modules:
-            if not isinstance(m, Module):
-                raise TypeError(f"Sequential: item {name!r} must be a Module, got {type(m).__name__}")
+            items = [(str(i), m) for i, m in enumerate(modules)]
+        for name, m in items:
+            _check_module(m, f"Sequential: item {name!r}")
             setattr(self, name, m)
 
     def forward(self, x):
-        self._start_calls()
-        for i, m in enumerate(self._modules.values()):
+        for m in self._modules.values():
             x = m(x)
-            self._called(i, m)
         return x
 
-    def backward(self, grad_out, input_grad: bool = True):
-        """Back-propagate ``grad_out`` through every layer; returns the input's
-        gradient, or ``None`` with ``input_grad=False`` (saves the first layer's
-        col2im when the input is data)."""
-        layers = list(self._modules.values())
-        if not layers:
-            return grad_out
-        for i in range(len(layers) - 1, -1, -1):
-            self._restore_call(i)
-            if i:
-                grad_out = layers[i].backward(grad_out)
-            else:
-                grad_out = backward_of(layers[0], grad_out, input_grad)
-            self._finish_call(i, layers[i])
-        return grad_out
-
-    def append(self, module: Module):
-        setattr(self, str(len(self._modules)), module)
-        return self
+    def _key(self, index: int) -> str:
+        keys = list(self._modules)
+        if not -len(keys) <= index < len(keys):
+            raise IndexError(f"Sequential index {index} is out of range for {len(keys)} modules")
+        return keys[index]
 
     def __getitem__(self, index):
-        items = list(self._modules.values())
         if isinstance(index, slice):
-            return Sequential(*items[index])
-        return items[index]
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return self._modules[self._key(index)]
+
+    def __setitem__(self, index, module):
+        _check_module(module, "Sequential item assignment")
+        setattr(self, self._key(index), module)
+
+    def __delitem__(self, index):
+        keys = [self._key(index)] if not isinstance(index, slice) else list(self._modules)[index]
+        for key in keys:
+            del self._modules[key]
+            object.__delattr__(self, key)
+        _renumber(self)
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -387,12 +345,174 @@ class Sequential(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
+    def append(self, module: Module):
+        _check_module(module, "Sequential.append")
+        setattr(self, str(len(self._modules)), module)
+        return self
 
-def backward_of(layer: Module, grad_out, input_grad: bool):
-    """``layer.backward(grad_out)``, skipping the input gradient where the layer can."""
-    if input_grad or not getattr(layer, "skips_input_grad", False):
-        return layer.backward(grad_out)
-    return layer.backward(grad_out, input_grad=False)
+    def insert(self, index: int, module: Module):
+        _check_module(module, "Sequential.insert")
+        items = list(self._modules.values())
+        items.insert(index if index >= 0 else len(items) + index, module)
+        _replace_all(self, items)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+
+class ModuleList(Module):
+    """A list of modules, registered so their parameters are found
+    (``torch.nn.ModuleList``): index, iterate, ``append``, ``extend``, ``insert``."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ModuleList(list(self._modules.values())[index])
+        return self._modules[_list_key(self, index)]
+
+    def __setitem__(self, index, module):
+        _check_module(module, "ModuleList item assignment")
+        setattr(self, _list_key(self, index), module)
+
+    def __delitem__(self, index):
+        items = list(self._modules.values())
+        del items[index]
+        _replace_all(self, items)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module: Module):
+        _check_module(module, "ModuleList.append")
+        setattr(self, str(len(self._modules)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module):
+        _check_module(module, "ModuleList.insert")
+        items = list(self._modules.values())
+        items.insert(index, module)
+        _replace_all(self, items)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleList has no forward: iterate over it in your module's forward")
+
+
+class ModuleDict(Module):
+    """A dict of modules by name, registered so their parameters are found
+    (``torch.nn.ModuleDict``)."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        return self._modules[key]
+
+    def __setitem__(self, key, module):
+        _check_module(module, f"ModuleDict[{key!r}]")
+        setattr(self, key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
+        object.__delattr__(self, key)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
+
+    def update(self, modules):
+        for key, module in (modules.items() if hasattr(modules, "items") else modules):
+            self[key] = module
+
+    def pop(self, key):
+        module = self._modules[key]
+        del self[key]
+        return module
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleDict has no forward: look modules up in your module's forward")
+
+
+def _check_module(m, where):
+    if not isinstance(m, Module):
+        raise TypeError(f"{where} must be a Module, got {type(m).__name__}")
+
+
+def _list_key(container, index: int) -> str:
+    n = len(container._modules)
+    if not -n <= index < n:
+        raise IndexError(f"{type(container).__name__} index {index} is out of range for {n} modules")
+    return str(index % n)
+
+
+def _replace_all(container, modules) -> None:
+    """Register ``modules`` as ``"0"``, ``"1"``, ... in place of the current children."""
+    for key in list(container._modules):
+        del container._modules[key]
+        object.__delattr__(container, key)
+    for i, m in enumerate(modules):
+        setattr(container, str(i), m)
+
+
+def _renumber(container) -> None:
+    if all(k.isdigit() for k in container._modules):
+        _replace_all(container, list(container._modules.values()))
+
+
+class _HookHandle:
+    """What ``register_*_hook`` returns: ``handle.remove()`` unregisters the hook."""
+
+    _ids = itertools.count()
+
+    def __init__(self, table: OrderedDict):
+        self.table, self.id = table, next(self._ids)
+
+    def remove(self) -> None:
+        self.table.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _add_hook(table: OrderedDict, hook) -> _HookHandle:
+    if not callable(hook):
+        raise TypeError(f"hooks must be callable, got {type(hook).__name__}")
+    handle = _HookHandle(table)
+    table[handle.id] = hook
+    return handle
 
 
 def _to_host(value) -> np.ndarray:

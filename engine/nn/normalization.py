@@ -18,16 +18,16 @@ import numpy as np
 from .. import backends
 
 from .. import _state
+from ..autograd.tensor import as_array
 from .._checks import backend_for
-from ..ops.normalization import batch_norm, batch_norm_backward
-from .layers import _check_dtype
+from . import functional as F
+from .layers import _check_dtype, renamed_errors
 from .module import Module, Parameter
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
 
 class _BatchNorm(Module):
-    skips_input_grad = True
     _layout = ""
     _ndims = ()
 
@@ -60,7 +60,6 @@ class _BatchNorm(Module):
             self.register_buffer("num_batches_tracked", backend.asarray(np.array(0), dtype=backend.dtype("int64")))
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
-        self._cache = None
 
     # -- state -------------------------------------------------------------------
     def reset_running_stats(self) -> None:
@@ -93,32 +92,16 @@ class _BatchNorm(Module):
         self._check_input(x)
         factor = 0.0
         if self.training and self.track_running_stats:
-            xp = backend_for(x, where=self._label()).xp
+            xp = backend_for(as_array(x), where=self._label()).xp
             nbt = self.num_batches_tracked + 1
             self._set_buffer("num_batches_tracked", nbt)
             # momentum=None: cumulative average, factor 1/num_batches_tracked (kept on the device).
             factor = self.momentum if self.momentum is not None else 1.0 / xp.astype(nbt, x.dtype)
         use_batch_stats = self.training or not self.track_running_stats
         update = not self.training or self.track_running_stats  # running stats passed (and updated in training)
-        try:
-            y, mean, invstd = batch_norm(
-                x, self.running_mean if update else None, self.running_var if update else None,
-                None if self.weight is None else self.weight.data, None if self.bias is None else self.bias.data,
-                training=use_batch_stats, momentum=factor, eps=self.eps, return_stats=True)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(str(exc).replace("batch_norm:", f"{self._label()}:", 1)) from None
-        self._cache = (x, mean, invstd, use_batch_stats) if self.training else None
-        return y
-
-    def backward(self, grad_out, input_grad: bool = True):
-        (cache,) = self._saved("_cache")
-        x, mean, invstd, batch_stats = cache
-        dx, dw, db = batch_norm_backward(grad_out, x, mean, invstd, None if self.weight is None else self.weight.data,
-                                         training=batch_stats, need_input_grad=input_grad)
-        if self.affine:
-            self.weight.accumulate(dw)
-            self.bias.accumulate(db)
-        return dx
+        with renamed_errors("batch_norm", self._label()):
+            return F.batch_norm(x, self.running_mean if update else None, self.running_var if update else None,
+                                self.weight, self.bias, training=use_batch_stats, momentum=factor, eps=self.eps)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

@@ -2,8 +2,8 @@
 
 :class:`Residual` computes ``y = body(x) + shortcut(x)`` (the shortcut is the
 identity unless a projection module is given), optionally followed by an
-activation. Its backward sends the upstream gradient down both paths and
-*sums* the two input gradients where the paths meet, at ``x``.
+activation. The tape sends the upstream gradient down both paths and sums
+the two input gradients where the paths meet, at ``x``.
 
 :class:`BasicBlock` is ResNet's two-convolution block with torchvision's
 attribute names (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``downsample.0``,
@@ -12,6 +12,7 @@ as is.
 """
 from __future__ import annotations
 
+from ..autograd import Tensor
 from .layers import Conv2d, ReLU
 from .module import Module, Sequential
 from .normalization import BatchNorm2d
@@ -49,35 +50,13 @@ class Residual(Module):
         self.activation = activation
 
     def forward(self, x):
-        self._start_calls()  # a module shared between the paths keeps each call's state
         y = self.body(x)
-        self._called("body", self.body)
-        s = x
-        if self.shortcut is not None:
-            s = self.shortcut(x)
-            self._called("shortcut", self.shortcut)
+        s = x if self.shortcut is None else self.shortcut(x)
         _check_same_shape("Residual", y, s, "body", "shortcut" if self.shortcut is not None else "identity shortcut",
                           "Give a projection shortcut, e.g. Sequential(Conv2d(c_in, c_out, 1, stride=s, "
                           "bias=False), BatchNorm2d(c_out))." if self.shortcut is None else "")
-        out = y + s
-        if self.activation is None:
-            return out
-        out = self.activation(out)
-        self._called("activation", self.activation)
-        return out
-
-    def backward(self, grad_out):
-        if self.activation is not None:
-            grad_out = self._child_backward("activation", self.activation, grad_out)
-        d_short = grad_out if self.shortcut is None else self._child_backward("shortcut", self.shortcut, grad_out)
-        d_body = self._child_backward("body", self.body, grad_out)
-        return d_body + d_short  # the two paths meet at x: their gradients add
-
-    def _child_backward(self, key, child, grad_out):
-        self._restore_call(key)
-        grad = child.backward(grad_out)
-        self._finish_call(key, child)
-        return grad
+        out = _as_tensor(y) + s
+        return out if self.activation is None else self.activation(out)
 
 
 class BasicBlock(Module):
@@ -113,9 +92,6 @@ class BasicBlock(Module):
         _check_same_shape("BasicBlock", out, identity, "body", "shortcut", "")
         return self.relu2(out + identity)
 
-    def backward(self, grad_out):
-        g = self.relu2.backward(grad_out)
-        d_body = self.conv1.backward(self.bn1.backward(self.relu1.backward(
-            self.conv2.backward(self.bn2.backward(g)))))
-        d_short = g if self.downsample is None else self.downsample.backward(g)
-        return d_body + d_short
+
+def _as_tensor(x):
+    return x if isinstance(x, Tensor) else Tensor(x)

@@ -21,10 +21,11 @@ def linear(x, weight, bias=None):
     return y
 
 
-def linear_backward(grad_out, x, weight, need_input_grad=True, has_bias=True):
-    """Gradients of :func:`linear`: ``(dx, dweight, dbias)`` for 2-D ``x``."""
+def linear_backward(grad_out, x, weight, need_input_grad=True, has_bias=True, need_weight_grad=True):
+    """Gradients of :func:`linear`: ``(dx, dweight, dbias)`` for 2-D ``x``
+    (``None`` where not asked for)."""
     xp = backend_for(grad_out, x, weight, where="linear backward").xp
-    dw = xp.matmul(xp.matrix_transpose(grad_out), x)
+    dw = xp.matmul(xp.matrix_transpose(grad_out), x) if need_weight_grad else None
     db = xp.sum(grad_out, axis=0) if has_bias else None
     dx = xp.matmul(grad_out, weight) if need_input_grad else None
     return dx, dw, db

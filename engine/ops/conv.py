@@ -154,11 +154,12 @@ def _per_group(xp, x, weight, groups, fn, axis_in=1):
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, method="gemm",
-                    need_input_grad=True, has_bias=True, columns=None):
+                    need_input_grad=True, has_bias=True, columns=None, need_weight_grad=True):
     """Gradients of :func:`conv2d`: ``(dx, dweight, dbias)``.
 
     ``dx`` is ``None`` when ``need_input_grad`` is false (the first layer of a
-    network needs none), ``dbias`` when ``has_bias`` is false. ``columns``:
+    network needs none), ``dweight`` when ``need_weight_grad`` is false (a
+    frozen layer), ``dbias`` when ``has_bias`` is false. ``columns``:
     what ``conv2d(..., keep_columns=True)`` returned for this ``x``, to skip
     building the im2col columns again.
     """
@@ -176,10 +177,14 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         raise ValueError(f"{where}: columns were built for input {columns.x_shape} and window {columns.win}, "
                          f"not for input {tuple(x.shape)} and window {win}")
     if method == "gemm":
-        dx, dw = backend.conv2d_backward_fused(grad_out, x, weight, win, groups, need_input_grad)
-        if dw is None or (need_input_grad and dx is None):
-            dx_gemm, dw_gemm = _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups,
-                                                     need_input_grad and dx is None, columns, dw is None)
+        dx, dw = None, None
+        if need_input_grad or need_weight_grad:
+            dx, dw = backend.conv2d_backward_fused(grad_out, x, weight, win, groups, need_input_grad,
+                                                   need_weight_grad)
+        missing_dx, missing_dw = need_input_grad and dx is None, need_weight_grad and dw is None
+        if missing_dx or missing_dw:
+            dx_gemm, dw_gemm = _conv2d_backward_gemm(backend, grad_out, x, weight, win, groups, missing_dx,
+                                                     columns, missing_dw)
             dx = dx if dx is not None else dx_gemm
             dw = dw if dw is not None else dw_gemm
     else:
@@ -194,6 +199,8 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
             dw = xp.concat([p[1] for p in parts], axis=0)
         if not need_input_grad:
             dx = None
+        if not need_weight_grad:
+            dw = None
     return dx, dw, db
 
 

@@ -82,7 +82,7 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, meth
 
 
 def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, method="gemm",
-                    need_input_grad=True, has_bias=True):
+                    need_input_grad=True, has_bias=True, need_weight_grad=True):
     """Gradients of :func:`conv1d`: ``(dx, dweight, dbias)`` (``None`` where not asked for)."""
     where = "conv1d backward"
     backend, args = _conv1d_args(x, weight, stride, padding, dilation, where)
@@ -90,10 +90,11 @@ def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     xp = backend.xp
     try:
         dx, dw, db = conv2d_backward(_as_2d(xp, grad_out), _as_2d(xp, x), _as_2d(xp, weight), groups=groups,
-                                     method=method, need_input_grad=need_input_grad, has_bias=has_bias, **args)
+                                     method=method, need_input_grad=need_input_grad, has_bias=has_bias,
+                                     need_weight_grad=need_weight_grad, **args)
     except (TypeError, ValueError) as exc:
         raise _renamed(exc, "conv2d", where) from None
-    return (None if dx is None else _as_1d(xp, dx)), _as_1d(xp, dw), db
+    return (None if dx is None else _as_1d(xp, dx)), (None if dw is None else _as_1d(xp, dw)), db
 
 
 # --------------------------------------------------------------------------- conv_transpose1d
