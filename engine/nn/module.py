@@ -68,12 +68,13 @@ class Module:
             self._buffers[name] = value  # assigning a buffer keeps it registered, as in PyTorch
             object.__setattr__(self, name, value)
             return
+        target = self._parameters if isinstance(value, Parameter) else self._modules if isinstance(value, Module) \
+            else None
         for table in (self._parameters, self._modules, self._buffers):
-            table.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+            if table is not target:
+                table.pop(name, None)
+        if target is not None:
+            target[name] = value  # a replaced entry keeps its place (state_dict order, Sequential order)
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name: str, value) -> None:
