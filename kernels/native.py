@@ -183,6 +183,7 @@ def _private_cache(directory: str) -> str | None:
     return None
 
 
+# _process_gone and _fsync_directory have twins in engine/_io.py: kernels/ does not import engine/.
 def _process_gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
