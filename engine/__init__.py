@@ -48,7 +48,7 @@ _ATTRIBUTES = {
     **dict.fromkeys(("asarray", "available_backends", "get_backend", "get_num_threads", "get_rng_state",
                      "manual_seed", "set_backend", "set_num_threads", "set_rng_state", "to_numpy",
                      "use_backend"), "_state"),
-    **dict.fromkeys(("load_checkpoint", "save_checkpoint"), "checkpoint"),
+    **dict.fromkeys(("CheckpointError", "load_checkpoint", "save_checkpoint"), "checkpoint"),
     **dict.fromkeys(("evaluate", "fit", "predict"), "training"),
     **dict.fromkeys(("Tensor", "tensor", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
                      "cat", "stack", "split", "chunk", "where", "flatten", "zeros", "ones", "full",

@@ -189,7 +189,7 @@ def test_a_build_is_cached_under_a_hash_and_reused(tmp_path):
     out1 = _run_fresh({"ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
     built = sorted(os.listdir(tmp_path / "native"))
     assert re.match(r"on \((AVX-512|AVX2), built by ", out1.splitlines()[0]), out1
-    assert len(built) == 1 and built[0].endswith(".so")
+    assert len(built) == 2 and built[0].endswith(".so") and built[1] == built[0] + ".sha256"
     stamp = os.stat(tmp_path / "native" / built[0]).st_mtime_ns
     _run_fresh({"ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
     assert sorted(os.listdir(tmp_path / "native")) == built  # no temporary build left behind
