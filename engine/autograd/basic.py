@@ -453,11 +453,16 @@ def expand(x, shape):
 
 
 # --------------------------------------------------------------------------- indexing
-def index_key(key):
-    """An indexing key with Tensors replaced by their arrays."""
-    if isinstance(key, tuple):
-        return tuple(as_array(k) for k in key)
-    return as_array(key)
+def index_key(key, ndim=None):
+    """An indexing key with Tensors replaced by their arrays; given ``ndim``, a
+    basic key that names fewer axes gets a trailing ``...`` (NumPy's implicit
+    rule, which the array API standard leaves out: ``t[1]`` of a 4-D tensor)."""
+    parts = tuple(as_array(k) for k in key) if isinstance(key, tuple) else (as_array(key),)
+    if ndim is not None and _is_basic(parts) and not any(k is Ellipsis for k in parts):
+        named = builtins.sum(1 for k in parts if k is not None)
+        if named < ndim:
+            parts = parts + (Ellipsis,)
+    return parts if isinstance(key, tuple) or len(parts) > 1 else parts[0]
 
 
 def _is_basic(key) -> bool:
@@ -484,7 +489,7 @@ class GetItemNode(Function):
 
 
 def getitem(x, key):
-    return GetItemNode(index_key(key))(x)
+    return GetItemNode(index_key(key, as_array(x).ndim))(x)
 
 
 # --------------------------------------------------------------------------- reductions

@@ -286,7 +286,7 @@ class Tensor:
         self._check_inplace("item assignment")
         value = as_array(value)
         new = _backend(self.data).xp.asarray(self.data, copy=True)
-        new[_basic.index_key(key)] = value
+        new[_basic.index_key(key, self.data.ndim)] = value
         self.data = new
 
     def __iadd__(self, other):
