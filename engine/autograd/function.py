@@ -34,7 +34,9 @@ import heapq
 import itertools
 import weakref
 
+from ..backends import backend_of
 from .grad_mode import is_grad_enabled
+from .tensor import Tensor, _as_grad_array
 
 __all__ = ["Function", "backward", "grad"]
 
@@ -74,7 +76,6 @@ class Function:
 
     # -- recording ---------------------------------------------------------------
     def __call__(self, *inputs):
-        from .tensor import Tensor
         arrays = [a.data if isinstance(a, Tensor) else a for a in inputs]
         needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in inputs)
         self.recording = is_grad_enabled() and any(needs)
@@ -125,7 +126,6 @@ def _edge(tensor):
 
 # --------------------------------------------------------------------------- backward pass
 def _roots(tensors, grad_tensors, where):
-    from .tensor import Tensor, _as_grad_array
     if isinstance(tensors, Tensor):
         tensors = (tensors,)
     tensors = tuple(tensors)
@@ -253,7 +253,6 @@ def _run(roots, retain_graph, targets=None):
 
 
 def hook_result(hook, g):
-    from .tensor import Tensor
     out = hook(Tensor._wrap(g))
     if out is None:
         return None
@@ -273,7 +272,6 @@ def _copy_if(g, root_arrays):
     gradient (they may change it afterwards); gradients made inside the pass are
     new arrays and are stored as they are."""
     if id(g) in root_arrays:
-        from ..backends import backend_of
         return backend_of(g).xp.asarray(g, copy=True)
     return g
 
@@ -289,7 +287,6 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     _refuse_create_graph(create_graph)
     roots = _roots(tensors, grad_tensors, "backward")
     if inputs is not None:
-        from .tensor import Tensor
         inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
         grads = grad([t for t, _ in roots], inputs, [g for _, g in roots], retain_graph=retain_graph,
                      allow_unused=True)
@@ -308,7 +305,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     An input that ``outputs`` do not depend on is an error unless
     ``allow_unused=True`` (its gradient is then ``None``).
     """
-    from .tensor import Tensor
     _refuse_create_graph(create_graph)
     roots = _roots(outputs, grad_outputs, "autograd.grad")
     single = isinstance(inputs, Tensor)

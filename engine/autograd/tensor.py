@@ -15,7 +15,6 @@ from collections import namedtuple
 
 from .. import _state
 from .. import backends
-from . import function as _fn
 from .grad_mode import is_grad_enabled
 
 __all__ = ["Tensor", "tensor", "as_array"]
@@ -48,6 +47,12 @@ class Tensor:
     ``Tensor(data, requires_grad=False)`` wraps a backend array as is (no copy);
     :func:`engine.tensor` copies and converts anything array-like.
     """
+
+    # The operations (engine/autograd/basic.py) and the backward pass
+    # (engine/autograd/function.py) build on this class; engine/autograd/__init__.py
+    # binds them here once both exist, so neither module imports the other in a cycle.
+    _ops = None
+    _graph = None
 
     __slots__ = ("data", "grad", "_requires_grad", "grad_fn", "_output_nr", "_hooks", "_retains_grad",
                  "__weakref__")
@@ -115,7 +120,7 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("can't retain_grad on a tensor that has requires_grad=False")
         if self.grad_fn is not None and not self._retains_grad:
-            _fn.retain(self.grad_fn, self._output_nr, self)
+            self._graph.retain(self.grad_fn, self._output_nr, self)
         self._retains_grad = True
 
     def register_hook(self, hook):
@@ -124,16 +129,16 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         if self.grad_fn is not None:
-            return _fn.register_tensor_hook(self.grad_fn, self._output_nr, hook)
+            return self._graph.register_tensor_hook(self.grad_fn, self._output_nr, hook)
         if self._hooks is None:
             self._hooks = []
         self._hooks.append(hook)
-        return _fn._HookHandle(self._hooks, hook)
+        return self._graph._HookHandle(self._hooks, hook)
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None) -> None:
         """Accumulate the gradient of this tensor into the ``.grad`` of every leaf
         it depends on. ``gradient`` is needed unless the tensor has one element."""
-        _fn.backward(self, gradient, retain_graph, create_graph, inputs)
+        self._graph.backward(self, gradient, retain_graph, create_graph, inputs)
 
     def detach(self) -> Tensor:
         """The same array, cut from the graph (no ``grad_fn``, no ``requires_grad``)."""
@@ -249,7 +254,7 @@ class Tensor:
         """A cast (``"float32"``, ``"float64"``) recorded on the tape, or a move to
         a backend (``"numpy"``, ``"cupy"``, ``"array_api_strict"``), detached."""
         if target in ("float16", "float32", "float64"):
-            return _basic.cast(self, target)
+            return self._ops.cast(self, target)
         owner = _backend(self.data)
         backend = backends.get(target)
         if backend is owner:
@@ -267,7 +272,7 @@ class Tensor:
 
     def clone(self) -> Tensor:
         """A copy, recorded on the tape (gradients flow back to ``self``)."""
-        return _basic.clone(self)
+        return self._ops.clone(self)
 
     def contiguous(self) -> Tensor:
         return self
@@ -286,7 +291,7 @@ class Tensor:
         self._check_inplace("item assignment")
         value = as_array(value)
         new = _backend(self.data).xp.asarray(self.data, copy=True)
-        new[_basic.index_key(key, self.data.ndim)] = value
+        new[self._ops.index_key(key, self.data.ndim)] = value
         self.data = new
 
     def __iadd__(self, other):
@@ -334,53 +339,53 @@ class Tensor:
 
     # -- arithmetic (recorded) -------------------------------------------------------------------
     def __add__(self, other):
-        return _basic.add(self, other)
+        return self._ops.add(self, other)
 
     def __radd__(self, other):
-        return _basic.add(other, self)
+        return self._ops.add(other, self)
 
     def __sub__(self, other):
-        return _basic.sub(self, other)
+        return self._ops.sub(self, other)
 
     def __rsub__(self, other):
-        return _basic.sub(other, self)
+        return self._ops.sub(other, self)
 
     def __mul__(self, other):
-        return _basic.mul(self, other)
+        return self._ops.mul(self, other)
 
     def __rmul__(self, other):
-        return _basic.mul(other, self)
+        return self._ops.mul(other, self)
 
     def __truediv__(self, other):
-        return _basic.div(self, other)
+        return self._ops.div(self, other)
 
     def __rtruediv__(self, other):
-        return _basic.div(other, self)
+        return self._ops.div(other, self)
 
     def __matmul__(self, other):
-        return _basic.matmul(self, other)
+        return self._ops.matmul(self, other)
 
     def __rmatmul__(self, other):
-        return _basic.matmul(other, self)
+        return self._ops.matmul(other, self)
 
     def __pow__(self, exponent):
-        return _basic.pow(self, exponent)
+        return self._ops.pow(self, exponent)
 
     def __rpow__(self, base):
-        return _basic.pow(base, self)
+        return self._ops.pow(base, self)
 
     def __neg__(self):
-        return _basic.neg(self)
+        return self._ops.neg(self)
 
     def __pos__(self):
         return self
 
     def __abs__(self):
-        return _basic.abs(self)
+        return self._ops.abs(self)
 
     # -- comparisons (not differentiable) ------------------------------------------------------------
     def _compare(self, other, op):
-        return Tensor._wrap(op(self.data, _basic.operand_array(other, self.data)))
+        return Tensor._wrap(op(self.data, self._ops.operand_array(other, self.data)))
 
     def __eq__(self, other):
         return self._compare(other, lambda a, b: a == b)
@@ -402,33 +407,33 @@ class Tensor:
 
     # -- methods that record -------------------------------------------------------------------------
     def __getitem__(self, key):
-        return _basic.getitem(self, key)
+        return self._ops.getitem(self, key)
 
     def reshape(self, *shape):
-        return _basic.reshape(self, _shape_args(shape))
+        return self._ops.reshape(self, _shape_args(shape))
 
     def view(self, *shape):
         """As :meth:`reshape` (arrays here have no separate views to share)."""
-        return _basic.reshape(self, _shape_args(shape))
+        return self._ops.reshape(self, _shape_args(shape))
 
     def view_as(self, other):
-        return _basic.reshape(self, tuple(other.shape))
+        return self._ops.reshape(self, tuple(other.shape))
 
     def reshape_as(self, other):
-        return _basic.reshape(self, tuple(other.shape))
+        return self._ops.reshape(self, tuple(other.shape))
 
     def flatten(self, start_dim=0, end_dim=-1):
-        return _basic.flatten(self, start_dim, end_dim)
+        return self._ops.flatten(self, start_dim, end_dim)
 
     def permute(self, *dims):
-        return _basic.permute(self, _shape_args(dims))
+        return self._ops.permute(self, _shape_args(dims))
 
     def transpose(self, dim0, dim1):
-        return _basic.transpose(self, dim0, dim1)
+        return self._ops.transpose(self, dim0, dim1)
 
     @property
     def T(self):
-        return _basic.permute(self, tuple(range(self.ndim - 1, -1, -1)))
+        return self._ops.permute(self, tuple(range(self.ndim - 1, -1, -1)))
 
     def t(self):
         if self.ndim > 2:
@@ -436,68 +441,68 @@ class Tensor:
         return self.T
 
     def squeeze(self, dim=None):
-        return _basic.squeeze(self, dim)
+        return self._ops.squeeze(self, dim)
 
     def unsqueeze(self, dim):
-        return _basic.unsqueeze(self, dim)
+        return self._ops.unsqueeze(self, dim)
 
     def expand(self, *sizes):
-        return _basic.expand(self, _shape_args(sizes))
+        return self._ops.expand(self, _shape_args(sizes))
 
     def expand_as(self, other):
-        return _basic.expand(self, tuple(other.shape))
+        return self._ops.expand(self, tuple(other.shape))
 
     def sum(self, dim=None, keepdim=False):
-        return _basic.sum(self, dim, keepdim)
+        return self._ops.sum(self, dim, keepdim)
 
     def mean(self, dim=None, keepdim=False):
-        return _basic.mean(self, dim, keepdim)
+        return self._ops.mean(self, dim, keepdim)
 
     def var(self, dim=None, keepdim=False, *, correction=1, unbiased=None):
-        return _basic.var(self, dim, keepdim, correction if unbiased is None else int(bool(unbiased)))
+        return self._ops.var(self, dim, keepdim, correction if unbiased is None else int(bool(unbiased)))
 
     def std(self, dim=None, keepdim=False, *, correction=1, unbiased=None):
-        return _basic.sqrt(self.var(dim, keepdim, correction=correction, unbiased=unbiased))
+        return self._ops.sqrt(self.var(dim, keepdim, correction=correction, unbiased=unbiased))
 
     def max(self, dim=None, keepdim=False):
         """The largest value (gradient shared by ties), ``(values, indices)`` along
         ``dim``, or the element-wise maximum with a tensor given as ``dim``."""
-        return _basic.max_min(self, dim, keepdim, "max")
+        return self._ops.max_min(self, dim, keepdim, "max")
 
     def min(self, dim=None, keepdim=False):
-        return _basic.max_min(self, dim, keepdim, "min")
+        return self._ops.max_min(self, dim, keepdim, "min")
 
     def amax(self, dim=None, keepdim=False):
-        return _basic.amax_amin(self, dim, keepdim, "max")
+        return self._ops.amax_amin(self, dim, keepdim, "max")
 
     def amin(self, dim=None, keepdim=False):
-        return _basic.amax_amin(self, dim, keepdim, "min")
+        return self._ops.amax_amin(self, dim, keepdim, "min")
 
     def argmax(self, dim=None, keepdim=False):
-        return _basic.arg(self, dim, keepdim, "argmax")
+        return self._ops.arg(self, dim, keepdim, "argmax")
 
     def argmin(self, dim=None, keepdim=False):
-        return _basic.arg(self, dim, keepdim, "argmin")
+        return self._ops.arg(self, dim, keepdim, "argmin")
 
     def exp(self):
-        return _basic.exp(self)
+        return self._ops.exp(self)
 
     def log(self):
-        return _basic.log(self)
+        return self._ops.log(self)
 
     def sqrt(self):
-        return _basic.sqrt(self)
+        return self._ops.sqrt(self)
 
     def abs(self):
-        return _basic.abs(self)
+        return self._ops.abs(self)
 
     def clamp(self, min=None, max=None):
-        return _basic.clamp(self, min, max)
+        return self._ops.clamp(self, min, max)
 
     clip = clamp
 
     def pow(self, exponent):
-        return _basic.pow(self, exponent)
+        return self._ops.pow(self, exponent)
 
     def relu(self):
         from ..nn import functional as F
@@ -572,5 +577,3 @@ def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
         array = _state.asarray(np.array(data, copy=True), dtype=dtype)
     return Tensor(array, requires_grad=requires_grad)
 
-
-from . import basic as _basic  # noqa: E402  (basic builds on Tensor)
