@@ -1,14 +1,16 @@
-"""Process-wide engine state: the active backend and the random generator."""
+"""Engine state: the active backend (process-wide) and the random generator
+(one per thread, so that concurrent trainings are each reproducible)."""
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 
 from . import backends
 
 _current = None  # set lazily to the numpy backend
-_host_rng = np.random.default_rng()
+_rng_local = threading.local()  # .rng: this thread's generator
 
 
 def current():
@@ -53,11 +55,17 @@ def available_backends() -> list[str]:
 
 
 def manual_seed(seed: int) -> None:
-    """Seed every random draw of the engine (initialisation, dropout, shuffling)."""
-    global _host_rng
+    """Seed every random draw of the engine made in this thread (initialisation,
+    dropout, shuffling, augmentation).
+
+    The generator is per thread: two threads that each call ``manual_seed`` and
+    train their own model draw from their own streams, so each run reproduces
+    its single-threaded result. (A device backend's generator, CuPy's, is one
+    per process and is reseeded too.)
+    """
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"manual_seed: seed must be an int, got {type(seed).__name__}")
-    _host_rng = np.random.default_rng(int(seed))
+    _rng_local.rng = np.random.default_rng(int(seed))
     for b in backends._loaded.values():
         reseed = getattr(b, "reseed", None)
         if reseed is not None:
@@ -65,18 +73,22 @@ def manual_seed(seed: int) -> None:
 
 
 def host_rng() -> np.random.Generator:
-    """The engine's host random generator (seeded by :func:`manual_seed`)."""
-    return _host_rng
+    """This thread's host random generator (seeded by :func:`manual_seed`; from
+    the operating system's entropy until then)."""
+    rng = getattr(_rng_local, "rng", None)
+    if rng is None:
+        rng = _rng_local.rng = np.random.default_rng()
+    return rng
 
 
 def get_rng_state() -> dict:
-    """The generator state, as a JSON-able dict (saved in checkpoints)."""
-    return _host_rng.bit_generator.state
+    """This thread's generator state, as a JSON-able dict (saved in checkpoints)."""
+    return host_rng().bit_generator.state
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore a state returned by :func:`get_rng_state`."""
-    _host_rng.bit_generator.state = state
+    """Restore a state returned by :func:`get_rng_state` (in this thread)."""
+    host_rng().bit_generator.state = state
 
 
 def dtype_of(dtype, backend=None):

@@ -432,3 +432,40 @@ def test_plots_without_matplotlib_say_how_to_install(monkeypatch):
     from engine.plots import plot_history
     with pytest.raises(ImportError, match=r'pip install "\.\[plot\]"'):
         plot_history({"epoch": [1], "loss": [1.0]})
+
+
+# ----------------------------------------------------------------------------- threads
+def _dropout_run(seed, results=None, key=None, barrier=None):
+    """Seed, build a small model with dropout, train 20 steps: the final weights."""
+    if barrier is not None:
+        barrier.wait()  # both threads draw at the same time
+    engine.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        x = engine.asarray(rng.standard_normal((8, 6)), dtype="float32")
+        y = engine.asarray(rng.integers(0, 3, 8))
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(model(x), y).backward()
+        opt.step()
+    weights = [engine.to_numpy(p.data).copy() for p in model.parameters()]
+    if results is not None:
+        results[key] = weights
+    return weights
+
+
+def test_two_threads_training_with_dropout_each_reproduce_their_single_thread_run():
+    import threading
+    alone = {seed: _dropout_run(seed) for seed in (1, 2)}
+    results = {}
+    for _ in range(3):  # several interleavings
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=_dropout_run, args=(seed, results, seed, barrier)) for seed in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for seed in (1, 2):
+            for got, want in zip(results[seed], alone[seed]):
+                np.testing.assert_array_equal(got, want)
