@@ -15,7 +15,7 @@ import engine.nn.functional as F
 from engine import autograd, nn
 from engine import ops
 
-from _helpers import FD_TOL, assert_rel, torch_or_skip
+from _helpers import FD_TOL, assert_rel
 
 torch = pytest.importorskip("torch", reason="PyTorch CPU (pip install torch==2.13.0) is the oracle of these tests")
 tF = torch.nn.functional

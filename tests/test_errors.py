@@ -2,7 +2,6 @@
 whose message names the layer or op, the argument, what was expected and what came."""
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest

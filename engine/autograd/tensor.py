@@ -10,7 +10,6 @@ when ``backward()`` runs. Names and semantics follow PyTorch.
 from __future__ import annotations
 
 import math
-import numbers
 from collections import namedtuple
 
 from .. import _state
@@ -229,7 +228,6 @@ class Tensor:
         owner = _backend(self.data)
         if not owner.host_memory:
             raise TypeError(f"can't convert a {owner.name} (device) tensor to NumPy implicitly; use .numpy()")
-        import numpy as np
         a = owner.to_numpy(self.data)
         return a if dtype is None else a.astype(dtype)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .. import ops
 from .._state import host_rng
-from ..autograd import Function, Tensor
+from ..autograd import Function
 from ..autograd.basic import flatten
 from ..autograd.tensor import as_array
 

@@ -6,14 +6,12 @@ name themselves in errors.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import _state
 from .. import ops
 from .._checks import pair, require_ndim
-from ..autograd import basic as _basic
+from ..autograd import Tensor, basic as _basic
 from ..ops._common import conv_padding
 from ..ops.ops1d import single
 from . import functional as F
@@ -253,7 +251,7 @@ class Identity(Module):
     """Returns its input unchanged."""
 
     def forward(self, x):
-        return x
+        return x if isinstance(x, Tensor) else Tensor(x)
 
 
 class _Activation(Module):
