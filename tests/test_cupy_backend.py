@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import functools
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,11 @@ def gpu():
     reason = _cupy_reason()
     if reason is not None:
         pytest.skip(f"CuPy test requires a CUDA device ({reason.splitlines()[0]})")
+    if os.environ.get("ENGINE_CUPY_NO_POOL") == "1":
+        # bench/gpu_run.sh's compute-sanitizer stage: one cudaMalloc per array, so
+        # memcheck sees every out-of-bounds access (a pool block would hide it)
+        import cupy
+        cupy.cuda.set_allocator(None)
     return backends.get("cupy")
 
 
