@@ -116,6 +116,27 @@ __device__ __forceinline__ unsigned int grid_start_u32() {
 }
 __device__ __forceinline__ unsigned int grid_step_u32() { return blockDim.x * gridDim.x; }
 
+// Index policies of the two kernel variants, for bodies shared by both:
+//   Wide   (64-bit kernels): sizes and coordinates long long, any size;
+//   Narrow (_i32 kernels):   sizes and coordinates int, every index < 2**31,
+//                            the grid-stride counter unsigned (never wraps).
+// Int: sizes and coordinates; UInt: its unsigned twin (one compare tests
+// 0 <= v < size); Loop: the grid-stride counter.
+struct Wide {
+  typedef long long Int;
+  typedef unsigned long long UInt;
+  typedef long long Loop;
+  static __device__ __forceinline__ Loop start() { return grid_start(); }
+  static __device__ __forceinline__ Loop step() { return grid_step(); }
+};
+struct Narrow {
+  typedef int Int;
+  typedef unsigned int UInt;
+  typedef unsigned int Loop;
+  static __device__ __forceinline__ Loop start() { return grid_start_u32(); }
+  static __device__ __forceinline__ Loop step() { return grid_step_u32(); }
+};
+
 // The kernel offsets t in [0, k) whose window reads padded coordinate p, i.e.
 // p == o * s + t * d for an output 0 <= o < out, found once per thread (the
 // gather kernels used to test every offset with divisions). They form a

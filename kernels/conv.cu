@@ -158,23 +158,20 @@ __device__ __forceinline__ void col2im_i32_body(const T* __restrict__ col, T* __
       int pad_top, int pad_left
 #define CONV_ARGS n, c, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pad_top, pad_left
 
-#define CONV_ENTRY_POINTS(SUFFIX, T)                                                        \
-  extern "C" __global__ void im2col_##SUFFIX(const T* __restrict__ x, T* __restrict__ col, \
-                                             CONV_PARAMS) {                                \
-    im2col_body<T>(x, col, CONV_ARGS);                                                     \
+// V is the variant's name part: empty (64-bit) or _i32, with its parameter list.
+#define CONV_ENTRY_POINTS_OF(V, PARAMS, SUFFIX, T)                                          \
+  extern "C" __global__ void im2col##V##_##SUFFIX(const T* __restrict__ x,                 \
+                                                  T* __restrict__ col, PARAMS) {          \
+    im2col##V##_body<T>(x, col, CONV_ARGS);                                                \
   }                                                                                        \
-  extern "C" __global__ void col2im_##SUFFIX(const T* __restrict__ col, T* __restrict__ x, \
-                                             CONV_PARAMS) {                                \
-    col2im_body<T>(col, x, CONV_ARGS);                                                     \
-  }                                                                                        \
-  extern "C" __global__ void im2col_i32_##SUFFIX(const T* __restrict__ x,                  \
-                                                 T* __restrict__ col, CONV_PARAMS_I32) {   \
-    im2col_i32_body<T>(x, col, CONV_ARGS);                                                 \
-  }                                                                                        \
-  extern "C" __global__ void col2im_i32_##SUFFIX(const T* __restrict__ col,                \
-                                                 T* __restrict__ x, CONV_PARAMS_I32) {     \
-    col2im_i32_body<T>(col, x, CONV_ARGS);                                                 \
+  extern "C" __global__ void col2im##V##_##SUFFIX(const T* __restrict__ col,               \
+                                                  T* __restrict__ x, PARAMS) {            \
+    col2im##V##_body<T>(col, x, CONV_ARGS);                                                \
   }
+
+#define CONV_ENTRY_POINTS(SUFFIX, T)                     \
+  CONV_ENTRY_POINTS_OF(, CONV_PARAMS, SUFFIX, T)         \
+  CONV_ENTRY_POINTS_OF(_i32, CONV_PARAMS_I32, SUFFIX, T)
 
 CONV_ENTRY_POINTS(f32, float)
 CONV_ENTRY_POINTS(f64, double)

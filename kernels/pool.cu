@@ -24,31 +24,37 @@
 
 // One thread per output: scan the window in (i, j) order; the first maximum
 // wins, and every NaN replaces the best so far (the last NaN wins and NaN
-// propagates, as in PyTorch).
-template <typename T>
+// propagates, as in PyTorch). X: the index policy (common.cuh), Wide for the
+// 64-bit entry points, Narrow for the _i32 ones.
+template <typename T, typename X>
 __device__ __forceinline__ void max_pool2d_forward_body(
-    const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ argmax, long long n,
-    long long c, long long h, long long w, long long oh, long long ow, int kh, int kw, int sh,
-    int sw, int dh, int dw, int pad_top, int pad_left) {
+    const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ argmax, typename X::Int n,
+    typename X::Int c, typename X::Int h, typename X::Int w, typename X::Int oh,
+    typename X::Int ow, int kh, int kw, int sh, int sw, int dh, int dw, int pad_top, int pad_left) {
   typedef typename Elem<T>::acc A;
-  const long long total = n * c * oh * ow;
-  for (long long idx = grid_start(); idx < total; idx += grid_step()) {
-    const long long ox = idx % ow;
-    const long long oy = (idx / ow) % oh;
-    const T* __restrict__ plane = x + (idx / (oh * ow)) * h * w;
+  typedef typename X::Int I;
+  typedef typename X::UInt U;
+  typedef typename X::Loop L;
+  const L total = (L)n * c * oh * ow;
+  for (L idx = X::start(); idx < total; idx += X::step()) {
+    const L ox = idx % ow;
+    const L t = idx / ow;
+    const L oy = t % oh;
+    const T* __restrict__ plane = x + (t / oh) * h * w;
+    const I y0 = (I)oy * sh - pad_top, x0 = (I)ox * sw - pad_left;
     A best = Elem<T>::lowest();
-    long long best_k = 0;
+    int best_k = 0;
     bool seen = false;
     for (int i = 0; i < kh; ++i) {
-      const long long yy = oy * sh + (long long)i * dh - pad_top;
-      const bool row_in = yy >= 0 && yy < h;
+      const I yy = y0 + (I)i * dh;
+      if ((U)yy >= (U)h) continue;  // padding never wins, even over -inf
       for (int j = 0; j < kw; ++j) {
-        const long long xx = ox * sw + (long long)j * dw - pad_left;
-        if (!row_in || xx < 0 || xx >= w) continue;  // padding never wins, even over -inf
+        const I xx = x0 + (I)j * dw;
+        if ((U)xx >= (U)w) continue;
         const A v = Elem<T>::load(plane[yy * w + xx]);
         if (!seen || ieee_greater<A>(v, best) || is_nan(v)) {
           best = v;
-          best_k = (long long)i * kw + j;
+          best_k = i * kw + j;
           seen = true;
         }
       }
@@ -88,26 +94,32 @@ __device__ __forceinline__ void max_pool2d_backward_body(
 }
 
 // One thread per output: window sum in (i, j) order (padding adds zero), then
-// one division by that position's divisor.
-template <typename T>
+// one division by that position's divisor. X: the index policy, as above.
+template <typename T, typename X>
 __device__ __forceinline__ void avg_pool2d_forward_body(
-    const T* __restrict__ x, const T* __restrict__ divisor, T* __restrict__ y, long long n,
-    long long c, long long h, long long w, long long oh, long long ow, int kh, int kw, int sh,
-    int sw, int dh, int dw, int pad_top, int pad_left) {
+    const T* __restrict__ x, const T* __restrict__ divisor, T* __restrict__ y, typename X::Int n,
+    typename X::Int c, typename X::Int h, typename X::Int w, typename X::Int oh,
+    typename X::Int ow, int kh, int kw, int sh, int sw, int dh, int dw, int pad_top, int pad_left) {
   typedef typename Elem<T>::acc A;
-  const long long total = n * c * oh * ow;
-  for (long long idx = grid_start(); idx < total; idx += grid_step()) {
-    const long long pos = idx % (oh * ow);  // (oy, ox) flattened
-    const long long ox = pos % ow;
-    const long long oy = pos / ow;
-    const T* __restrict__ plane = x + (idx / (oh * ow)) * h * w;
+  typedef typename X::Int I;
+  typedef typename X::UInt U;
+  typedef typename X::Loop L;
+  const L positions = (L)oh * ow;
+  const L total = (L)n * c * positions;
+  for (L idx = X::start(); idx < total; idx += X::step()) {
+    const L p = idx / positions;
+    const L pos = idx - p * positions;  // (oy, ox) flattened
+    const L ox = pos % ow;
+    const L oy = pos / ow;
+    const T* __restrict__ plane = x + p * h * w;
+    const I y0 = (I)oy * sh - pad_top, x0 = (I)ox * sw - pad_left;
     A acc = 0;
     for (int i = 0; i < kh; ++i) {
-      const long long yy = oy * sh + (long long)i * dh - pad_top;
-      if (yy < 0 || yy >= h) continue;
+      const I yy = y0 + (I)i * dh;
+      if ((U)yy >= (U)h) continue;
       for (int j = 0; j < kw; ++j) {
-        const long long xx = ox * sw + (long long)j * dw - pad_left;
-        if (xx < 0 || xx >= w) continue;
+        const I xx = x0 + (I)j * dw;
+        if ((U)xx >= (U)w) continue;
         acc = ieee_add<A>(acc, Elem<T>::load(plane[yy * w + xx]));
       }
     }
@@ -144,40 +156,36 @@ __device__ __forceinline__ void avg_pool2d_backward_body(
   }
 }
 
-// ---- 32-bit variants -------------------------------------------------------
+// ---- the 32-bit gathers: the taps that read an element found once -----------
 
-template <typename T>
-__device__ __forceinline__ void max_pool2d_forward_i32_body(
-    const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ argmax, int n, int c,
-    int h, int w, int oh, int ow, int kh, int kw, int sh, int sw, int dh, int dw, int pad_top,
-    int pad_left) {
-  typedef typename Elem<T>::acc A;
-  const unsigned int total = (unsigned int)n * c * oh * ow;
-  for (unsigned int idx = grid_start_u32(); idx < total; idx += grid_step_u32()) {
-    const unsigned int ox = idx % ow;
-    const unsigned int t = idx / ow;
-    const unsigned int oy = t % oh;
-    const T* __restrict__ plane = x + (t / oh) * h * w;
-    const int y0 = (int)oy * sh - pad_top, x0 = (int)ox * sw - pad_left;
-    A best = Elem<T>::lowest();
-    int best_k = 0;
-    bool seen = false;
-    for (int i = 0; i < kh; ++i) {
-      const int yy = y0 + i * dh;
-      if ((unsigned int)yy >= (unsigned int)h) continue;  // padding never wins, even over -inf
-      for (int j = 0; j < kw; ++j) {
-        const int xx = x0 + j * dw;
-        if ((unsigned int)xx >= (unsigned int)w) continue;
-        const A v = Elem<T>::load(plane[yy * w + xx]);
-        if (!seen || ieee_greater<A>(v, best) || is_nan(v)) {
-          best = v;
-          best_k = i * kw + j;
-          seen = true;
-        }
-      }
+// Where one thread of a 32-bit pooling gather stands: the start of its (n, c)
+// output plane, and per dimension the window taps that read its element.
+struct PoolGather {
+  unsigned int base;
+  Taps ti, tj;
+};
+
+__device__ __forceinline__ PoolGather pool_gather_at(unsigned int idx, int h, int w, int oh, int ow,
+                                                     int kh, int kw, int sh, int sw, int dh, int dw,
+                                                     int pad_top, int pad_left) {
+  PoolGather g;
+  const unsigned int xx = idx % w;
+  const unsigned int t = idx / w;
+  const unsigned int yy = t % h;
+  g.base = (t / h) * oh * ow;
+  g.ti = taps_reading((int)yy + pad_top, kh, sh, dh, oh);
+  g.tj = taps_reading((int)xx + pad_left, kw, sw, dw, ow);
+  return g;
+}
+
+// visit(i, j, o): every window tap (i, j) that reads the element, in (i, j)
+// order, with o the flat index of its output in the (n, c) plane.
+template <typename Visit>
+__device__ __forceinline__ void for_each_tap(const PoolGather& g, int ow, Visit visit) {
+  for (int i = g.ti.first, oy = g.ti.o_first; i <= g.ti.last; i += g.ti.step, oy -= g.ti.o_step) {
+    for (int j = g.tj.first, ox = g.tj.o_first; j <= g.tj.last; j += g.tj.step, ox -= g.tj.o_step) {
+      visit(i, j, (unsigned int)(oy * ow + ox));
     }
-    y[idx] = Elem<T>::store(best);
-    argmax[idx] = best_k;
   }
 }
 
@@ -189,49 +197,13 @@ __device__ __forceinline__ void max_pool2d_backward_i32_body(
   typedef typename Elem<T>::acc A;
   const unsigned int total = (unsigned int)n * c * h * w;
   for (unsigned int idx = grid_start_u32(); idx < total; idx += grid_step_u32()) {
-    const unsigned int xx = idx % w;
-    const unsigned int t = idx / w;
-    const unsigned int yy = t % h;
-    const unsigned int base = (t / h) * oh * ow;  // start of this (n, c) output plane
-    const Taps ti = taps_reading((int)yy + pad_top, kh, sh, dh, oh);
-    const Taps tj = taps_reading((int)xx + pad_left, kw, sw, dw, ow);
+    const PoolGather g = pool_gather_at(idx, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pad_top, pad_left);
     A acc = 0;
-    for (int i = ti.first, oy = ti.o_first; i <= ti.last; i += ti.step, oy -= ti.o_step) {
-      for (int j = tj.first, ox = tj.o_first; j <= tj.last; j += tj.step, ox -= tj.o_step) {
-        const unsigned int o = base + oy * ow + ox;
-        if (argmax[o] == i * kw + j) acc = ieee_add<A>(acc, Elem<T>::load(grad_out[o]));
-      }
-    }
+    for_each_tap(g, ow, [&](int i, int j, unsigned int pos) {
+      const unsigned int o = g.base + pos;
+      if (argmax[o] == i * kw + j) acc = ieee_add<A>(acc, Elem<T>::load(grad_out[o]));
+    });
     grad_in[idx] = Elem<T>::store(acc);
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ void avg_pool2d_forward_i32_body(
-    const T* __restrict__ x, const T* __restrict__ divisor, T* __restrict__ y, int n, int c,
-    int h, int w, int oh, int ow, int kh, int kw, int sh, int sw, int dh, int dw, int pad_top,
-    int pad_left) {
-  typedef typename Elem<T>::acc A;
-  const unsigned int positions = (unsigned int)oh * ow;
-  const unsigned int total = (unsigned int)n * c * positions;
-  for (unsigned int idx = grid_start_u32(); idx < total; idx += grid_step_u32()) {
-    const unsigned int p = idx / positions;
-    const unsigned int pos = idx - p * positions;  // (oy, ox) flattened
-    const unsigned int ox = pos % ow;
-    const unsigned int oy = pos / ow;
-    const T* __restrict__ plane = x + p * h * w;
-    const int y0 = (int)oy * sh - pad_top, x0 = (int)ox * sw - pad_left;
-    A acc = 0;
-    for (int i = 0; i < kh; ++i) {
-      const int yy = y0 + i * dh;
-      if ((unsigned int)yy >= (unsigned int)h) continue;
-      for (int j = 0; j < kw; ++j) {
-        const int xx = x0 + j * dw;
-        if ((unsigned int)xx >= (unsigned int)w) continue;
-        acc = ieee_add<A>(acc, Elem<T>::load(plane[yy * w + xx]));
-      }
-    }
-    y[idx] = Elem<T>::store(ieee_div<A>(acc, Elem<T>::load(divisor[pos])));
   }
 }
 
@@ -243,20 +215,12 @@ __device__ __forceinline__ void avg_pool2d_backward_i32_body(
   typedef typename Elem<T>::acc A;
   const unsigned int total = (unsigned int)n * c * h * w;
   for (unsigned int idx = grid_start_u32(); idx < total; idx += grid_step_u32()) {
-    const unsigned int xx = idx % w;
-    const unsigned int t = idx / w;
-    const unsigned int yy = t % h;
-    const unsigned int base = (t / h) * oh * ow;
-    const Taps ti = taps_reading((int)yy + pad_top, kh, sh, dh, oh);
-    const Taps tj = taps_reading((int)xx + pad_left, kw, sw, dw, ow);
+    const PoolGather g = pool_gather_at(idx, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pad_top, pad_left);
     A acc = 0;
-    for (int i = ti.first, oy = ti.o_first; i <= ti.last; i += ti.step, oy -= ti.o_step) {
-      for (int j = tj.first, ox = tj.o_first; j <= tj.last; j += tj.step, ox -= tj.o_step) {
-        const unsigned int pos = oy * ow + ox;
-        acc = ieee_add<A>(acc, ieee_div<A>(Elem<T>::load(grad_out[base + pos]),
-                                           Elem<T>::load(divisor[pos])));
-      }
-    }
+    for_each_tap(g, ow, [&](int, int, unsigned int pos) {
+      acc = ieee_add<A>(acc, ieee_div<A>(Elem<T>::load(grad_out[g.base + pos]),
+                                         Elem<T>::load(divisor[pos])));
+    });
     grad_in[idx] = Elem<T>::store(acc);
   }
 }
@@ -269,47 +233,31 @@ __device__ __forceinline__ void avg_pool2d_backward_i32_body(
       int pad_top, int pad_left
 #define POOL_ARGS n, c, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pad_top, pad_left
 
-#define POOL_ENTRY_POINTS(SUFFIX, T)                                                       \
-  extern "C" __global__ void max_pool2d_forward_##SUFFIX(                                 \
-      const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ argmax,         \
-      POOL_PARAMS) {                                                                      \
-    max_pool2d_forward_body<T>(x, y, argmax, POOL_ARGS);                                  \
+// V is the variant's name part, empty (64-bit) or _i32, with its parameter list
+// and index policy X.
+#define POOL_ENTRY_POINTS_OF(V, PARAMS, X, SUFFIX, T)                                         \
+  extern "C" __global__ void max_pool2d_forward##V##_##SUFFIX(                            \
+      const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ argmax, PARAMS) { \
+    max_pool2d_forward_body<T, X>(x, y, argmax, POOL_ARGS);                               \
   }                                                                                       \
-  extern "C" __global__ void max_pool2d_backward_##SUFFIX(                                \
+  extern "C" __global__ void max_pool2d_backward##V##_##SUFFIX(                           \
       const T* __restrict__ grad_out, const long long* __restrict__ argmax,               \
-      T* __restrict__ grad_in, POOL_PARAMS) {                                             \
-    max_pool2d_backward_body<T>(grad_out, argmax, grad_in, POOL_ARGS);                    \
+      T* __restrict__ grad_in, PARAMS) {                                                  \
+    max_pool2d_backward##V##_body<T>(grad_out, argmax, grad_in, POOL_ARGS);               \
   }                                                                                       \
-  extern "C" __global__ void avg_pool2d_forward_##SUFFIX(                                 \
-      const T* __restrict__ x, const T* __restrict__ divisor, T* __restrict__ y,          \
-      POOL_PARAMS) {                                                                      \
-    avg_pool2d_forward_body<T>(x, divisor, y, POOL_ARGS);                                 \
+  extern "C" __global__ void avg_pool2d_forward##V##_##SUFFIX(                            \
+      const T* __restrict__ x, const T* __restrict__ divisor, T* __restrict__ y, PARAMS) {  \
+    avg_pool2d_forward_body<T, X>(x, divisor, y, POOL_ARGS);                              \
   }                                                                                       \
-  extern "C" __global__ void avg_pool2d_backward_##SUFFIX(                                \
+  extern "C" __global__ void avg_pool2d_backward##V##_##SUFFIX(                           \
       const T* __restrict__ grad_out, const T* __restrict__ divisor,                      \
-      T* __restrict__ grad_in, POOL_PARAMS) {                                             \
-    avg_pool2d_backward_body<T>(grad_out, divisor, grad_in, POOL_ARGS);                   \
-  }                                                                                       \
-  extern "C" __global__ void max_pool2d_forward_i32_##SUFFIX(                             \
-      const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ argmax,         \
-      POOL_PARAMS_I32) {                                                                  \
-    max_pool2d_forward_i32_body<T>(x, y, argmax, POOL_ARGS);                              \
-  }                                                                                       \
-  extern "C" __global__ void max_pool2d_backward_i32_##SUFFIX(                            \
-      const T* __restrict__ grad_out, const long long* __restrict__ argmax,               \
-      T* __restrict__ grad_in, POOL_PARAMS_I32) {                                         \
-    max_pool2d_backward_i32_body<T>(grad_out, argmax, grad_in, POOL_ARGS);                \
-  }                                                                                       \
-  extern "C" __global__ void avg_pool2d_forward_i32_##SUFFIX(                             \
-      const T* __restrict__ x, const T* __restrict__ divisor, T* __restrict__ y,          \
-      POOL_PARAMS_I32) {                                                                  \
-    avg_pool2d_forward_i32_body<T>(x, divisor, y, POOL_ARGS);                             \
-  }                                                                                       \
-  extern "C" __global__ void avg_pool2d_backward_i32_##SUFFIX(                            \
-      const T* __restrict__ grad_out, const T* __restrict__ divisor,                      \
-      T* __restrict__ grad_in, POOL_PARAMS_I32) {                                         \
-    avg_pool2d_backward_i32_body<T>(grad_out, divisor, grad_in, POOL_ARGS);               \
+      T* __restrict__ grad_in, PARAMS) {                                                  \
+    avg_pool2d_backward##V##_body<T>(grad_out, divisor, grad_in, POOL_ARGS);              \
   }
+
+#define POOL_ENTRY_POINTS(SUFFIX, T)                     \
+  POOL_ENTRY_POINTS_OF(, POOL_PARAMS, Wide, SUFFIX, T)   \
+  POOL_ENTRY_POINTS_OF(_i32, POOL_PARAMS_I32, Narrow, SUFFIX, T)
 
 POOL_ENTRY_POINTS(f32, float)
 POOL_ENTRY_POINTS(f64, double)
