@@ -7,9 +7,13 @@ install (``pip install ".[cuda12]"`` or ``pip install ".[cuda13]"``).
 
 Kernel launches check dtype (float16/32/64), shapes and the window before
 launching, make inputs contiguous (a RawKernel reads raw memory), and pass
-every scalar as its exact NumPy type (``kernels.*_args``).
+every scalar as its exact NumPy type (``kernels.*_args``). Each kernel has a
+64-bit and a 32-bit variant (``kernels/*.cu``); :attr:`CupyBackend.kernel_variant`
+says which serves a call.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -31,12 +35,32 @@ _INSTALL = ('install CuPy with: pip install ".[cuda12]" (NVIDIA driver for CUDA 
 _FLOATS = ("float16", "float32", "float64")
 _INT32_MAX = 2**31 - 1
 _DLPACK_GPU = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
+#: Values of CupyBackend.kernel_variant (and of the ENGINE_CUDA_KERNELS variable).
+KERNEL_VARIANTS = ("auto", "i64")
 
 
 class CupyBackend(Backend):
+    """NVIDIA GPUs through CuPy.
+
+    ``kernel_variant``: ``"auto"`` (default) launches the 32-bit kernels
+    (``*_i32``: index divisions once per thread, window taps walked) whenever
+    every index of the call fits in 32 bits (``kernels.fits_int32``) and the
+    64-bit ones otherwise; ``"i64"`` always launches the 64-bit per-element
+    kernels. Both give the same bits; the environment variable
+    ``ENGINE_CUDA_KERNELS`` sets it when the backend is made.
+
+    ``keep_columns_bytes``: how many bytes of im2col columns a conv layer may
+    keep from its forward for its backward; by default
+    ``keep_columns_fraction`` (a quarter) of the device's free memory at the
+    time of the forward, the memory pool's cached blocks counted as free.
+    Assign a number of bytes to fix it, ``None`` to go back to the default.
+    """
+
     name = "cupy"
     xp = _xp_cupy
     host_memory = False
+    #: Share of the free device memory the kept im2col columns of one conv call may take.
+    keep_columns_fraction = 0.25
 
     def __init__(self):
         if _cupy is None:
@@ -59,6 +83,20 @@ class CupyBackend(Backend):
         self.xp = _xp_cupy
         self._generator = None  # device random generator, see reseed()/uniform()
         self._max_blocks: dict[int, int] = {}
+        self._keep_columns_limit: int | None = None
+        self.kernel_variant = os.environ.get("ENGINE_CUDA_KERNELS", "auto")
+
+    @property
+    def kernel_variant(self) -> str:
+        """``"auto"`` (32-bit kernels where every index fits) or ``"i64"`` (64-bit always)."""
+        return self._kernel_variant
+
+    @kernel_variant.setter
+    def kernel_variant(self, value: str) -> None:
+        if value not in KERNEL_VARIANTS:
+            raise ValueError(f"kernel_variant must be one of {', '.join(map(repr, KERNEL_VARIANTS))} "
+                             f"(also the values of ENGINE_CUDA_KERNELS), got {value!r}")
+        self._kernel_variant = value
 
     # -- arrays -------------------------------------------------------------
     def owns(self, x) -> bool:
@@ -81,9 +119,27 @@ class CupyBackend(Backend):
     def default_workspace_bytes(self) -> int:
         """A quarter of the free memory of the current device (the memory pool's
         cached free blocks count as free), at least 8 MiB."""
-        free, _total = _cupy.cuda.runtime.memGetInfo()
-        cached = _cupy.get_default_memory_pool().free_bytes()
-        return max(8 << 20, (int(free) + int(cached)) // 4)
+        return max(8 << 20, _free_device_bytes() // 4)
+
+    @property
+    def keep_columns_bytes(self) -> int:
+        """Largest im2col columns (bytes, whole batch) a conv call keeps for its
+        backward: the set limit, else ``keep_columns_fraction`` of the free
+        device memory now (the CPU backends' fixed 32 MiB would make every
+        large layer build its columns twice)."""
+        if self._keep_columns_limit is not None:
+            return self._keep_columns_limit
+        return int(self.keep_columns_fraction * _free_device_bytes())
+
+    @keep_columns_bytes.setter
+    def keep_columns_bytes(self, value: int | None) -> None:
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"keep_columns_bytes must be a number of bytes >= 0 (0 keeps "
+                                 f"nothing) or None (the default share of free device memory), "
+                                 f"got {value!r}")
+            value = int(value)
+        self._keep_columns_limit = value
 
     # -- random numbers ------------------------------------------------------
     def reseed(self, seed: int) -> None:
@@ -141,7 +197,9 @@ class CupyBackend(Backend):
                     f"({rows * cols * x.dtype.itemsize:,} bytes) of input {tuple(x.shape)}; "
                     f"lower the workspace limit (backend.workspace_limit = <bytes>; now "
                     f"{self.workspace_bytes()} bytes) or the batch size ({exc})") from exc
-            self._launch("im2col", x.dtype, col.size, kernels.im2col_args(x, col, x.shape, win))
+            narrow = self._narrow(x.shape, win, col.size)
+            self._launch("im2col", narrow, x.dtype, x.shape, win,
+                         kernels.im2col_args(x, col, x.shape, win, narrow))
         return col
 
     def col2im(self, col, x_shape, win: Window):
@@ -154,7 +212,9 @@ class CupyBackend(Backend):
                              f"= (C*kh*kw, N*OH*OW) for x_shape {(n, c, h, w)} and window {win}")
         with _device_of(col):
             x = _cupy.empty((n, c, h, w), dtype=col.dtype)
-            self._launch("col2im", col.dtype, x.size, kernels.col2im_args(col, x, x.shape, win))
+            narrow = self._narrow(x.shape, win, col.size)
+            self._launch("col2im", narrow, col.dtype, x.shape, win,
+                         kernels.col2im_args(col, x, x.shape, win, narrow))
         return x
 
     # -- pooling -------------------------------------------------------------
@@ -165,8 +225,9 @@ class CupyBackend(Backend):
         with _device_of(x):
             y = _cupy.empty((n, c, win.oh, win.ow), dtype=x.dtype)
             idx = _cupy.empty((n, c, win.oh, win.ow), dtype=np.int64)
-            self._launch("max_pool2d_forward", x.dtype, y.size,
-                         kernels.max_pool2d_forward_args(x, y, idx, x.shape, win))
+            narrow = self._narrow(x.shape, win, y.size)
+            self._launch("max_pool2d_forward", narrow, x.dtype, x.shape, win,
+                         kernels.max_pool2d_forward_args(x, y, idx, x.shape, win, narrow))
         return y, idx
 
     def max_pool2d_backward(self, grad_out, idx, x_shape, win: Window):
@@ -184,8 +245,9 @@ class CupyBackend(Backend):
         with _device_of(g):
             idx = _cupy.ascontiguousarray(idx.astype(np.int64, copy=False))
             gx = _cupy.empty((n, c, h, w), dtype=g.dtype)
-            self._launch("max_pool2d_backward", g.dtype, gx.size,
-                         kernels.max_pool2d_backward_args(g, idx, gx, gx.shape, win))
+            narrow = self._narrow(gx.shape, win, g.size)
+            self._launch("max_pool2d_backward", narrow, g.dtype, gx.shape, win,
+                         kernels.max_pool2d_backward_args(g, idx, gx, gx.shape, win, narrow))
         return gx
 
     def avg_pool2d(self, x, win: Window, divisor):
@@ -195,8 +257,9 @@ class CupyBackend(Backend):
         with _device_of(x):
             d = self._divisor(divisor, win, x.dtype, "avg_pool2d")
             y = _cupy.empty((n, c, win.oh, win.ow), dtype=x.dtype)
-            self._launch("avg_pool2d_forward", x.dtype, y.size,
-                         kernels.avg_pool2d_forward_args(x, d, y, x.shape, win))
+            narrow = self._narrow(x.shape, win, y.size)
+            self._launch("avg_pool2d_forward", narrow, x.dtype, x.shape, win,
+                         kernels.avg_pool2d_forward_args(x, d, y, x.shape, win, narrow))
         return y
 
     def avg_pool2d_backward(self, grad_out, x_shape, win: Window, divisor):
@@ -206,8 +269,9 @@ class CupyBackend(Backend):
         with _device_of(g):
             d = self._divisor(divisor, win, g.dtype, "avg_pool2d_backward")
             gx = _cupy.empty((n, c, h, w), dtype=g.dtype)
-            self._launch("avg_pool2d_backward", g.dtype, gx.size,
-                         kernels.avg_pool2d_backward_args(g, d, gx, gx.shape, win))
+            narrow = self._narrow(gx.shape, win, g.size)
+            self._launch("avg_pool2d_backward", narrow, g.dtype, gx.shape, win,
+                         kernels.avg_pool2d_backward_args(g, d, gx, gx.shape, win, narrow))
         return gx
 
     # -- launching -----------------------------------------------------------
@@ -236,7 +300,13 @@ class CupyBackend(Backend):
                              f"output positions ({win.oh}, {win.ow})") from None
         return _cupy.ascontiguousarray(d)
 
-    def _launch(self, kernel: str, dtype, total: int, args: tuple) -> None:
+    def _narrow(self, x_shape, win: Window, other_elems: int) -> bool:
+        """Launch the 32-bit variant for this call?"""
+        return self._kernel_variant == "auto" and kernels.fits_int32(x_shape, win, other_elems)
+
+    def _launch(self, kernel: str, narrow: bool, dtype, x_shape, win: Window, args: tuple) -> None:
+        name = kernels.variant_name(kernel, narrow)
+        total = kernels.loop_extent(name, x_shape, win)
         if total == 0:
             return
         device = _cupy.cuda.Device()
@@ -248,7 +318,13 @@ class CupyBackend(Backend):
                 sms = 128
             max_blocks = self._max_blocks[device.id] = 32 * max(sms, 1)
         grid, block = kernels.launch_config(total, max_blocks)
-        kernels.get_kernel(kernel, dtype)((grid,), (block,), args)
+        kernels.get_kernel(name, dtype)((grid,), (block,), args)
+
+
+def _free_device_bytes() -> int:
+    """Free memory of the current device, the memory pool's cached free blocks included."""
+    free, _total = _cupy.cuda.runtime.memGetInfo()
+    return int(free) + int(_cupy.get_default_memory_pool().free_bytes())
 
 
 def _device_of(x):

@@ -39,7 +39,8 @@ suites:
           conv2, one pool, the training step; naive only where it is cheap
   full    the five core shapes, LeNet-5 C1/C3/C5, the NumPy-course 3-conv net,
           pools, the training step; naive estimated from a smaller batch where
-          it would take too long (rows marked est., times marked ~)
+          it would take too long (rows marked est., times marked ~; on CPU
+          backends only: on a GPU naive runs only with --paths naive, for real)
   sweep   batch size 1..256 on SimpleCNN.conv2, then image size 8..128 at batch 8
   core    the core issue: conv forward and forward+backward vs PyTorch on the same
           threads for the five core shapes, with PASS/MISS against the targets
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", nargs="+", metavar="OP",
                    help=f"ops to run, space or comma separated (default: the suite's). Choices: {', '.join(ALL_OPS)}")
     p.add_argument("--paths", nargs="+", metavar="PATH",
-                   help="paths to time (default: naive strided gemm generic torch; on cupy also gemm-slicing). "
+                   help="paths to time (default: naive strided gemm pairs gemm-blas generic torch; on cupy strided "
+                        "gemm pairs gemm-slicing generic torch: naive only when named, and never estimated). "
                         "Choices: naive, strided, gemm, gemm-slicing (the generic slicing im2col/col2im of "
                         "backends.base bound onto the backend), generic (the same for max pooling), torch "
                         "(the PyTorch peer). The bare GEMM and max pooling's 'engine' path are always timed.")
@@ -186,7 +188,8 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
         suite.conv = shapes_override
     ops = ops or list(suite.ops)
     policy = harness.Policy(warmup=args.warmup, repeat=args.repeat or suite.repeat,
-                            naive_real_s=suite.naive_real_s, naive_estimate=suite.naive_estimate)
+                            **harness.naive_policy(suite.naive_real_s, suite.naive_estimate,
+                                                   env.backend.host_memory))
     work = []
     for op in ops:
         shapes = (suite.conv if op in suites.CONV_OPS else suite.pool if op in suites.POOL_OPS else suite.train)

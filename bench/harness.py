@@ -228,6 +228,17 @@ class Policy:
     naive_real_s: float = 1.0      # run naive for real below this predicted time per call
     naive_estimate: bool = True    # above it: estimate from a smaller batch (else skip)
     naive_target_s: float = 0.5    # time per call of the smaller naive run
+    naive_skip_reason: str = "this suite runs naive only on small shapes"
+
+
+def naive_policy(naive_real_s: float, naive_estimate: bool, host_memory: bool) -> dict:
+    """The naive settings of a :class:`Policy` for a backend: on a device
+    (``host_memory`` false) naive is launch-bound, so its time does not scale
+    with the batch and is never estimated from a smaller one."""
+    if host_memory:
+        return {"naive_real_s": naive_real_s, "naive_estimate": naive_estimate}
+    return {"naive_real_s": naive_real_s, "naive_estimate": False,
+            "naive_skip_reason": "on a GPU naive is launch-bound: never estimated from a smaller batch"}
 
 
 def _result(case: Case, path: Path) -> Result:
@@ -282,7 +293,7 @@ def _plan_naive(case: Case, timers: Timers, policy: Policy):
     if not policy.naive_estimate:
         res.status = "skipped"
         res.note = (f"skipped: ~{predicted:.1f} s per call predicted (batch-1 probe x{case.batch}); "
-                    "this suite runs naive only on small shapes")
+                    f"{policy.naive_skip_reason}")
         return res, None
     res.status = "est."
     return res, None

@@ -51,6 +51,52 @@ struct Elem<__half> {
 template <typename A>
 __device__ __forceinline__ bool is_nan(A v) { return v != v; }
 
+// IEEE float32 arithmetic under CuPy's -ftz=true.
+// CuPy compiles every RawModule with -ftz=true, appended after the caller's
+// options (cupy/cuda/compiler.py, _compile_with_cache_cuda), so a -ftz=false of
+// ours comes first and loses. That flag makes float32 add, divide and compare
+// instructions treat subnormal inputs and results as zero. The kernels' few
+// float32 operations (sums in col2im and pooling, the average's division, max
+// pooling's comparison) go through these helpers, which spell them as PTX
+// without .ftz: subnormals survive and results equal NumPy's. float64 has no
+// flush mode; float16 data accumulates in float32 and goes through them too.
+// tests/test_kernels_compile.py checks that no .ftz instruction is left.
+template <typename A>
+__device__ __forceinline__ A ieee_add(A a, A b) { return a + b; }
+template <typename A>
+__device__ __forceinline__ A ieee_div(A a, A b) { return a / b; }
+template <typename A>
+__device__ __forceinline__ bool ieee_greater(A a, A b) { return a > b; }
+
+#ifndef KERNELS_HOST_SHIM
+template <>
+__device__ __forceinline__ float ieee_add<float>(float a, float b) {
+  float r;
+  asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+template <>
+__device__ __forceinline__ float ieee_div<float>(float a, float b) {
+  float r;
+  asm("div.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+// The NaN test from the bits: no float compare at all (v != v would be a
+// setp.*.ftz under -ftz=true; harmless for NaN, but the bits need no argument).
+template <>
+__device__ __forceinline__ bool is_nan<float>(float v) {
+  return (__float_as_uint(v) & 0x7fffffffu) > 0x7f800000u;
+}
+template <>
+__device__ __forceinline__ bool ieee_greater<float>(float a, float b) {
+  unsigned int r;
+  asm("{\n\t.reg .pred p;\n\tsetp.gt.f32 p, %1, %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+      : "=r"(r)
+      : "f"(a), "f"(b));
+  return r != 0;
+}
+#endif
+
 // Grid-stride loop over [0, total) with 64-bit indices:
 //   for (long long i = grid_start(); i < total; i += grid_step())
 __device__ __forceinline__ long long grid_start() {
@@ -58,6 +104,81 @@ __device__ __forceinline__ long long grid_start() {
 }
 __device__ __forceinline__ long long grid_step() {
   return (long long)blockDim.x * gridDim.x;
+}
+
+__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
+
+// Grid-stride loop over [0, total) with 32-bit indices, for the *_i32 kernels
+// (total < 2**31, so idx + step never wraps an unsigned int):
+//   for (unsigned int i = grid_start_u32(); i < total; i += grid_step_u32())
+__device__ __forceinline__ unsigned int grid_start_u32() {
+  return blockIdx.x * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ unsigned int grid_step_u32() { return blockDim.x * gridDim.x; }
+
+// Index policies of the two kernel variants, for bodies shared by both:
+//   Wide   (64-bit kernels): sizes and coordinates long long, any size;
+//   Narrow (_i32 kernels):   sizes and coordinates int, every index < 2**31,
+//                            the grid-stride counter unsigned (never wraps).
+// Int: sizes and coordinates; UInt: its unsigned twin (one compare tests
+// 0 <= v < size); Loop: the grid-stride counter.
+struct Wide {
+  typedef long long Int;
+  typedef unsigned long long UInt;
+  typedef long long Loop;
+  static __device__ __forceinline__ Loop start() { return grid_start(); }
+  static __device__ __forceinline__ Loop step() { return grid_step(); }
+};
+struct Narrow {
+  typedef int Int;
+  typedef unsigned int UInt;
+  typedef unsigned int Loop;
+  static __device__ __forceinline__ Loop start() { return grid_start_u32(); }
+  static __device__ __forceinline__ Loop step() { return grid_step_u32(); }
+};
+
+// The kernel offsets t in [0, k) whose window reads padded coordinate p, i.e.
+// p == o * s + t * d for an output 0 <= o < out, found once per thread (the
+// gather kernels used to test every offset with divisions). They form a
+// progression: t = first, first + step, ..., <= last, at outputs
+// o = o_first, o_first - o_step, ... (empty when first > last). Visiting them
+// in that order keeps the (i, j) summation order of the 64-bit kernels.
+// Assumes p >= 0 and every product below fits in an int (kernels.fits_int32).
+struct Taps {
+  int first, last, step, o_first, o_step;
+};
+
+__device__ __forceinline__ Taps taps_reading(int p, int k, int s, int d, int out) {
+  Taps r;
+  int g = 1;  // gcd(s, d): consecutive solutions of p - t*d == 0 (mod s) are s/g apart
+  if (s != 1 && d != 1) {
+    int a = s, b = d;
+    while (b != 0) {
+      const int m = a % b;
+      a = b;
+      b = m;
+    }
+    g = a;
+  }
+  r.step = s / g;
+  r.o_step = d / g;
+  r.last = imin(k - 1, d == 1 ? p : p / d);  // t * d <= p
+  const int over = p - (out - 1) * s;         // t * d >= p - (out - 1) * s
+  int t = over > 0 ? (d == 1 ? over : (over + d - 1) / d) : 0;
+  r.first = r.last + 1;  // none yet
+  if (s == 1) {
+    r.first = t;
+  } else {
+    const int stop = imin(r.last, t + r.step - 1);
+    for (; t <= stop; ++t) {
+      if ((p - t * d) % s == 0) {
+        r.first = t;
+        break;
+      }
+    }
+  }
+  r.o_first = s == 1 ? p - r.first * d : (p - r.first * d) / s;
+  return r;
 }
 
 // The output position (o) whose window, at kernel offset k, reads padded

@@ -2,9 +2,11 @@
 the errors it gives where CuPy or a CUDA device is missing (every CI run)."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,8 @@ import engine
 from engine.backends.base import Window
 
 DTYPES = ("float64", "float32", "float16")
+#: CupyBackend.kernel_variant values: 32-bit kernels where they fit / 64-bit always.
+VARIANTS = ("auto", "i64")
 
 
 def _cupy_reason() -> str | None:
@@ -30,6 +34,11 @@ def gpu():
     reason = _cupy_reason()
     if reason is not None:
         pytest.skip(f"CuPy test requires a CUDA device ({reason.splitlines()[0]})")
+    if os.environ.get("ENGINE_CUPY_NO_POOL") == "1":
+        # bench/gpu_run.sh's compute-sanitizer stage: one cudaMalloc per array, so
+        # memcheck sees every out-of-bounds access (a pool block would hide it)
+        import cupy
+        cupy.cuda.set_allocator(None)
     return backends.get("cupy")
 
 
@@ -104,11 +113,16 @@ def _rand(seed, shape, dtype, integers=False):
     return rng.uniform(-1, 1, size=shape).astype(dtype)
 
 
-def _close(gpu, actual, expected, dtype, exact=False):
+def _close(gpu, actual, expected, dtype, exact=None):
+    """Bit for bit in float64 and float32 unless ``exact=False`` (the kernels add
+    and divide in the numpy backend's order, IEEE float32 included: common.cuh);
+    float16 close unless ``exact=True`` (the kernels accumulate in float32)."""
     assert gpu.owns(actual), f"expected a CuPy array, got {type(actual).__name__}"
     a = gpu.to_numpy(actual)
     assert a.dtype == expected.dtype and a.shape == expected.shape
-    if exact or dtype == "float64":
+    if exact is None:
+        exact = dtype != "float16"
+    if dtype == "float64" or exact:
         np.testing.assert_array_equal(a, expected)
     elif dtype == "float32":
         np.testing.assert_allclose(a, expected, rtol=1e-6, atol=1e-6)
@@ -117,42 +131,60 @@ def _close(gpu, actual, expected, dtype, exact=False):
                                    rtol=1e-2, atol=1e-2)
 
 
+@contextlib.contextmanager
+def _variant(backend, variant):
+    """``backend.kernel_variant = variant`` for the block."""
+    before = backend.kernel_variant
+    backend.kernel_variant = variant
+    try:
+        yield
+    finally:
+        backend.kernel_variant = before
+
+
 # -- parity with the NumPy backend (GPU) ----------------------------------------------------
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
-def test_im2col_col2im_parity(gpu, ref, case, dtype):
+def test_im2col_col2im_parity(gpu, ref, case, dtype, variant):
     x_shape, win = CASES[case]
     x = _rand(case, x_shape, dtype)
-    _close(gpu, gpu.im2col(gpu.asarray(x), win), ref.im2col(x, win), dtype, exact=True)
     col = _rand(case + 100, (x_shape[1] * win.kh * win.kw, x_shape[0] * win.oh * win.ow), dtype)
-    _close(gpu, gpu.col2im(gpu.asarray(col), x_shape, win), ref.col2im(col, x_shape, win), dtype)
+    with _variant(gpu, variant):
+        _close(gpu, gpu.im2col(gpu.asarray(x), win), ref.im2col(x, win), dtype, exact=True)
+        _close(gpu, gpu.col2im(gpu.asarray(col), x_shape, win), ref.col2im(col, x_shape, win), dtype)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
 @pytest.mark.parametrize("data", ["uniform", "ties", "nan"])
-def test_max_pool2d_parity(gpu, ref, case, dtype, data):
+def test_max_pool2d_parity(gpu, ref, case, dtype, data, variant):
     x_shape, win = CASES[case]
     x = _rand(case, x_shape, dtype, integers=data != "uniform")
     if data == "nan":
         x[np.random.default_rng(case).random(x_shape) < 0.1] = np.nan
-    y, idx = gpu.max_pool2d(gpu.asarray(x), win)
     y_ref, idx_ref = ref.max_pool2d(x, win)
-    _close(gpu, y, y_ref, dtype, exact=True)
-    _close(gpu, idx, idx_ref.astype(np.int64), "int64", exact=True)  # the kernels keep int64
     g = _rand(case + 1, y_ref.shape, dtype)
-    _close(gpu, gpu.max_pool2d_backward(gpu.asarray(g), idx, x_shape, win),
-           ref.max_pool2d_backward(g, idx_ref, x_shape, win), dtype)
+    with _variant(gpu, variant):
+        y, idx = gpu.max_pool2d(gpu.asarray(x), win)
+        _close(gpu, y, y_ref, dtype, exact=True)
+        _close(gpu, idx, idx_ref.astype(np.int64), "int64", exact=True)  # the kernels keep int64
+        # not bit for bit in float32: the numpy backend's C kernel (uint8 indices)
+        # adds overlapping windows' gradients in output order, the kernels in tap order
+        _close(gpu, gpu.max_pool2d_backward(gpu.asarray(g), idx, x_shape, win),
+               ref.max_pool2d_backward(g, idx_ref, x_shape, win), dtype, exact=False)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
 @pytest.mark.parametrize("count_include_pad", [True, False], ids=["incl_pad", "excl_pad"])
-def test_avg_pool2d_parity(gpu, ref, case, dtype, count_include_pad):
+def test_avg_pool2d_parity(gpu, ref, case, dtype, count_include_pad, variant):
     x_shape, win = CASES[case]
     x = _rand(case, x_shape, dtype)
     d_ref = ref.avg_pool_divisor(x_shape, win, count_include_pad, dtype)
@@ -161,8 +193,71 @@ def test_avg_pool2d_parity(gpu, ref, case, dtype, count_include_pad):
         y_ref = ref.avg_pool2d(x, win, d_ref)
         g = _rand(case + 1, y_ref.shape, dtype)
         gx_ref = ref.avg_pool2d_backward(g, x_shape, win, d_ref)
-    _close(gpu, gpu.avg_pool2d(gpu.asarray(x), win, d), y_ref, dtype)
-    _close(gpu, gpu.avg_pool2d_backward(gpu.asarray(g), x_shape, win, d), gx_ref, dtype)
+    with _variant(gpu, variant):
+        _close(gpu, gpu.avg_pool2d(gpu.asarray(x), win, d), y_ref, dtype)
+        _close(gpu, gpu.avg_pool2d_backward(gpu.asarray(g), x_shape, win, d), gx_ref, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", [0, 2, 7], ids=[IDS[i] for i in (0, 2, 7)])
+def test_float32_subnormals_survive_cupys_ftz(gpu, ref, case, variant):
+    """CuPy compiles RawModules with -ftz=true; the kernels' float32 sums,
+    divisions and max comparisons are spelled without .ftz, so subnormal data
+    gives NumPy's bits (a flush would zero the sums and move argmax to zeros)."""
+    x_shape, win = CASES[case]
+    tiny = float(np.finfo(np.float32).smallest_normal)
+    rng = np.random.default_rng(case)
+    x = (rng.uniform(-1, 1, x_shape) * 1.5 * tiny).astype(np.float32)
+    x[rng.random(x_shape) < 0.2] = 0
+    col = (rng.uniform(-1, 1, (x_shape[1] * win.kh * win.kw, x_shape[0] * win.oh * win.ow))
+           * tiny).astype(np.float32)
+    d = ref.avg_pool_divisor(x_shape, win, True, "float32")
+    with _variant(gpu, variant):
+        back = gpu.col2im(gpu.asarray(col), x_shape, win)
+        _close(gpu, back, ref.col2im(col, x_shape, win), "float32")
+        assert np.any((gpu.to_numpy(back) != 0) & (np.abs(gpu.to_numpy(back)) < tiny))
+        y, idx = gpu.max_pool2d(gpu.asarray(x), win)
+        y_ref, idx_ref = ref.max_pool2d(x, win)
+        _close(gpu, y, y_ref, "float32")
+        _close(gpu, idx, idx_ref.astype(np.int64), "int64")
+        _close(gpu, gpu.avg_pool2d(gpu.asarray(x), win, d), ref.avg_pool2d(x, win, d), "float32")
+
+
+@pytest.mark.gpu
+def test_kernel_variant_choice_on_the_device(gpu):
+    """'auto' picks the 32-bit kernels where every index fits, else the 64-bit ones."""
+    x_shape, win = CASES[6]
+    assert gpu.kernel_variant in VARIANTS
+    with _variant(gpu, "auto"):
+        assert gpu._narrow(x_shape, win, 10)
+        assert not gpu._narrow((1, 1, 16384, 16384), win._replace(oh=16384, ow=16384), 9 * 2**28)
+    with _variant(gpu, "i64"):
+        assert not gpu._narrow(x_shape, win, 10)
+    with pytest.raises(ValueError, match="kernel_variant"):
+        gpu.kernel_variant = "i16"
+
+
+@pytest.mark.gpu
+def test_conv_keeps_large_columns_on_the_device(gpu):
+    """A layer whose columns pass the CPU's 32 MiB keeps them on the GPU (budget:
+    a share of free device memory), and the backward with them equals the one without."""
+    from engine import ops
+    assert gpu.keep_columns_bytes > 32 << 20, "less than 128 MiB of free device memory"
+    x = gpu.asarray(_rand(1, (16, 64, 32, 32), "float32"))  # columns: 576 x 16384 x 4 = 36 MiB
+    w = gpu.asarray(_rand(2, (32, 64, 3, 3), "float32"))
+    g = gpu.asarray(_rand(3, (16, 32, 32, 32), "float32"))
+    y, columns = ops.conv2d(x, w, None, padding=1, keep_columns=True)
+    assert columns is not None
+    with_cols = ops.conv2d_backward(g, x, w, padding=1, has_bias=False, columns=columns)
+    without = ops.conv2d_backward(g, x, w, padding=1, has_bias=False)
+    for a, b in zip(with_cols[:2], without[:2]):
+        np.testing.assert_array_equal(gpu.to_numpy(a), gpu.to_numpy(b))
+    try:
+        gpu.keep_columns_bytes = 1 << 20
+        assert ops.conv2d(x, w, None, padding=1, keep_columns=True)[1] is None
+    finally:
+        gpu.keep_columns_bytes = None  # back to the share of free memory
 
 
 @pytest.mark.gpu
@@ -336,6 +431,8 @@ def _stand_in_cupy(tmp_path):
     class OutOfMemoryError(Exception):
         pass
 
+    launched = []  # entry points in launch order
+
     class RawModule:
         def __init__(self, code, options=()):
             self.code, self.options, self.lib = code, tuple(options), None
@@ -344,7 +441,7 @@ def _stand_in_cupy(tmp_path):
             if self.lib is None:
                 from engine import kernels
                 entries = [e for s in kernels.source_names() for e in kernels.entry_points(s)
-                           if f"{e.rsplit('_', 1)[0]}_##SUFFIX" in self.code]
+                           if kernels.read_source(s) == self.code]
                 body = [f'#include "{Path(kernels.__file__).parent / "host_shim.h"}"', self.code]
                 for e in entries:
                     fp16 = e.endswith("_f16")
@@ -360,6 +457,7 @@ def _stand_in_cupy(tmp_path):
             signature.restype = ctypes.c_char_p
 
             def kernel(grid, block, args):
+                launched.append(name)
                 codes, held = "", []
                 for a in args:
                     if isinstance(a, _StandInArray):
@@ -390,6 +488,7 @@ def _stand_in_cupy(tmp_path):
 
     cupy = types.ModuleType("cupy")
     cupy.__version__ = "stand-in"
+    cupy.launched = launched
     cupy.ndarray = _StandInArray
     cupy.asarray = lambda a, dtype=None: dev(np.asarray(a, dtype=dtype))
     cupy.empty = lambda shape, dtype=float: dev(np.empty(shape, dtype=dtype))
@@ -436,12 +535,14 @@ def stand_in(tmp_path, monkeypatch):
 
 
 def test_wrappers_run_the_kernels_through_a_stand_in_cupy(stand_in, ref):
-    for case in (0, 1, 2, 5):
-        for dtype in ("float64", "float32"):
-            test_im2col_col2im_parity(stand_in, ref, case, dtype)
-            test_max_pool2d_parity(stand_in, ref, case, dtype, "nan")
-            test_avg_pool2d_parity(stand_in, ref, case, dtype, case % 2 == 0)
-    test_im2col_col2im_parity(stand_in, ref, 2, "float16")
+    for variant in VARIANTS:
+        for case in (0, 1, 2, 5):
+            for dtype in ("float64", "float32"):
+                test_im2col_col2im_parity(stand_in, ref, case, dtype, variant)
+                test_max_pool2d_parity(stand_in, ref, case, dtype, "nan", variant)
+                test_avg_pool2d_parity(stand_in, ref, case, dtype, case % 2 == 0, variant)
+        test_im2col_col2im_parity(stand_in, ref, 2, "float16", variant)
+        test_float32_subnormals_survive_cupys_ftz(stand_in, ref, 2, variant)
     test_avg_pool2d_scalar_divisor(stand_in, ref)
     test_non_contiguous_inputs(stand_in, ref)
     test_sliding_windows_parity(stand_in, ref)
@@ -476,3 +577,58 @@ def test_stand_in_without_a_device(stand_in, monkeypatch):
     monkeypatch.setattr(cupy.cuda.runtime, "getDeviceCount", no_driver)
     with pytest.raises(backends.BackendUnavailableError, match=r"InsufficientDriver.*\.\[cuda13\]"):
         module.CupyBackend()
+
+
+def test_stand_in_kernel_variant_choice(stand_in, monkeypatch):
+    """'auto' launches the 32-bit kernels where every index fits, 'i64' the
+    64-bit ones; ENGINE_CUDA_KERNELS sets it when the backend is made."""
+    cupy = sys.modules["cupy"]
+    module = sys.modules["engine.backends.cupy_backend"]
+    x_shape, win = CASES[1]
+    x = stand_in.asarray(_rand(0, x_shape, "float32"))
+    assert stand_in.kernel_variant == "auto"
+    cupy.launched.clear()
+    col = stand_in.im2col(x, win)
+    stand_in.col2im(col, x_shape, win)
+    y, idx = stand_in.max_pool2d(x, win)
+    stand_in.max_pool2d_backward(y, idx, x_shape, win)
+    stand_in.avg_pool2d_backward(stand_in.avg_pool2d(x, win, 4.0), x_shape, win, 4.0)
+    assert cupy.launched == ["im2col_i32_f32", "col2im_i32_f32", "max_pool2d_forward_i32_f32",
+                             "max_pool2d_backward_i32_f32", "avg_pool2d_forward_i32_f32",
+                             "avg_pool2d_backward_i32_f32"]
+    with _variant(stand_in, "i64"):
+        cupy.launched.clear()
+        stand_in.col2im(stand_in.im2col(x, win), x_shape, win)
+        assert cupy.launched == ["im2col_f32", "col2im_f32"]
+    # past 2**31 elements of the column matrix, 'auto' falls back to the 64-bit kernels
+    big = (1, 1, 16384, 16384)
+    big_win = Window(3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 16384, 16384)
+    assert not stand_in._narrow(big, big_win, 9 * 16384 * 16384)
+    assert stand_in._narrow(big, big_win, 16384 * 16384)  # pooling-sized output: fits
+    monkeypatch.setenv("ENGINE_CUDA_KERNELS", "i64")
+    assert module.CupyBackend().kernel_variant == "i64"
+    monkeypatch.setenv("ENGINE_CUDA_KERNELS", "fast")
+    with pytest.raises(ValueError, match=r"kernel_variant must be one of 'auto', 'i64'.*'fast'"):
+        module.CupyBackend()
+
+
+def test_stand_in_keep_columns_bytes(stand_in, monkeypatch):
+    """The conv layers' keep-columns budget on a device: a share of free device
+    memory (pool cache included), not the CPU backends' 32 MiB; settable."""
+    cupy = sys.modules["cupy"]
+    assert stand_in.keep_columns_bytes == (1 << 30) // 4  # the stand-in reports 1 GiB free
+    monkeypatch.setattr(cupy.cuda.runtime, "memGetInfo", lambda: (60 << 30, 80 << 30))
+    monkeypatch.setattr(cupy, "get_default_memory_pool",
+                        lambda: types.SimpleNamespace(free_bytes=lambda: 4 << 30))
+    assert stand_in.keep_columns_bytes == 16 << 30  # a quarter of 60 + 4 GiB
+    stand_in.keep_columns_fraction = 0.5
+    assert stand_in.keep_columns_bytes == 32 << 30
+    stand_in.keep_columns_bytes = 12345
+    assert stand_in.keep_columns_bytes == 12345
+    stand_in.keep_columns_bytes = 0  # keep nothing
+    assert stand_in.keep_columns_bytes == 0
+    stand_in.keep_columns_bytes = None
+    assert stand_in.keep_columns_bytes == 32 << 30
+    for bad in (-1, 1.5, True, "1GB"):
+        with pytest.raises(ValueError, match=r"keep_columns_bytes must be a number of bytes >= 0"):
+            stand_in.keep_columns_bytes = bad

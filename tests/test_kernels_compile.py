@@ -5,7 +5,9 @@ through ctypes from the ``nvidia-cuda-nvrtc-cu12`` wheel (or a CUDA toolkit);
 ``cuda_fp16.h`` comes from the ``nvidia-cuda-runtime-cu12`` wheel (or a
 toolkit). nvcc, where installed, compiles the same text as well. The sources
 compiled are exactly those the loader gives CuPy (``kernels.read_source``) with
-the loader's options (``kernels.compile_options``).
+the loader's options (``kernels.compile_options``), and once more with the
+whole option list CuPy assembles for a ``RawModule`` (``kernels.cupy_nvrtc_options``:
+``--std=c++17``, ``-ftz=true``, ``--device-as-default-execution-space``, ...).
 """
 from __future__ import annotations
 
@@ -170,21 +172,29 @@ def test_a_compiler_is_available():
                     "are not compiled here; pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12")
 
 
+def _cupy_options(fp16: bool, arch: str, ptx: bool = False) -> list[str]:
+    """CuPy's option list for the loader's module (float32/float64 or float16)."""
+    if fp16 and FP16_INCLUDE is None:
+        pytest.skip("cuda_fp16.h not found: pip install nvidia-cuda-runtime-cu12 "
+                    "(or set CUDA_PATH to a CUDA toolkit)")
+    options = kernels.cupy_nvrtc_options(kernels.compile_options("float16" if fp16 else "float32"),
+                                         arch.removeprefix("sm_"), ptx=ptx,
+                                         include_dirs=[FP16_INCLUDE] if fp16 else [])
+    assert "-ftz=true" in options and "--device-as-default-execution-space" in options
+    return options
+
+
 @needs_nvrtc
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("source", kernels.source_names())
 @pytest.mark.parametrize("fp16", [False, True], ids=["f32_f64_module", "f16_module"])
 def test_nvrtc_compiles(source, arch, fp16):
-    """The loader's two modules per source: float32/float64 only (built without
-    cuda_fp16.h) and the full one the float16 kernels come from."""
-    options = [f"--gpu-architecture={arch}", *kernels.compile_options("float16" if fp16 else "float32")]
-    if fp16:
-        if FP16_INCLUDE is None:
-            pytest.skip("cuda_fp16.h not found: pip install nvidia-cuda-runtime-cu12 "
-                        "(or set CUDA_PATH to a CUDA toolkit)")
-        options.append(f"-I{FP16_INCLUDE}")
+    """The loader's two modules per source, float32/float64 only (built without
+    cuda_fp16.h) and the full one the float16 kernels come from, with the whole
+    option list cupy.RawModule gives NVRTC (``-ftz=true`` and all)."""
+    options = _cupy_options(fp16, arch)
     cubin, _, log = nvrtc_compile(kernels.read_source(source), source, options)
-    assert "warning" not in log.lower(), f"NVRTC warnings for {source} ({arch}):\n{log}"
+    assert "warning" not in log.lower(), f"NVRTC warnings for {source} with {options}:\n{log}"
     assert cubin[:4] == b"\x7fELF", f"NVRTC gave no cubin for {source} ({arch})"
     wanted = kernels.entry_points(source, fp16=fp16)
     left_out = [e for e in kernels.entry_points(source) if e not in wanted]
@@ -193,18 +203,42 @@ def test_nvrtc_compiles(source, arch, fp16):
 
 @needs_nvrtc
 @pytest.mark.parametrize("source", kernels.source_names())
-def test_nvrtc_ptx_entries_match_the_table(source):
-    """The PTX (compute_80) has exactly the entry points kernels.SOURCES lists."""
-    options = ["--gpu-architecture=compute_80"]
-    fp16 = FP16_INCLUDE is not None
-    options += [f"-I{FP16_INCLUDE}"] if fp16 else ["-DKERNELS_NO_FP16"]
-    _, ptx, _ = nvrtc_compile(kernels.read_source(source), source, options)
-    entries = set(re.findall(r"\.entry\s+(\w+)", ptx.decode(errors="replace")))
+@pytest.mark.parametrize("fp16", [False, True], ids=["f32_f64_module", "f16_module"])
+def test_nvrtc_ptx_entries_and_no_flush_to_zero(source, fp16):
+    """CuPy's list in its PTX mode (compute_90): exactly the entry points
+    kernels.SOURCES lists, and not one .ftz instruction. CuPy's -ftz=true
+    flushes float32 subnormals; the kernels spell their float32 operations
+    without it (common.cuh, ieee_*), so their results stay NumPy's."""
+    _, ptx, _ = nvrtc_compile(kernels.read_source(source), source, _cupy_options(fp16, "90", ptx=True))
+    text = ptx.decode(errors="replace")
+    entries = set(re.findall(r"\.entry\s+(\w+)", text))
     assert entries == set(kernels.entry_points(source, fp16=fp16))
+    flushed = sorted({line.split()[0] for line in text.splitlines() if ".ftz" in line})
+    assert not flushed, f"{source}: instructions that flush subnormals under -ftz=true: {flushed}"
+    assert "add.rn.f32" in text  # the float32 sums are there, spelled without .ftz
+
+
+@needs_nvrtc
+def test_the_flush_check_would_catch_a_plain_float32_sum():
+    """The .ftz check above is not vacuous: plain float32 code under CuPy's
+    options compiles to .ftz instructions."""
+    src = 'extern "C" __global__ void k(const float* a, float* b) { b[0] = a[0] + a[1]; }'
+    _, ptx, _ = nvrtc_compile(src, "probe.cu", kernels.cupy_nvrtc_options([], "90", ptx=True))
+    assert "add.ftz.f32" in ptx.decode()
+
+
+def test_cupy_option_list_order():
+    """CuPy's -ftz=true comes after the caller's options, so a -ftz=false of ours
+    would lose (NVRTC keeps the last one): hence the PTX spelling in common.cuh."""
+    opts = kernels.cupy_nvrtc_options(["-DX", "-ftz=false"], "90", include_dirs=["/inc"])
+    assert opts == ["-DX", "-ftz=false", "--std=c++17", "-I/inc", "-ftz=true", "-arch=sm_90",
+                    "--device-as-default-execution-space"]
+    assert kernels.cupy_nvrtc_options(["--std=c++20"], "80", ptx=True)[:3] == \
+        ["--std=c++20", "-ftz=true", "-arch=compute_80"]
 
 
 @needs_nvcc
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ["sm_90"])  # NVRTC covers every arch; nvcc adds its own warnings
 @pytest.mark.parametrize("source", kernels.source_names())
 def test_nvcc_compiles(tmp_path, source, arch):
     src = tmp_path / source
@@ -214,3 +248,4 @@ def test_nvcc_compiles(tmp_path, source, arch):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}{proc.stderr}"
     assert_entries(out.read_bytes(), kernels.entry_points(source), [], f"nvcc {source} ({arch})")
+

@@ -94,14 +94,20 @@ def shim(tmp_path_factory) -> dict[str, ShimLibrary]:
 
 
 _LAUNCHES = [(1, 1), (2, 3), (3, 32), None]  # None: kernels.launch_config with small blocks
+#: The two variants of every kernel: 64-bit per-element ("i64"), 32-bit taps ("i32").
+VARIANTS = ("i64", "i32")
 
 
-def run(shim, kernel: str, dtype: str, args: tuple, total: int, variant: int) -> None:
-    lib = shim[kernels.source_of(kernel)]
+def run(shim, kernel: str, dtype: str, pack, x_shape, win, variant: str, case: int) -> None:
+    """Launch ``kernel`` in ``variant`` with the arguments ``pack(narrow)`` gives."""
+    narrow = variant == "i32"
+    name = kernels.variant_name(kernel, narrow)
+    lib = shim[kernels.source_of(name)]
     if dtype == "float16" and not lib.has_fp16:
         pytest.skip("this C++ compiler has no _Float16, so the host shim leaves float16 out")
-    cfg = _LAUNCHES[variant % len(_LAUNCHES)] or kernels.launch_config(total, 64, block=16)
-    lib.launch(kernels.entry_name(kernel, dtype), args, *cfg)
+    total = kernels.loop_extent(name, x_shape, win)
+    cfg = _LAUNCHES[case % len(_LAUNCHES)] or kernels.launch_config(total, 64, block=16)
+    lib.launch(kernels.entry_name(name, dtype), pack(narrow), *cfg)
 
 
 # -- window geometry ------------------------------------------------------------------
@@ -138,9 +144,14 @@ def _cases():
         make_case(1, 2, 3, 3, (3, 3), (1, 1), (1, 1), (0, 0, 0, 0)),
         make_case(1, 1, 2, 3, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
         make_case(1, 2, 10, 7, (3, 2), (3, 2), (1, 2), (1, 0, 1, 0), ceil_mode=True),
+        # stride and dilation with a common factor: the taps reading a pixel are
+        # gcd-spaced (the 32-bit gathers' progression), and strides past the kernel
+        make_case(2, 2, 13, 12, (3, 3), (2, 2), (2, 2), (2, 1, 2, 2), ceil_mode=True),
+        make_case(1, 1, 23, 19, (4, 3), (4, 6), (6, 4), (3, 3, 4, 0)),
+        make_case(2, 1, 9, 11, (2, 2), (5, 4), (1, 1), (0, 0, 1, 1), ceil_mode=True),
     ]
     rng = np.random.default_rng(20240611)
-    while len(cases) < 18:
+    while len(cases) < 21:
         kh, kw = rng.integers(1, 5, size=2)
         sh, sw = rng.integers(1, 4, size=2)
         dh, dw = rng.integers(1, 4, size=2)
@@ -186,11 +197,11 @@ def rand(rng, shape, dtype, integers=False):
 
 
 def assert_matches(actual, expected, dtype, *, exact=False):
+    """Bit for bit in float32 and float64 (same operations in the same order as
+    the numpy backend); float16 close (the kernels accumulate in float32)."""
     assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    if exact or dtype == "float64":
+    if exact or dtype in ("float64", "float32"):
         np.testing.assert_array_equal(actual, expected)
-    elif dtype == "float32":
-        np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6)
     else:  # float16 storage: the kernels accumulate in float32, NumPy in float16
         np.testing.assert_allclose(actual.astype(np.float32), expected.astype(np.float32),
                                    rtol=1e-2, atol=1e-2)
@@ -198,32 +209,37 @@ def assert_matches(actual, expected, dtype, *, exact=False):
 
 # -- the tests ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", range(len(CASES)), ids=CASE_IDS)
-def test_im2col(shim, ref, case, dtype):
+def test_im2col(shim, ref, case, dtype, variant):
     x_shape, win = CASES[case]
     n, c, _, _ = x_shape
     x = rand(np.random.default_rng(case), x_shape, dtype)
     col = np.full((c * win.kh * win.kw, n * win.oh * win.ow), np.nan, dtype=dtype)
-    run(shim, "im2col", dtype, kernels.im2col_args(x, col, x_shape, win), col.size, case)
+    run(shim, "im2col", dtype, lambda narrow: kernels.im2col_args(x, col, x_shape, win, narrow),
+        x_shape, win, variant, case)
     assert_matches(col, ref.im2col(x, win), dtype, exact=True)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", range(len(CASES)), ids=CASE_IDS)
-def test_col2im(shim, ref, case, dtype):
+def test_col2im(shim, ref, case, dtype, variant):
     x_shape, win = CASES[case]
     n, c, _, _ = x_shape
     col = rand(np.random.default_rng(case), (c * win.kh * win.kw, n * win.oh * win.ow), dtype)
     x = np.full(x_shape, np.nan, dtype=dtype)
-    run(shim, "col2im", dtype, kernels.col2im_args(col, x, x_shape, win), x.size, case)
+    run(shim, "col2im", dtype, lambda narrow: kernels.col2im_args(col, x, x_shape, win, narrow),
+        x_shape, win, variant, case)
     assert_matches(x, ref.col2im(col, x_shape, win), dtype)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", range(len(CASES)), ids=CASE_IDS)
 @pytest.mark.parametrize("data", ["uniform", "ties", "nan"])
-def test_max_pool2d(shim, ref, case, dtype, data):
+def test_max_pool2d(shim, ref, case, dtype, data, variant):
     x_shape, win = CASES[case]
     n, c, _, _ = x_shape
     rng = np.random.default_rng(case)
@@ -233,7 +249,8 @@ def test_max_pool2d(shim, ref, case, dtype, data):
     y = np.full((n, c, win.oh, win.ow), 7, dtype=dtype)
     idx = np.full((n, c, win.oh, win.ow), -1, dtype=np.int64)
     run(shim, "max_pool2d_forward", dtype,
-        kernels.max_pool2d_forward_args(x, y, idx, x_shape, win), y.size, case)
+        lambda narrow: kernels.max_pool2d_forward_args(x, y, idx, x_shape, win, narrow),
+        x_shape, win, variant, case)
     y_ref, idx_ref = ref.max_pool2d(x, win)
     idx_ref = idx_ref.astype(np.int64)  # the kernels keep int64 indices; the numpy backend may use uint8
     assert_matches(y, y_ref, dtype, exact=True)
@@ -242,14 +259,16 @@ def test_max_pool2d(shim, ref, case, dtype, data):
     grad = rand(rng, y.shape, dtype)
     gx = np.full(x_shape, np.nan, dtype=dtype)
     run(shim, "max_pool2d_backward", dtype,
-        kernels.max_pool2d_backward_args(grad, idx_ref, gx, x_shape, win), gx.size, case + 1)
+        lambda narrow: kernels.max_pool2d_backward_args(grad, idx_ref, gx, x_shape, win, narrow),
+        x_shape, win, variant, case + 1)
     assert_matches(gx, ref.max_pool2d_backward(grad, idx_ref, x_shape, win), dtype)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", range(len(CASES)), ids=CASE_IDS)
 @pytest.mark.parametrize("count_include_pad", [True, False], ids=["incl_pad", "excl_pad"])
-def test_avg_pool2d(shim, ref, case, dtype, count_include_pad):
+def test_avg_pool2d(shim, ref, case, dtype, count_include_pad, variant):
     x_shape, win = CASES[case]
     n, c, _, _ = x_shape
     rng = np.random.default_rng(case)
@@ -259,29 +278,94 @@ def test_avg_pool2d(shim, ref, case, dtype, count_include_pad):
     y = np.full((n, c, win.oh, win.ow), 7, dtype=dtype)
     with np.errstate(divide="ignore", invalid="ignore"):  # a window may lie in the padding only
         run(shim, "avg_pool2d_forward", dtype,
-            kernels.avg_pool2d_forward_args(x, divisor, y, x_shape, win), y.size, case)
+            lambda narrow: kernels.avg_pool2d_forward_args(x, divisor, y, x_shape, win, narrow),
+            x_shape, win, variant, case)
         assert_matches(y, ref.avg_pool2d(x, win, divisor), dtype)
 
         grad = rand(rng, y.shape, dtype)
         gx = np.full(x_shape, np.nan, dtype=dtype)
         run(shim, "avg_pool2d_backward", dtype,
-            kernels.avg_pool2d_backward_args(grad, divisor, gx, x_shape, win), gx.size, case + 1)
+            lambda narrow: kernels.avg_pool2d_backward_args(grad, divisor, gx, x_shape, win, narrow),
+            x_shape, win, variant, case + 1)
         assert_matches(gx, ref.avg_pool2d_backward(grad, x_shape, win, divisor), dtype)
+
+
+SUBNORMAL = float(np.finfo(np.float32).smallest_normal)  # 1.18e-38: values below it are subnormal
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", [0, 2, 9, 10], ids=[CASE_IDS[i] for i in (0, 2, 9, 10)])
+def test_float32_subnormals_are_kept(shim, ref, case, variant):
+    """float32 subnormal data: sums, the average's division and max pooling's
+    comparisons keep IEEE results (CuPy's -ftz=true would flush them; the
+    kernels spell those operations without .ftz, see common.cuh)."""
+    x_shape, win = CASES[case]
+    n, c, _, _ = x_shape
+    rng = np.random.default_rng(100 + case)
+    x = (rng.uniform(-1, 1, x_shape) * 1.5 * SUBNORMAL).astype(np.float32)  # mostly subnormal
+    x[rng.random(x_shape) < 0.2] = 0  # zeros beside subnormals: a flush would change the argmax
+    assert np.mean((x != 0) & (np.abs(x) < SUBNORMAL)) > 0.4
+    col = (rng.uniform(-1, 1, (c * win.kh * win.kw, n * win.oh * win.ow)) * SUBNORMAL).astype(np.float32)
+    out = np.full(x_shape, np.nan, dtype=np.float32)
+    run(shim, "col2im", "float32", lambda narrow: kernels.col2im_args(col, out, x_shape, win, narrow),
+        x_shape, win, variant, case)
+    assert_matches(out, ref.col2im(col, x_shape, win), "float32", exact=True)
+    assert np.any((out != 0) & (np.abs(out) < SUBNORMAL))
+
+    y = np.full((n, c, win.oh, win.ow), 7, dtype=np.float32)
+    idx = np.full(y.shape, -1, dtype=np.int64)
+    run(shim, "max_pool2d_forward", "float32",
+        lambda narrow: kernels.max_pool2d_forward_args(x, y, idx, x_shape, win, narrow),
+        x_shape, win, variant, case)
+    y_ref, idx_ref = ref.max_pool2d(x, win)
+    assert_matches(y, y_ref, "float32", exact=True)
+    assert_matches(idx, idx_ref.astype(np.int64), "int64", exact=True)
+
+    divisor = np.ascontiguousarray(ref.avg_pool_divisor(x_shape, win, True, "float32"))
+    ya = np.full(y.shape, 7, dtype=np.float32)
+    run(shim, "avg_pool2d_forward", "float32",
+        lambda narrow: kernels.avg_pool2d_forward_args(x, divisor, ya, x_shape, win, narrow),
+        x_shape, win, variant, case)
+    assert_matches(ya, ref.avg_pool2d(x, win, divisor), "float32", exact=True)
 
 
 def test_every_entry_point_is_exported_with_the_packed_signature(shim):
     """The argument packers (which the CuPy backend uses) match every C signature."""
     win, a = CASES[0][1], np.zeros(1)
-    packed = {
-        "im2col": kernels.im2col_args(a, a, (1, 1, 1, 1), win),
-        "col2im": kernels.col2im_args(a, a, (1, 1, 1, 1), win),
-        "max_pool2d_forward": kernels.max_pool2d_forward_args(a, a, a, (1, 1, 1, 1), win),
-        "max_pool2d_backward": kernels.max_pool2d_backward_args(a, a, a, (1, 1, 1, 1), win),
-        "avg_pool2d_forward": kernels.avg_pool2d_forward_args(a, a, a, (1, 1, 1, 1), win),
-        "avg_pool2d_backward": kernels.avg_pool2d_backward_args(a, a, a, (1, 1, 1, 1), win),
+    packers = {
+        "im2col": lambda nw: kernels.im2col_args(a, a, (1, 1, 1, 1), win, nw),
+        "col2im": lambda nw: kernels.col2im_args(a, a, (1, 1, 1, 1), win, nw),
+        "max_pool2d_forward": lambda nw: kernels.max_pool2d_forward_args(a, a, a, (1, 1, 1, 1), win, nw),
+        "max_pool2d_backward": lambda nw: kernels.max_pool2d_backward_args(a, a, a, (1, 1, 1, 1), win, nw),
+        "avg_pool2d_forward": lambda nw: kernels.avg_pool2d_forward_args(a, a, a, (1, 1, 1, 1), win, nw),
+        "avg_pool2d_backward": lambda nw: kernels.avg_pool2d_backward_args(a, a, a, (1, 1, 1, 1), win, nw),
     }
     codes = {np.ndarray: "p", np.int64: "q", np.int32: "i"}
+    checked = 0
     for source, lib in shim.items():
         for entry in kernels.entry_points(source, fp16=lib.has_fp16):
             kernel = entry.rsplit("_", 1)[0]
-            assert "".join(codes.get(type(v), "?") for v in packed[kernel]) == lib.signature(entry), entry
+            narrow = kernel.endswith(kernels.I32)
+            packed = packers[kernels.variant_name(kernel, False)](narrow)
+            assert "".join(codes.get(type(v), "?") for v in packed) == lib.signature(entry), entry
+            assert lib.signature(entry).count("q") == (0 if narrow else 6), entry
+            checked += 1
+    assert checked >= 2 * 2 * 6  # every kernel, both variants, float32 and float64 at least
+
+
+def test_fits_int32_and_variant_names():
+    _, win = make_case(1, 1, 8, 8, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1))
+    assert kernels.variant_name("im2col", True) == "im2col_i32"
+    assert kernels.variant_name("col2im_i32", False) == "col2im"
+    assert kernels.entry_name("max_pool2d_backward_i32", "float32") == "max_pool2d_backward_i32_f32"
+    assert kernels.fits_int32((1, 1, 8, 8), win, 9 * 64)
+    assert kernels.fits_int32((1, 1, 8, 8), win, kernels.INT32_MAX)
+    assert not kernels.fits_int32((1, 1, 8, 8), win, kernels.INT32_MAX + 1)  # the column matrix
+    assert not kernels.fits_int32((2**16, 2**15, 1, 1), win, 1)  # the image: 2**31 elements
+    big = win._replace(pad_top=2**31 - 20)  # the padded coordinates
+    assert not kernels.fits_int32((1, 1, 8, 8), big, 1)
+    assert kernels.loop_extent("im2col", (2, 3, 8, 8), win) == 3 * 9 * 2 * 64
+    assert kernels.loop_extent("im2col_i32", (2, 3, 8, 8), win) == 3 * 2 * 64
+    assert kernels.loop_extent("col2im_i32", (2, 3, 8, 8), win) == 2 * 3 * 64
+    with pytest.raises(ValueError, match="32-bit"):
+        kernels.im2col_args(None, None, (2**31, 1, 1, 1), win, narrow=True)

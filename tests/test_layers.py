@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine import ops
+from engine import backends, ops
 from engine import nn
 
 import reference as ref
@@ -326,12 +326,33 @@ def test_dropout_rejects_p_outside_0_1(p):
 
 
 def test_dropout_same_mask_on_every_backend(backend):
-    x = np.ones((20, 30), dtype=np.float32)
+    """Host backends draw from the engine's host generator: the mask is NumPy's,
+    bit for bit. A device backend draws on the device with its own generator
+    (by design), so there the promise is: the same seed gives the same mask,
+    another seed another one, and the mask has dropout's statistics."""
+    p = 0.4
+    x = np.ones((200, 300), dtype=np.float32)
     engine.manual_seed(11)
-    want = engine.to_numpy(ops.dropout(engine.asarray(x, backend="numpy"), 0.4)[0])
+    y, mask = ops.dropout(backend.asarray(x), p)
+    if backend.host_memory:
+        engine.manual_seed(11)
+        want = engine.to_numpy(ops.dropout(engine.asarray(x, backend="numpy"), p)[0])
+        assert_close(y, want, rtol=0, backend=backend)
+        return
+    got, m = engine.to_numpy(y), engine.to_numpy(mask)
+    assert backends.backend_of(y) is backend and got.dtype == np.float32
     engine.manual_seed(11)
-    y, _ = ops.dropout(backend.asarray(x), 0.4)
-    assert_close(y, want, rtol=0, backend=backend)
+    again = engine.to_numpy(ops.dropout(backend.asarray(x), p)[0])
+    np.testing.assert_array_equal(again, got)  # same seed, same mask
+    engine.manual_seed(12)
+    assert not np.array_equal(engine.to_numpy(ops.dropout(backend.asarray(x), p)[0]), got)
+    scale = np.float32(1.0 / (1.0 - p))
+    assert set(np.unique(m).tolist()) <= {0.0, float(scale)}  # dropped, or kept and scaled
+    np.testing.assert_array_equal(got, x * m)
+    kept = float(np.mean(m != 0))  # 60000 draws: the standard deviation is 0.002
+    assert abs(kept - (1 - p)) < 0.01, f"kept {kept:.4f} of the elements, expected {1 - p}"
+    rows = np.mean(m != 0, axis=1)  # no structure: every row keeps about 1 - p
+    assert rows.min() > 0.4 and rows.max() < 0.8
 
 
 def test_sequential_train_eval_toggles_dropout():
