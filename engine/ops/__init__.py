@@ -17,7 +17,10 @@ from .activations import (dropout, leaky_relu, leaky_relu_backward, linear, line
                           log_softmax_backward, relu, relu_backward, sigmoid, sigmoid_backward, softmax,
                           softmax_backward, tanh, tanh_backward)
 from .conv import CONV_METHODS, conv2d, conv2d_backward
-from .losses import cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward
+from .losses import (binary_cross_entropy, binary_cross_entropy_backward, binary_cross_entropy_with_logits,
+                     binary_cross_entropy_with_logits_backward, cross_entropy, cross_entropy_backward, huber_loss,
+                     huber_loss_backward, kl_div, kl_div_backward, l1_loss, l1_loss_backward, mse_loss,
+                     mse_loss_backward, nll_loss, nll_loss_backward, smooth_l1_loss, smooth_l1_loss_backward)
 from .pooling import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d, global_avg_pool2d_backward,
                       max_pool2d, max_pool2d_backward)
 
@@ -28,6 +31,9 @@ __all__ = [
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax", "softmax_backward",
     "log_softmax", "log_softmax_backward", "dropout", "cross_entropy", "cross_entropy_backward",
     "mse_loss", "mse_loss_backward", "CONV_METHODS",
+    "nll_loss", "nll_loss_backward", "binary_cross_entropy", "binary_cross_entropy_backward",
+    "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward", "l1_loss", "l1_loss_backward",
+    "smooth_l1_loss", "smooth_l1_loss_backward", "huber_loss", "huber_loss_backward", "kl_div", "kl_div_backward",
 ]
 from .adaptive import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,  # noqa: E402
                        adaptive_avg_pool2d_backward)
