@@ -13,7 +13,9 @@ Shapes: images ``(N, C, H, W)``, conv weights ``(O, C/groups, kh, kw)``,
 linear weights ``(out_features, in_features)`` as in PyTorch.
 """
 from ._common import conv_output_size
-from .activations import (dropout, leaky_relu, leaky_relu_backward, linear, linear_backward, log_softmax,
+from .activations import (dropout, dropout1d, dropout2d, dropout3d, feature_dropout, gelu, gelu_backward,
+                          hardsigmoid, hardsigmoid_backward, hardswish, hardswish_backward, silu, silu_backward,
+                          leaky_relu, leaky_relu_backward, linear, linear_backward, log_softmax,
                           log_softmax_backward, relu, relu_backward, sigmoid, sigmoid_backward, softmax,
                           softmax_backward, tanh, tanh_backward)
 from .conv import CONV_METHODS, conv2d, conv2d_backward
@@ -34,6 +36,8 @@ __all__ = [
     "nll_loss", "nll_loss_backward", "binary_cross_entropy", "binary_cross_entropy_backward",
     "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward", "l1_loss", "l1_loss_backward",
     "smooth_l1_loss", "smooth_l1_loss_backward", "huber_loss", "huber_loss_backward", "kl_div", "kl_div_backward",
+    "gelu", "gelu_backward", "silu", "silu_backward", "hardsigmoid", "hardsigmoid_backward", "hardswish",
+    "hardswish_backward", "feature_dropout", "dropout1d", "dropout2d", "dropout3d",
 ]
 from .adaptive import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,  # noqa: E402
                        adaptive_avg_pool2d_backward)
