@@ -42,6 +42,7 @@ __all__ = [
 from .adaptive import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,  # noqa: E402
                        adaptive_avg_pool2d_backward)
 from .conv_transpose import conv_transpose2d, conv_transpose2d_backward, conv_transpose_output_size  # noqa: E402
+from .padding import PAD_MODES, pad, pad_backward, padded_shape  # noqa: E402
 from .normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,  # noqa: E402
                             layer_norm, layer_norm_backward)
 from .ops1d import (avg_pool1d, avg_pool1d_backward, conv1d, conv1d_backward, conv_transpose1d,  # noqa: E402
@@ -53,4 +54,5 @@ __all__ += [
     "avg_pool1d", "avg_pool1d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "adaptive_avg_pool1d", "adaptive_avg_pool1d_backward", "batch_norm", "batch_norm_backward",
     "layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
+    "PAD_MODES", "pad", "pad_backward", "padded_shape",
 ]
