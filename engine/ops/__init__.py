@@ -42,6 +42,8 @@ __all__ = [
 from .adaptive import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,  # noqa: E402
                        adaptive_avg_pool2d_backward)
 from .conv_transpose import conv_transpose2d, conv_transpose2d_backward, conv_transpose_output_size  # noqa: E402
+from .interpolate import (INTERPOLATE_MODES, interpolate, interpolate_backward,  # noqa: E402
+                          interpolate_output_size)
 from .padding import PAD_MODES, pad, pad_backward, padded_shape  # noqa: E402
 from .normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,  # noqa: E402
                             layer_norm, layer_norm_backward)
@@ -55,4 +57,5 @@ __all__ += [
     "adaptive_avg_pool1d", "adaptive_avg_pool1d_backward", "batch_norm", "batch_norm_backward",
     "layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
     "PAD_MODES", "pad", "pad_backward", "padded_shape",
+    "INTERPOLATE_MODES", "interpolate", "interpolate_backward", "interpolate_output_size",
 ]
