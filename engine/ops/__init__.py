@@ -24,7 +24,7 @@ from .losses import (binary_cross_entropy, binary_cross_entropy_backward, binary
                      huber_loss_backward, kl_div, kl_div_backward, l1_loss, l1_loss_backward, mse_loss,
                      mse_loss_backward, nll_loss, nll_loss_backward, smooth_l1_loss, smooth_l1_loss_backward)
 from .pooling import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d, global_avg_pool2d_backward,
-                      max_pool2d, max_pool2d_backward)
+                      max_pool2d, max_pool2d_backward, max_pool2d_flat_indices, max_pool2d_window_indices)
 
 __all__ = [
     "conv_output_size", "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward",
@@ -48,7 +48,8 @@ from .padding import PAD_MODES, pad, pad_backward, padded_shape  # noqa: E402
 from .normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,  # noqa: E402
                             layer_norm, layer_norm_backward)
 from .ops1d import (avg_pool1d, avg_pool1d_backward, conv1d, conv1d_backward, conv_transpose1d,  # noqa: E402
-                    conv_transpose1d_backward, max_pool1d, max_pool1d_backward)
+                    conv_transpose1d_backward, max_pool1d, max_pool1d_backward, max_pool1d_flat_indices)
+from .unpool import max_unpool1d, max_unpool1d_backward, max_unpool2d, max_unpool2d_backward  # noqa: E402
 
 __all__ += [
     "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose_output_size", "conv_transpose1d",
@@ -58,4 +59,6 @@ __all__ += [
     "layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
     "PAD_MODES", "pad", "pad_backward", "padded_shape",
     "INTERPOLATE_MODES", "interpolate", "interpolate_backward", "interpolate_output_size",
+    "max_pool2d_flat_indices", "max_pool2d_window_indices", "max_pool1d_flat_indices",
+    "max_unpool2d", "max_unpool2d_backward", "max_unpool1d", "max_unpool1d_backward",
 ]
