@@ -151,3 +151,16 @@ def test_feature_dropout_on_every_backend(backend):
         return
     assert_close(mask, engine.to_numpy(want_mask), rtol=0, backend=backend)
     assert_close(got, engine.to_numpy(want), rtol=0, backend=backend)
+
+
+def test_softmax_axis_is_checked_and_the_implicit_axis_is_torchs():
+    torch = torch_or_skip()
+    with pytest.raises(ValueError, match=r"softmax: axis must be an int in \[-2, 1\] .* got 2"):
+        ops.softmax(np.zeros((2, 3)), axis=2)
+    with pytest.raises(ValueError, match="log_softmax: axis must be an int"):
+        ops.log_softmax(np.zeros((2, 3)), axis=None)
+    for shape in [(4,), (2, 3), (2, 3, 4), (2, 3, 4, 5)]:
+        x = np.random.default_rng(0).standard_normal(shape)
+        with pytest.warns(UserWarning, match="Implicit dimension choice"):
+            want = torch.nn.functional.softmax(to_torch(x))
+        assert_rel(ops.softmax(x, axis=ops.implicit_softmax_axis(len(shape))), from_torch(want), 1e-12, str(shape))

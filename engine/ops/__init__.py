@@ -14,7 +14,8 @@ linear weights ``(out_features, in_features)`` as in PyTorch.
 """
 from ._common import conv_output_size
 from .activations import (dropout, dropout1d, dropout2d, dropout3d, feature_dropout, gelu, gelu_backward,
-                          hardsigmoid, hardsigmoid_backward, hardswish, hardswish_backward, silu, silu_backward,
+                          hardsigmoid, hardsigmoid_backward, hardswish, hardswish_backward, implicit_softmax_axis,
+                          silu, silu_backward,
                           leaky_relu, leaky_relu_backward, linear, linear_backward, log_softmax,
                           log_softmax_backward, relu, relu_backward, sigmoid, sigmoid_backward, softmax,
                           softmax_backward, tanh, tanh_backward)
@@ -37,7 +38,7 @@ __all__ = [
     "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward", "l1_loss", "l1_loss_backward",
     "smooth_l1_loss", "smooth_l1_loss_backward", "huber_loss", "huber_loss_backward", "kl_div", "kl_div_backward",
     "gelu", "gelu_backward", "silu", "silu_backward", "hardsigmoid", "hardsigmoid_backward", "hardswish",
-    "hardswish_backward", "feature_dropout", "dropout1d", "dropout2d", "dropout3d",
+    "hardswish_backward", "feature_dropout", "dropout1d", "dropout2d", "dropout3d", "implicit_softmax_axis",
 ]
 from .adaptive import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,  # noqa: E402
                        adaptive_avg_pool2d_backward)

@@ -83,9 +83,23 @@ def tanh_backward(grad_out, y):
     return grad_out * (1 - y * y)
 
 
+def implicit_softmax_axis(ndim: int) -> int:
+    """The axis PyTorch's ``Softmax(dim=None)``/``softmax(x)`` picks for an ``ndim``-D
+    input (its deprecated implicit rule: 0 for 0-, 1- and 3-D inputs, else 1)."""
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def _check_axis(x, axis, where):
+    ndim = getattr(x, "ndim", 0)
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise ValueError(f"{where}: axis must be an int in [{-max(ndim, 1)}, {max(ndim, 1) - 1}] for an input of "
+                         f"shape {tuple(getattr(x, 'shape', ()))}, got {axis!r}")
+
+
 def log_softmax(x, axis=1):
     """``log(softmax(x))`` computed stably (shifted by the max along ``axis``)."""
     xp = backend_for(x, where="log_softmax").xp
+    _check_axis(x, axis, "log_softmax")
     shifted = x - xp.max(x, axis=axis, keepdims=True)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
@@ -99,6 +113,7 @@ def log_softmax_backward(grad_out, y, axis=1):
 def softmax(x, axis=1):
     """``exp(x) / sum(exp(x))`` along ``axis``, stable for large inputs."""
     xp = backend_for(x, where="softmax").xp
+    _check_axis(x, axis, "softmax")
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
     return e / xp.sum(e, axis=axis, keepdims=True)
 
