@@ -276,8 +276,10 @@ def nll_loss_backward(input, target, weight=None, ignore_index=-100, reduction="
 
 
 # ----------------------------------------------------------------------------- element-wise losses
-def _pair_setup(input, target, where, extra=()):
+def _pair_setup(input, target, where, reduction, extra=(), reductions=REDUCTIONS):
+    """The namespace of two same-shape, same-dtype float arrays, the reduction checked."""
     backend = backend_for(input, target, *extra, where=where)
+    check_reduction(reduction, where, reductions)
     for name, a in (("input", input), ("target", target)):
         if not hasattr(a, "dtype"):
             raise TypeError(f"{where}: {name} must be an array, got {type(a).__name__}")
@@ -310,6 +312,12 @@ def _with_target(d_input, d_target, need_target_grad):
     return (d_input, d_target) if need_target_grad else d_input
 
 
+def _difference_grad(xp, local, input, reduction, grad_out, need_target_grad):
+    """Scaled gradient of a loss of ``input - target`` (the target's is its negative)."""
+    grad = _scale_grad(xp, local, grad_out, reduction, math.prod(input.shape))
+    return _with_target(grad, -grad, need_target_grad)
+
+
 def mse_loss(input, target, reduction="mean"):
     """Mean (or sum, or each) of the squared differences ``(input - target)²``."""
     where = "mse_loss"
@@ -326,25 +334,21 @@ def mse_loss_backward(input, target, reduction="mean", grad_out=1.0, *, need_tar
     """Gradient of :func:`mse_loss` for ``input`` (``2 (input - target)``, scaled);
     with ``need_target_grad`` also for ``target`` (its negative)."""
     xp = backend_for(input, target, where="mse_loss backward").xp
-    grad = _scale_grad(xp, 2 * (input - target), grad_out, reduction, math.prod(input.shape))
-    return _with_target(grad, -grad, need_target_grad)
+    return _difference_grad(xp, 2 * (input - target), input, reduction, grad_out, need_target_grad)
 
 
 def l1_loss(input, target, reduction="mean"):
     """Mean (or sum, or each) of the absolute differences ``|input - target|``."""
     where = "l1_loss"
-    xp = _pair_setup(input, target, where)
-    check_reduction(reduction, where)
+    xp = _pair_setup(input, target, where, reduction)
     return _reduce(xp, xp.abs(input - target), reduction)
 
 
 def l1_loss_backward(input, target, reduction="mean", grad_out=1.0, *, need_target_grad=False):
     """Gradient of :func:`l1_loss`: ``sign(input - target)`` (0 where equal), scaled."""
     where = "l1_loss backward"
-    xp = _pair_setup(input, target, where)
-    check_reduction(reduction, where)
-    grad = _scale_grad(xp, xp.sign(input - target), grad_out, reduction, math.prod(input.shape))
-    return _with_target(grad, -grad, need_target_grad)
+    xp = _pair_setup(input, target, where, reduction)
+    return _difference_grad(xp, xp.sign(input - target), input, reduction, grad_out, need_target_grad)
 
 
 def _check_positive(value, name, where, allow_zero):
@@ -357,8 +361,7 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     """Smooth L1: ``0.5 d²/beta`` where ``|d| < beta``, else ``|d| - 0.5 beta``
     (``d = input - target``; ``beta=0`` is the L1 loss)."""
     where = "smooth_l1_loss"
-    xp = _pair_setup(input, target, where)
-    check_reduction(reduction, where)
+    xp = _pair_setup(input, target, where, reduction)
     _check_positive(beta, "beta", where, allow_zero=True)
     d = xp.abs(input - target)
     if beta == 0:
@@ -369,21 +372,18 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
 def smooth_l1_loss_backward(input, target, reduction="mean", beta=1.0, grad_out=1.0, *, need_target_grad=False):
     """Gradient of :func:`smooth_l1_loss`: ``d/beta`` inside ``beta``, ``sign(d)`` outside."""
     where = "smooth_l1_loss backward"
-    xp = _pair_setup(input, target, where)
-    check_reduction(reduction, where)
+    xp = _pair_setup(input, target, where, reduction)
     _check_positive(beta, "beta", where, allow_zero=True)
     d = input - target
     local = xp.sign(d) if beta == 0 else xp.where(xp.abs(d) < beta, d / beta, xp.sign(d))
-    grad = _scale_grad(xp, local, grad_out, reduction, math.prod(input.shape))
-    return _with_target(grad, -grad, need_target_grad)
+    return _difference_grad(xp, local, input, reduction, grad_out, need_target_grad)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0):
     """Huber: ``0.5 d²`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)``
     (``smooth_l1_loss`` times ``delta`` with ``beta = delta``)."""
     where = "huber_loss"
-    xp = _pair_setup(input, target, where)
-    check_reduction(reduction, where)
+    xp = _pair_setup(input, target, where, reduction)
     _check_positive(delta, "delta", where, allow_zero=False)
     d = xp.abs(input - target)
     return _reduce(xp, xp.where(d < delta, 0.5 * d * d, delta * (d - 0.5 * delta)), reduction)
@@ -392,13 +392,11 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
 def huber_loss_backward(input, target, reduction="mean", delta=1.0, grad_out=1.0, *, need_target_grad=False):
     """Gradient of :func:`huber_loss`: ``d`` inside ``delta``, ``delta * sign(d)`` outside."""
     where = "huber_loss backward"
-    xp = _pair_setup(input, target, where)
-    check_reduction(reduction, where)
+    xp = _pair_setup(input, target, where, reduction)
     _check_positive(delta, "delta", where, allow_zero=False)
     d = input - target
     local = xp.where(xp.abs(d) <= delta, d, delta * xp.sign(d))
-    grad = _scale_grad(xp, local, grad_out, reduction, math.prod(input.shape))
-    return _with_target(grad, -grad, need_target_grad)
+    return _difference_grad(xp, local, input, reduction, grad_out, need_target_grad)
 
 
 def kl_div(input, target, reduction="mean", log_target=False):
@@ -408,8 +406,7 @@ def kl_div(input, target, reduction="mean", log_target=False):
     ``reduction="batchmean"`` divides the sum by the batch size (``input.shape[0]``),
     which is the mathematical KL divergence; ``"mean"`` divides by every element."""
     where = "kl_div"
-    xp = _pair_setup(input, target, where)
-    check_reduction(reduction, where, ("mean", "batchmean", "sum", "none"))
+    xp = _pair_setup(input, target, where, reduction, reductions=("mean", "batchmean", "sum", "none"))
     if log_target:
         losses = xp.exp(target) * (target - input)
     else:
@@ -427,8 +424,7 @@ def kl_div_backward(input, target, reduction="mean", log_target=False, grad_out=
     and with ``need_target_grad`` for ``target`` (``log(target) + 1 - input``, or
     ``exp(target) (target - input + 1)``)."""
     where = "kl_div backward"
-    xp = _pair_setup(input, target, where)
-    check_reduction(reduction, where, ("mean", "batchmean", "sum", "none"))
+    xp = _pair_setup(input, target, where, reduction, reductions=("mean", "batchmean", "sum", "none"))
     if reduction == "batchmean":
         reduction, grad_out = "sum", grad_out / (input.shape[0] if input.ndim else 1)
     count = math.prod(input.shape)
@@ -483,8 +479,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     finite loss). ``weight`` broadcasts to the input."""
     where = "binary_cross_entropy"
     backend = backend_for(input, target, weight, where=where)
-    xp = _pair_setup(input, target, where, (weight,))
-    check_reduction(reduction, where)
+    xp = _pair_setup(input, target, where, reduction, (weight,))
     _check_elementwise_weight(xp, weight, input, where)
     if backend.host_memory and math.prod(input.shape) and bool(xp.any(~((input >= 0) & (input <= 1)))):
         raise ValueError(f"{where}: input must hold probabilities in [0, 1] (apply a sigmoid first, or use "
@@ -503,8 +498,7 @@ def binary_cross_entropy_backward(input, target, weight=None, reduction="mean", 
     ``weight (input - target) / max(input (1 - input), 1e-12)``; with
     ``need_target_grad`` also for ``target``: ``weight (log(1 - input) - log(input))``."""
     where = "binary_cross_entropy backward"
-    xp = _pair_setup(input, target, where, (weight,))
-    check_reduction(reduction, where)
+    xp = _pair_setup(input, target, where, reduction, (weight,))
     _check_elementwise_weight(xp, weight, input, where)
     floor = xp.asarray(1e-12, dtype=input.dtype, device=_device(input))
     local = (input - target) / xp.maximum((1 - input) * input, floor)
@@ -526,8 +520,7 @@ def _softplus_neg(xp, x):
 
 
 def _logits_setup(input, target, weight, pos_weight, reduction, where):
-    xp = _pair_setup(input, target, where, (weight, pos_weight))
-    check_reduction(reduction, where)
+    xp = _pair_setup(input, target, where, reduction, (weight, pos_weight))
     _check_elementwise_weight(xp, weight, input, where)
     _check_elementwise_weight(xp, pos_weight, input, where, "pos_weight")
     return xp

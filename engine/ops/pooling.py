@@ -105,11 +105,17 @@ def global_avg_pool2d_backward(grad_out, x_shape):
 
 
 # ----------------------------------------------------------------------------- PyTorch's flat indices
-def _offset_grids(xp, backend, win, like):
-    """Top-left input row ``(OH, 1)`` and column ``(1, OW)`` of every window (padding subtracted)."""
-    rows = xp.reshape(xp.arange(win.oh, dtype=xp.int64, device=_device(like)), (win.oh, 1)) * win.sh - win.pad_top
-    cols = xp.reshape(xp.arange(win.ow, dtype=xp.int64, device=_device(like)), (1, win.ow)) * win.sw - win.pad_left
-    return rows, cols
+def _index_setup(indices, x_shape, kernel_size, stride, padding, dilation, ceil_mode, where):
+    """``(backend, window, indices as int64, rows, cols)``: ``rows (OH, 1)`` and ``cols (1, OW)``
+    are the top-left input position of every window (padding subtracted)."""
+    backend = backend_for(indices, where=where)
+    win = _pool_window(x_shape, kernel_size, stride, padding, dilation, ceil_mode, where)
+    _require_output_shape(indices, x_shape, win, where, "indices")
+    xp = backend.xp
+    as_int = xp.astype(indices, xp.int64)
+    rows = xp.reshape(xp.arange(win.oh, dtype=xp.int64, device=_device(as_int)), (win.oh, 1)) * win.sh - win.pad_top
+    cols = xp.reshape(xp.arange(win.ow, dtype=xp.int64, device=_device(as_int)), (1, win.ow)) * win.sw - win.pad_left
+    return backend, win, as_int, rows, cols
 
 
 def max_pool2d_flat_indices(indices, x_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -117,13 +123,8 @@ def max_pool2d_flat_indices(indices, x_shape, kernel_size, stride=None, padding=
     the flat position ``row * W + col`` of each maximum in its ``(H, W)`` input plane
     (int64, shape ``(N, C, OH, OW)``), what ``torch.nn.functional.max_pool2d`` and
     :func:`engine.ops.max_unpool2d` use."""
-    where = "max_pool2d_flat_indices"
-    backend = backend_for(indices, where=where)
-    win = _pool_window(x_shape, kernel_size, stride, padding, dilation, ceil_mode, where)
-    _require_output_shape(indices, x_shape, win, where, "indices")
-    xp = backend.xp
-    k = xp.astype(indices, xp.int64)
-    rows, cols = _offset_grids(xp, backend, win, k)
+    _, win, k, rows, cols = _index_setup(indices, x_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                                         "max_pool2d_flat_indices")
     row = rows + (k // win.kw) * win.dh
     col = cols + (k % win.kw) * win.dw
     return row * x_shape[3] + col
@@ -135,12 +136,9 @@ def max_pool2d_window_indices(flat_indices, x_shape, kernel_size, stride=None, p
     (int64) from PyTorch's flat ones, for :func:`max_pool2d_backward`. Flat
     indices outside their window raise ``ValueError`` (checked on host backends)."""
     where = "max_pool2d_window_indices"
-    backend = backend_for(flat_indices, where=where)
-    win = _pool_window(x_shape, kernel_size, stride, padding, dilation, ceil_mode, where)
-    _require_output_shape(flat_indices, x_shape, win, where, "indices")
+    backend, win, flat, rows, cols = _index_setup(flat_indices, x_shape, kernel_size, stride, padding, dilation,
+                                                  ceil_mode, where)
     xp = backend.xp
-    flat = xp.astype(flat_indices, xp.int64)
-    rows, cols = _offset_grids(xp, backend, win, flat)
     dr, dc = flat // x_shape[3] - rows, flat % x_shape[3] - cols
     i, j = dr // win.dh, dc // win.dw
     if backend.host_memory and bool(xp.any((dr % win.dh != 0) | (dc % win.dw != 0) | (i < 0) | (i >= win.kh)
