@@ -10,7 +10,7 @@ from engine import ops
 from engine import nn
 
 import reference as ref
-from _helpers import FD_TOL, TORCH_TOL, assert_rel, from_torch, to_torch, torch_or_skip
+from _helpers import FD_TOL, TORCH_TOL, assert_raises, assert_rel, from_torch, to_torch, torch_or_skip
 from conftest import assert_close
 
 REDUCTIONS = ["mean", "sum", "none"]
@@ -308,10 +308,7 @@ def test_cross_entropy_every_label_ignored_is_nan_for_mean_and_zero_for_sum():
 ])
 def test_cross_entropy_bad_arguments(make, exc, words):
     logits, target = _ce_case("index")
-    with pytest.raises(exc) as info:
-        make(logits, target)
-    for word in words:
-        assert word in str(info.value), str(info.value)
+    assert_raises(exc, lambda: make(logits, target), *words)
 
 
 def test_cross_entropy_ignored_labels_may_be_out_of_range():
@@ -480,10 +477,7 @@ def test_bce_clamps_log_at_minus_100_and_logits_are_stable():
     (lambda: ops.kl_div(np.zeros(2), np.zeros(2, dtype=np.int64)), TypeError, ["target must be a floating"]),
 ])
 def test_pointwise_loss_bad_arguments(make, exc, words):
-    with pytest.raises(exc) as info:
-        make()
-    for word in words:
-        assert word in str(info.value), str(info.value)
+    assert_raises(exc, make, *words)
 
 
 def test_new_losses_on_every_backend(backend):

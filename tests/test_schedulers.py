@@ -12,6 +12,8 @@ import pytest
 
 from engine import nn, optim, schedulers as S
 
+from _helpers import assert_raises
+
 torch = pytest.importorskip("torch", reason="PyTorch CPU (pip install torch==2.13.0) is the oracle of the "
                                             "scheduler tests")
 TS = torch.optim.lr_scheduler
@@ -249,9 +251,7 @@ BAD = [
 
 @pytest.mark.parametrize("make, exc, text", BAD, ids=[t[:40] for _, _, t in BAD])
 def test_bad_scheduler_arguments(make, exc, text):
-    with pytest.raises(exc) as info:
-        make(_optimizers()[0])
-    assert text in str(info.value), str(info.value)
+    assert_raises(exc, lambda: make(_optimizers()[0]), text)
 
 
 def test_one_cycle_needs_momentum_to_cycle():

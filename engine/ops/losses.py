@@ -502,16 +502,17 @@ def binary_cross_entropy_backward(input, target, weight=None, reduction="mean", 
     _check_elementwise_weight(xp, weight, input, where)
     floor = xp.asarray(1e-12, dtype=input.dtype, device=_device(input))
     local = (input - target) / xp.maximum((1 - input) * input, floor)
-    if weight is not None:
-        local = local * weight
+    return _weighted_grads(xp, input, local, lambda: xp.log(1 - input) - xp.log(input), weight, reduction, grad_out,
+                           need_target_grad)
+
+
+def _weighted_grads(xp, input, local, target_local, weight, reduction, grad_out, need_target_grad):
+    """``weight * local`` scaled for the reduction; with ``need_target_grad`` also
+    ``weight * target_local()`` (computed only then)."""
     count = math.prod(input.shape)
-    grad = _scale_grad(xp, local, grad_out, reduction, count)
-    if not need_target_grad:
-        return grad
-    local_t = xp.log(1 - input) - xp.log(input)
-    if weight is not None:
-        local_t = local_t * weight
-    return grad, _scale_grad(xp, local_t, grad_out, reduction, count)
+    grads = [local] + ([target_local()] if need_target_grad else [])
+    grads = [_scale_grad(xp, g if weight is None else g * weight, grad_out, reduction, count) for g in grads]
+    return tuple(grads) if need_target_grad else grads[0]
 
 
 def _softplus_neg(xp, x):
@@ -557,13 +558,6 @@ def binary_cross_entropy_with_logits_backward(input, target, weight=None, reduct
     else:
         pt = pos_weight * target
         local = (pt + 1 - target) * s - pt
-    if weight is not None:
-        local = local * weight
-    count = math.prod(input.shape)
-    grad = _scale_grad(xp, local, grad_out, reduction, count)
-    if not need_target_grad:
-        return grad
-    local_t = -input if pos_weight is None else -input + (pos_weight - 1) * _softplus_neg(xp, input)
-    if weight is not None:
-        local_t = local_t * weight
-    return grad, _scale_grad(xp, local_t, grad_out, reduction, count)
+    return _weighted_grads(xp, input, local,
+                           lambda: -input if pos_weight is None else -input + (pos_weight - 1) * _softplus_neg(xp, input),
+                           weight, reduction, grad_out, need_target_grad)
