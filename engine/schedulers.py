@@ -535,6 +535,21 @@ class ReduceLROnPlateau(LRScheduler):
             self.num_bad_epochs = 0
         self._last_lr = self._group_lrs()
 
+    def state_dict(self) -> dict:
+        """As the base class's, JSON-safe: an infinite ``best`` (nothing seen yet) is
+        ``None`` and ``mode_worse`` (it follows from ``mode``) is left out."""
+        state = {k: v for k, v in super().state_dict().items() if k != "mode_worse"}
+        if not math.isfinite(state["best"]):
+            state["best"] = None
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a :meth:`state_dict` (this engine's, or PyTorch's)."""
+        super().load_state_dict(state_dict)
+        self.mode_worse = math.inf if self.mode == "min" else -math.inf
+        if self.best is None:
+            self.best = self.mode_worse
+
     def _reduce_lr(self) -> None:
         groups = self.optimizer.param_groups
         if len(groups) != len(self.min_lrs):

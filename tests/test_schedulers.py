@@ -266,3 +266,37 @@ def test_get_scheduler_names():
     assert isinstance(S.get_scheduler("multistep", opt, epochs=8), S.MultiStepLR)
     assert isinstance(S.get_scheduler("exponential", opt, epochs=8, gamma=0.9), S.ExponentialLR)
     assert S.get_scheduler(None, opt, epochs=3) is None
+
+
+def _through_a_checkpoint(tmp_path, opt, sched, make_opt, make_sched):
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+    path = save_checkpoint(tmp_path / "ck.npz", None, opt, scheduler=sched)
+    fresh_opt = make_opt()
+    fresh = make_sched(fresh_opt)
+    load_checkpoint(path, optimizer=fresh_opt, scheduler=fresh)
+    return fresh_opt, fresh
+
+
+@pytest.mark.parametrize("case", ["plateau", "one_cycle", "sequential", "multistep", "linear"])
+def test_every_scheduler_survives_a_checkpoint_file(tmp_path, case):
+    """save_checkpoint/load_checkpoint (JSON, checked against the live scheduler) keep the run going."""
+    kind = "Adam" if case == "one_cycle" else "SGD"
+    make = {
+        "plateau": lambda o: S.ReduceLROnPlateau(o, patience=1),
+        "one_cycle": lambda o: S.OneCycleLR(o, 0.01, total_steps=10),
+        "sequential": lambda o: S.SequentialLR(o, [S.LinearLR(o, 0.1, total_iters=2), S.ExponentialLR(o, 0.9)], [2]),
+        "multistep": lambda o: S.MultiStepLR(o, [1, 3, 3]),
+        "linear": lambda o: S.LinearLR(o, 0.2, 1.0, 4),
+    }[case]
+    metrics = [1.0, 1.0, 1.0, 0.5, 0.6, 0.7, 0.8]
+    step = (lambda s, i: s.step(metrics[i])) if case == "plateau" else (lambda s, i: s.step())
+    for before in (0, 3):  # a fresh ReduceLROnPlateau has best = inf: saved as None
+        opt, _ = _optimizers(kind)
+        sched = make(opt)
+        for i in range(before):
+            step(sched, i)
+        fresh_opt, fresh = _through_a_checkpoint(tmp_path, opt, sched, lambda: _optimizers(kind)[0], make)
+        for i in range(before, before + 4):
+            step(sched, i)
+            step(fresh, i)
+            assert fresh.get_last_lr() == sched.get_last_lr() and _hyper(fresh_opt) == _hyper(opt)
