@@ -464,3 +464,23 @@ def test_optimizers_on_every_backend(backend, config):
         p.grad = backend.asarray(g)
     total = optim.clip_grad_norm_(params, 1.0)
     assert_close(total, np.sqrt(sum(np.sum(g ** 2) for g in _grads(0))), rtol=1e-13, backend=backend)
+
+
+@pytest.mark.parametrize("config", ["sgd_maximize", "adam_maximize", "adam_decoupled", "adamw_maximize",
+                                    "rmsprop_all", "rmsprop_momentum", "adagrad_decay_init", "adam_flags"])
+def test_every_optimizer_survives_a_checkpoint_file(tmp_path, config):
+    """save_checkpoint/load_checkpoint keep the new optimizers and flags; the run continues identically."""
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+    name, kwargs = CONFIGS[config]
+    params, opt = _run_engine(name, kwargs, _values(), 3)
+    path = save_checkpoint(tmp_path / "ck.npz", None, opt)
+    fresh = [nn.Parameter(engine.to_numpy(p.data).copy()) for p in params]
+    opt2 = getattr(optim, name)(fresh, **kwargs)
+    load_checkpoint(path, optimizer=opt2)
+    for step in range(3, 6):
+        for a, b, g in zip(params, fresh, _grads(step)):
+            a.grad = b.grad = None if g is None else engine.asarray(g)
+        opt.step()
+        opt2.step()
+    for a, b in zip(params, fresh):
+        np.testing.assert_array_equal(engine.to_numpy(b.data), engine.to_numpy(a.data))
