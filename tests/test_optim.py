@@ -484,3 +484,23 @@ def test_every_optimizer_survives_a_checkpoint_file(tmp_path, config):
         opt2.step()
     for a, b in zip(params, fresh):
         np.testing.assert_array_equal(engine.to_numpy(b.data), engine.to_numpy(a.data))
+
+
+def test_a_checkpoint_without_the_new_group_keys_still_loads(tmp_path):
+    """Files written before maximize/foreach/... were group keys load into today's optimizers,
+    which keep their own values of the missing keys."""
+    import json
+
+    import _checkpoint_files as files
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+    params, opt = _run_engine("Adam", dict(lr=0.01, amsgrad=True), _values(), 2)
+    path = save_checkpoint(tmp_path / "new.npz", None, opt)
+    groups = files.json_of(files.members(path), "optimizer/param_groups")
+    old_groups = [{k: v for k, v in g.items() if k in ("params", "lr", "betas", "eps", "weight_decay", "amsgrad")}
+                  for g in groups]
+    files.edit(path, tmp_path / "old.npz", {"optimizer/param_groups": files.text(old_groups)})
+    opt2 = optim.Adam([nn.Parameter(engine.to_numpy(p.data).copy()) for p in params], lr=0.5, maximize=True)
+    load_checkpoint(tmp_path / "old.npz", optimizer=opt2)
+    assert opt2.param_groups[0]["lr"] == 0.01 and opt2.param_groups[0]["amsgrad"] is True
+    assert opt2.param_groups[0]["maximize"] is True  # not in the file: the optimizer's own
+    assert json.dumps(opt2.state_dict()["param_groups"][0]["betas"]) == "[0.9, 0.999]"
