@@ -87,9 +87,18 @@ _OPTIMIZER_STATE = {"SGD": ({"momentum_buffer"}, set()),
                     "AdamW": ({"exp_avg", "exp_avg_sq"}, {"step"})}
 _HYPER = {"SGD": {"lr", "momentum", "dampening", "weight_decay", "nesterov"},
           "Adam": {"lr", "betas", "eps", "weight_decay", "amsgrad"},
-          "AdamW": {"lr", "betas", "eps", "weight_decay", "amsgrad"}}
-_AT_LEAST_ZERO = {"lr", "initial_lr", "momentum", "weight_decay", "eps"}
-_BOOLEAN = {"nesterov", "amsgrad", "maximize", "foreach", "capturable", "differentiable", "fused"}
+          "AdamW": {"lr", "betas", "eps", "weight_decay", "amsgrad"},
+          "RMSprop": {"lr", "alpha", "eps", "weight_decay", "momentum", "centered"},
+          "Adagrad": {"lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value"}}
+# group keys a group may or may not have: PyTorch's switches and maximize (files written before
+# the optimizers took them lack them), named parameters, and what OneCycleLR adds to each group
+_OPTIONAL_HYPER = {"maximize", "foreach", "capturable", "differentiable", "fused", "decoupled_weight_decay",
+                   "param_names", "max_lr", "min_lr", "max_momentum", "base_momentum"}
+_AT_LEAST_ZERO = {"lr", "initial_lr", "momentum", "weight_decay", "eps", "alpha", "lr_decay",
+                  "initial_accumulator_value"}
+_BOOLEAN = {"nesterov", "amsgrad", "maximize", "foreach", "capturable", "differentiable", "fused", "centered",
+            "decoupled_weight_decay"}
+_NULLABLE = {"foreach", "fused"}  # None: "let PyTorch choose"
 _SCHEDULER_MIN = {"last_epoch": -1, "_step_count": 0, "step_size": 1, "T_max": 1}
 
 
@@ -432,7 +441,7 @@ def _group_problem(cls: str, groups) -> str | None:
             return f"param_groups[{i}]['params'] is not the next run of parameter indices"
         expected += len(params)
         names = set(group) - {"params", "initial_lr"}
-        if cls in _HYPER and names != _HYPER[cls]:
+        if cls in _HYPER and names - _OPTIONAL_HYPER != _HYPER[cls]:
             return (f"param_groups[{i}] has the hyper-parameters {sorted(names)}, "
                     f"{cls} has {sorted(_HYPER[cls])}")
         for name, value in group.items():
@@ -440,7 +449,7 @@ def _group_problem(cls: str, groups) -> str | None:
                 continue
             where = f"param_groups[{i}][{name!r}]"
             if name in _BOOLEAN:
-                if not isinstance(value, bool):
+                if not (isinstance(value, bool) or value is None and name in _NULLABLE):
                     return f"{where} is {value!r}, not true or false"
             elif name == "betas":
                 if not (isinstance(value, list) and len(value) == 2
@@ -580,7 +589,7 @@ def _read_optimizer(archive: _Archive, optimizer):
                                 f"parameters, the optimizer {[len(o['params']) for o in own]}")
         own_names = {k for k in own[0] if k not in ("params", "initial_lr")}
         saved_names = {k for k in groups[0] if k not in ("params", "initial_lr")}
-        if own_names != saved_names:
+        if (own_names ^ saved_names) - _OPTIONAL_HYPER:
             raise archive.error(f"the optimizer state has the hyper-parameters {sorted(saved_names)}, "
                                 f"{cls} has {sorted(own_names)}")
         params = [p for g in own for p in g["params"]]

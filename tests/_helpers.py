@@ -65,3 +65,11 @@ def forward_backward(module, x, grad_out, **kwargs):
 def backward_through(module, x, grad_out, **kwargs):
     """The input gradient of :func:`forward_backward`."""
     return forward_backward(module, x, grad_out, **kwargs)[1]
+
+
+def assert_raises(exc, call, *words):
+    """``call()`` raises ``exc`` whose message contains every one of ``words``."""
+    with pytest.raises(exc) as info:
+        call()
+    for word in words:
+        assert word in str(info.value), f"{word!r} not in {str(info.value)!r}"

@@ -111,8 +111,7 @@ def test_conv2d_refuses_a_bias_of_another_dtype_and_bool_groups():
 
 def test_mse_of_0d_arrays_and_mean_over_nothing_is_nan():
     assert float(ops.mse_loss(np.ones(()), np.zeros(()))) == 1.0
-    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning, match="Mean of empty slice"):
-        assert np.isnan(float(ops.cross_entropy(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))))
+    assert np.isnan(float(ops.cross_entropy(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))))  # 0/0, no warning
 
 
 def test_cross_entropy_backward_checks_its_arguments_like_the_forward():

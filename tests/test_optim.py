@@ -1,8 +1,12 @@
-"""SGD, Adam, AdamW and clip_grad_norm_ against torch.optim on the same
-parameters and gradients; state_dict round trips; argument checks; backends."""
+"""SGD, Adam, AdamW, RMSprop, Adagrad and clip_grad_norm_ against torch.optim on
+the same parameters and gradients (float64 trajectories, several groups,
+maximize); PyTorch's signatures and defaults; state_dict round trips; argument
+checks; backends."""
 from __future__ import annotations
 
 import copy
+import inspect
+import math
 import os
 import subprocess
 import sys
@@ -14,7 +18,7 @@ import pytest
 import engine
 from engine import nn, optim
 
-from _helpers import assert_rel, from_torch
+from _helpers import assert_raises, assert_rel, from_torch
 from conftest import assert_close
 
 torch = pytest.importorskip("torch", reason="PyTorch CPU (pip install torch==2.13.0) is the oracle of the "
@@ -38,6 +42,21 @@ CONFIGS = {
     "adamw": ("AdamW", dict(lr=0.01)),
     "adamw_wd": ("AdamW", dict(lr=0.01, weight_decay=0.3)),
     "adamw_amsgrad": ("AdamW", dict(lr=0.02, weight_decay=0.1, amsgrad=True)),
+    "sgd_maximize": ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.01, maximize=True)),
+    "adam_maximize": ("Adam", dict(lr=0.01, weight_decay=0.1, amsgrad=True, maximize=True)),
+    "adam_decoupled": ("Adam", dict(lr=0.01, weight_decay=0.2, decoupled_weight_decay=True)),
+    "adamw_maximize": ("AdamW", dict(lr=0.01, weight_decay=0.3, maximize=True)),
+    "rmsprop": ("RMSprop", dict(lr=0.01)),
+    "rmsprop_alpha_eps_wd": ("RMSprop", dict(lr=0.02, alpha=0.9, eps=1e-6, weight_decay=0.1)),
+    "rmsprop_momentum": ("RMSprop", dict(lr=0.01, momentum=0.9)),
+    "rmsprop_centered": ("RMSprop", dict(lr=0.01, centered=True)),
+    "rmsprop_all": ("RMSprop", dict(lr=0.01, alpha=0.95, momentum=0.5, centered=True, weight_decay=0.05,
+                                    maximize=True)),
+    "adagrad": ("Adagrad", dict(lr=0.1)),
+    "adagrad_decay_init": ("Adagrad", dict(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.3, eps=1e-6)),
+    "adagrad_wd_maximize": ("Adagrad", dict(lr=0.1, weight_decay=0.1, maximize=True)),
+    "sgd_flags": ("SGD", dict(lr=0.05, momentum=0.9, foreach=False, fused=False)),
+    "adam_flags": ("Adam", dict(lr=0.01, foreach=True, capturable=False)),
 }
 
 
@@ -90,7 +109,8 @@ def test_steps_match_torch_optim(config, dtype):
         assert not np.array_equal(engine.to_numpy(p.data), values[i])  # it did move
 
 
-@pytest.mark.parametrize("config", ["sgd_momentum", "sgd_nesterov", "adam", "adam_amsgrad", "adamw_wd"])
+@pytest.mark.parametrize("config", ["sgd_momentum", "sgd_nesterov", "adam", "adam_amsgrad", "adamw_wd",
+                                    "rmsprop_all", "rmsprop_momentum", "adagrad_decay_init"])
 def test_state_names_match_torch(config):
     name, kwargs = CONFIGS[config]
     _, ours = _run_engine(name, kwargs, _values(), 2)
@@ -109,7 +129,7 @@ def test_state_names_match_torch(config):
     assert sd["param_groups"][0]["lr"] == kwargs["lr"]
 
 
-@pytest.mark.parametrize("config", ["sgd_all", "adam_amsgrad", "adamw_wd"])
+@pytest.mark.parametrize("config", ["sgd_all", "adam_amsgrad", "adamw_wd", "rmsprop_all", "adagrad_decay_init"])
 def test_state_dict_round_trip_continues_identically(config):
     name, kwargs = CONFIGS[config]
     params, opt = _run_engine(name, kwargs, _values(), 3)
@@ -149,7 +169,8 @@ def test_state_dict_snapshot_is_not_changed_by_later_steps():
     assert sd["state"][0]["step"] == step_before
 
 
-@pytest.mark.parametrize("config", ["sgd_nesterov", "adam_amsgrad", "adamw_wd"])
+@pytest.mark.parametrize("config", ["sgd_nesterov", "adam_amsgrad", "adamw_wd", "rmsprop_all",
+                                    "adagrad_decay_init"])
 def test_torch_optimizer_state_dict_loads_and_continues_identically(config):
     name, kwargs = CONFIGS[config]
     theirs, topt = _run_torch(name, kwargs, _values(), 3)
@@ -207,6 +228,94 @@ def test_parameter_groups_with_their_own_lr_match_torch():
         assert_rel(p.data, from_torch(t), 1e-12, "param")
 
 
+GROUP_CONFIGS = {
+    "SGD": (dict(lr=0.1, momentum=0.9), dict(lr=0.02, momentum=0.5, dampening=0.2, weight_decay=0.1,
+                                             maximize=True)),
+    "Adam": (dict(lr=0.01), dict(lr=0.03, betas=(0.8, 0.9), amsgrad=True, weight_decay=0.1)),
+    "AdamW": (dict(lr=0.01, weight_decay=0.1), dict(lr=0.02, eps=1e-4, maximize=True)),
+    "RMSprop": (dict(lr=0.01, centered=True), dict(lr=0.005, momentum=0.8, alpha=0.9)),
+    "Adagrad": (dict(lr=0.1, lr_decay=0.1), dict(lr=0.3, initial_accumulator_value=0.5, weight_decay=0.2)),
+}
+
+
+@pytest.mark.parametrize("name", list(GROUP_CONFIGS))
+def test_several_parameter_groups_follow_torch_over_six_steps(name):
+    defaults, second = GROUP_CONFIGS[name]
+    values = _values()
+    ours = [nn.Parameter(v.copy()) for v in values]
+    theirs = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
+    opt = getattr(optim, name)([{"params": ours[:1]}, {"params": ours[1:], **second}], **defaults)
+    topt = getattr(torch.optim, name)([{"params": theirs[:1]}, {"params": theirs[1:], **second}], **defaults)
+    for step in range(STEPS):
+        for p, t, g in zip(ours, theirs, _grads(step)):
+            p.grad, t.grad = (None, None) if g is None else (g, torch.from_numpy(g))
+        opt.step()
+        topt.step()
+    for i, (p, t) in enumerate(zip(ours, theirs)):
+        assert_rel(p.data, from_torch(t), 1e-12, f"param {i}")
+    ours_groups, their_groups = opt.state_dict()["param_groups"], topt.state_dict()["param_groups"]
+    for mine, its in zip(ours_groups, their_groups):
+        assert sorted(mine) == sorted(its)  # the same keys, foreach/fused/... included
+        assert mine == its
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
+def test_signatures_and_defaults_are_pytorchs(name):
+    ours = inspect.signature(getattr(optim, name)).parameters
+    theirs = inspect.signature(getattr(torch.optim, name)).parameters
+    assert list(ours) == list(theirs)
+    for key, param in theirs.items():
+        assert ours[key].kind == param.kind, key
+        if param.default is not inspect.Parameter.empty:
+            assert ours[key].default == param.default, key
+    # and the groups hold the same defaults
+    p = [nn.Parameter(np.zeros(2))]
+    mine = getattr(optim, name)(p).param_groups[0]
+    its = getattr(torch.optim, name)([torch.nn.Parameter(torch.zeros(2))]).param_groups[0]
+    assert {k: v for k, v in mine.items() if k != "params"} == {k: v for k, v in its.items() if k != "params"}
+
+
+def test_sgd_default_lr_is_pytorchs_1e_3():
+    p = nn.Parameter(np.ones(2))
+    p.grad = np.ones(2)
+    optim.SGD([p]).step()
+    np.testing.assert_array_equal(p.data, np.ones(2) - 1e-3)
+
+
+def test_named_parameters_keep_their_names_like_torch():
+    values = _values()
+    ours = optim.SGD([(f"w{i}", nn.Parameter(v)) for i, v in enumerate(values)], lr=0.1)
+    theirs = torch.optim.SGD([(f"w{i}", torch.nn.Parameter(torch.from_numpy(v))) for i, v in enumerate(values)],
+                             lr=0.1)
+    assert ours.state_dict()["param_groups"][0]["param_names"] == ["w0", "w1", "w2"]
+    assert ours.state_dict()["param_groups"] == theirs.state_dict()["param_groups"]
+
+
+def test_step_returns_the_closures_value_and_add_param_group():
+    a, b = nn.Parameter(np.ones(2)), nn.Parameter(np.ones(3))
+    opt = optim.Adagrad([a], lr=0.5)
+    opt.add_param_group({"params": [b], "lr": 0.1})
+    assert opt.param_groups[1]["lr"] == 0.1 and opt.param_groups[1]["eps"] == 1e-10
+    assert sorted(opt.state) == [0, 1]  # Adagrad's accumulators exist before the first step, as in torch
+    a.grad, b.grad = np.ones(2), np.ones(3)
+    assert opt.step(lambda: 3.5) == 3.5
+    np.testing.assert_allclose(b.data, 1 - 0.1 / (1 + 1e-10))
+    with pytest.raises(ValueError, match="more than once"):
+        opt.add_param_group({"params": [a]})
+    with pytest.raises(ValueError, match="more than once"):
+        optim.SGD([a, a])
+
+
+def test_zero_grad_set_to_none_false_keeps_zero_arrays():
+    p = nn.Parameter(np.ones(3))
+    p.grad = np.ones(3)
+    opt = optim.SGD([p], lr=0.1)
+    opt.zero_grad(set_to_none=False)
+    np.testing.assert_array_equal(p.grad, np.zeros(3))
+    opt.zero_grad()
+    assert p.grad is None
+
+
 def test_zero_grad_clears_every_gradient():
     params, opt = _run_engine("SGD", dict(lr=0.1), _values(), 1)
     for p, g in zip(params, _grads(0)):
@@ -229,6 +338,78 @@ def test_zero_grad_clears_every_gradient():
 def test_bad_optimizer_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make([nn.Parameter(np.zeros(2))])
+
+
+NAN, INF = float("nan"), float("inf")
+BAD_ARGUMENTS = [
+    # (class, kwargs, exception, words the message must contain)
+    ("Adam", dict(lr=NAN), ValueError, ["Adam", "lr must be finite", "nan"]),
+    ("AdamW", dict(lr=INF), ValueError, ["AdamW", "lr must be finite", "inf"]),
+    ("SGD", dict(lr="0.1"), TypeError, ["SGD", "lr must be a real number", "str", "'0.1'"]),
+    ("SGD", dict(lr=None), TypeError, ["SGD", "lr must be a real number", "None"]),
+    ("SGD", dict(lr=True), TypeError, ["SGD", "lr must be a real number", "bool"]),
+    ("SGD", dict(momentum=-1), ValueError, ["SGD", "momentum must be >= 0", "-1"]),
+    ("SGD", dict(momentum=NAN), ValueError, ["SGD", "momentum must be finite"]),
+    ("SGD", dict(weight_decay=-0.1), ValueError, ["SGD", "weight_decay must be >= 0", "-0.1"]),
+    ("SGD", dict(dampening="x"), TypeError, ["SGD", "dampening must be a real number"]),
+    ("SGD", dict(nesterov=True), ValueError, ["SGD", "nesterov", "momentum > 0", "momentum=0"]),
+    ("SGD", dict(momentum=0.9, dampening=0.5, nesterov=True), ValueError, ["dampening = 0", "dampening=0.5"]),
+    ("SGD", dict(nesterov="yes"), TypeError, ["SGD", "nesterov must be True or False", "'yes'"]),
+    ("SGD", dict(maximize=1), TypeError, ["SGD", "maximize must be True or False", "int"]),
+    ("Adam", dict(betas=(0.9,)), TypeError, ["Adam", "betas must be a pair"]),
+    ("Adam", dict(betas=0.9), TypeError, ["Adam", "betas must be a pair"]),
+    ("Adam", dict(betas=(0.9, NAN)), ValueError, ["Adam", "betas must be in [0, 1)", "betas[1]=nan"]),
+    ("Adam", dict(eps=NAN), ValueError, ["Adam", "eps must be finite"]),
+    ("Adam", dict(weight_decay=-1.0), ValueError, ["Adam", "weight_decay must be >= 0"]),
+    ("Adam", dict(amsgrad=None), TypeError, ["Adam", "amsgrad must be True or False"]),
+    ("AdamW", dict(weight_decay=INF), ValueError, ["AdamW", "weight_decay must be finite"]),
+    ("RMSprop", dict(alpha=-0.5), ValueError, ["RMSprop", "alpha must be >= 0", "-0.5"]),
+    ("RMSprop", dict(momentum=-0.1), ValueError, ["RMSprop", "momentum must be >= 0"]),
+    ("RMSprop", dict(eps=-1e-8), ValueError, ["RMSprop", "eps must be >= 0"]),
+    ("RMSprop", dict(centered="no"), TypeError, ["RMSprop", "centered must be True or False"]),
+    ("Adagrad", dict(lr_decay=-1), ValueError, ["Adagrad", "lr_decay must be >= 0"]),
+    ("Adagrad", dict(initial_accumulator_value=-1), ValueError, ["Adagrad", "initial_accumulator_value"]),
+    ("Adagrad", dict(eps=NAN), ValueError, ["Adagrad", "eps must be finite"]),
+    ("Adam", dict(differentiable=True), ValueError, ["Adam", "differentiable=True", "does not do"]),
+    ("SGD", dict(fused=True, foreach=True), ValueError, ["SGD", "fused=True and foreach=True"]),
+    ("Adam", dict(foreach="fast"), TypeError, ["Adam", "foreach must be True or False"]),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, exc, words", BAD_ARGUMENTS,
+                         ids=[f"{n}-{'-'.join(k)}" for n, k, _, _ in BAD_ARGUMENTS])
+def test_bad_arguments_raise_clear_errors_naming_the_argument(name, kwargs, exc, words):
+    assert_raises(exc, lambda: getattr(optim, name)([nn.Parameter(np.zeros(2))], **kwargs), *words)
+
+
+def test_bad_group_hyper_parameters_are_checked_too():
+    with pytest.raises(ValueError, match=r"Adam: lr must be finite, got nan"):
+        optim.Adam([{"params": [nn.Parameter(np.zeros(2))], "lr": math.nan}])
+    opt = optim.SGD([nn.Parameter(np.zeros(2))], lr=0.1, momentum=0.9)
+    sd = opt.state_dict()
+    sd["param_groups"][0]["momentum"] = -1.0
+    with pytest.raises(ValueError, match="SGD: momentum must be >= 0"):
+        opt.load_state_dict(sd)
+    assert opt.param_groups[0]["momentum"] == 0.9  # nothing changed
+    with pytest.raises(TypeError, match="single ndarray|single Parameter"):
+        optim.SGD(nn.Parameter(np.zeros(2)), lr=0.1)
+
+
+def test_load_state_dict_refuses_state_of_the_wrong_shape():
+    opt = optim.Adam([nn.Parameter(np.zeros(3))])
+    with pytest.raises(ValueError, match=r"state 'exp_avg' of parameter 0 has shape \(2,\), the parameter \(3,\)"):
+        opt.load_state_dict({"state": {0: {"step": 1, "exp_avg": np.zeros(2), "exp_avg_sq": np.zeros(3)}},
+                             "param_groups": opt.state_dict()["param_groups"]})
+
+
+def test_implementation_flags_are_accepted_and_change_nothing():
+    runs = []
+    for flags in (dict(), dict(foreach=True), dict(fused=True), dict(capturable=True)):
+        params, _ = _run_engine("Adam", dict(lr=0.01, **flags), _values(), 3)
+        runs.append([engine.to_numpy(p.data) for p in params])
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_optimizer_rejects_raw_arrays():
@@ -271,7 +452,7 @@ def test_clip_grad_norm_is_exported_from_nn_utils_and_rejects_bad_max_norm():
 
 
 # --------------------------------------------------------------------------- backends
-@pytest.mark.parametrize("config", ["sgd_all", "adam_amsgrad", "adamw_wd"])
+@pytest.mark.parametrize("config", ["sgd_all", "adam_amsgrad", "adamw_wd", "rmsprop_all", "adagrad_decay_init"])
 def test_optimizers_on_every_backend(backend, config):
     name, kwargs = CONFIGS[config]
     want, _ = _run_engine(name, kwargs, _values(), 4, backend="numpy")
@@ -283,3 +464,43 @@ def test_optimizers_on_every_backend(backend, config):
         p.grad = backend.asarray(g)
     total = optim.clip_grad_norm_(params, 1.0)
     assert_close(total, np.sqrt(sum(np.sum(g ** 2) for g in _grads(0))), rtol=1e-13, backend=backend)
+
+
+@pytest.mark.parametrize("config", ["sgd_maximize", "adam_maximize", "adam_decoupled", "adamw_maximize",
+                                    "rmsprop_all", "rmsprop_momentum", "adagrad_decay_init", "adam_flags"])
+def test_every_optimizer_survives_a_checkpoint_file(tmp_path, config):
+    """save_checkpoint/load_checkpoint keep the new optimizers and flags; the run continues identically."""
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+    name, kwargs = CONFIGS[config]
+    params, opt = _run_engine(name, kwargs, _values(), 3)
+    path = save_checkpoint(tmp_path / "ck.npz", None, opt)
+    fresh = [nn.Parameter(engine.to_numpy(p.data).copy()) for p in params]
+    opt2 = getattr(optim, name)(fresh, **kwargs)
+    load_checkpoint(path, optimizer=opt2)
+    for step in range(3, 6):
+        for a, b, g in zip(params, fresh, _grads(step)):
+            a.grad = b.grad = None if g is None else engine.asarray(g)
+        opt.step()
+        opt2.step()
+    for a, b in zip(params, fresh):
+        np.testing.assert_array_equal(engine.to_numpy(b.data), engine.to_numpy(a.data))
+
+
+def test_a_checkpoint_without_the_new_group_keys_still_loads(tmp_path):
+    """Files written before maximize/foreach/... were group keys load into today's optimizers,
+    which keep their own values of the missing keys."""
+    import json
+
+    import _checkpoint_files as files
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+    params, opt = _run_engine("Adam", dict(lr=0.01, amsgrad=True), _values(), 2)
+    path = save_checkpoint(tmp_path / "new.npz", None, opt)
+    groups = files.json_of(files.members(path), "optimizer/param_groups")
+    old_groups = [{k: v for k, v in g.items() if k in ("params", "lr", "betas", "eps", "weight_decay", "amsgrad")}
+                  for g in groups]
+    files.edit(path, tmp_path / "old.npz", {"optimizer/param_groups": files.text(old_groups)})
+    opt2 = optim.Adam([nn.Parameter(engine.to_numpy(p.data).copy()) for p in params], lr=0.5, maximize=True)
+    load_checkpoint(tmp_path / "old.npz", optimizer=opt2)
+    assert opt2.param_groups[0]["lr"] == 0.01 and opt2.param_groups[0]["amsgrad"] is True
+    assert opt2.param_groups[0]["maximize"] is True  # not in the file: the optimizer's own
+    assert json.dumps(opt2.state_dict()["param_groups"][0]["betas"]) == "[0.9, 0.999]"

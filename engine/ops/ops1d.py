@@ -13,7 +13,7 @@ import numbers
 from .._checks import backend_for, require_float, require_ndim
 from .conv import conv2d, conv2d_backward
 from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
-from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, max_pool2d_flat_indices
 
 
 def single(value, name: str, where: str, minimum: int = 1) -> int:
@@ -185,6 +185,16 @@ def max_pool1d_backward(grad_out, indices, x_shape, kernel_size, stride=None, pa
     dx = max_pool2d_backward(_as_2d(xp, grad_out), _as_2d(xp, indices), _shape_2d(x_shape, where),
                              ceil_mode=ceil_mode, **args)
     return _as_1d(xp, dx)
+
+
+def max_pool1d_flat_indices(indices, x_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """PyTorch's ``return_indices`` convention (the position along ``L``) from
+    :func:`max_pool1d`'s in-window indices."""
+    where = "max_pool1d_flat_indices"
+    xp = backend_for(indices, where=where).xp
+    args = _pool1d_args(kernel_size, stride, padding, where, dilation)
+    flat = max_pool2d_flat_indices(_as_2d(xp, indices), _shape_2d(x_shape, where), ceil_mode=ceil_mode, **args)
+    return _as_1d(xp, flat)
 
 
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .._checks import backend_for, pair, require_float, require_ndim
-from ._common import _window
+from ._common import _device, _window
 
 
 def _pool_setup(x, kernel_size, stride, padding, dilation, ceil_mode, where):
@@ -30,7 +30,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     ``stride`` defaults to ``kernel_size``. With ``return_indices`` also returns
     the flat in-window position ``i*kw + j`` of each maximum (what
     :func:`max_pool2d_backward` needs), in an integer dtype that depends on the
-    backend (uint8 on NumPy for windows of up to 256 elements, else int64).
+    backend (uint8 on NumPy for windows of up to 256 elements, else int64);
+    :func:`max_pool2d_flat_indices` turns them into PyTorch's per-plane
+    ``row * W + col`` (what ``return_indices=True`` gives in PyTorch).
     """
     backend, win = _pool_setup(x, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
     y, idx = backend.max_pool2d(x, win)
@@ -100,3 +102,47 @@ def global_avg_pool2d_backward(grad_out, x_shape):
     return g * xp.ones(tuple(x_shape), dtype=g.dtype)  # a writable array, not a broadcast view
 
 
+
+
+# ----------------------------------------------------------------------------- PyTorch's flat indices
+def _index_setup(indices, x_shape, kernel_size, stride, padding, dilation, ceil_mode, where):
+    """``(backend, window, indices as int64, rows, cols)``: ``rows (OH, 1)`` and ``cols (1, OW)``
+    are the top-left input position of every window (padding subtracted)."""
+    backend = backend_for(indices, where=where)
+    win = _pool_window(x_shape, kernel_size, stride, padding, dilation, ceil_mode, where)
+    _require_output_shape(indices, x_shape, win, where, "indices")
+    xp = backend.xp
+    as_int = xp.astype(indices, xp.int64)
+    rows = xp.reshape(xp.arange(win.oh, dtype=xp.int64, device=_device(as_int)), (win.oh, 1)) * win.sh - win.pad_top
+    cols = xp.reshape(xp.arange(win.ow, dtype=xp.int64, device=_device(as_int)), (1, win.ow)) * win.sw - win.pad_left
+    return backend, win, as_int, rows, cols
+
+
+def max_pool2d_flat_indices(indices, x_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """PyTorch's ``return_indices`` convention from :func:`max_pool2d`'s in-window indices:
+    the flat position ``row * W + col`` of each maximum in its ``(H, W)`` input plane
+    (int64, shape ``(N, C, OH, OW)``), what ``torch.nn.functional.max_pool2d`` and
+    :func:`engine.ops.max_unpool2d` use."""
+    _, win, k, rows, cols = _index_setup(indices, x_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                                         "max_pool2d_flat_indices")
+    row = rows + (k // win.kw) * win.dh
+    col = cols + (k % win.kw) * win.dw
+    return row * x_shape[3] + col
+
+
+def max_pool2d_window_indices(flat_indices, x_shape, kernel_size, stride=None, padding=0, dilation=1,
+                              ceil_mode=False):
+    """The inverse of :func:`max_pool2d_flat_indices`: in-window indices ``i*kw + j``
+    (int64) from PyTorch's flat ones, for :func:`max_pool2d_backward`. Flat
+    indices outside their window raise ``ValueError`` (checked on host backends)."""
+    where = "max_pool2d_window_indices"
+    backend, win, flat, rows, cols = _index_setup(flat_indices, x_shape, kernel_size, stride, padding, dilation,
+                                                  ceil_mode, where)
+    xp = backend.xp
+    dr, dc = flat // x_shape[3] - rows, flat % x_shape[3] - cols
+    i, j = dr // win.dh, dc // win.dw
+    if backend.host_memory and bool(xp.any((dr % win.dh != 0) | (dc % win.dw != 0) | (i < 0) | (i >= win.kh)
+                                           | (j < 0) | (j >= win.kw))):
+        raise ValueError(f"{where}: some indices do not point inside their pooling window (kernel "
+                         f"{(win.kh, win.kw)}, stride {(win.sh, win.sw)}) of an input {tuple(x_shape)}")
+    return i * win.kw + j
