@@ -223,7 +223,7 @@ def test_mnist5k_splits():
 
 
 def test_mnist5k_split_is_fixed_and_disjoint():
-    resource = os.path.join(os.path.dirname(data.__file__), "datasets", "mnist5k.npz")
+    resource = os.path.join(os.path.dirname(engine.__file__), "datasets", "mnist5k.npz")
     with np.load(resource, allow_pickle=False) as z:
         train_rows, test_rows = z["train_rows"], z["test_rows"]
         assert str(z["source_sha256"]) == \
@@ -242,7 +242,7 @@ def test_mnist5k_rebuilds_from_source(tmp_path):
 
     out = tmp_path / "m.npz"
     make_mnist5k.write_npz(make_mnist5k.build(MNIST5K_SOURCE), str(out))
-    shipped = os.path.join(os.path.dirname(data.__file__), "datasets", "mnist5k.npz")
+    shipped = os.path.join(os.path.dirname(engine.__file__), "datasets", "mnist5k.npz")
     with np.load(out) as new, np.load(shipped) as old:
         assert sorted(new.files) == sorted(old.files)
         for key in new.files:
@@ -256,8 +256,8 @@ def test_mnist5k_rebuilds_from_source(tmp_path):
 
 
 def test_load_dataset_bad_arguments():
-    with pytest.raises(ValueError, match="fashion-mnist"):
-        load_dataset("cifar10")
+    with pytest.raises(ValueError, match="fashion-mnist.*cifar10"):
+        load_dataset("imagenet")
     with pytest.raises(ValueError, match="'train' or 'test'"):
         load_dataset("mnist5k", "validation")
     assert load_dataset("MNIST_5K", "test").name == "mnist5k"
@@ -629,3 +629,228 @@ def test_loader_batches_live_on_each_backend(backend):
         np.testing.assert_allclose(engine.to_numpy(x), rx, rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(engine.to_numpy(y), ry)
         assert engine.to_numpy(x).dtype == np.float32 and engine.to_numpy(y).dtype == np.int64
+
+
+# ---------------------------------------------------------------------------
+# The Dataset protocol: any __len__/__getitem__ object, subsets, splits, labels
+# ---------------------------------------------------------------------------
+class Squares(data.Dataset):
+    """A user's dataset: (C, H, W) float images, integer or float labels, computed on access."""
+
+    def __init__(self, n=10, label="int", channels=1, hwc=False):
+        self.n, self.label, self.channels, self.hwc = n, label, channels, hwc
+        self.accessed = []
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        self.accessed.append(i)
+        image = np.full((self.channels, 6, 7), i / 100, np.float32)
+        if self.hwc:
+            image = image.transpose(1, 2, 0)
+        label = {"int": i % 3, "float": i / 10, "vector": np.eye(3, dtype=np.float64)[i % 3],
+                 "negative": i - 5}[self.label]
+        return image, label
+
+
+class Plain:
+    """Duck typing: no base class at all."""
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        return np.full((2, 2), i, np.uint8), i
+
+
+def test_loader_takes_any_dataset_object():
+    ds = Squares(10)
+    batches = list(DataLoader(ds, batch_size=4, normalize=None))
+    assert [x.shape for x, _ in batches] == [(4, 1, 6, 7), (4, 1, 6, 7), (2, 1, 6, 7)]
+    x = np.concatenate([x for x, _ in batches])
+    np.testing.assert_allclose(x[:, 0, 0, 0], np.arange(10) / 100, rtol=1e-6)
+    y = np.concatenate([y for _, y in batches])
+    assert y.dtype == np.int64 and y.tolist() == [i % 3 for i in range(10)]
+    x, y = next(iter(DataLoader(Plain(), batch_size=3)))
+    assert x.shape == (3, 1, 2, 2) and x.dtype == np.float32 and float(x.max()) == pytest.approx(2 / 255)
+    assert y.tolist() == [0, 1, 2]
+    # no mean/std on the dataset: the default normalisation leaves [0, 1] alone
+    assert DataLoader(Plain()).normalize is None
+    # a list of (image, label) samples is a dataset too
+    samples = [(np.zeros((1, 2, 2), np.float32), 1), (np.ones((1, 2, 2), np.float32), 0)]
+    x, y = next(iter(DataLoader(samples, batch_size=2)))
+    assert x.shape == (2, 1, 2, 2) and y.tolist() == [1, 0]
+    with pytest.raises(TypeError, match="__len__ and __getitem__"):
+        DataLoader(42)
+
+
+def test_loader_shuffles_generic_datasets_with_the_seed():
+    a = [y.tolist() for _, y in DataLoader(Squares(12, "float"), batch_size=5, shuffle=True, seed=4)]
+    b = [y.tolist() for _, y in DataLoader(Squares(12, "float"), batch_size=5, shuffle=True, seed=4)]
+    assert a == b and sorted(sum(a, [])) == pytest.approx([i / 10 for i in range(12)])
+    assert sum(a, []) != sorted(sum(a, []))
+
+
+def test_float_and_vector_labels():
+    _, y = next(iter(DataLoader(Squares(6, "float"), batch_size=6)))
+    assert y.dtype == np.float32 and y.tolist() == pytest.approx([i / 10 for i in range(6)])
+    _, y = next(iter(DataLoader(Squares(6, "vector"), batch_size=6, dtype="float64")))
+    assert y.shape == (6, 3) and y.dtype == np.float64
+    np.testing.assert_array_equal(y, np.eye(3)[np.arange(6) % 3])
+    soft = np.random.default_rng(0).dirichlet(np.ones(4), size=8)
+    ds = Dataset(np.zeros((8, 1, 2, 2), np.uint8), soft, classes="abcd")
+    assert ds.classes == tuple("abcd")
+    _, y = next(iter(DataLoader(ds, batch_size=8, normalize=None)))
+    np.testing.assert_allclose(y, soft.astype(np.float32))
+    with pytest.raises(ValueError, match="4 entries but there are 3 classes"):
+        Dataset(np.zeros((8, 1, 2, 2), np.uint8), soft, classes="abc")
+    with pytest.raises(ValueError, match="finite"):
+        Dataset(np.zeros((2, 1, 2, 2), np.uint8), [0.5, np.nan])
+    with pytest.raises(TypeError, match="labels must be integers"):
+        Dataset(np.zeros((2, 1, 2, 2), np.uint8), [True, False])
+
+
+def test_negative_and_out_of_range_labels_name_the_dataset_and_values():
+    with pytest.raises(ValueError, match=r"Dataset 'digits'.*non-negative.*index 1: -1"):
+        Dataset(np.zeros((3, 2, 2), np.uint8), [0, -1, 2], name="digits")
+    with pytest.raises(ValueError, match=r"\[0, 1\] \(2 classes\).*index 2: 5"):
+        Dataset(np.zeros((3, 2, 2), np.uint8), [0, 1, 5], classes=["a", "b"])
+    loader = DataLoader(Squares(10, "negative"), batch_size=4, shuffle=True, seed=0)
+    with pytest.raises(ValueError, match=r"Squares: integer labels must be non-negative; found index \d: -\d"):
+        list(loader)
+
+    class Bounded(Squares):
+        classes = ("a", "b")
+
+    with pytest.raises(ValueError, match=r"Squares|Bounded"):
+        list(DataLoader(Bounded(10, "int"), batch_size=10))
+
+
+def test_dataset_subclass_and_the_array_shorthand():
+    assert isinstance(Dataset(np.zeros((2, 2, 2), np.uint8), [0, 1]), data.ArrayDataset)
+    assert data.TensorDataset is data.ArrayDataset
+    assert isinstance(Squares(), data.Dataset) and type(Squares()) is Squares
+    with pytest.raises(NotImplementedError, match="__len__"):
+        len(data.Dataset())
+
+
+def test_subset_and_random_split():
+    ds = Squares(10)
+    sub = data.Subset(ds, [7, 2, -1])
+    assert len(sub) == 3 and sub[0][1] == 7 % 3 and sub[2][1] == 9 % 3
+    assert sub.label == "int"  # attributes come from the parent
+    x, _ = next(iter(DataLoader(sub, batch_size=3, normalize=None)))
+    np.testing.assert_allclose(x[:, 0, 0, 0], [0.07, 0.02, 0.09], rtol=1e-6)
+    with pytest.raises(IndexError, match=r"\[-10, 9\]"):
+        data.Subset(ds, [10])
+    parts = data.random_split(ds, [6, 4], seed=1)
+    assert [len(p) for p in parts] == [6, 4] and all(isinstance(p, data.Subset) for p in parts)
+    assert sorted(np.concatenate([p.indices for p in parts]).tolist()) == list(range(10))
+    again = data.random_split(ds, [6, 4], seed=1)
+    assert parts[0].indices.tolist() == again[0].indices.tolist()
+    assert [len(p) for p in data.random_split(ds, [0.5, 0.3, 0.2])] == [5, 3, 2]
+    assert [len(p) for p in data.random_split(Squares(7), [0.5, 0.5])] == [4, 3]
+    engine.manual_seed(3)
+    a = data.random_split(ds, [5, 5])[0].indices
+    engine.manual_seed(3)
+    assert a.tolist() == data.random_split(ds, [5, 5])[0].indices.tolist()
+    for bad in ([5, 4], [0.5, 0.6], [-1, 11]):
+        with pytest.raises(ValueError):
+            data.random_split(ds, bad)
+    arrays = _toy(10)
+    tr, va = data.random_split(arrays, [8, 2], seed=0)
+    assert isinstance(tr, data.ArrayDataset) and len(va) == 2 and va.mean == arrays.mean
+
+
+def test_subset_of_array_dataset_batches_by_fancy_index():
+    ds = _toy(20, classes=4)
+    sub = data.Subset(data.Subset(ds, np.arange(20)[::-1]), [0, 5, 7])
+    x, y = next(iter(DataLoader(sub, batch_size=3, normalize=None)))
+    idx = np.arange(20)[::-1][[0, 5, 7]]
+    np.testing.assert_array_equal(y, ds.labels[idx])
+    np.testing.assert_array_equal(x, ds.images[idx] / np.float32(255))
+
+
+def test_train_val_split_of_generic_datasets():
+    tr, va = data.train_val_split(Squares(30), 0.2, seed=0)
+    assert isinstance(tr, data.Subset) and len(tr) == 24 and len(va) == 6
+    assert not set(tr.indices) & set(va.indices)
+
+
+# ---------------------------------------------------------------------------
+# Layouts
+# ---------------------------------------------------------------------------
+def test_nhwc_arrays_are_refused_then_converted():
+    nhwc = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(5) % 2
+    with pytest.raises(ValueError, match=r"look like NHWC.*layout='NHWC'"):
+        Dataset(nhwc, labels)
+    with pytest.raises(ValueError, match="NHWC"):
+        DataLoader((nhwc, labels))
+    x, _ = next(iter(DataLoader((nhwc, labels), layout="NHWC", normalize=None)))
+    assert x.shape == (5, 3, 32, 32)
+    np.testing.assert_array_equal(x, nhwc.transpose(0, 3, 1, 2) / np.float32(255))
+    ds = Dataset(nhwc, labels, layout="NHWC")
+    assert ds.image_shape == (3, 32, 32) and np.shares_memory(ds.images, nhwc)
+    with pytest.raises(ValueError, match="already holds NCHW"):
+        DataLoader(ds, layout="NHWC")
+    with pytest.raises(ValueError, match="layout must be"):
+        DataLoader(ds, layout="CHW")
+    # grey NHWC (N, 28, 28, 1) too
+    with pytest.raises(ValueError, match="NHWC"):
+        Dataset(np.zeros((4, 28, 28, 1), np.uint8), [0, 1, 2, 3])
+
+
+def test_hwc_samples_are_refused_then_converted(backend):
+    with pytest.raises(ValueError, match=r"look like HWC.*layout='NHWC'"):
+        list(DataLoader(Squares(4, channels=3, hwc=True), batch_size=4))
+    x, _ = next(iter(DataLoader(Squares(4, channels=3, hwc=True), batch_size=4, layout="NHWC", normalize=None)))
+    assert tuple(x.shape) == (4, 3, 6, 7)
+    np.testing.assert_allclose(engine.to_numpy(x)[:, :, 0, 0], np.repeat(np.arange(4)[:, None] / 100, 3, 1),
+                               rtol=1e-6)
+
+
+def test_check_layout_and_to_nchw(backend):
+    x = engine.asarray(np.zeros((2, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match=r"Conv2d\(3→16\): input of shape \(2, 32, 32, 3\) looks like NHWC"):
+        data.check_layout(x, 3, "Conv2d(3→16)")
+    data.check_layout(data.to_nchw(x), 3)
+    assert tuple(data.to_nchw(x).shape) == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="expected 1 channel"):
+        data.check_layout(engine.asarray(np.zeros((2, 3, 8, 8), np.float32)), 1)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        data.check_layout(engine.asarray(np.zeros((8, 8), np.float32)), 1)
+
+
+def test_mixed_sample_shapes_are_a_clear_error():
+    class Ragged(Squares):
+        def __getitem__(self, i):
+            return np.zeros((1, 4 + i % 2, 4), np.float32), 0
+
+    with pytest.raises(ValueError, match=r"samples 0 and 1 have image shapes \(1, 4, 4\) and \(1, 5, 4\)"):
+        list(DataLoader(Ragged(4), batch_size=4))
+
+
+# ---------------------------------------------------------------------------
+# Time spent preparing data
+# ---------------------------------------------------------------------------
+def test_loader_records_data_time_per_epoch():
+    import time
+
+    class Slow(Squares):
+        def __getitem__(self, i):
+            time.sleep(0.002)
+            return super().__getitem__(i)
+
+    loader = DataLoader(Slow(10), batch_size=5)
+    for _ in loader:
+        time.sleep(0.05)  # the consumer's time is not counted
+    assert len(loader.epoch_data_times) == 1
+    assert 0.02 <= loader.data_time < 0.05 and loader.data_time == loader.epoch_data_times[0]
+    it = iter(loader)
+    next(it)
+    it.close()  # an epoch cut short is recorded too
+    assert len(loader.epoch_data_times) == 2 and 0.01 <= loader.epoch_data_times[1] < 0.03
