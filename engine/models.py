@@ -4,9 +4,13 @@
     engine.manual_seed(0)
     model = engine.models.get_model("simple_cnn")   # or engine.models.simple_cnn()
 
-Every model takes ``(N, 1, 28, 28)`` images (MNIST, Fashion-MNIST) and returns
-``(N, num_classes)`` logits; layer indices (state_dict keys ``"0.weight"`` …)
-match the same ``torch.nn.Sequential``, so weights move over as they are.
+``simple_cnn``, ``lenet5`` and ``course_cnn`` take ``(N, 1, 28, 28)`` images
+(MNIST, Fashion-MNIST); ``resnet20`` and ``vgg11_bn`` take ``(N, 3, 32, 32)``
+(CIFAR; ``in_channels`` changes the first layer). Every model returns
+``(N, num_classes)`` logits; state_dict keys (``"0.weight"``,
+``"3.conv1.weight"`` …) match the same ``torch.nn.Sequential`` (with
+torchvision's ``BasicBlock`` names), so weights move over as they are. The
+models only compose the layers of :mod:`engine.nn`.
 
 ``init``: ``"torch"`` (default) draws the weights as PyTorch's ``Conv2d`` and
 ``Linear`` do by default — uniform in ``±1/sqrt(fan_in)`` (Kaiming uniform
@@ -23,7 +27,8 @@ import math
 from . import nn
 from .nn import init as _init
 
-__all__ = ["MODELS", "course_cnn", "get_model", "initialize", "lenet5", "model_names", "simple_cnn"]
+__all__ = ["MODELS", "course_cnn", "get_model", "initialize", "lenet5", "model_names", "resnet20", "simple_cnn",
+           "vgg11_bn"]
 
 
 def simple_cnn(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.25,
@@ -98,12 +103,69 @@ def course_cnn(num_classes: int = 10, in_channels: int = 1, negative_slope: floa
     ), "course_cnn", init)
 
 
+def resnet20(num_classes: int = 10, in_channels: int = 3, width: int = 16, dtype: str = "float32",
+             init: str = "torch") -> nn.Sequential:
+    """The CIFAR ResNet-20 of He et al. (2016, section 4.2), for 32x32 inputs: 272,474 parameters
+    with ``width=16`` (10 classes). The paper's 0.27M counts its parameter-free "option A"
+    shortcuts (269,722); here the two downsampling shortcuts are 1x1 convolutions (2,752 more).
+
+    conv 3x3 3→16 (no bias), batch norm, ReLU; three stages of three
+    :class:`engine.nn.BasicBlock` (16, 32, 64 channels; the second and third
+    stages start with stride 2 and a projection shortcut: 1x1 conv + batch
+    norm, the paper's option B); global average pooling, flatten, linear
+    64→10. ``width`` scales the channels (``16·width/16``, ``32·…``, ``64·…``).
+    Layer indices: 0-2 stem, 3-11 blocks, 12 pooling, 13 flatten, 14 linear.
+    """
+    widths = (width, 2 * width, 4 * width)
+    layers = [nn.Conv2d(in_channels, width, 3, padding=1, bias=False, dtype=dtype),
+              nn.BatchNorm2d(width, dtype=dtype), nn.ReLU()]
+    channels = width
+    for stage, out in enumerate(widths):
+        for block in range(3):
+            stride = 2 if stage > 0 and block == 0 else 1
+            layers.append(nn.BasicBlock(channels, out, stride, dtype=dtype))
+            channels = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes, dtype=dtype)]
+    return _finish(nn.Sequential(*layers), "resnet20", init)
+
+
+#: VGG-11's convolution widths ("M": 2x2 max pooling), configuration "A" of Simonyan & Zisserman.
+VGG11_LAYOUT = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+def vgg11_bn(num_classes: int = 10, in_channels: int = 3, width: int = 64, dtype: str = "float32",
+             init: str = "torch") -> nn.Sequential:
+    """VGG-11 with batch norm for 32x32 inputs (the usual CIFAR adaptation):
+    9,231,114 parameters with ``width=64`` (10 classes).
+
+    Eight 3x3 convolutions (padding 1) each followed by batch norm and ReLU,
+    five 2x2 max-poolings (32→1), flatten, linear 512→10. ``width`` scales
+    every convolution (``width=16`` gives a 0.58M-parameter model for quick
+    runs). Inputs must be at least 32x32 (five halvings).
+    """
+    layers, channels = [], in_channels
+    for item in VGG11_LAYOUT:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2))
+            continue
+        out = item * width // 64
+        layers += [nn.Conv2d(channels, out, 3, padding=1, dtype=dtype), nn.BatchNorm2d(out, dtype=dtype), nn.ReLU()]
+        channels = out
+    layers += [nn.Flatten(), nn.Linear(channels, num_classes, dtype=dtype)]
+    return _finish(nn.Sequential(*layers), "vgg11_bn", init)
+
+
 #: Model builders by name (``get_model`` also accepts dashes: ``"simple-cnn"``).
 MODELS = {
     "simple_cnn": simple_cnn,
     "lenet5": lenet5,
     "course_cnn": course_cnn,
+    "resnet20": resnet20,
+    "vgg11_bn": vgg11_bn,
 }
+#: The input ``(C, H, W)`` each model is built for (``in_channels`` changes C).
+INPUT_SHAPES = {"simple_cnn": (1, 28, 28), "lenet5": (1, 28, 28), "course_cnn": (1, 28, 28),
+                "resnet20": (3, 32, 32), "vgg11_bn": (3, 32, 32)}
 
 
 def model_names() -> list[str]:
@@ -112,7 +174,7 @@ def model_names() -> list[str]:
 
 
 def get_model(name: str, **kwargs) -> nn.Sequential:
-    """A new model by name (``"simple_cnn"``, ``"lenet5"``, ``"course_cnn"``).
+    """A new model by name (``"simple_cnn"``, ``"lenet5"``, ``"course_cnn"``, ``"resnet20"``, ``"vgg11_bn"``).
 
     Keyword arguments go to the builder (``num_classes``, ``in_channels``,
     ``dtype``, ``init``, …). Its weights are drawn from the engine generator, so

@@ -32,10 +32,46 @@ def torch_twin(name):
             tnn.Conv2d(8, 16, 5, stride=2, padding=2), tnn.LeakyReLU(0.01),
             tnn.Conv2d(16, 32, 5, stride=2, padding=0), tnn.LeakyReLU(0.01),
             tnn.Flatten(), tnn.Linear(128, 64), tnn.LeakyReLU(0.01), tnn.Linear(64, 10))
+    if name == "resnet20":
+        layers = [tnn.Conv2d(3, 16, 3, padding=1, bias=False), tnn.BatchNorm2d(16), tnn.ReLU()]
+        channels = 16
+        for stage, out in enumerate((16, 32, 64)):
+            for block in range(3):
+                layers.append(TorchBasicBlock(channels, out, 2 if stage and not block else 1))
+                channels = out
+        return tnn.Sequential(*layers, tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(64, 10))
+    if name == "vgg11_bn":
+        layers, channels = [], 3
+        for item in models.VGG11_LAYOUT:
+            if item == "M":
+                layers.append(tnn.MaxPool2d(2))
+            else:
+                layers += [tnn.Conv2d(channels, item, 3, padding=1), tnn.BatchNorm2d(item), tnn.ReLU()]
+                channels = item
+        return tnn.Sequential(*layers, tnn.Flatten(), tnn.Linear(512, 10))
     raise KeyError(name)
 
 
-NAMES = ["simple_cnn", "lenet5", "course_cnn"]
+class TorchBasicBlock(tnn.Module):
+    """torchvision's BasicBlock, written out (torchvision is not a test dependency)."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = tnn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = tnn.BatchNorm2d(cout)
+        self.conv2 = tnn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = tnn.BatchNorm2d(cout)
+        self.downsample = (tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride=stride, bias=False), tnn.BatchNorm2d(cout))
+                           if stride != 1 or cin != cout else None)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+NAMES = ["simple_cnn", "lenet5", "course_cnn"]  # 1x28x28 inputs
+CIFAR_NAMES = ["resnet20", "vgg11_bn"]  # 3x32x32 inputs
 
 
 def test_simple_cnn_parameter_count():
@@ -102,7 +138,7 @@ def test_same_seed_same_weights():
 
 
 def test_get_model_names_and_errors():
-    assert set(models.model_names()) == set(NAMES)
+    assert set(models.model_names()) == set(NAMES + CIFAR_NAMES) == set(models.INPUT_SHAPES)
     assert models.get_model("simple-cnn").num_parameters() == 421_642
     assert models.get_model("course_cnn", num_classes=3)(engine.asarray(np.zeros((1, 1, 28, 28)),
                                                                        dtype="float32")).shape == (1, 3)
@@ -228,3 +264,62 @@ def test_summary_flops_of_1d_and_transposed_convs_equal_torch_flop_counter():
         with FlopCounterMode(display=False) as counter:
             theirs(torch.zeros((1,) + shape))
         assert ours.summary(shape).total_flops == counter.get_total_flops()
+
+
+# ----------------------------------------------------------------------------- 32x32 RGB models
+def _load_into_torch(ours, theirs):
+    state = {k: torch.from_numpy(engine.to_numpy(v).copy()) for k, v in ours.state_dict().items()}
+    missing, unexpected = theirs.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+
+
+def test_cifar_model_counts_and_keys_match_torch():
+    assert models.resnet20().num_parameters() == 272_474
+    assert models.vgg11_bn().num_parameters() == 9_231_114
+    for name in CIFAR_NAMES:
+        ours, theirs = models.get_model(name), torch_twin(name)
+        assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
+        theirs_sd = theirs.state_dict()
+        for k, v in ours.state_dict().items():
+            assert tuple(v.shape) == tuple(theirs_sd[k].shape), k
+        assert set(theirs_sd) == set(ours.state_dict()) | {k for k in theirs_sd if k.endswith("num_batches_tracked")}
+
+
+@pytest.mark.parametrize("name", CIFAR_NAMES)
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_cifar_models_forward_matches_torch(name, mode):
+    engine.manual_seed(0)
+    ours, theirs = models.get_model(name, dtype="float64"), torch_twin(name).double()
+    rng = np.random.default_rng(0)
+    for m in ours.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.weight.shape[0]
+            m.load_state_dict({"weight": rng.uniform(0.5, 1.5, c), "bias": rng.normal(0, 0.1, c),
+                               "running_mean": rng.normal(0, 0.1, c), "running_var": rng.uniform(0.5, 2, c),
+                               "num_batches_tracked": np.array(0)})
+    _load_into_torch(ours, theirs)
+    getattr(ours, mode)()
+    getattr(theirs, mode)()
+    x = rng.standard_normal((3, 3, 32, 32))
+    got = engine.to_numpy(ours(engine.asarray(x, dtype="float64")))
+    want = theirs(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_cifar_model_summaries_and_widths():
+    s = models.resnet20().summary((2, 3, 32, 32))
+    assert s.rows[-1].output_shape == (2, 10) and s.total_params == 272_474
+    assert [r.output_shape[1:] for r in s.rows[3:12:3]] == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
+    v = models.vgg11_bn(width=16, num_classes=7)
+    assert v.summary((1, 3, 32, 32)).rows[-1].output_shape == (1, 7)
+    assert models.resnet20(in_channels=1).summary((1, 1, 28, 28)).rows[-1].output_shape == (1, 10)
+    with pytest.raises(ValueError):
+        models.vgg11_bn().summary((1, 3, 16, 16))  # five halvings need 32x32
+
+
+def test_cifar_models_on_every_backend(backend):
+    engine.manual_seed(1)
+    for name in CIFAR_NAMES:
+        m = models.get_model(name, width=8)
+        y = m(engine.asarray(np.zeros((2, 3, 32, 32)), dtype="float32"))
+        assert tuple(y.shape) == (2, 10) and backends.backend_of(y) is backend
