@@ -1,7 +1,9 @@
-"""Command line: ``python -m engine train|evaluate|summary`` (also installed as ``engine``).
+"""Command line: ``python -m engine train|evaluate|predict|summary`` (also installed as ``engine``).
 
     python -m engine train --model simple_cnn --dataset mnist5k --epochs 3 --save model.npz
+    python -m engine train --model resnet20 --dataset cifar10 --augment --epochs 30 --save cifar.npz
     python -m engine evaluate --checkpoint model.npz
+    python -m engine predict --checkpoint model.npz digit.png
     python -m engine summary --model simple_cnn
 
 ``python -m engine <command> --help`` lists every option.
@@ -53,8 +55,8 @@ def _data_args(p, default_dataset="mnist5k"):
     p.add_argument("--dataset", default=default_dataset,
                    help=f"{', '.join(DATASET_NAMES)} (default: %(default)s; mnist5k ships with the package)")
     p.add_argument("--data-dir", default=None,
-                   help="folder holding the IDX files of mnist / fashion-mnist (also searched: "
-                        "$ENGINE_DATA, ~/.cache/engine, /usr/share/datasets)")
+                   help="folder holding the IDX files of mnist / fashion-mnist, or CIFAR's binary archive or "
+                        "its extracted folder (also searched: $ENGINE_DATA, ~/.cache/engine, /usr/share/datasets)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m engine",
         description="Train, evaluate and inspect CNNs with the array-API engine.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,summary}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,summary}")
 
     t = sub.add_parser("train", help="train a model and report its held-out (test split) accuracy",
                        description="Train a model, print one line per epoch and the accuracy on the "
@@ -103,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on only the first N test samples (quick runs)")
     t.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar or epoch lines; only the final result")
+    t.add_argument("--augment", action="store_true",
+                   help="augment the training images on the backend: random crops (padding 2 at 28x28, 4 at "
+                        "32x32), plus horizontal flips for CIFAR (not for digits or clothes)")
 
     e = sub.add_parser("evaluate", help="accuracy and loss of a saved checkpoint on a dataset split",
                        description="Load a checkpoint written by 'train --save' and evaluate it.")
@@ -117,11 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", default="numpy", help="numpy (default), array_api_strict or cupy")
     e.add_argument("--threads", type=_positive_int, default=None, help="CPU threads, as for train")
 
+    _add_predict_parser(sub)
+
     s = sub.add_parser("summary", help="per-layer shapes, parameters, receptive fields and FLOPs",
                        description="Print the layer table of a model.")
     s.add_argument("--model", default="simple_cnn", choices=model_names(), help="default: %(default)s")
-    s.add_argument("--input-shape", type=_shape, default=(1, 28, 28), metavar="C,H,W",
-                   help="input size without (or with) the batch axis (default: 1,28,28)")
+    s.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
+                   help="input size without (or with) the batch axis (default: the model's, 1,28,28 or 3,32,32)")
     s.add_argument("--backend", default="numpy", help="numpy (default), array_api_strict or cupy")
     return parser
 
@@ -164,7 +171,6 @@ def _cmd_train(args, out) -> int:
     from . import nn
     from .checkpoint import load_checkpoint, save_checkpoint
     from .data import DataLoader, load_dataset, train_val_split
-    from .models import get_model
     from .schedulers import get_scheduler
     from .training import EarlyStopping, evaluate, fit
 
@@ -181,7 +187,7 @@ def _cmd_train(args, out) -> int:
         train, val = train_val_split(full, args.val_fraction, seed=args.seed)
     else:
         train, val = full, None
-    model = get_model(args.model, dtype=args.dtype)
+    model = _build_model(args.model, full, args.dtype)
     optimizer = _optimizer(args.optimizer, model.parameters(), args.lr, args.momentum, args.weight_decay)
     scheduler = get_scheduler(args.scheduler, optimizer, epochs=args.epochs)
     history, initial_epoch = None, 0
@@ -192,7 +198,8 @@ def _cmd_train(args, out) -> int:
             raise ValueError(f"{args.resume} holds a {saved_model} model, not {args.model}; pass --model {saved_model}")
         history, initial_epoch = ckpt.history, ckpt.epoch or 0
         print(f"resumed from {args.resume} after epoch {initial_epoch}", file=out)
-    train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, dtype=args.dtype)
+    train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, dtype=args.dtype,
+                              transform=_augmentation(args.dataset, full) if args.augment else None)
     val_loader = DataLoader(val, batch_size=256, dtype=args.dtype) if val is not None else None
     test_loader = DataLoader(test, batch_size=256, dtype=args.dtype)
     callbacks = []
@@ -218,6 +225,7 @@ def _cmd_train(args, out) -> int:
     if trained and not args.quiet:
         print(f"training time: {elapsed:.1f} s ({sum(trained) / len(trained):.1f} s per epoch, "
               f"validation excluded)", file=out)
+        print(_data_share_line(train_loader, trained), file=out)
     result = evaluate(model, test_loader, loss)
     print(f"test accuracy: {result['accuracy']:.2%} ({round(result['accuracy'] * result['n'])}/"
           f"{result['n']} held-out {args.dataset} test images), test loss {result['loss']:.4f}",
@@ -225,7 +233,8 @@ def _cmd_train(args, out) -> int:
     if args.save:
         extra = {"model": args.model, "dataset": args.dataset, "seed": args.seed,
                  "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
-                 "test_accuracy": result["accuracy"], "dtype": args.dtype}
+                 "test_accuracy": result["accuracy"], "dtype": args.dtype,
+                 **_preprocessing_record(full, train_loader, args.augment)}
         save_checkpoint(args.save, model, optimizer, epoch=history.last("epoch", initial_epoch),
                         extra=extra, scheduler=scheduler, history=history)
         print(f"saved {args.save}", file=out)
@@ -257,7 +266,7 @@ def _cmd_evaluate(args, out) -> int:
         raise ValueError(f"{args.checkpoint} does not record its architecture; pass --model")
     dataset = args.dataset or ckpt.extra.get("dataset") or "mnist5k"
     dtype = ckpt.extra.get("dtype", "float32")
-    model = get_model(name, dtype=dtype)
+    model = get_model(name, dtype=dtype, **_shape_kwargs(ckpt.extra))
     model.load_state_dict(ckpt.model_state)
     data = load_dataset(dataset, args.split, data_dir=args.data_dir)
     result = evaluate(model, DataLoader(data, batch_size=args.batch_size, dtype=dtype), nn.CrossEntropyLoss())
@@ -272,14 +281,124 @@ def _cmd_evaluate(args, out) -> int:
 def _cmd_summary(args, out) -> int:
     import engine
 
-    from .models import get_model
+    from .models import INPUT_SHAPES, get_model
     engine.set_backend(args.backend)
     model = get_model(args.model)
-    print(model.summary(args.input_shape), file=out)
+    print(model.summary(args.input_shape or INPUT_SHAPES[args.model]), file=out)
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "summary": _cmd_summary}
+# --------------------------------------------------------------------------- data, models, predict
+def _build_model(name, dataset, dtype):
+    """Model ``name`` with the dataset's channels and classes; a model that
+    cannot take the dataset's images is refused before training starts."""
+    from .models import INPUT_SHAPES, get_model
+
+    channels, height, width = dataset.image_shape
+    model = get_model(name, dtype=dtype, in_channels=channels, num_classes=len(dataset.classes))
+    try:
+        model.summary((1, channels, height, width))  # shapes only: no weights change, no RNG draw
+    except ValueError as exc:
+        fits = [m for m, shape in INPUT_SHAPES.items() if shape[1:] == (height, width)]
+        raise ValueError(f"--model {name} does not take {height}x{width} images ({dataset.name}): {exc}. "
+                         f"Models built for {height}x{width}: {', '.join(fits) or 'none'}") from None
+    return model
+
+
+def _augmentation(name, dataset):
+    """``train --augment``: random crops with padding (2 pixels at 28x28, 4 at 32x32),
+    plus horizontal flips for CIFAR only (a flipped digit or shoe changes meaning or
+    never occurs)."""
+    from .data import transforms as T
+
+    _, height, width = dataset.image_shape
+    crop = T.RandomCrop((height, width), padding=4 if min(height, width) >= 32 else 2)
+    if str(name).lower().replace("_", "").replace("-", "").startswith("cifar"):
+        return T.Compose([crop, T.RandomHorizontalFlip()])
+    return crop
+
+
+def _data_share_line(loader, epoch_times) -> str:
+    """How much of the training time went into preparing batches (DataLoader.epoch_data_times)."""
+    data = sum(loader.epoch_data_times[-len(epoch_times):])
+    total = sum(epoch_times)
+    share = data / total if total > 0 else 0.0
+    return (f"data preparation: {share:.1%} of the training time ({data:.2f} s of {total:.1f} s: "
+            f"indexing, transfer, conversion{', augmentation' if loader.transform is not None else ''}, "
+            f"normalisation)")
+
+
+def _listed(value):
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def _preprocessing_record(dataset, loader, augment) -> dict:
+    """What ``predict`` needs to prepare an image as in training, for the checkpoint's ``extra``."""
+    mean, std = loader.normalize if loader.normalize is not None else (None, None)
+    return {"input_shape": list(dataset.image_shape), "in_channels": int(dataset.image_shape[0]),
+            "num_classes": len(dataset.classes), "classes": [str(c) for c in dataset.classes],
+            "mean": _listed(mean), "std": _listed(std), "layout": "NCHW", "augment": bool(augment)}
+
+
+def _shape_kwargs(extra) -> dict:
+    """``in_channels``/``num_classes`` recorded by train (older checkpoints: the model's defaults)."""
+    return {k: int(extra[k]) for k in ("in_channels", "num_classes") if k in extra}
+
+
+def _add_predict_parser(sub):
+    p = sub.add_parser("predict", help="classify image files with a saved checkpoint",
+                       description="Print the top-k classes of each PNG/JPEG image, prepared as in training "
+                                   "(grey or RGB, resized to the model's input size, normalised with the "
+                                   "training statistics recorded in the checkpoint). Needs Pillow: "
+                                   'pip install "engine[images]".')
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="the .npz written by train --save")
+    p.add_argument("--top-k", type=_positive_int, default=3, help="classes to show per image (default: %(default)s)")
+    p.add_argument("--backend", default="numpy", help="numpy (default), array_api_strict or cupy")
+    return p
+
+
+def _cmd_predict(args, out) -> int:
+    import numpy as np
+
+    import engine
+
+    from .checkpoint import load_checkpoint
+    from .data import load_image, transforms
+    from .models import get_model
+    from .training import predict
+
+    engine.set_backend(args.backend)
+    ckpt = load_checkpoint(args.checkpoint, restore_rng=False)
+    extra = ckpt.extra
+    missing = [k for k in ("model", "input_shape", "classes", "mean", "std") if k not in extra]
+    if missing:
+        raise ValueError(f"{args.checkpoint} does not record how its images were prepared "
+                         f"({', '.join(missing)} missing: saved before predict existed); train and save it again")
+    channels, height, width = (int(v) for v in extra["input_shape"])
+    dtype = extra.get("dtype", "float32")
+    model = get_model(extra["model"], dtype=dtype, **_shape_kwargs(extra))
+    model.load_state_dict(ckpt.model_state)
+    resize = transforms.Resize((height, width))
+    batch = []
+    for path in args.images:
+        image = load_image(path, channels=channels).astype(np.float32) / np.float32(255)
+        batch.append(resize(image))
+    x = np.stack(batch)
+    if extra["mean"] is not None:
+        x = transforms.Normalize(extra["mean"], extra["std"])(x)
+    logits = engine.to_numpy(predict(model, engine.asarray(x, dtype=dtype), batch_size=64)).astype(np.float64)
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    classes = extra["classes"]
+    k = min(args.top_k, len(classes))
+    for path, p in zip(args.images, probabilities):
+        top = np.argsort(-p, kind="stable")[:k]
+        print(f"{path}: " + ", ".join(f"{classes[i]} {p[i]:.2%}" for i in top), file=out)
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "summary": _cmd_summary}
 
 
 def main(argv=None) -> int:
