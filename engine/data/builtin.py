@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dataset import ArrayDataset as Dataset
-from .download import DOWNLOAD_ERRORS, DatasetUnavailableError, cache_dir, describe_error, fetch
+from .download import (DOWNLOAD_ERRORS, DatasetUnavailableError, cache_dir, describe_error, fetch,
+                       search_report)
 from .cifar import CIFAR_NAMES, load_cifar
 from .idx import _read_idx
 
@@ -300,18 +301,7 @@ def _download_file(spec: _IdxDataset, f: _IdxFile, target: str, errors: list) ->
 
 def _not_found_message(spec, split, wanted, searched, partial, download, errors) -> str:
     target = cache_dir(spec.name)
-    lines = [f"{spec.title} ({split} split) is not on this machine"
-             + (" and could not be downloaded." if download else " (download=False).")]
-    lines.append("Looked in:")
-    lines += [f"  {d}  ({why})" for d, why in searched]
-    if not os.environ.get("ENGINE_DATA"):
-        lines.append("  ($ENGINE_DATA is not set)")
-    if partial:
-        lines.append("Incomplete:")
-        lines += [f"  {p}" for p in partial]
-    if errors:
-        lines.append("Download failed:")
-        lines += [f"  {e}" for e in errors]
+    lines = search_report(spec.title, split, download, searched, partial, errors)
     lines.append(f"To fix it, put these files into {target}{os.sep} "
                  f"(or into a folder passed as data_dir=, or $ENGINE_DATA{os.sep}{spec.name}{os.sep}):")
     lines += [f"  {f.stem}.gz  (sha256 {f.gz_sha256}; decompressed copies are fine too)"

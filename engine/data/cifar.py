@@ -31,7 +31,8 @@ import numpy as np
 from .._io import atomic_write
 from ._files import open_regular
 from .dataset import ArrayDataset
-from .download import DOWNLOAD_ERRORS, DatasetUnavailableError, cache_dir, describe_error, fetch
+from .download import (DOWNLOAD_ERRORS, DatasetUnavailableError, cache_dir, describe_error, fetch,
+                       search_report)
 
 __all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "CIFAR100_COARSE_CLASSES", "read_cifar_binary"]
 
@@ -364,18 +365,7 @@ def _locate(spec: _CifarSpec, data_dir, split: str, download: bool, verify: bool
 
 def _not_found_message(spec, split, searched, partial, download, errors) -> str:
     target = cache_dir(spec.name)
-    lines = [f"{spec.title} ({split} split) is not on this machine"
-             + (" and could not be downloaded." if download else " (download=False).")]
-    lines.append("Looked in:")
-    lines += [f"  {d}  ({why})" for d, why in searched]
-    if not os.environ.get("ENGINE_DATA"):
-        lines.append("  ($ENGINE_DATA is not set)")
-    if partial:
-        lines.append("Incomplete:")
-        lines += [f"  {p}" for p in partial]
-    if errors:
-        lines.append("Download failed:")
-        lines += [f"  {e}" for e in errors]
+    lines = search_report(spec.title, split, download, searched, partial, errors)
     lines.append(f"To fix it, put {spec.archive} ({spec.archive_size:,} bytes, sha256 {spec.archive_sha256}) "
                  f"into {target}{os.sep} (or into a folder passed as data_dir= / --data-dir, or "
                  f"$ENGINE_DATA{os.sep}{spec.name}{os.sep}), or its extracted {spec.folder}{os.sep} folder with "

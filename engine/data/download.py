@@ -43,6 +43,25 @@ def describe_error(url: str, exc: BaseException) -> str:
 DOWNLOAD_ERRORS = (OSError, ValueError, http.client.HTTPException)
 
 
+def search_report(title, split, download, searched, partial, errors) -> list[str]:
+    """The first lines of a :class:`DatasetUnavailableError`: what was looked
+    for, where (``searched``: ``(directory, why)``), what was incomplete, and
+    why downloads failed; the caller adds where to put which files."""
+    lines = [f"{title} ({split} split) is not on this machine"
+             + (" and could not be downloaded." if download else " (download=False).")]
+    lines.append("Looked in:")
+    lines += [f"  {d}  ({why})" for d, why in searched]
+    if not os.environ.get("ENGINE_DATA"):
+        lines.append("  ($ENGINE_DATA is not set)")
+    if partial:
+        lines.append("Incomplete:")
+        lines += [f"  {p}" for p in partial]
+    if errors:
+        lines.append("Download failed:")
+        lines += [f"  {e}" for e in errors]
+    return lines
+
+
 def fetch(url: str, target_dir: str, name: str, max_bytes: int, sha256: str | None = None,
           check=None) -> str:
     """Download ``url`` to ``target_dir/name``; return the path.
