@@ -683,6 +683,11 @@ def test_loader_takes_any_dataset_object():
     samples = [(np.zeros((1, 2, 2), np.float32), 1), (np.ones((1, 2, 2), np.float32), 0)]
     x, y = next(iter(DataLoader(samples, batch_size=2)))
     assert x.shape == (2, 1, 2, 2) and y.tolist() == [1, 0]
+    # ... and a list of image arrays with a list of labels is an (images, labels) pair
+    images = [np.full((1, 2, 2), i, np.uint8) for i in range(3)]
+    x, y = next(iter(DataLoader((images, [2, 0, 1]), normalize=None)))
+    assert x.shape == (3, 1, 2, 2) and y.tolist() == [2, 0, 1] and float(x[2].max()) == pytest.approx(2 / 255)
+    assert "targets=float64" in repr(Dataset(np.zeros((2, 1, 2, 2), np.uint8), [0.5, 1.0]))
     with pytest.raises(TypeError, match="__len__ and __getitem__"):
         DataLoader(42)
 

@@ -239,9 +239,9 @@ class ArrayDataset(Dataset):
 
     def __repr__(self) -> str:
         split = f", split={self.split!r}" if self.split is not None else ""
+        labels = f"classes={len(self.classes)}" if self.classes is not None else f"targets={self.labels.dtype}"
         return (f"Dataset(name={self.name!r}{split}, n={len(self)}, "
-                f"image_shape={self.image_shape}, dtype={self.images.dtype}, "
-                f"classes={len(self.classes)})")
+                f"image_shape={self.image_shape}, dtype={self.images.dtype}, {labels})")
 
 
 #: ``TensorDataset(images, labels)``: PyTorch's name for the same wrapper.

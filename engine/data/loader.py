@@ -23,13 +23,20 @@ def _is_array(a) -> bool:
 
 
 def _is_pair(data) -> bool:
-    """An ``(images, labels)`` pair: images an array, labels an array or a
-    list of numbers (a list of two ``(image, label)`` samples is a dataset)."""
-    if not (isinstance(data, (tuple, list)) and len(data) == 2 and _is_array(data[0])):
+    """An ``(images, labels)`` pair: images an array (or a list of arrays),
+    labels an array or a list of numbers or vectors (a list of two
+    ``(image, label)`` samples is a dataset, not a pair)."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
         return False
-    labels = data[1]
-    return _is_array(labels) or (isinstance(labels, (list, tuple))
-                                 and all(not isinstance(v, (tuple, list)) or _is_numbers(v) for v in labels))
+    images, labels = data
+    if not (_is_array(images) or (isinstance(images, (list, tuple)) and images
+                                  and all(_is_array(a) for a in images))):
+        return False
+    if not (_is_array(labels) or (isinstance(labels, (list, tuple))
+                                  and all(not isinstance(v, (tuple, list)) or _is_numbers(v) for v in labels)
+                                  and _is_numbers(v for v in labels if not isinstance(v, (tuple, list))))):
+        return False
+    return len(images) == len(labels)
 
 
 def _is_numbers(values) -> bool:
@@ -50,8 +57,10 @@ def as_dataset(data, layout: str | None = None):
     if isinstance(data, ArrayDataset):
         return data
     if _is_pair(data):
-        labels = np.asarray(data[1]) if isinstance(data[1], (list, tuple)) else _host(data[1])
-        return ArrayDataset(_host(data[0]), labels, layout=layout or "NCHW")
+        images, labels = data
+        images = np.stack([_host(a) for a in images]) if isinstance(images, (list, tuple)) else _host(images)
+        labels = np.asarray(labels) if isinstance(labels, (list, tuple)) else _host(labels)
+        return ArrayDataset(images, labels, layout=layout or "NCHW")
     if hasattr(data, "__len__") and hasattr(data, "__getitem__") and not isinstance(data, (str, bytes)) \
             and not _is_array(data):
         return data
