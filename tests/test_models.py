@@ -322,4 +322,4 @@ def test_cifar_models_on_every_backend(backend):
     for name in CIFAR_NAMES:
         m = models.get_model(name, width=8)
         y = m(engine.asarray(np.zeros((2, 3, 32, 32)), dtype="float32"))
-        assert tuple(y.shape) == (2, 10) and backends.backend_of(y) is backend
+        assert tuple(y.shape) == (2, 10) and backends.backend_of(y.data) is backend

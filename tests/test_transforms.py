@@ -270,6 +270,12 @@ def test_same_images_on_every_backend(make, backend):
     np.testing.assert_allclose(_np(got), want, rtol=0, atol=1e-6)
 
 
+def test_tensors_are_read_through_their_array():
+    x = _images(n=2)
+    out = T.RandomHorizontalFlip(p=1.0)(engine.Tensor(engine.asarray(x)))
+    np.testing.assert_array_equal(_np(out), x[..., ::-1])
+
+
 def test_argument_errors():
     with pytest.raises(ValueError, match="positive"):
         T.RandomCrop(0)

@@ -48,6 +48,8 @@ def to_nchw(x):
     backend (``permute_dims``: a view where the array library allows it)."""
     from array_api_compat import array_namespace
 
+    if hasattr(x, "grad_fn") and hasattr(x, "data"):  # an engine.Tensor: its array
+        x = x.data
     xp = array_namespace(x)
     if x.ndim == 4:
         return xp.permute_dims(x, (0, 3, 1, 2))

@@ -43,6 +43,11 @@ def _device(x):
     return device(x)
 
 
+def _unwrap(x):
+    """The array of an ``engine.Tensor`` (transforms are data preparation: not recorded for autograd)."""
+    return x.data if hasattr(x, "grad_fn") and hasattr(x, "data") else x
+
+
 def _owner(x):
     """The backend of ``x`` (NumPy arrays: the numpy backend, loaded if need be)."""
     if isinstance(x, np.ndarray):
@@ -103,6 +108,7 @@ class Transform:
     needs_float = True
 
     def __call__(self, x, rng=None):
+        x = _unwrap(x)
         owner = _owner(x)
         if owner is None:
             raise TypeError(f"{self._name()}: expected an image array (NumPy or an engine backend's), "
