@@ -18,11 +18,11 @@ engine generator by default (:func:`engine.manual_seed` fixes it), or the
 therefore draws the same parameters on every backend and gives the same
 images up to float rounding.
 
-The pixel work uses only the array API standard: crops, padding and
-resampling are products with small per-sample selection or interpolation
-matrices (``R @ x @ C``, one batched ``matmul`` per axis: exact for crops,
-since every output is 1·x plus zeros), flips are ``flip`` + ``where``,
-erasing and jitter are element-wise.
+The pixel work uses only the array API standard: a crop (with its padding)
+is one ``take`` from the flattened batch at source indices built on the
+device from the per-sample offsets; resampling is a product with small
+per-sample interpolation matrices (``R @ x @ C``, one batched ``matmul`` per
+axis); flips are ``flip`` + ``where``; erasing and jitter are element-wise.
 """
 from __future__ import annotations
 
@@ -219,17 +219,8 @@ class Normalize(Transform):
 
 
 # ---------------------------------------------------------------------------
-# geometry: selection / interpolation matrices
+# geometry: gathers for crops, interpolation matrices for resampling
 # ---------------------------------------------------------------------------
-def _one_hot_rows(b, src, size, dtype, dev):
-    """``(M, h, size)`` matrices with a 1 at ``[m, i, src[m, i]]`` (``src``: host ints
-    ``(M, h)``); rows whose source is outside ``[0, size)`` are all zero."""
-    xp = b.xp
-    s = b.asarray(np.ascontiguousarray(src, dtype=np.int64))
-    k = xp.arange(size, dtype=s.dtype, device=dev)
-    return xp.astype(xp.reshape(s, tuple(src.shape) + (1,)) == xp.reshape(k, (1, 1, size)), dtype)
-
-
 def _resample(xp, x, rows, cols):
     """``rows (M, h, H) @ x (N, C, H, W) @ cols (M, w, W)^T`` with ``M`` 1 or N."""
     out = xp.matmul(xp.expand_dims(rows, axis=1), x)
@@ -302,19 +293,31 @@ def _source_index(idx, size, mode):
 
 def _crop(b, x, top, left, h, w, fill=0.0, mode="constant"):
     """Per-sample crops ``x[n, :, top[n]:top[n]+h, left[n]:left[n]+w]`` (host
-    int arrays of length 1 or N); positions outside the image are padding."""
+    int arrays of length 1 or N); positions outside the image are padding.
+
+    One ``take`` from the flattened batch: the flat source index of every
+    output pixel is built on the device from the per-sample rows and columns
+    (only those ``N*(h+w)`` numbers travel), so a crop costs one gather."""
     xp = b.xp
     dev = _device(x)
-    _, _, H, W = (int(s) for s in x.shape)
+    n, c, H, W = (int(s) for s in x.shape)
     rows_idx = np.asarray(top, dtype=np.int64).reshape(-1, 1) + np.arange(h)
     cols_idx = np.asarray(left, dtype=np.int64).reshape(-1, 1) + np.arange(w)
-    rows = _one_hot_rows(b, _source_index(rows_idx, H, mode), H, x.dtype, dev)
-    cols = _one_hot_rows(b, _source_index(cols_idx, W, mode), W, x.dtype, dev)
-    out = _resample(xp, x, rows, cols)
-    if mode == "constant" and fill != 0:
-        m = int(rows.shape[0])
-        inside = xp.reshape(xp.sum(rows, axis=2), (m, 1, h, 1)) * xp.reshape(xp.sum(cols, axis=2), (m, 1, 1, w))
-        out = out + fill * (1.0 - inside)
+    src_rows, src_cols = _source_index(rows_idx, H, mode), _source_index(cols_idx, W, mode)
+    m = src_rows.shape[0]
+    inside = None
+    if mode == "constant" and (src_rows.min() < 0 or src_rows.max() >= H or src_cols.min() < 0 or src_cols.max() >= W):
+        inside_h = b.asarray((src_rows >= 0) & (src_rows < H))
+        inside_w = b.asarray((src_cols >= 0) & (src_cols < W))
+        inside = xp.reshape(inside_h, (m, 1, h, 1)) & xp.reshape(inside_w, (m, 1, 1, w))
+        src_rows, src_cols = np.clip(src_rows, 0, H - 1), np.clip(src_cols, 0, W - 1)
+    rows = xp.reshape(b.asarray(src_rows * W), (m, 1, h, 1))
+    cols = xp.reshape(b.asarray(src_cols), (m, 1, 1, w))
+    planes = xp.reshape(xp.arange(n * c, dtype=rows.dtype, device=dev) * (H * W), (n, c, 1, 1))
+    index = xp.reshape(planes + rows + cols, (-1,))
+    out = xp.reshape(xp.take(xp.reshape(x, (-1,)), index, axis=0), (n, c, h, w))
+    if inside is not None:
+        out = xp.where(inside, out, xp.asarray(fill, dtype=x.dtype, device=dev))
     return out
 
 
