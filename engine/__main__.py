@@ -320,12 +320,13 @@ def _augmentation(name, dataset):
 
 def _data_share_line(loader, epoch_times) -> str:
     """How much of the training time went into preparing batches (DataLoader.epoch_data_times)."""
-    data = sum(loader.epoch_data_times[-len(epoch_times):])
-    total = sum(epoch_times)
-    share = data / total if total > 0 else 0.0
-    return (f"data preparation: {share:.1%} of the training time ({data:.2f} s of {total:.1f} s: "
-            f"indexing, transfer, conversion{', augmentation' if loader.transform is not None else ''}, "
-            f"normalisation)")
+    data_times = loader.epoch_data_times[-len(epoch_times):]
+    data, total = sum(data_times), sum(epoch_times)
+    shares = [d / t for d, t in zip(data_times, epoch_times) if t > 0]
+    per_epoch = (f"; per epoch {min(shares):.1%}-{max(shares):.1%}" if len(shares) > 1 else "")
+    return (f"data preparation: {data / total if total > 0 else 0.0:.1%} of the training time ({data:.2f} s of "
+            f"{total:.1f} s{per_epoch}: indexing, transfer, conversion"
+            f"{', augmentation' if loader.transform is not None else ''}, normalisation)")
 
 
 def _listed(value):
