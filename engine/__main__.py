@@ -7,17 +7,40 @@
     python -m engine summary --model simple_cnn
 
 ``python -m engine <command> --help`` lists every option.
+
+Exit status (every failure is one line on stderr, ``error: ...``; ``--debug``
+or ``ENGINE_DEBUG=1`` shows the traceback instead):
+
+====  ===========================================================================
+0     success
+1     training stopped on a NaN or infinite loss (the checkpoint, if saved, says
+      where; such a run cannot be resumed)
+2     bad usage or input: an argument, a dataset, a model that does not fit, a
+      resume whose settings conflict with the checkpoint's
+3     a checkpoint that cannot be read, is incomplete or does not fit
+4     a file could not be read or written (missing, permissions, disk full)
+5     out of memory
+70    an internal error (a bug: please report it with the ``--debug`` output)
+130   interrupted (Ctrl-C)
+====  ===========================================================================
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
+import warnings
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_CODES", "build_parser", "main"]
 
 _OPTIMIZERS = ("adam", "adamw", "sgd")
+_SCHEDULERS = ("none", "step", "cosine")
+EXIT_CODES = {"ok": 0, "nan_stop": 1, "bad_input": 2, "checkpoint": 3, "io": 4, "memory": 5, "internal": 70,
+              "interrupted": 130}
+_EPILOG = ("exit status: 0 success, 1 stopped on a NaN/inf loss, 2 bad usage or input, 3 unreadable or "
+           "mismatched checkpoint, 4 file error, 5 out of memory, 70 internal error, 130 interrupted")
 
 
 def _positive_int(text):
@@ -40,6 +63,34 @@ def _fraction(text):
     return value
 
 
+def _number(text, what, ok, expected):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    return _number(text, "a positive number", lambda v: v > 0, "a finite number > 0")
+
+
+def _non_negative_float(text):
+    return _number(text, "a number >= 0", lambda v: v >= 0, "a finite number >= 0")
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {text!r}") from None
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {text!r}")
+    return value
+
+
 def _shape(text):
     try:
         dims = tuple(int(t) for t in text.replace("x", ",").split(",") if t.strip())
@@ -50,10 +101,10 @@ def _shape(text):
     return dims
 
 
-def _data_args(p, default_dataset="mnist5k"):
+def _data_args(p):
     from .data import DATASET_NAMES
-    p.add_argument("--dataset", default=default_dataset,
-                   help=f"{', '.join(DATASET_NAMES)} (default: %(default)s; mnist5k ships with the package)")
+    p.add_argument("--dataset", default=None,
+                   help=f"{', '.join(DATASET_NAMES)} (default: mnist5k, which ships with the package)")
     p.add_argument("--data-dir", default=None,
                    help="folder holding the IDX files of mnist / fashion-mnist, or CIFAR's binary archive or "
                         "its extracted folder (also searched: $ENGINE_DATA, ~/.cache/engine, /usr/share/datasets)")
@@ -62,40 +113,45 @@ def _data_args(p, default_dataset="mnist5k"):
 def build_parser() -> argparse.ArgumentParser:
     from .models import model_names
     parser = argparse.ArgumentParser(
-        prog="python -m engine",
+        prog="python -m engine", epilog=_EPILOG,
         description="Train, evaluate and inspect CNNs with the array-API engine.")
     sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,summary}")
 
-    t = sub.add_parser("train", help="train a model and report its held-out (test split) accuracy",
+    t = sub.add_parser("train", help="train a model and report its held-out (test split) accuracy", epilog=_EPILOG,
                        description="Train a model, print one line per epoch and the accuracy on the "
-                                   "dataset's test split (never seen in training) at the end.")
-    t.add_argument("--model", default="simple_cnn", choices=model_names(), help="default: %(default)s")
+                                   "dataset's test split (never seen in training) at the end. With --resume, "
+                                   "every setting not given is the checkpoint's; one given that differs from "
+                                   "it is an error.")
+    # Settings that a checkpoint records default to None here: None means "not given"
+    # (then TRAIN_DEFAULTS, or the checkpoint's value when resuming).
+    t.add_argument("--model", default=None, choices=model_names(), help="default: simple_cnn")
     _data_args(t)
-    t.add_argument("--epochs", type=_positive_int, default=3, help="default: %(default)s")
-    t.add_argument("--batch-size", type=_positive_int, default=64, help="default: %(default)s")
-    t.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
-    t.add_argument("--optimizer", default="adam", choices=_OPTIMIZERS, help="default: %(default)s")
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
-    t.add_argument("--weight-decay", type=float, default=None,
+    t.add_argument("--epochs", type=_positive_int, default=None,
+                   help="total epochs (default: 3; when resuming, the checkpoint's plan)")
+    t.add_argument("--batch-size", type=_positive_int, default=None, help="default: 64")
+    t.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: 0.001)")
+    t.add_argument("--optimizer", default=None, choices=_OPTIMIZERS, help="default: adam")
+    t.add_argument("--momentum", type=_non_negative_float, default=None, help="SGD momentum (default: 0.9)")
+    t.add_argument("--weight-decay", type=_non_negative_float, default=None,
                    help="weight decay (default: 0, or 0.01 for adamw)")
-    t.add_argument("--scheduler", default="none", choices=("none", "step", "cosine"),
-                   help="learning-rate schedule over the epochs (default: %(default)s)")
-    t.add_argument("--clip-grad-norm", type=float, default=None, help="clip gradients to this L2 norm")
-    t.add_argument("--val-fraction", type=_fraction, default=0.1,
-                   help="share of the training split held out for validation, 0 for none "
-                        "(default: %(default)s)")
+    t.add_argument("--scheduler", default=None, choices=_SCHEDULERS,
+                   help="learning-rate schedule over the epochs (default: none)")
+    t.add_argument("--clip-grad-norm", type=_positive_float, default=None, help="clip gradients to this L2 norm")
+    t.add_argument("--val-fraction", type=_fraction, default=None,
+                   help="share of the training split held out for validation, 0 for none (default: 0.1)")
     t.add_argument("--patience", type=_positive_int, default=None,
                    help="early stopping: stop when val_loss has not improved for this many epochs")
-    t.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
+    t.add_argument("--seed", type=_seed, default=None, help="seed of every random draw (default: 0)")
     t.add_argument("--backend", default="numpy", help="numpy (default), array_api_strict or cupy")
     t.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads: the engine's copy and pooling loops, and the BLAS when threadpoolctl "
                         "is installed (default: $ENGINE_NUM_THREADS, else every usable core)")
-    t.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="default: %(default)s")
-    t.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint (.npz) at the end")
+    t.add_argument("--dtype", default=None, choices=("float32", "float64"), help="default: float32")
+    t.add_argument("--save", default=None, metavar="PATH",
+                   help="write a checkpoint (.npz) at the end (checked before training starts)")
     t.add_argument("--resume", default=None, metavar="PATH",
-                   help="continue from a checkpoint saved by --save (same --model/--dataset/--seed); "
-                        "--epochs is the total count")
+                   help="continue from a checkpoint saved by --save: settings not given are the checkpoint's, "
+                        "a given one that differs is an error; --epochs is the total count")
     t.add_argument("--plot", default=None, metavar="PNG", help="save the training curves (needs matplotlib)")
     t.add_argument("--plot-filters", default=None, metavar="PNG",
                    help="save the first conv layer's filters as images (needs matplotlib)")
@@ -105,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on only the first N test samples (quick runs)")
     t.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar or epoch lines; only the final result")
-    t.add_argument("--augment", action="store_true",
+    t.add_argument("--augment", action="store_true", default=None,
                    help="augment the training images on the backend: random crops (padding 2 at 28x28, 4 at "
                         "32x32), plus horizontal flips for CIFAR (not for digits or clothes)")
 
@@ -130,7 +186,65 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
                    help="input size without (or with) the batch axis (default: the model's, 1,28,28 or 3,32,32)")
     s.add_argument("--backend", default="numpy", help="numpy (default), array_api_strict or cupy")
+    for p in (parser, t, e, sub.choices["predict"], s):
+        p.add_argument("--debug", action="store_true", help="show the traceback of an error (also ENGINE_DEBUG=1)")
     return parser
+
+
+#: What train uses for a setting not given (and not taken from a resumed checkpoint).
+TRAIN_DEFAULTS = {"model": "simple_cnn", "dataset": "mnist5k", "epochs": 3, "batch_size": 64, "lr": 1e-3,
+                  "optimizer": "adam", "momentum": 0.9, "weight_decay": None, "scheduler": "none",
+                  "clip_grad_norm": None, "val_fraction": 0.1, "seed": 0, "dtype": "float32", "augment": False,
+                  "train_samples": None}
+#: Settings recorded in a checkpoint's extra["settings"] and compared on resume
+#: (epochs apart: a resumed run may train for more epochs).
+_RESUME_SETTINGS = tuple(k for k in TRAIN_DEFAULTS if k != "epochs")
+
+
+class ResumeConflict(ValueError):
+    """A --resume whose settings conflict with the checkpoint's."""
+
+
+def _settings(args, ckpt=None) -> dict:
+    """The run's settings: given on the command line, else the checkpoint's (resuming), else TRAIN_DEFAULTS.
+
+    A given setting that differs from the checkpoint's is a :class:`ResumeConflict` naming both."""
+    saved = dict((ckpt.extra.get("settings") or {}) if ckpt is not None else {})
+    if ckpt is not None and not saved:  # written before settings were recorded: what extra has
+        saved = {k: ckpt.extra[k] for k in ("model", "dataset", "seed", "batch_size", "lr", "optimizer", "dtype")
+                 if k in ckpt.extra}
+    out = {}
+    for key, default in TRAIN_DEFAULTS.items():
+        given = getattr(args, key)
+        if ckpt is not None and key in saved and key != "epochs":
+            if given is not None and given != saved[key]:
+                flag = "--" + key.replace("_", "-")
+                raise ResumeConflict(f"{args.resume} was trained with {flag} {saved[key]!r}, not {given!r}: a resumed "
+                                     f"run keeps the checkpoint's settings; drop {flag}, or start a new run")
+            out[key] = saved[key]
+        else:
+            out[key] = default if given is None else given
+    return out
+
+
+def _check_resumable(ckpt, settings, args) -> None:
+    """A resume must continue a run that can go on: not stopped on a NaN, more epochs
+    to go, and a schedule whose horizon is the run's."""
+    stopped = ckpt.extra.get("stopped")
+    if stopped:
+        raise ResumeConflict(f"{args.resume} was saved when a non-finite loss stopped training at epoch "
+                             f"{stopped['epoch']}, step {stopped['step']}; its weights are from inside that epoch, "
+                             "so there is no epoch boundary to resume from. Start a new run (a lower --lr, or "
+                             "--clip-grad-norm), or resume an earlier checkpoint")
+    done = ckpt.epoch or 0
+    if settings["epochs"] <= done:
+        raise ResumeConflict(f"{args.resume} has trained {done} epochs already; --epochs is the total count, so "
+                             f"pass more than {done} (got {settings['epochs']})")
+    planned = (ckpt.extra.get("settings") or {}).get("epochs")
+    if settings["scheduler"] == "cosine" and planned is not None and settings["epochs"] != planned:
+        raise ResumeConflict(f"{args.resume} follows a cosine schedule over {planned} epochs; resuming with "
+                             f"--epochs {settings['epochs']} would change its horizon mid-run. Resume with "
+                             f"--epochs {planned}, or start a new run")
 
 
 # --------------------------------------------------------------------------- commands
@@ -172,36 +286,48 @@ def _cmd_train(args, out) -> int:
     from .checkpoint import load_checkpoint, save_checkpoint
     from .data import DataLoader, load_dataset, train_val_split
     from .schedulers import get_scheduler
-    from .training import EarlyStopping, evaluate, fit
+    from .training import EarlyStopping, NonFiniteLossWarning, evaluate, fit
 
+    from .checkpoint import check_writable
+    for path in (args.save, args.plot, args.plot_filters):
+        if path is not None:
+            check_writable(path)  # a bad --save is an error now, not after the training it would lose
+    if args.plot or args.plot_filters:
+        from .plots import _figure
+        _figure()  # matplotlib is there, or the ImportError names the install command now
+    ckpt = None
+    if args.resume:
+        ckpt = load_checkpoint(args.resume, restore_rng=False)  # the settings first; state after the model exists
+    settings = _settings(args, ckpt)
+    if ckpt is not None:
+        _check_resumable(ckpt, settings, args)
     engine.set_backend(args.backend)
     _set_threads(args.threads)
-    engine.manual_seed(args.seed)
-    full = load_dataset(args.dataset, "train", data_dir=args.data_dir)
-    test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
-    if args.train_samples is not None:
-        full = full.subset(slice(0, args.train_samples))
+    engine.manual_seed(settings["seed"])
+    dataset, dtype = settings["dataset"], settings["dtype"]
+    full = load_dataset(dataset, "train", data_dir=args.data_dir)
+    test = load_dataset(dataset, "test", data_dir=args.data_dir)
+    if settings["train_samples"] is not None:
+        full = full.subset(slice(0, settings["train_samples"]))
     if args.test_samples is not None:
         test = test.subset(slice(0, args.test_samples))
-    if args.val_fraction > 0:
-        train, val = train_val_split(full, args.val_fraction, seed=args.seed)
+    if settings["val_fraction"] > 0:
+        train, val = train_val_split(full, settings["val_fraction"], seed=settings["seed"])
     else:
         train, val = full, None
-    model = _build_model(args.model, full, args.dtype)
-    optimizer = _optimizer(args.optimizer, model.parameters(), args.lr, args.momentum, args.weight_decay)
-    scheduler = get_scheduler(args.scheduler, optimizer, epochs=args.epochs)
+    model = _build_model(settings["model"], full, dtype)
+    optimizer = _optimizer(settings["optimizer"], model.parameters(), settings["lr"], settings["momentum"],
+                           settings["weight_decay"])
+    scheduler = get_scheduler(settings["scheduler"], optimizer, epochs=settings["epochs"])
     history, initial_epoch = None, 0
     if args.resume:
         ckpt = load_checkpoint(args.resume, model, optimizer, scheduler=scheduler)
-        saved_model = ckpt.extra.get("model")
-        if saved_model not in (None, args.model):
-            raise ValueError(f"{args.resume} holds a {saved_model} model, not {args.model}; pass --model {saved_model}")
         history, initial_epoch = ckpt.history, ckpt.epoch or 0
         print(f"resumed from {args.resume} after epoch {initial_epoch}", file=out)
-    train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, dtype=args.dtype,
-                              transform=_augmentation(args.dataset, full) if args.augment else None)
-    val_loader = DataLoader(val, batch_size=256, dtype=args.dtype) if val is not None else None
-    test_loader = DataLoader(test, batch_size=256, dtype=args.dtype)
+    train_loader = DataLoader(train, batch_size=settings["batch_size"], shuffle=True, dtype=dtype,
+                              transform=_augmentation(dataset, full) if settings["augment"] else None)
+    val_loader = DataLoader(val, batch_size=256, dtype=dtype) if val is not None else None
+    test_loader = DataLoader(test, batch_size=256, dtype=dtype)
     callbacks = []
     if args.patience is not None:
         if val_loader is None:
@@ -210,13 +336,16 @@ def _cmd_train(args, out) -> int:
     loss = nn.CrossEntropyLoss()
     if not args.quiet:
         split = f"{len(train):,} train + {len(val):,} val" if val is not None else f"{len(train):,} train"
-        print(f"{args.model} ({model.num_parameters():,} parameters) on {args.dataset}: {split}, "
-              f"{len(test):,} test; backend {backends.get(engine.get_backend()).describe()}, {args.optimizer} lr {args.lr:g}, "
-              f"batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}", file=out, flush=True)
+        print(f"{settings['model']} ({model.num_parameters():,} parameters) on {dataset}: {split}, "
+              f"{len(test):,} test; backend {backends.get(engine.get_backend()).describe()}, "
+              f"{settings['optimizer']} lr {settings['lr']:g}, batch {settings['batch_size']}, "
+              f"{settings['epochs']} epochs, seed {settings['seed']}", file=out, flush=True)
     start = time.perf_counter()
-    history = fit(model, loss, optimizer, train_loader, val_loader, epochs=args.epochs,
-                  callbacks=callbacks, scheduler=scheduler, clip_grad_norm=args.clip_grad_norm,
-                  progress=not args.quiet, initial_epoch=initial_epoch, history=history, file=out)
+    with warnings.catch_warnings():  # a NaN stop is reported below, as one line
+        warnings.simplefilter("ignore", NonFiniteLossWarning)
+        history = fit(model, loss, optimizer, train_loader, val_loader, epochs=settings["epochs"],
+                      callbacks=callbacks, scheduler=scheduler, clip_grad_norm=settings["clip_grad_norm"],
+                      progress=not args.quiet, initial_epoch=initial_epoch, history=history, file=out)
     elapsed = time.perf_counter() - start
     trained = [t for e, t in zip(history.epoch, history.time) if e is not None and e > initial_epoch]
     nan_stop = history.stop_reason is not None and history.stop_reason.startswith("training stopped")
@@ -228,25 +357,30 @@ def _cmd_train(args, out) -> int:
         print(_data_share_line(train_loader, trained), file=out)
     result = evaluate(model, test_loader, loss)
     print(f"test accuracy: {result['accuracy']:.2%} ({round(result['accuracy'] * result['n'])}/"
-          f"{result['n']} held-out {args.dataset} test images), test loss {result['loss']:.4f}",
+          f"{result['n']} held-out {dataset} test images), test loss {result['loss']:.4f}",
           file=out, flush=True)
     if args.save:
-        extra = {"model": args.model, "dataset": args.dataset, "seed": args.seed,
-                 "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
-                 "test_accuracy": result["accuracy"], "dtype": args.dtype,
-                 **_preprocessing_record(full, train_loader, args.augment)}
-        save_checkpoint(args.save, model, optimizer, epoch=history.last("epoch", initial_epoch),
-                        extra=extra, scheduler=scheduler, history=history)
+        completed = history.last("epoch", initial_epoch)
+        extra = {"model": settings["model"], "dataset": dataset, "seed": settings["seed"],
+                 "batch_size": settings["batch_size"], "lr": settings["lr"], "optimizer": settings["optimizer"],
+                 "test_accuracy": result["accuracy"], "dtype": dtype, "settings": settings,
+                 **_preprocessing_record(full, train_loader, settings["augment"])}
+        if nan_stop and history.stopped_at is not None:  # the stopped epoch did not complete
+            extra["stopped"] = {"epoch": history.stopped_at[0], "step": history.stopped_at[1],
+                                "reason": history.stop_reason}
+            completed = history.stopped_at[0] - 1
+        save_checkpoint(args.save, model, optimizer, epoch=completed, extra=extra, scheduler=scheduler,
+                        history=history)
         print(f"saved {args.save}", file=out)
     if args.plot:
         from .plots import plot_history
-        plot_history(history, args.plot, title=f"{args.model} on {args.dataset}")
+        plot_history(history, args.plot, title=f"{settings['model']} on {dataset}")
         print(f"saved {args.plot}", file=out)
     if args.plot_filters:
         from .plots import plot_filters
         plot_filters(model, args.plot_filters)
         print(f"saved {args.plot_filters}", file=out)
-    return 1 if nan_stop else 0
+    return EXIT_CODES["nan_stop"] if nan_stop else EXIT_CODES["ok"]
 
 
 def _cmd_evaluate(args, out) -> int:
@@ -402,28 +536,56 @@ def _cmd_predict(args, out) -> int:
 _COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "summary": _cmd_summary}
 
 
+def _exit_code(exc) -> int:
+    """The documented exit status of an exception (see the module docstring)."""
+    from .checkpoint import CheckpointError
+    from .data import DatasetUnavailableError
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_CODES["interrupted"]
+    if isinstance(exc, CheckpointError):
+        return EXIT_CODES["checkpoint"]
+    if isinstance(exc, (DatasetUnavailableError, ValueError, TypeError, KeyError, ImportError)):
+        return EXIT_CODES["bad_input"]
+    if isinstance(exc, MemoryError):
+        return EXIT_CODES["memory"]
+    if isinstance(exc, OSError):
+        return EXIT_CODES["io"]
+    return EXIT_CODES["internal"]
+
+
+def _one_line(exc) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    if isinstance(exc, MemoryError):
+        text = f"out of memory{': ' + text if text != 'MemoryError' else ''} (try a smaller --batch-size)"
+    return text
+
+
 def main(argv=None) -> int:
-    """Entry point of ``python -m engine`` and the ``engine`` script; returns the exit status
-    (0 success, 1 training stopped on a NaN/inf loss, 2 bad usage or input)."""
+    """Entry point of ``python -m engine`` and the ``engine`` script; returns the
+    exit status listed in the module docstring (one line on stderr for every
+    failure; ``--debug`` or ``ENGINE_DEBUG=1`` re-raises it with its traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
-    from .data import DatasetUnavailableError
+        return EXIT_CODES["bad_input"]
+    debug = args.debug or os.environ.get("ENGINE_DEBUG", "").strip() not in ("", "0")
     try:
         return _COMMANDS[args.command](args, sys.stdout)
-    except DatasetUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, RuntimeError, KeyError, ImportError, FileNotFoundError, TypeError) as exc:
-        if os.environ.get("ENGINE_DEBUG"):
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001  (every failure: one line and a documented code)
+        if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        code = _exit_code(exc)
+        if code == EXIT_CODES["interrupted"]:
+            print("interrupted", file=sys.stderr)
+        elif code == EXIT_CODES["internal"]:
+            print(f"error: internal error ({type(exc).__name__}: {_one_line(exc)}); please report it with the "
+                  "output of the same command with --debug", file=sys.stderr)
+        else:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -503,8 +503,8 @@ def _rng_problem(state) -> str | None:
 
 
 def _history_problem(d) -> str | None:
-    if not isinstance(d, dict) or set(d) - {"history", "stop_reason"}:
-        return "is not a dict of 'history' and 'stop_reason'"
+    if not isinstance(d, dict) or set(d) - {"history", "stop_reason", "stopped_at"}:
+        return "is not a dict of 'history', 'stop_reason' and 'stopped_at'"
     columns = d.get("history", {})
     if not isinstance(columns, dict) or not all(
             isinstance(v, list) and all(x is None or isinstance(x, (int, float, str)) for x in v)
@@ -512,6 +512,10 @@ def _history_problem(d) -> str | None:
         return "'history' is not a dict of lists of numbers"
     if not isinstance(d.get("stop_reason"), (str, type(None))):
         return "'stop_reason' is not a string"
+    stopped = d.get("stopped_at")
+    if stopped is not None and not (isinstance(stopped, list) and len(stopped) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in stopped)):
+        return "'stopped_at' is not an (epoch, step) pair"
     return None
 
 

@@ -14,17 +14,20 @@ class History:
     epoch's batches, dropout active), ``val_loss``, ``val_accuracy`` (with a
     validation loader), ``lr`` (first parameter group, during the epoch),
     ``time`` (seconds of training, validation excluded) and ``samples_per_s``.
-    ``stop_reason`` is ``None`` or why training stopped early.
+    ``stop_reason`` is ``None`` or why training stopped early;
+    ``stopped_at`` is ``(epoch, step)`` when a non-finite loss stopped it
+    inside an epoch (that epoch's row covers the steps before it).
     """
 
     KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "time", "samples_per_s")
 
-    def __init__(self, data: dict | None = None, stop_reason: str | None = None):
+    def __init__(self, data: dict | None = None, stop_reason: str | None = None, stopped_at=None):
         self.history = {k: [] for k in self.KEYS}
         if data:
             for k, v in data.items():
                 self.history[k] = list(v)
         self.stop_reason = stop_reason
+        self.stopped_at = None if stopped_at is None else tuple(int(v) for v in stopped_at)
 
     def append(self, **values) -> None:
         n = len(self.history["epoch"])
@@ -51,12 +54,15 @@ class History:
         return [k for k in self.history if k in self]
 
     def as_dict(self) -> dict:
-        """Plain lists (JSON-able), plus ``stop_reason``."""
-        return {"history": {k: list(v) for k, v in self.history.items()}, "stop_reason": self.stop_reason}
+        """Plain lists (JSON-able), plus ``stop_reason`` (and ``stopped_at`` when set)."""
+        out = {"history": {k: list(v) for k, v in self.history.items()}, "stop_reason": self.stop_reason}
+        if self.stopped_at is not None:
+            out["stopped_at"] = list(self.stopped_at)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
-        return cls(d.get("history", {}), d.get("stop_reason"))
+        return cls(d.get("history", {}), d.get("stop_reason"), d.get("stopped_at"))
 
     def last(self, key, default=None):
         values = [v for v in self.history.get(key, []) if v is not None]

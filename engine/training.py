@@ -67,6 +67,7 @@ class FitState:
         self.epoch = 0
         self.stop_training = False
         self.stop_reason = None
+        self.stopped_at = None  # (epoch, step) of a non-finite loss
 
     def stop(self, reason: str) -> None:
         """Ask :func:`fit` to stop after the current epoch."""
@@ -379,6 +380,7 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
         for cb in callbacks:
             cb.on_train_end(state)
     history.stop_reason = state.stop_reason
+    history.stopped_at = state.stopped_at
     model.train()
     return history
 
@@ -434,6 +436,7 @@ def _stop_on_nonfinite(state, model, good, epoch, step, value, cause=None):
               "Try a lower learning rate, gradient clipping (clip_grad_norm) or check the inputs for NaN/inf.")
     message = f"training stopped: the loss became {value} at epoch {epoch}, step {step}; {kept}. {advice}"
     state.stop(message)
+    state.stopped_at = (epoch, step)
     warnings.warn(message, NonFiniteLossWarning, stacklevel=3)
 
 

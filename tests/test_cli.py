@@ -107,16 +107,19 @@ def test_plot_option(tmp_path, capsys):
     assert curves.stat().st_size > 1000 and filters.stat().st_size > 1000
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
-    (["train", "--backend", "tpu"], "unknown backend 'tpu'"),
-    (["evaluate", "--checkpoint", "/nonexistent/model.npz"], "No such file"),
-    (["train", "--val-fraction", "0", "--patience", "2", "--epochs", "1"], "--patience needs a validation"),
+@pytest.mark.parametrize("argv,message,code", [
+    (["train", "--dataset", "cifar"], "unknown dataset 'cifar'", 2),
+    (["train", "--backend", "tpu"], "unknown backend 'tpu'", 2),
+    (["evaluate", "--checkpoint", "/nonexistent/model.npz"], "No such file", 4),
+    (["train", "--val-fraction", "0", "--patience", "2", "--epochs", "1"], "--patience needs a validation", 2),
+    (["train", "--save", "/"], "names a directory", 2),
+    (["train", "--save", "/tmp/" + "x" * 300 + ".npz"], "304 bytes long", 2),
 ])
-def test_errors_are_one_line_messages(argv, message, capsys):
-    assert main(argv) == 2
+def test_errors_are_one_line_messages(argv, message, code, capsys):
+    assert main(argv) == code
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_bad_arguments_exit_2(capsys):
@@ -134,3 +137,82 @@ def test_python_dash_m_entry_point(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "61,706" in r.stdout
+
+
+@pytest.mark.parametrize("option,value,expected", [
+    ("--lr", "nan", "a finite number > 0"), ("--lr", "-1", "a finite number > 0"), ("--lr", "0.1x", "> 0"),
+    ("--momentum", "-1", ">= 0"), ("--weight-decay", "-1", ">= 0"), ("--weight-decay", "inf", ">= 0"),
+    ("--clip-grad-norm", "0", "> 0"), ("--seed", "-3", "[0, 2**63)"), ("--batch-size", "0", "positive integer"),
+])
+def test_bad_option_values_are_refused_before_anything_runs(option, value, expected, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", option, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and expected in err and "Traceback" not in err
+
+
+def test_internal_errors_are_one_line_with_code_70_and_debug_shows_the_traceback(monkeypatch, capsys):
+    import engine.__main__ as cli
+
+    def broken(args, out):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setitem(cli._COMMANDS, "summary", broken)
+    assert main(["summary"]) == 70
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error (ZeroDivisionError: a bug)" in err and "--debug" in err
+    with pytest.raises(ZeroDivisionError):
+        main(["summary", "--debug"])
+
+
+def test_checkpoint_errors_exit_3(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["evaluate", "--checkpoint", str(bad)]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(bad) in err and len(err.strip().splitlines()) == 1
+
+
+def _train(tmp_path, *extra, name="ck.npz"):
+    return main(["train", "--model", "course_cnn", "--quiet", *TINY, "--seed", "4", *extra,
+                 "--save", str(tmp_path / name)])
+
+
+def test_resume_takes_the_checkpoints_settings_and_refuses_conflicting_ones(tmp_path, capsys):
+    assert _train(tmp_path, "--epochs", "1", "--lr", "0.002", "--optimizer", "sgd") == 0
+    ck = str(tmp_path / "ck.npz")
+    for option, value in (("--lr", "0.01"), ("--seed", "5"), ("--batch-size", "16"), ("--dataset", "fashion-mnist"),
+                          ("--optimizer", "adam"), ("--model", "simple_cnn"), ("--dtype", "float64")):
+        capsys.readouterr()
+        assert main(["train", "--resume", ck, "--epochs", "2", option, value]) == 2, option
+        err = capsys.readouterr().err
+        assert option in err and value in err and "drop" in err, err
+    # nothing given but the total epochs: the checkpoint's settings (SGD, lr 0.002, seed 4 ...) continue
+    assert main(["train", "--resume", ck, "--epochs", "2", "--test-samples", "100", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", ck, "--epochs", "1"]) == 2
+    assert "trained 1 epochs already" in capsys.readouterr().err
+
+
+def test_resume_of_a_cosine_schedule_keeps_its_horizon(tmp_path, capsys):
+    assert _train(tmp_path, "--epochs", "3", "--scheduler", "cosine", name="cos.npz") == 0
+    part = str(tmp_path / "part.npz")
+    assert main(["train", "--model", "course_cnn", "--quiet", *TINY, "--seed", "4", "--epochs", "2",
+                 "--scheduler", "cosine", "--save", part]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", part, "--epochs", "5"]) == 2  # planned for 2: lr would be 0 beyond
+    assert "cosine schedule over 2 epochs" in capsys.readouterr().err
+
+
+def test_a_run_stopped_by_a_nan_records_where_and_cannot_be_resumed(tmp_path, capsys):
+    rc = _train(tmp_path, "--epochs", "3", "--lr", "1e30", "--optimizer", "sgd", "--momentum", "0", name="nan.npz")
+    assert rc == 1
+    from engine.checkpoint import load_checkpoint
+    ckpt = load_checkpoint(tmp_path / "nan.npz", restore_rng=False)
+    stopped = ckpt.extra["stopped"]
+    assert stopped["epoch"] >= 1 and stopped["step"] >= 1 and "training stopped" in stopped["reason"]
+    assert ckpt.epoch == stopped["epoch"] - 1  # the epoch that did not complete is not counted
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "nan.npz"), "--epochs", "4"]) == 2
+    assert "non-finite loss" in capsys.readouterr().err

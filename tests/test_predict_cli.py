@@ -76,12 +76,12 @@ def test_predict_converts_colour_and_size(mnist_checkpoint, tmp_path, capsys):
 
 def test_predict_errors_are_one_line(mnist_checkpoint, tmp_path, capsys):
     (tmp_path / "notes.png").write_text("not an image")
-    for argv, message in [
-        (["predict", "--checkpoint", str(mnist_checkpoint), str(tmp_path / "missing.png")], "missing.png"),
+    for argv, message, code in [
+        (["predict", "--checkpoint", str(mnist_checkpoint), str(tmp_path / "missing.png")], "missing.png", 4),
         (["predict", "--checkpoint", str(mnist_checkpoint), str(tmp_path / "notes.png")],
-         "notes.png: not a readable PNG or JPEG image"),
+         "notes.png: not a readable PNG or JPEG image", 2),
     ]:
-        assert main(argv) == 2
+        assert main(argv) == code
         err = capsys.readouterr().err
         assert err.startswith("error:") and message in err and "Traceback" not in err
     old = tmp_path / "old.npz"
