@@ -124,10 +124,14 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True, verbose: bool = True):
+        if not isinstance(monitor, str):
+            raise TypeError(f"EarlyStopping: monitor must be a metric name such as 'val_loss', got {monitor!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got {mode!r}")
-        if patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be >= 0, got {patience!r}")
+        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta):
+            raise ValueError(f"EarlyStopping: min_delta must be a finite number, got {min_delta!r}")
         self.monitor, self.patience, self.min_delta = monitor, int(patience), abs(float(min_delta))
         self.mode = ("max" if "acc" in monitor else "min") if mode == "auto" else mode
         self.restore_best_weights, self.verbose = restore_best_weights, verbose
@@ -182,7 +186,13 @@ class ModelCheckpoint(Callback):
 
     def __init__(self, path: str, monitor: str = "val_loss", save_best_only: bool = False,
                  extra: dict | None = None):
-        self.path, self.monitor, self.save_best_only = str(path), monitor, save_best_only
+        if not isinstance(monitor, str):
+            raise TypeError(f"ModelCheckpoint: monitor must be a metric name such as 'val_loss', got {monitor!r}")
+        if extra is not None and not isinstance(extra, dict):
+            raise TypeError(f"ModelCheckpoint: extra must be a dict or None, got {type(extra).__name__}")
+        from .checkpoint import check_writable
+        check_writable(str(path).format(epoch=1))  # a bad target is an error now, not after the first epoch
+        self.path, self.monitor, self.save_best_only = str(path), monitor, bool(save_best_only)
         self.extra = dict(extra or {})
         self.mode = "max" if "acc" in monitor else "min"
         self.best = None

@@ -469,3 +469,20 @@ def test_two_threads_training_with_dropout_each_reproduce_their_single_thread_ru
         for seed in (1, 2):
             for got, want in zip(results[seed], alone[seed]):
                 np.testing.assert_array_equal(got, want)
+
+
+def test_callback_and_loader_arguments_are_checked(tmp_path):
+    from engine.data import DataLoader, load_dataset
+    data = load_dataset("mnist5k")
+    with pytest.raises(ValueError, match="min_delta must be a finite number"):
+        T.EarlyStopping(min_delta=float("nan"))
+    with pytest.raises(TypeError, match="monitor must be a metric name"):
+        T.EarlyStopping(monitor=3)
+    with pytest.raises(ValueError, match="patience must be an int"):
+        T.EarlyStopping(patience=1.5)
+    with pytest.raises(ValueError, match="is a directory"):
+        T.ModelCheckpoint(str(tmp_path))
+    with pytest.raises(TypeError, match="shuffle must be True or False"):
+        DataLoader(data, 8, shuffle="yes")
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        DataLoader(data, 8, seed=-1)

@@ -179,6 +179,11 @@ class DataLoader:
                             f"got {type(transform).__name__}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"DataLoader: seed must be an int or None, got {type(seed).__name__}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"DataLoader: seed must be >= 0, got {seed}")
+        for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"DataLoader: {name} must be True or False, got {flag!r}")
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
