@@ -13,13 +13,15 @@ class History:
     ``epoch`` (1-based), ``loss``, ``accuracy`` (training, averaged over the
     epoch's batches, dropout active), ``val_loss``, ``val_accuracy`` (with a
     validation loader), ``lr`` (first parameter group, during the epoch),
-    ``time`` (seconds of training, validation excluded) and ``samples_per_s``.
+    ``time`` (seconds of training, validation excluded), ``samples_per_s`` and
+    ``data_share`` (the share of ``time`` the loader spent preparing batches,
+    with an ``engine.data.DataLoader``).
     ``stop_reason`` is ``None`` or why training stopped early;
     ``stopped_at`` is ``(epoch, step)`` when a non-finite loss stopped it
     inside an epoch (that epoch's row covers the steps before it).
     """
 
-    KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "time", "samples_per_s")
+    KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "time", "samples_per_s", "data_share")
 
     def __init__(self, data: dict | None = None, stop_reason: str | None = None, stopped_at=None):
         self.history = {k: [] for k in self.KEYS}

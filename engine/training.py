@@ -370,6 +370,9 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
             logs = {"epoch": epoch, "loss": loss_sum / max(seen, 1),
                     "accuracy": (correct_sum / max(seen, 1)) if classify else None,
                     "lr": lr, "time": elapsed, "samples_per_s": seen / max(elapsed, 1e-9)}
+            data_time = getattr(train_loader, "data_time", None)  # engine.data.DataLoader measures it
+            if isinstance(data_time, float) and elapsed > 0:
+                logs["data_share"] = data_time / elapsed
             if val_loader is not None and not state.stop_training:
                 val = evaluate(model, val_loader, loss)
                 logs["val_loss"], logs["val_accuracy"] = val.get("loss"), val.get("accuracy")
@@ -460,7 +463,8 @@ def _epoch_line(logs, epochs) -> str:
         parts.append(f"val_acc {logs['val_accuracy']:.2%}")
     if logs.get("lr") is not None:
         parts.append(f"lr {logs['lr']:.3g}")
-    parts.append(f"{logs['time']:.1f}s ({logs['samples_per_s']:,.0f} samples/s)")
+    parts.append(f"{logs['time']:.1f}s ({logs['samples_per_s']:,.0f} samples/s"
+                 + (f", data {logs['data_share']:.0%}" if logs.get("data_share") is not None else "") + ")")
     return "  ".join(parts)
 
 
