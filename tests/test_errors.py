@@ -27,14 +27,15 @@ def _f32(*shape):
 
 # --------------------------------------------------------------------------- number of dimensions
 @pytest.mark.parametrize("make, shape, fragments", [
-    (lambda: nn.Conv2d(3, 4, 3), (3, 8, 8), ["Conv2d(3, 4", "input", "4 dimensions", "(N, C, H, W)",
-                                             "got 3 dimensions", "(3, 8, 8)"]),
+    # unbatched (C, H, W), (C, L), (in,) inputs are PyTorch's and accepted; one axis fewer is not
+    (lambda: nn.Conv2d(3, 4, 3), (8, 8), ["Conv2d(3, 4", "input", "(N, C, H, W) or unbatched",
+                                          "got 2 dimensions", "(8, 8)"]),
     (lambda: nn.Conv2d(3, 4, 3), (1, 1, 3, 8, 8), ["Conv2d(3, 4", "got 5 dimensions"]),
-    (lambda: nn.MaxPool2d(2), (8, 8), ["MaxPool2d", "input", "4 dimensions", "got 2 dimensions", "(8, 8)"]),
-    (lambda: nn.AvgPool2d(2), (2, 8, 8), ["AvgPool2d", "4 dimensions", "got 3 dimensions"]),
-    (lambda: nn.GlobalAvgPool2d(), (2, 8), ["GlobalAvgPool2d", "4 dimensions", "got 2 dimensions"]),
-    (lambda: nn.Linear(4, 2), (2, 2, 4), ["Linear(in_features=4", "input", "2 dimensions",
-                                          "(N, in_features)", "got 3 dimensions", "(2, 2, 4)"]),
+    (lambda: nn.MaxPool2d(2), (8,), ["MaxPool2d", "input", "(N, C, H, W) or unbatched", "got 1 dimensions",
+                                     "(8,)"]),
+    (lambda: nn.AvgPool2d(2), (1, 2, 2, 8, 8), ["AvgPool2d", "got 5 dimensions"]),
+    (lambda: nn.GlobalAvgPool2d(), (2, 8), ["GlobalAvgPool2d", "4 dimensions", "(2, 8)"]),
+    (lambda: nn.Linear(4, 2), (), ["Linear(in_features=4", "input", "at least 1 dimension", "shape ()"]),
 ])
 def test_wrong_number_of_dimensions(make, shape, fragments):
     _raises(ValueError, lambda: make()(_f32(*shape)), *fragments)

@@ -347,8 +347,8 @@ def test_conv1d_errors(rng):
         ops.conv1d(E(rng.standard_normal((1, 3, 8))), w, stride=2, padding="same")
     with pytest.raises(TypeError, match="stride must be an int"):
         ops.conv1d(E(rng.standard_normal((1, 3, 8))), w, stride=(1, 2))
-    with pytest.raises(ValueError, match=r"Conv1d\(3, 2, kernel_size=\(3,\).*\): input must have 3 dimensions"):
-        nn.Conv1d(3, 2, 3)(E(rng.standard_normal((3, 8)), "float32"))
+    with pytest.raises(ValueError, match=r"Conv1d\(3, 2, kernel_size=\(3,\).*\): input must be \(N, C, L\) or unbatched"):
+        nn.Conv1d(3, 2, 3)(E(rng.standard_normal((8,)), "float32"))  # (C, L) is PyTorch's unbatched input
 
 
 # --------------------------------------------------------------------------- 1-D pooling
@@ -418,7 +418,7 @@ def test_pool1d_errors(rng):
         ops.max_pool1d(x, 2, padding=2)
     with pytest.raises(ValueError, match="at most half the kernel size 2"):  # PyTorch ignores the dilation here
         ops.max_pool1d(x, 2, padding=2, dilation=3)
-    with pytest.raises(ValueError, match=r"MaxPool1d.*input must have 3 dimensions"):
+    with pytest.raises(ValueError, match=r"MaxPool1d.*input must be \(N, C, L\) or unbatched"):
         nn.MaxPool1d(2)(E(rng.standard_normal((1, 2, 3, 3))))
     with pytest.raises(ValueError, match="kernel_size must be >= 1"):
         nn.AvgPool1d(0)

@@ -1,6 +1,8 @@
 """More convolution and pooling layers, with PyTorch's class and argument names:
 ``ConvTranspose2d``, ``ConvTranspose1d``, ``Conv1d``, ``MaxPool1d``,
-``AvgPool1d``, ``AdaptiveAvgPool2d`` and ``AdaptiveAvgPool1d``.
+``AvgPool1d``, ``AdaptiveAvgPool2d``, ``AdaptiveAvgPool1d``, ``MaxUnpool2d``
+and ``MaxUnpool1d``. Each takes batched ``(N, C, ...)`` or unbatched
+``(C, ...)`` inputs, as PyTorch.
 
 As everywhere in ``engine.nn``, modules write ``forward`` only (through
 :mod:`engine.nn.functional`). Weight shapes and state_dict keys are PyTorch's,
@@ -8,34 +10,27 @@ so weights load from ``torch_module.state_dict()`` unchanged.
 """
 from __future__ import annotations
 
-from .. import ops
-from .._checks import pair, require_ndim
+from .._checks import pair
 from ..ops.adaptive import _output_size, _single_size
 from ..ops.conv_transpose import conv_transpose_output_size
 from ..ops.ops1d import single
 from . import functional as F
-from .layers import (_AvgPoolNd, _check_dtype, _init_weight, _MaxPoolNd, _new_parameter, conv_extra_repr,
+from .layers import (_AvgPoolNd, _ConvNd, _factory, _init_weight, _MaxPoolNd, _new_parameter,
+                     check_channel_counts as _check_channels, check_channels, check_padding_mode, conv_extra_repr,
                      renamed_errors)
 from .module import Module
 
 __all__ = ["ConvTranspose2d", "ConvTranspose1d", "Conv1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool2d",
-           "AdaptiveAvgPool1d"]
-
-
-def _check_channels(in_channels, out_channels, groups, where):
-    for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f"{where}: {name} must be a positive int, got {v!r}")
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(f"{where}: in_channels and out_channels must be divisible by groups={groups}")
+           "AdaptiveAvgPool1d", "MaxUnpool2d", "MaxUnpool1d"]
 
 
 class _ConvTransposeNd(Module):
     _ndim = 2
 
-    def _build(self, in_channels, out_channels, kernel_size, bias, init, dtype, where):
+    def _build(self, in_channels, out_channels, kernel_size, bias, init, padding_mode, device, dtype, where):
         _check_channels(in_channels, out_channels, self.groups, where)
-        _check_dtype(dtype, where)
+        dtype = _factory(device, dtype, where)
+        self.padding_mode = check_padding_mode(padding_mode, where, allowed=("zeros",))
         self.in_channels, self.out_channels = in_channels, out_channels
         self.weight = _new_parameter((in_channels, out_channels // self.groups) + self.kernel_size, dtype)
         _init_weight(self.weight, init, where)
@@ -46,12 +41,13 @@ class _ConvTransposeNd(Module):
         if output_size is None:
             return self.output_padding
         sizes = tuple(output_size)[-self._ndim:]
+        spatial = tuple(x.shape)[-self._ndim:]
         if len(sizes) != self._ndim:
             raise ValueError(f"{self._label()}: output_size must give the last {self._ndim} sizes, "
                              f"got {output_size!r}")
         pads = []
         for i, want in enumerate(sizes):
-            base = conv_transpose_output_size(x.shape[2 + i], self.kernel_size[-self._ndim + i],
+            base = conv_transpose_output_size(spatial[i], self.kernel_size[-self._ndim + i],
                                               self.stride[-self._ndim + i], self.padding[-self._ndim + i], 0,
                                               self.dilation[-self._ndim + i])
             limit = max(self.stride[-self._ndim + i], self.dilation[-self._ndim + i])
@@ -61,16 +57,13 @@ class _ConvTransposeNd(Module):
             pads.append(want - base)
         return tuple(pads)
 
-    def forward(self, x, output_size=None):
+    def forward(self, input, output_size=None):
         layout = "(N, C, H, W)" if self._ndim == 2 else "(N, C, L)"
-        require_ndim(x, self._ndim + 2, layout, self._label())
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
-                             f"{self.in_channels} (input shape {tuple(x.shape)})")
-        op = self._output_padding_for(x, output_size)
+        check_channels(self._label(), input, self._ndim, self.in_channels, layout)
+        op = self._output_padding_for(input, output_size)
         functional = F.conv_transpose2d if self._ndim == 2 else F.conv_transpose1d
         with renamed_errors(functional.__name__, self._label()):
-            return functional(x, self.weight, self.bias, **self._args(op))
+            return functional(input, self.weight, self.bias, **self._args(op))
 
     def extra_repr(self):
         return conv_extra_repr(self, self.output_padding)
@@ -87,7 +80,7 @@ class ConvTranspose2d(_ConvTransposeNd):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
-                 bias=True, dilation=1, *, init="kaiming_normal", dtype="float32"):
+                 bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None, *, init="kaiming_normal"):
         super().__init__()
         where = f"ConvTranspose2d({in_channels}, {out_channels})"
         if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
@@ -102,7 +95,7 @@ class ConvTranspose2d(_ConvTransposeNd):
             if op >= s and op >= d:
                 raise ValueError(f"{where}: output_padding {self.output_padding} must be smaller than the "
                                  f"stride {self.stride} or the dilation {self.dilation}")
-        self._build(in_channels, out_channels, self.kernel_size, bias, init, dtype, where)
+        self._build(in_channels, out_channels, self.kernel_size, bias, init, padding_mode, device, dtype, where)
 
     def _args(self, output_padding):
         return dict(stride=self.stride, padding=self.padding, output_padding=output_padding, groups=self.groups,
@@ -118,7 +111,7 @@ class ConvTranspose1d(_ConvTransposeNd):
     _ndim = 1
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
-                 bias=True, dilation=1, *, init="kaiming_normal", dtype="float32"):
+                 bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None, *, init="kaiming_normal"):
         super().__init__()
         where = f"ConvTranspose1d({in_channels}, {out_channels})"
         if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
@@ -132,26 +125,30 @@ class ConvTranspose1d(_ConvTransposeNd):
         if self.output_padding[0] >= self.stride[0] and self.output_padding[0] >= self.dilation[0]:
             raise ValueError(f"{where}: output_padding {self.output_padding[0]} must be smaller than the "
                              f"stride {self.stride[0]} or the dilation {self.dilation[0]}")
-        self._build(in_channels, out_channels, self.kernel_size, bias, init, dtype, where)
+        self._build(in_channels, out_channels, self.kernel_size, bias, init, padding_mode, device, dtype, where)
 
     def _args(self, output_padding):
         return dict(stride=self.stride[0], padding=self.padding[0], output_padding=output_padding[0],
                     groups=self.groups, dilation=self.dilation[0])
 
-class Conv1d(Module):
-    """1-D convolution over ``(N, C, L)`` inputs, as ``torch.nn.Conv1d``.
+class Conv1d(_ConvNd):
+    """1-D convolution over ``(N, C, L)`` or unbatched ``(C, L)`` inputs, as ``torch.nn.Conv1d``.
 
     Weight ``(out_channels, in_channels/groups, k)``, bias ``(out_channels,)``;
-    ``padding`` is an int, ``"valid"`` or ``"same"``. Runs on the 2-D
-    machinery (im2col + GEMM) with a height of 1.
+    ``padding`` is an int, ``"valid"`` or ``"same"``; ``padding_mode`` as
+    :class:`Conv2d`. Runs on the 2-D machinery (im2col + GEMM) with a height of 1.
     """
 
+    _ndim = 1
+    _layout = "(N, C, L)"
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, *, init="kaiming_normal", method="gemm", dtype="float32"):
+                 bias=True, padding_mode="zeros", device=None, dtype=None, *, init="kaiming_normal",
+                 method="gemm"):
         super().__init__()
         where = f"Conv1d({in_channels}, {out_channels})"
         _check_channels(in_channels, out_channels, groups, where)
-        _check_dtype(dtype, where)
+        dtype = _factory(device, dtype, where)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = (single(kernel_size, "kernel_size", where),)
         self.stride = (single(stride, "stride", where),)
@@ -164,28 +161,7 @@ class Conv1d(Module):
             self.padding = padding
         else:
             self.padding = (single(padding, "padding", where, minimum=0),)
-        if method not in ops.CONV_METHODS:
-            raise ValueError(f"{where}: method must be one of {ops.CONV_METHODS}, got {method!r}")
-        self.method = method
-        self.weight = _new_parameter((out_channels, in_channels // groups) + self.kernel_size, dtype)
-        _init_weight(self.weight, init, where)
-        self.bias = _new_parameter((out_channels,), dtype) if bias else None
-
-    def _args(self):
-        padding = self.padding if isinstance(self.padding, str) else self.padding[0]
-        return dict(stride=self.stride[0], padding=padding, dilation=self.dilation[0], groups=self.groups,
-                    method=self.method)
-
-    def forward(self, x):
-        require_ndim(x, 3, "(N, C, L)", self._label())
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
-                             f"{self.in_channels} (input shape {tuple(x.shape)})")
-        with renamed_errors("conv1d", self._label()):
-            return F.conv1d(x, self.weight, self.bias, **self._args())
-
-    def extra_repr(self):
-        return conv_extra_repr(self)
+        self._finish(in_channels, out_channels, groups, bias, padding_mode, init, method, dtype, where)
 
 
 class MaxPool1d(_MaxPoolNd):
@@ -216,10 +192,13 @@ class _AdaptiveAvgPoolNd(Module):
         super().__init__()
         self.output_size = self._checked_size(output_size)
 
-    def forward(self, x):
-        require_ndim(x, self._ndim, self._layout, self._label())
+    def forward(self, input):
+        ndim = getattr(input, "ndim", None)
+        if ndim not in (self._ndim - 1, self._ndim):
+            raise ValueError(f"{self._label()}: input must be {self._layout} or unbatched (without N), got "
+                             f"shape {tuple(getattr(input, 'shape', ()))}")
         with renamed_errors(self._op.__name__, self._label()):
-            return self._op(x, self.output_size)
+            return self._op(input, self.output_size)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
@@ -249,3 +228,43 @@ class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
     @staticmethod
     def _checked_size(output_size):
         return _single_size(output_size, "AdaptiveAvgPool1d")
+
+
+class _MaxUnpoolNd(Module):
+    """The partial inverse of max pooling: ``forward(input, indices, output_size=None)``
+    puts each value at its flat index (PyTorch's, as ``MaxPool2d(return_indices=True)``
+    gives them) in a zero output."""
+
+    _ndim = 2
+    _op = None
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        where = type(self).__name__
+        size = pair if self._ndim == 2 else (lambda v, n, w, m=1: (single(v, n, w, m),))
+        self.kernel_size = size(kernel_size, "kernel_size", where)
+        self.stride = self.kernel_size if stride is None else size(stride, "stride", where)
+        self.padding = size(padding, "padding", where, 0)
+
+    def forward(self, input, indices, output_size=None):
+        args = dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
+        if self._ndim == 1:
+            args = {k: v[0] for k, v in args.items()}
+        with renamed_errors(self._op.__name__, self._label()):
+            return self._op(input, indices, output_size=output_size, **args)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxUnpool2d(_MaxUnpoolNd):
+    """Max-unpooling of ``(N, C, H, W)`` or ``(C, H, W)``, as ``torch.nn.MaxUnpool2d``."""
+
+    _op = staticmethod(F.max_unpool2d)
+
+
+class MaxUnpool1d(_MaxUnpoolNd):
+    """Max-unpooling of ``(N, C, L)`` or ``(C, L)``, as ``torch.nn.MaxUnpool1d``."""
+
+    _ndim = 1
+    _op = staticmethod(F.max_unpool1d)

@@ -1,5 +1,5 @@
 """``engine.nn.functional`` (import as ``F``): differentiable functions on Tensors,
-with ``torch.nn.functional``'s names and arguments.
+with ``torch.nn.functional``'s names, arguments and input ranks.
 
 Each function records one node whose forward calls the array-level forward of
 :mod:`engine.ops` and whose backward calls the matching array-level backward
@@ -8,19 +8,30 @@ code either way). They accept Tensors or plain backend arrays and return
 Tensors. Under :class:`engine.no_grad`, or when no input requires a gradient,
 nothing is kept for a backward: no input, no im2col columns, no pooling
 indices.
+
+Unbatched inputs are accepted where PyTorch accepts them (``(C, H, W)`` for
+the 2-D convolutions and pools, ``(C, L)`` for the 1-D ones, ``(in,)`` for
+``linear``): a batch axis of one is added on the tape and taken off again.
+``inplace=True`` (``relu``, ``dropout``, ...) is accepted and computed out of
+place: the tape never overwrites an array a backward may need, so the result
+is the same tensor values PyTorch returns, in a new Tensor.
 """
 from __future__ import annotations
 
 from .. import ops
 from .._state import host_rng
 from ..autograd import Function
-from ..autograd.basic import flatten
-from ..autograd.tensor import as_array
+from ..autograd.basic import broadcast_shapes, cast, expand, flatten, reshape
+from ..autograd.tensor import Tensor, as_array
+from ._args import dtype_name
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "linear", "max_pool1d", "max_pool2d",
            "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "global_avg_pool2d",
-           "batch_norm", "dropout", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax",
-           "cross_entropy", "mse_loss", "flatten"]
+           "max_unpool1d", "max_unpool2d", "batch_norm", "layer_norm", "group_norm", "dropout", "dropout1d",
+           "dropout2d", "dropout3d", "relu", "leaky_relu", "gelu", "silu", "hardswish", "hardsigmoid", "sigmoid",
+           "tanh", "softmax", "log_softmax", "interpolate", "pad", "cross_entropy", "nll_loss", "mse_loss",
+           "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div", "binary_cross_entropy",
+           "binary_cross_entropy_with_logits", "flatten"]
 
 
 # --------------------------------------------------------------------------- convolutions and linear
@@ -126,58 +137,101 @@ def _call(node, *inputs):
     return node(*inputs)
 
 
+def _ndim(input, where):
+    a = as_array(input)
+    if not hasattr(a, "ndim"):
+        raise TypeError(f"{where}: input must be a Tensor or an array, got {type(input).__name__}")
+    return a.ndim
+
+
+def _batched(input, ndim, where, layout):
+    """``(input with a batch axis, lifted)``: an unbatched ``(C, ...)`` input of
+    ``ndim - 1`` dimensions gets a batch axis of one (on the tape)."""
+    got = _ndim(input, where)
+    if got == ndim:
+        return input, False
+    if got == ndim - 1:
+        return reshape(input, (1,) + tuple(as_array(input).shape)), True
+    shape = tuple(as_array(input).shape)
+    raise ValueError(f"{where}: input must be {layout} or unbatched (without N), got {got} dimensions with "
+                     f"shape {shape}")
+
+
+def _unbatched(y, lifted):
+    """Undo :func:`_batched` on an output (or each of several)."""
+    if not lifted:
+        return y
+    if isinstance(y, tuple):
+        return tuple(_unbatched(t, True) for t in y)
+    return reshape(y, tuple(y.shape)[1:])
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, method="gemm"):
-    """2-D convolution (cross-correlation) of ``(N, C, H, W)`` with weight
-    ``(O, C/groups, kh, kw)``; ``padding`` an int, a pair, ``"valid"`` or ``"same"``.
+    """2-D convolution (cross-correlation) of ``(N, C, H, W)`` (or unbatched ``(C, H, W)``)
+    with weight ``(O, C/groups, kh, kw)``; ``padding`` an int, a pair, ``"valid"`` or ``"same"``.
     ``method``: ``"gemm"`` (im2col + GEMM, or the C kernels), ``"strided"``, ``"naive"``."""
-    return _call(Conv2dNode(stride=stride, padding=padding, dilation=dilation, groups=groups, method=method),
-                 input, weight, bias)
+    x, lifted = _batched(input, 4, "conv2d", "(N, C, H, W)")
+    node = Conv2dNode(stride=stride, padding=padding, dilation=dilation, groups=groups, method=method)
+    return _unbatched(_call(node, x, weight, bias), lifted)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, method="gemm"):
-    """1-D convolution of ``(N, C, L)`` with weight ``(O, C/groups, k)``."""
-    return _call(Conv1dNode(stride=stride, padding=padding, dilation=dilation, groups=groups, method=method),
-                 input, weight, bias)
+    """1-D convolution of ``(N, C, L)`` (or ``(C, L)``) with weight ``(O, C/groups, k)``."""
+    x, lifted = _batched(input, 3, "conv1d", "(N, C, L)")
+    node = Conv1dNode(stride=stride, padding=padding, dilation=dilation, groups=groups, method=method)
+    return _unbatched(_call(node, x, weight, bias), lifted)
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """Transposed 2-D convolution, weight ``(C_in, C_out/groups, kh, kw)``."""
-    return _call(ConvTransposeNode(2, stride=stride, padding=padding, output_padding=output_padding,
-                                   groups=groups, dilation=dilation), input, weight, bias)
+    """Transposed 2-D convolution of ``(N, C, H, W)`` (or ``(C, H, W)``), weight ``(C_in, C_out/groups, kh, kw)``."""
+    x, lifted = _batched(input, 4, "conv_transpose2d", "(N, C, H, W)")
+    node = ConvTransposeNode(2, stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+                             dilation=dilation)
+    return _unbatched(_call(node, x, weight, bias), lifted)
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """Transposed 1-D convolution, weight ``(C_in, C_out/groups, k)``."""
-    return _call(ConvTransposeNode(1, stride=stride, padding=padding, output_padding=output_padding,
-                                   groups=groups, dilation=dilation), input, weight, bias)
+    """Transposed 1-D convolution of ``(N, C, L)`` (or ``(C, L)``), weight ``(C_in, C_out/groups, k)``."""
+    x, lifted = _batched(input, 3, "conv_transpose1d", "(N, C, L)")
+    node = ConvTransposeNode(1, stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+                             dilation=dilation)
+    return _unbatched(_call(node, x, weight, bias), lifted)
 
 
 def linear(input, weight, bias=None):
-    """``input @ weight.T + bias``: ``(..., in_features) -> (..., out_features)``."""
+    """``input @ weight.T + bias``: ``(..., in_features) -> (..., out_features)``, ``(in,)`` included."""
     return _call(LinearNode(), input, weight, bias)
 
 
 # --------------------------------------------------------------------------- pooling
 class MaxPoolNode(Function):
-    def __init__(self, ndim, **args):
+    """Max pooling; with ``return_indices`` a second, non-differentiable output
+    holds PyTorch's flat indices (``row * W + col`` in each input plane)."""
+
+    def __init__(self, ndim, return_indices=False, **args):
         super().__init__()
-        self.args = args
+        self.args, self.return_indices = args, return_indices
         self.forward_fn = ops.max_pool2d if ndim == 2 else ops.max_pool1d
         self.backward_fn = ops.max_pool2d_backward if ndim == 2 else ops.max_pool1d_backward
+        self.flat_fn = ops.max_pool2d_flat_indices if ndim == 2 else ops.max_pool1d_flat_indices
+        if return_indices:
+            self.non_differentiable = (1,)
 
     def forward(self, x):
         y, idx = self.forward_fn(x, return_indices=True, **self.args)
         if self.recording:
             self.saved = (idx, tuple(x.shape))
+        if self.return_indices:
+            return y, self.flat_fn(idx, tuple(x.shape), **self.args)
         return y
 
-    def backward(self, g):
+    def backward(self, g, *_):
         idx, x_shape = self.saved
         return self.backward_fn(g, idx, x_shape, **self.args)
 
 
 class ShapeOnlyNode(Function):
-    """A linear op whose backward needs only the input's shape (average pooling)."""
+    """A linear op whose backward needs only the input's shape (average pooling, resampling)."""
 
     def __init__(self, forward_fn, backward_fn, **args):
         super().__init__()
@@ -191,48 +245,51 @@ class ShapeOnlyNode(Function):
         return self.backward_fn(g, self.x_shape, **self.args)
 
 
-def _no_indices(return_indices, where):
-    if return_indices:
-        raise ValueError(f"{where}: return_indices=True is not supported yet (the engine's pooling indices are "
-                         "positions inside each window, not PyTorch's flat indices)")
+def _pool(node, input, ndim, where):
+    layout = "(N, C, H, W)" if ndim == 2 else "(N, C, L)"
+    x, lifted = _batched(input, ndim + 2, where, layout)
+    return _unbatched(node(x), lifted)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-    """Max over sliding windows of ``(N, C, H, W)``; ``stride`` defaults to ``kernel_size``."""
-    _no_indices(return_indices, "max_pool2d")
-    return MaxPoolNode(2, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                       ceil_mode=ceil_mode)(input)
+    """Max over sliding windows of ``(N, C, H, W)`` or ``(C, H, W)``; ``stride`` defaults to
+    ``kernel_size``. ``return_indices``: also PyTorch's flat indices (int64), as
+    :func:`max_unpool2d` takes them."""
+    return _pool(MaxPoolNode(2, return_indices, kernel_size=kernel_size, stride=stride, padding=padding,
+                             dilation=dilation, ceil_mode=ceil_mode), input, 2, "max_pool2d")
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-    """Max over sliding windows of ``(N, C, L)``."""
-    _no_indices(return_indices, "max_pool1d")
-    return MaxPoolNode(1, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                       ceil_mode=ceil_mode)(input)
+    """Max over sliding windows of ``(N, C, L)`` or ``(C, L)``; ``return_indices`` as :func:`max_pool2d`."""
+    return _pool(MaxPoolNode(1, return_indices, kernel_size=kernel_size, stride=stride, padding=padding,
+                             dilation=dilation, ceil_mode=ceil_mode), input, 1, "max_pool1d")
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
-    """Mean over sliding windows of ``(N, C, H, W)``, PyTorch's divisor rules."""
-    return ShapeOnlyNode(ops.avg_pool2d, ops.avg_pool2d_backward, kernel_size=kernel_size, stride=stride,
-                         padding=padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
-                         divisor_override=divisor_override)(input)
+    """Mean over sliding windows of ``(N, C, H, W)`` or ``(C, H, W)``, PyTorch's divisor rules."""
+    return _pool(ShapeOnlyNode(ops.avg_pool2d, ops.avg_pool2d_backward, kernel_size=kernel_size, stride=stride,
+                               padding=padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                               divisor_override=divisor_override), input, 2, "avg_pool2d")
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    """Mean over sliding windows of ``(N, C, L)``."""
-    return ShapeOnlyNode(ops.avg_pool1d, ops.avg_pool1d_backward, kernel_size=kernel_size, stride=stride,
-                         padding=padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad)(input)
+    """Mean over sliding windows of ``(N, C, L)`` or ``(C, L)``."""
+    return _pool(ShapeOnlyNode(ops.avg_pool1d, ops.avg_pool1d_backward, kernel_size=kernel_size, stride=stride,
+                               padding=padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad),
+                 input, 1, "avg_pool1d")
 
 
 def adaptive_avg_pool2d(input, output_size):
-    """Average pooling of ``(N, C, H, W)`` to ``output_size`` (PyTorch's bins)."""
-    return ShapeOnlyNode(ops.adaptive_avg_pool2d, ops.adaptive_avg_pool2d_backward, output_size=output_size)(input)
+    """Average pooling of ``(N, C, H, W)`` or ``(C, H, W)`` to ``output_size`` (PyTorch's bins)."""
+    return _pool(ShapeOnlyNode(ops.adaptive_avg_pool2d, ops.adaptive_avg_pool2d_backward, output_size=output_size),
+                 input, 2, "adaptive_avg_pool2d")
 
 
 def adaptive_avg_pool1d(input, output_size):
-    """Average pooling of ``(N, C, L)`` to ``(N, C, output_size)``."""
-    return ShapeOnlyNode(ops.adaptive_avg_pool1d, ops.adaptive_avg_pool1d_backward, output_size=output_size)(input)
+    """Average pooling of ``(N, C, L)`` or ``(C, L)`` to length ``output_size``."""
+    return _pool(ShapeOnlyNode(ops.adaptive_avg_pool1d, ops.adaptive_avg_pool1d_backward, output_size=output_size),
+                 input, 1, "adaptive_avg_pool1d")
 
 
 def global_avg_pool2d(input):
@@ -240,7 +297,42 @@ def global_avg_pool2d(input):
     return ShapeOnlyNode(ops.global_avg_pool2d, ops.global_avg_pool2d_backward)(input)
 
 
+class UnpoolNode(Function):
+    """Max-unpooling of ``(x, indices)``: the gradient flows to ``x`` only."""
+
+    def __init__(self, ndim, **args):
+        super().__init__()
+        self.args = args
+        self.forward_fn = ops.max_unpool2d if ndim == 2 else ops.max_unpool1d
+        self.backward_fn = ops.max_unpool2d_backward if ndim == 2 else ops.max_unpool1d_backward
+
+    def forward(self, x, indices):
+        if self.recording:
+            self.saved = indices
+        return self.forward_fn(x, indices, **self.args)
+
+    def backward(self, g):
+        return self.backward_fn(g, self.saved), None
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of :func:`max_pool2d`: each value of ``(N, C, H, W)`` (or
+    ``(C, H, W)``) goes to its flat index in a zero output (PyTorch's ``max_unpool2d``)."""
+    return UnpoolNode(2, kernel_size=kernel_size, stride=stride, padding=padding,
+                      output_size=output_size)(input, as_array(indices))
+
+
+def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """1-D :func:`max_unpool2d` of ``(N, C, L)`` or ``(C, L)``."""
+    return UnpoolNode(1, kernel_size=kernel_size, stride=stride, padding=padding,
+                      output_size=output_size)(input, as_array(indices))
+
+
 # --------------------------------------------------------------------------- normalisation and dropout
+def _channel_axes(ndim):
+    return (0,) + tuple(range(2, ndim))
+
+
 class BatchNormNode(Function):
     def __init__(self, running_mean, running_var, training, momentum, eps):
         super().__init__()
@@ -258,9 +350,11 @@ class BatchNormNode(Function):
 
     def backward(self, g):
         x, mean, invstd, weight = self.saved
-        dx, dw, db = ops.batch_norm_backward(g, x, mean, invstd, weight, training=self.training,
-                                             need_input_grad=self.needs_input_grad[0])
         needs = self.needs_input_grad
+        dx, dw, db = ops.batch_norm_backward(g, x, mean, invstd, weight, training=self.training,
+                                             need_input_grad=needs[0])
+        if len(needs) > 2 and needs[2] and db is None:  # a bias without a weight
+            db = _xp(g).sum(g, axis=_channel_axes(g.ndim))
         grads = (dx, dw if len(needs) > 1 and needs[1] else None, db if len(needs) > 2 and needs[2] else None)
         return grads[:len(needs)]
 
@@ -275,18 +369,53 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """
     running_mean, running_var = as_array(running_mean), as_array(running_var)
     node = BatchNormNode(running_mean, running_var, training, momentum, eps)
-    if weight is None and bias is not None:
-        raise ValueError("batch_norm: a bias without a weight is not supported; pass weight=ones")
     return _call(node, input, weight, bias)
 
 
-class DropoutNode(Function):
-    def __init__(self, p, training, rng):
+class _AffineNormNode(Function):
+    """Layer or group normalisation: ``forward(x, weight, bias)`` through an
+    ``engine.ops`` pair that returns and takes the statistics."""
+
+    def __init__(self, forward_fn, backward_fn, arg, eps):
         super().__init__()
-        self.p, self.training, self.rng = p, training, rng
+        self.forward_fn, self.backward_fn, self.arg, self.eps = forward_fn, backward_fn, arg, eps
+
+    def forward(self, x, weight=None, bias=None):
+        y, mean, rstd = self.forward_fn(x, self.arg, weight, bias, self.eps, return_stats=True)
+        if self.recording:
+            self.saved = (x, mean, rstd, weight)
+        return y
+
+    def backward(self, g):
+        x, mean, rstd, weight = self.saved
+        needs = self.needs_input_grad
+        dx, dw, db = self.backward_fn(g, x, self.arg, mean, rstd, weight, need_input_grad=needs[0])
+        return tuple(d if need else None for d, need in zip((dx, dw, db), needs))
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise each sample over its last ``len(normalized_shape)`` axes (biased
+    variance), then scale by ``weight`` and shift by ``bias`` (``normalized_shape``)."""
+    return _call(_AffineNormNode(ops.layer_norm, ops.layer_norm_backward, normalized_shape, eps),
+                 input, weight, bias)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalise each sample of ``(N, C, *)`` over groups of ``C / num_groups``
+    channels, then scale and shift per channel (``weight``/``bias`` ``(C,)``)."""
+    return _call(_AffineNormNode(ops.group_norm, ops.group_norm_backward, num_groups, eps), input, weight, bias)
+
+
+class DropoutNode(Function):
+    """Element or channel dropout: ``forward_fn(x, p, training, rng)`` returns
+    ``(y, mask)`` and the backward is ``g * mask`` (the mask broadcasts)."""
+
+    def __init__(self, p, training, rng, forward_fn=ops.dropout):
+        super().__init__()
+        self.p, self.training, self.rng, self.forward_fn = p, training, rng, forward_fn
 
     def forward(self, x):
-        y, mask = ops.dropout(x, self.p, self.training, self.rng)
+        y, mask = self.forward_fn(x, self.p, self.training, self.rng)
         if self.recording:
             self.saved = mask
         return y
@@ -300,6 +429,22 @@ def dropout(input, p=0.5, training=True, inplace=False, *, rng=None):
     when ``training``; the identity otherwise. ``rng``: a NumPy generator
     (default: the engine's, seeded by ``engine.manual_seed``)."""
     return DropoutNode(p, training, rng if rng is not None else host_rng())(input)
+
+
+def dropout1d(input, p=0.5, training=True, inplace=False, *, rng=None):
+    """Zero whole channels of ``(N, C, L)`` or ``(C, L)`` with probability ``p``."""
+    return DropoutNode(p, training, rng if rng is not None else host_rng(), ops.dropout1d)(input)
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False, *, rng=None):
+    """Zero whole channels of ``(N, C, H, W)`` with probability ``p`` (PyTorch's
+    readings of 3-D and 2-D inputs: ``(N, C, L)`` and ``(N, C)``)."""
+    return DropoutNode(p, training, rng if rng is not None else host_rng(), ops.dropout2d)(input)
+
+
+def dropout3d(input, p=0.5, training=True, inplace=False, *, rng=None):
+    """Zero whole channels of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` with probability ``p``."""
+    return DropoutNode(p, training, rng if rng is not None else host_rng(), ops.dropout3d)(input)
 
 
 # --------------------------------------------------------------------------- activations
@@ -339,6 +484,26 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     return _ByInput(ops.leaky_relu, ops.leaky_relu_backward, negative_slope=negative_slope)(input)
 
 
+def gelu(input, approximate="none"):
+    """GELU ``x * Phi(x)`` (``approximate="none"``) or its tanh form (``"tanh"``)."""
+    return _ByInput(ops.gelu, ops.gelu_backward, approximate=approximate)(input)
+
+
+def silu(input, inplace=False):
+    """SiLU (swish): ``x * sigmoid(x)``."""
+    return _ByInput(ops.silu, ops.silu_backward)(input)
+
+
+def hardswish(input, inplace=False):
+    """``x * relu6(x + 3) / 6``."""
+    return _ByInput(ops.hardswish, ops.hardswish_backward)(input)
+
+
+def hardsigmoid(input, inplace=False):
+    """``relu6(x + 3) / 6``."""
+    return _ByInput(ops.hardsigmoid, ops.hardsigmoid_backward)(input)
+
+
 def sigmoid(input):
     """The logistic function."""
     return _ByOutput(ops.sigmoid, ops.sigmoid_backward)(input)
@@ -349,31 +514,65 @@ def tanh(input):
     return _ByOutput(ops.tanh, ops.tanh_backward)(input)
 
 
-def _softmax_dim(input, dim, where):
-    if dim is None:
-        ndim = as_array(input).ndim
-        # PyTorch's legacy rule for an implicit dim (it warns): 0 for 0-, 1- and 3-D inputs, else 1
-        return 0 if ndim in (0, 1, 3) else 1
-    return dim
+def _softmax_input(input, dim, dtype, where):
+    """``(input cast to dtype, axis)``; ``dim=None`` is PyTorch's implicit choice."""
+    if dtype is not None:
+        input = cast(input, dtype_name(dtype, where))
+    axis = ops.implicit_softmax_axis(_ndim(input, where)) if dim is None else dim
+    return input, axis
 
 
-def softmax(input, dim=None):
-    """``exp(x) / sum(exp(x))`` along ``dim``."""
-    return _ByOutput(ops.softmax, ops.softmax_backward, axis=_softmax_dim(input, dim, "softmax"))(input)
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """``exp(x) / sum(exp(x))`` along ``dim`` (``None``: PyTorch's implicit choice,
+    0 for 0-, 1- and 3-D inputs, else 1); ``dtype`` casts the input first."""
+    x, axis = _softmax_input(input, dim, dtype, "softmax")
+    return _ByOutput(ops.softmax, ops.softmax_backward, axis=axis)(x)
 
 
-def log_softmax(input, dim=None):
-    """``log(softmax(x))`` along ``dim``, computed stably."""
-    return _ByOutput(ops.log_softmax, ops.log_softmax_backward,
-                     axis=_softmax_dim(input, dim, "log_softmax"))(input)
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """``log(softmax(x))`` along ``dim``, computed stably; ``dtype`` as :func:`softmax`."""
+    x, axis = _softmax_input(input, dim, dtype, "log_softmax")
+    return _ByOutput(ops.log_softmax, ops.log_softmax_backward, axis=axis)(x)
+
+
+# --------------------------------------------------------------------------- resampling and padding
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    """Resample the spatial axes of ``(N, C, ...)``, as ``torch.nn.functional.interpolate``:
+    ``mode`` ``"nearest"``, ``"nearest-exact"``, ``"linear"``, ``"bilinear"``,
+    ``"trilinear"`` or ``"area"``; ``size`` or ``scale_factor``."""
+    return ShapeOnlyNode(ops.interpolate, ops.interpolate_backward, size=size, scale_factor=scale_factor, mode=mode,
+                         align_corners=align_corners, recompute_scale_factor=recompute_scale_factor,
+                         antialias=antialias)(input)
+
+
+class PadNode(Function):
+    def __init__(self, pad, mode, value):
+        super().__init__()
+        self.pad, self.mode, self.value = pad, mode, value
+
+    def forward(self, x):
+        self.x_shape = tuple(x.shape)
+        return ops.pad(x, self.pad, self.mode, self.value)
+
+    def backward(self, g):
+        return ops.pad_backward(g, self.x_shape, self.pad, self.mode)
+
+
+def pad(input, pad, mode="constant", value=None):
+    """Pad the trailing axes, ``pad = (left, right, top, bottom, ...)`` from the last
+    axis back; ``mode`` ``"constant"`` (``value``, default 0; negative entries crop),
+    ``"reflect"``, ``"replicate"`` or ``"circular"``."""
+    return PadNode(tuple(pad), mode, value)(input)
 
 
 # --------------------------------------------------------------------------- losses
 class LossNode(Function):
-    """A loss of ``(input, target)``; the gradient flows to the input (and to a
-    target that requires one, where the loss defines it)."""
+    """A loss of ``(input, target)``. The gradient flows to the input, and to a
+    target that requires one where PyTorch defines it (``target_grad``: the
+    array backward then takes ``need_target_grad=True``)."""
 
-    def __init__(self, forward_fn, backward_fn, target_grad=None, **args):
+    def __init__(self, forward_fn, backward_fn, target_grad=False, **args):
         super().__init__()
         self.forward_fn, self.backward_fn, self.target_grad, self.args = forward_fn, backward_fn, target_grad, args
 
@@ -384,13 +583,14 @@ class LossNode(Function):
 
     def backward(self, g):
         input, target = self.saved
-        grad = self.backward_fn(input, target, grad_out=g, **self.args)
-        grad_target = None
-        if self.needs_input_grad[1]:
-            if self.target_grad is None:
-                raise RuntimeError(f"{self.forward_fn.__name__}: the gradient for the target is not defined")
-            grad_target = self.target_grad(grad)
-        return (grad if self.needs_input_grad[0] else None), grad_target
+        need_input, need_target = self.needs_input_grad
+        if not need_target:
+            return self.backward_fn(input, target, grad_out=g, **self.args), None
+        if not self.target_grad:
+            raise RuntimeError(f"{self.forward_fn.__name__}: the derivative for 'target' is not implemented "
+                               "(as in PyTorch); detach the target")
+        d_input, d_target = self.backward_fn(input, target, grad_out=g, need_target_grad=True, **self.args)
+        return (d_input if need_input else None), d_target
 
 
 def _reduction(size_average, reduce, reduction):
@@ -402,17 +602,113 @@ def _reduction(size_average, reduce, reduction):
     return "sum" if size_average is False else "mean"
 
 
+def _loss(forward_fn, backward_fn, input, target, target_grad, **args):
+    return LossNode(forward_fn, backward_fn, target_grad, **args)(input, target)
+
+
+def _is_float(a) -> bool:
+    return "float" in str(as_array(a).dtype)
+
+
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
                   reduction="mean", label_smoothing=0.0):
-    """Cross-entropy of logits ``(N, K)`` against integer labels ``(N,)``."""
-    if weight is not None or ignore_index != -100:
-        raise ValueError("cross_entropy: weight= and ignore_index= are not supported yet")
-    return LossNode(ops.cross_entropy, ops.cross_entropy_backward,
-                    reduction=_reduction(size_average, reduce, reduction),
-                    label_smoothing=label_smoothing)(input, target)
+    """Cross-entropy of logits ``(N, C)``, ``(N, C, d1, ...)`` or unbatched ``(C,)``
+    against class indices (``(N,)``, ``(N, d1, ...)``, 0-d) or class probabilities
+    (the logits' shape); ``weight`` ``(C,)`` per class, ``ignore_index``,
+    ``label_smoothing``, as ``torch.nn.functional.cross_entropy``. Probability
+    targets that require a gradient get one."""
+    return _loss(ops.cross_entropy, ops.cross_entropy_backward, input, target, _is_float(target),
+                 reduction=_reduction(size_average, reduce, reduction), label_smoothing=label_smoothing,
+                 weight=as_array(weight), ignore_index=ignore_index)
 
 
-def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
-    """Mean (or sum) of squared differences of two tensors of one shape."""
-    return LossNode(ops.mse_loss, ops.mse_loss_backward, target_grad=lambda g: -g,
-                    reduction=_reduction(size_average, reduce, reduction))(input, target)
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+    """Negative log-likelihood of class indices given log-probabilities (shapes as
+    :func:`cross_entropy`'s class-index form)."""
+    return _loss(ops.nll_loss, ops.nll_loss_backward, input, target, False, weight=as_array(weight),
+                 ignore_index=ignore_index, reduction=_reduction(size_average, reduce, reduction))
+
+
+def _broadcast_pair(input, target, where):
+    """``input`` and ``target`` expanded to one shape, as PyTorch's element-wise losses do."""
+    a, b = tuple(as_array(input).shape), tuple(as_array(target).shape)
+    if a == b:
+        return input, target
+    try:
+        shape = broadcast_shapes(a, b)
+    except ValueError:
+        raise ValueError(f"{where}: input shape {a} and target shape {b} do not broadcast to one shape") from None
+    return (input if a == shape else expand(input, shape)), (target if b == shape else expand(target, shape))
+
+
+def _weighted(loss_fn, input, target, weight, reduction, mean_by_weight, **args):
+    """PyTorch 2.13's ``weight=`` of ``mse_loss``, ``l1_loss`` and ``huber_loss``:
+    the unreduced loss times ``weight`` (the input's shape), then summed, or
+    divided by ``sum(weight)`` (``mean_by_weight``) or by the count for ``mean``."""
+    if tuple(as_array(weight).shape) != tuple(as_array(input).shape):
+        raise ValueError(f"{loss_fn.__name__}: weight must have the input's shape {tuple(as_array(input).shape)}, "
+                         f"got {tuple(as_array(weight).shape)}")
+    weight = weight if isinstance(weight, Tensor) else Tensor(weight)
+    losses = loss_fn(input, target, reduction="none", **args) * weight
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    return losses.sum() / weight.sum() if mean_by_weight else losses.mean()
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Mean (or sum, or each) of the squared differences; ``weight`` as PyTorch 2.13."""
+    reduction = _reduction(size_average, reduce, reduction)
+    if weight is not None:
+        return _weighted(mse_loss, input, target, weight, reduction, True)
+    input, target = _broadcast_pair(input, target, "mse_loss")
+    return _loss(ops.mse_loss, ops.mse_loss_backward, input, target, True, reduction=reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Mean (or sum, or each) of the absolute differences; ``weight`` as PyTorch 2.13."""
+    reduction = _reduction(size_average, reduce, reduction)
+    if weight is not None:
+        return _weighted(l1_loss, input, target, weight, reduction, True)
+    input, target = _broadcast_pair(input, target, "l1_loss")
+    return _loss(ops.l1_loss, ops.l1_loss_backward, input, target, True, reduction=reduction)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """Smooth L1 (quadratic inside ``beta``, linear outside)."""
+    input, target = _broadcast_pair(input, target, "smooth_l1_loss")
+    return _loss(ops.smooth_l1_loss, ops.smooth_l1_loss_backward, input, target, True,
+                 reduction=_reduction(size_average, reduce, reduction), beta=beta)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """Huber loss (quadratic inside ``delta``, ``delta``-linear outside); ``weight`` as PyTorch 2.13."""
+    if weight is not None:
+        return _weighted(huber_loss, input, target, weight, reduction, False, delta=delta)
+    input, target = _broadcast_pair(input, target, "huber_loss")
+    return _loss(ops.huber_loss, ops.huber_loss_backward, input, target, True, reduction=reduction, delta=delta)
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    """KL divergence with ``input`` holding log-probabilities; ``reduction``
+    ``"batchmean"`` is the mathematical one (PyTorch's ``"mean"`` divides by every element)."""
+    input, target = _broadcast_pair(input, target, "kl_div")
+    return _loss(ops.kl_div, ops.kl_div_backward, input, target, True,
+                 reduction=_reduction(size_average, reduce, reduction), log_target=log_target)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    """Binary cross-entropy of probabilities (logs clamped at -100, as PyTorch);
+    ``weight`` broadcasts to the input."""
+    return _loss(ops.binary_cross_entropy, ops.binary_cross_entropy_backward, input, target, True,
+                 weight=as_array(weight), reduction=_reduction(size_average, reduce, reduction))
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction="mean",
+                                     pos_weight=None):
+    """Binary cross-entropy of ``sigmoid(input)``, computed stably from the logits;
+    ``pos_weight`` weighs the positive term of each class (broadcast along the last axis)."""
+    return _loss(ops.binary_cross_entropy_with_logits, ops.binary_cross_entropy_with_logits_backward, input,
+                 target, True, weight=as_array(weight), reduction=_reduction(size_average, reduce, reduction),
+                 pos_weight=as_array(pos_weight))

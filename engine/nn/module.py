@@ -78,7 +78,8 @@ class Module:
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name: str, value) -> None:
-        """Register a non-trainable array (e.g. running statistics) saved in the state_dict."""
+        """Register a non-trainable array (e.g. running statistics) saved in the state_dict;
+        a ``None`` buffer is registered but, as in PyTorch, left out of the state_dict."""
         self._buffers[name] = value
         object.__setattr__(self, name, value)
 
@@ -168,7 +169,8 @@ class Module:
     def named_buffers(self, prefix: str = ""):
         for mod_name, module in self.named_modules(prefix):
             for name, b in module._buffers.items():
-                yield (f"{mod_name}.{name}" if mod_name else name), b
+                if b is not None:
+                    yield (f"{mod_name}.{name}" if mod_name else name), b
 
     def num_parameters(self) -> int:
         """Total number of trainable scalars."""
@@ -208,7 +210,8 @@ class Module:
             for name, p in module._parameters.items():
                 out[f"{mod_name}.{name}" if mod_name else name] = p.data
             for name, b in module._buffers.items():
-                out[f"{mod_name}.{name}" if mod_name else name] = b
+                if b is not None:
+                    out[f"{mod_name}.{name}" if mod_name else name] = b
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True) -> None:
@@ -267,7 +270,8 @@ class Module:
                 p.data = convert(p.data)
                 p.grad = None if p.grad is None else convert(p.grad)
             for name, b in list(module._buffers.items()):
-                module._set_buffer(name, convert(b))
+                if b is not None:
+                    module._set_buffer(name, convert(b))
         return self
 
     def float(self):

@@ -1,4 +1,5 @@
-"""Batch normalisation layers, as ``torch.nn.BatchNorm1d`` and ``torch.nn.BatchNorm2d``.
+"""Normalisation layers: ``BatchNorm1d``, ``BatchNorm2d``, ``LayerNorm`` and
+``GroupNorm``, with PyTorch's arguments (``bias=`` included) and state_dict keys.
 
 State_dict keys are PyTorch's: ``weight`` and ``bias`` (parameters, with
 ``affine=True``), ``running_mean``, ``running_var`` and
@@ -19,20 +20,31 @@ from .. import backends
 
 from .. import _state
 from ..autograd.tensor import as_array
-from .._checks import backend_for
+from .._checks import backend_for, positive_int
+from ..ops.normalization import _normalized_shape
 from . import functional as F
-from .layers import _check_dtype, renamed_errors
+from .layers import _factory, renamed_errors
 from .module import Module, Parameter
 
-__all__ = ["BatchNorm1d", "BatchNorm2d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"]
+
+
+def _affine(shape, enabled, bias, dtype):
+    """``(weight, bias)`` Parameters of ``shape`` (ones, zeros), or ``None`` where off."""
+    if not enabled:
+        return None, None
+    backend = _state.current()
+    dt = backend.dtype(dtype)
+    weight = Parameter(backend.asarray(np.ones(shape), dtype=dt))
+    return weight, (Parameter(backend.asarray(np.zeros(shape), dtype=dt)) if bias else None)
 
 
 class _BatchNorm(Module):
     _layout = ""
     _ndims = ()
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *,
-                 dtype="float32"):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None,
+                 dtype=None, *, bias=True):
         super().__init__()
         where = f"{type(self).__name__}({num_features})"
         if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features <= 0:
@@ -41,7 +53,7 @@ class _BatchNorm(Module):
             raise ValueError(f"{where}: eps must be positive, got {eps!r}")
         if momentum is not None and not 0 <= momentum <= 1:
             raise ValueError(f"{where}: momentum must be in [0, 1] or None (cumulative average), got {momentum!r}")
-        _check_dtype(dtype, where)
+        dtype = _factory(device, dtype, where)
         self.num_features = num_features
         self.eps = float(eps)
         self.momentum = None if momentum is None else float(momentum)
@@ -49,11 +61,7 @@ class _BatchNorm(Module):
         self.track_running_stats = bool(track_running_stats)
         backend = _state.current()
         dt = backend.dtype(dtype)
-        if self.affine:
-            self.weight = Parameter(backend.asarray(np.ones(num_features), dtype=dt))
-            self.bias = Parameter(backend.asarray(np.zeros(num_features), dtype=dt))
-        else:
-            self.weight = self.bias = None
+        self.weight, self.bias = _affine((num_features,), self.affine, bias, dtype)
         if self.track_running_stats:
             self.register_buffer("running_mean", backend.asarray(np.zeros(num_features), dtype=dt))
             self.register_buffer("running_var", backend.asarray(np.ones(num_features), dtype=dt))
@@ -77,7 +85,8 @@ class _BatchNorm(Module):
         if self.affine:
             xp = backends.backend_of(self.weight.data).xp
             self.weight.data = xp.ones_like(self.weight.data)
-            self.bias.data = xp.zeros_like(self.bias.data)
+            if self.bias is not None:
+                self.bias.data = xp.zeros_like(self.bias.data)
 
     # -- forward / backward ---------------------------------------------------
     def _check_input(self, x):
@@ -88,19 +97,19 @@ class _BatchNorm(Module):
             raise ValueError(f"{self._label()}: input has {x.shape[1]} channels, expected "
                              f"{self.num_features} (input shape {tuple(x.shape)})")
 
-    def forward(self, x):
-        self._check_input(x)
+    def forward(self, input):
+        self._check_input(input)
         factor = 0.0
         if self.training and self.track_running_stats:
-            xp = backend_for(as_array(x), where=self._label()).xp
+            xp = backend_for(as_array(input), where=self._label()).xp
             nbt = self.num_batches_tracked + 1
             self._set_buffer("num_batches_tracked", nbt)
             # momentum=None: cumulative average, factor 1/num_batches_tracked (kept on the device).
-            factor = self.momentum if self.momentum is not None else 1.0 / xp.astype(nbt, x.dtype)
+            factor = self.momentum if self.momentum is not None else 1.0 / xp.astype(nbt, input.dtype)
         use_batch_stats = self.training or not self.track_running_stats
         update = not self.training or self.track_running_stats  # running stats passed (and updated in training)
         with renamed_errors("batch_norm", self._label()):
-            return F.batch_norm(x, self.running_mean if update else None, self.running_var if update else None,
+            return F.batch_norm(input, self.running_mean if update else None, self.running_var if update else None,
                                 self.weight, self.bias, training=use_batch_stats, momentum=factor, eps=self.eps)
 
     def extra_repr(self):
@@ -120,3 +129,55 @@ class BatchNorm2d(_BatchNorm):
 
     _layout = "(N, C, H, W)"
     _ndims = (4,)
+
+
+class LayerNorm(Module):
+    """Layer normalisation, as ``torch.nn.LayerNorm``: each sample is normalised over
+    its last ``len(normalized_shape)`` axes (biased variance, ``eps`` added), then
+    scaled by ``weight`` and shifted by ``bias`` (both ``normalized_shape``, with
+    ``elementwise_affine``; ``bias=False`` leaves out the shift). No running statistics:
+    training and evaluation compute the same."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None):
+        super().__init__()
+        where = "LayerNorm"
+        self.normalized_shape = _normalized_shape(normalized_shape, where)
+        self.eps = float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.weight, self.bias = _affine(self.normalized_shape, self.elementwise_affine, bias,
+                                         _factory(device, dtype, where))
+
+    def forward(self, input):
+        with renamed_errors("layer_norm", self._label()):
+            return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(Module):
+    """Group normalisation, as ``torch.nn.GroupNorm``: the ``num_channels`` channels of
+    ``(N, C, *)`` form ``num_groups`` groups, each normalised per sample over its
+    channels and positions; ``weight``/``bias`` ``(C,)`` (with ``affine``) scale and
+    shift per channel."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None, *, bias=True):
+        super().__init__()
+        where = f"GroupNorm({num_groups}, {num_channels})"
+        self.num_groups = positive_int(num_groups, "num_groups", where)
+        self.num_channels = positive_int(num_channels, "num_channels", where)
+        if num_channels % num_groups:
+            raise ValueError(f"{where}: num_channels must be divisible by num_groups")
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        self.weight, self.bias = _affine((num_channels,), self.affine, bias, _factory(device, dtype, where))
+
+    def forward(self, input):
+        if getattr(input, "ndim", 0) >= 2 and input.shape[1] != self.num_channels:
+            raise ValueError(f"{self._label()}: input has {input.shape[1]} channels, expected {self.num_channels} "
+                             f"(input shape {tuple(input.shape)})")
+        with renamed_errors("group_norm", self._label()):
+            return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"

@@ -410,8 +410,9 @@ def kl_div(input, target, reduction="mean", log_target=False):
     if log_target:
         losses = xp.exp(target) * (target - input)
     else:
-        zero = target == 0
-        xlogx = xp.where(zero, xp.zeros_like(target), target * xp.log(xp.where(zero, xp.ones_like(target), target)))
+        positive = target > 0
+        xlogx = target * xp.log(xp.where(positive, target, xp.ones_like(target)))  # no log of t <= 0 (no warning)
+        xlogx = xp.where(target < 0, xp.full_like(target, math.nan), xlogx)
         losses = xlogx - target * input  # xlogy(t, t) - t x: 0 where t == 0, NaN where t < 0
     if reduction == "batchmean":
         total = xp.sum(losses)
