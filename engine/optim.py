@@ -16,6 +16,9 @@ PyTorch's implementation switches are accepted so that ported code runs:
   higher-order gradients through the optimizer step, which the engine does not
   do: it is refused with a ``ValueError`` that says so.
 
+A one-element tensor ``lr`` (PyTorch's "Tensor lr", kept on the device for
+capturable and fused steps) is read once as its float value.
+
 Every hyper-parameter is checked when the optimizer is built (and for each
 parameter group, and again by ``load_state_dict``): its type, finiteness and
 range, with an error naming the optimizer, the argument and the value.
@@ -80,6 +83,7 @@ class Optimizer:
                 raise TypeError(f"{name}: expected engine.nn.Parameter objects "
                                 f"(model.parameters()), got {type(p).__name__}")
         group = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}, "params": entries}
+        group["lr"] = _scalar_lr(group.get("lr"))
         if names is not None:
             group["param_names"] = names
         seen = {id(p) for g in self.param_groups for p in g["params"]}
@@ -206,6 +210,14 @@ class Optimizer:
 
 
 # ----------------------------------------------------------------------------- checks
+def _scalar_lr(lr):
+    """PyTorch's Tensor ``lr`` (a one-element tensor, which PyTorch keeps on the device
+    for capturable and fused steps): the engine reads its value once, as a float."""
+    if not isinstance(lr, (bool, numbers.Real)) and hasattr(lr, "shape") and math.prod(lr.shape) == 1:
+        return float(lr.reshape(()) if hasattr(lr, "reshape") else lr)
+    return lr
+
+
 def _real(opt, group, name, minimum=None, maximum=None, below_max=False, above_min=False):
     """``group[name]`` must be a finite real number in the given range; returns it."""
     where = type(opt).__name__

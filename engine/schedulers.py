@@ -16,7 +16,10 @@ and inside ``SequentialLR``), so the rates match ``torch.optim.lr_scheduler``'s
 to the last bit or so when nothing else touches ``lr``. ``OneCycleLR`` steps
 once per *batch* and also cycles ``momentum`` (SGD, RMSprop) or ``betas[0]``
 (Adam, AdamW). ``ReduceLROnPlateau.step(metric)`` takes the watched value.
-``engine.fit(scheduler=...)`` calls ``step()`` at the end of every epoch.
+``engine.fit(scheduler=...)`` calls ``step()`` at the end of every epoch, after
+every optimizer step for ``OneCycleLR``, and ``step(loss)`` with the validation
+(else training) loss for ``ReduceLROnPlateau`` (a ``step_unit`` attribute,
+``"epoch"``/``"batch"``/``"metric"``, overrides this; ``engine.training.scheduler_step_unit``).
 
 ``state_dict()`` returns plain Python values (JSON-able: checkpoints store it
 as JSON); ``load_state_dict`` takes it (or PyTorch's) back.

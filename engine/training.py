@@ -39,6 +39,7 @@ from .autograd.tensor import Tensor, as_array
 from .history import History
 from .nn.module import Module
 from .nn.utils import clip_grad_norm_
+from .schedulers import OneCycleLR, ReduceLROnPlateau
 
 __all__ = [
     "Callback",
@@ -297,7 +298,11 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
     ``initial_epoch + 1`` to ``epochs`` (so a run resumed from a checkpoint
     saved after epoch 2 passes ``initial_epoch=2`` and the same ``epochs``).
 
-    ``scheduler`` (``engine.schedulers``) steps after every epoch;
+    ``scheduler`` (``engine.schedulers``) steps when its kind asks (see
+    :func:`scheduler_step_unit`): after every epoch; after every optimizer
+    step for per-batch schedules (``OneCycleLR``); after every epoch with the
+    monitored loss for ``ReduceLROnPlateau`` (``val_loss`` when there is a
+    ``val_loader``, else the epoch's training loss);
     ``clip_grad_norm`` rescales gradients to that global L2 norm;
     ``callbacks``: :class:`Callback` objects such as :class:`EarlyStopping`.
     ``progress``: a progress bar (tqdm, on a terminal) and one line per epoch
@@ -310,6 +315,7 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
     history = History() if history is None else history
     state = FitState(model, loss, optimizer, history, scheduler, epochs)
     params = model.parameters()
+    step_unit = scheduler_step_unit(scheduler) if scheduler is not None else None
     good = None  # weights of the last step whose loss was finite
     for cb in callbacks:
         cb.on_train_begin(state)
@@ -352,6 +358,8 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
                         break
                     good = _snapshot(params, good)
                     optimizer.step()
+                    if step_unit == "batch":
+                        scheduler.step()
                     n = int(x.shape[0])
                     seen += n
                     loss_sum += batch_loss * n
@@ -381,8 +389,10 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
                 print(_epoch_line(logs, epochs), file=out, flush=True)
             if state.stop_training:  # a NaN stop: no scheduler step, no callbacks on a partial epoch
                 break
-            if scheduler is not None:
+            if step_unit == "epoch":
                 scheduler.step()
+            elif step_unit == "metric":
+                scheduler.step(logs["val_loss"] if logs.get("val_loss") is not None else logs["loss"])
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs, state)
             if state.stop_training:
@@ -396,6 +406,25 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
     history.stopped_at = state.stopped_at
     model.train()
     return history
+
+
+def scheduler_step_unit(scheduler) -> str:
+    """When :func:`fit` steps ``scheduler``: ``"epoch"`` (``step()`` after each epoch),
+    ``"batch"`` (``step()`` after each optimizer step) or ``"metric"``
+    (``step(monitored loss)`` after each epoch).
+
+    A scheduler may say so itself with a ``step_unit`` attribute holding one of
+    these; otherwise ``ReduceLROnPlateau`` is ``"metric"``, ``OneCycleLR`` (whose
+    ``total_steps`` counts batches, as in PyTorch) is ``"batch"`` and every other
+    scheduler ``"epoch"``.
+    """
+    unit = getattr(scheduler, "step_unit", None)
+    if unit is None:
+        unit = "metric" if isinstance(scheduler, ReduceLROnPlateau) else \
+            "batch" if isinstance(scheduler, OneCycleLR) else "epoch"
+    if unit not in ("epoch", "batch", "metric"):
+        raise ValueError(f"fit: scheduler.step_unit must be 'epoch', 'batch' or 'metric', got {unit!r}")
+    return unit
 
 
 def _as_loss(value):

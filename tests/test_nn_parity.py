@@ -18,7 +18,8 @@ import pytest
 
 import engine
 import engine.nn.functional as F
-from engine import nn, optim
+from engine import nn, optim, schedulers
+from engine.training import fit, scheduler_step_unit
 
 from _helpers import assert_raises, assert_rel
 from test_autograd import _check, _inputs
@@ -341,3 +342,69 @@ def test_batchnorm_bias_false_and_an_empty_training_batch():
     assert y.shape == tuple(ty.shape) == (0, 3, 2, 2)
     for key, value in tbn.state_dict().items():
         np.testing.assert_array_equal(engine.to_numpy(bn.state_dict()[key]), value.numpy(), err_msg=key)
+
+
+def test_optimizers_take_a_one_element_tensor_lr():
+    p = nn.Parameter(engine.asarray(np.ones(2)))
+    for lr in (torch.tensor(0.01), np.array(0.01), engine.tensor(0.01)):
+        opt = optim.SGD([p], lr=lr)
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.01) and isinstance(opt.param_groups[0]["lr"], float)
+
+
+# --------------------------------------------------------------------------- fit and schedulers
+def _tiny_run(scheduler_factory, val=True, epochs=2):
+    engine.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    rng = np.random.default_rng(0)
+    batches = [(engine.asarray(rng.standard_normal((4, 3)), dtype="float32"), engine.asarray(rng.integers(0, 2, 4)))
+               for _ in range(3)]
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = scheduler_factory(opt)
+    history = fit(model, nn.CrossEntropyLoss(), opt, batches, batches[:2] if val else None, epochs=epochs,
+                  scheduler=sched, progress=False)
+    return sched, history, opt
+
+
+def test_fit_steps_one_cycle_after_every_batch():
+    sched, history, opt = _tiny_run(lambda o: schedulers.OneCycleLR(o, max_lr=0.5, total_steps=6))
+    assert scheduler_step_unit(sched) == "batch" and sched.last_epoch == 6
+    tw = torch.nn.Parameter(torch.zeros(1))
+    topt = torch.optim.SGD([tw], lr=0.1, momentum=0.9)
+    tsched = torch.optim.lr_scheduler.OneCycleLR(topt, max_lr=0.5, total_steps=6)
+    lrs = []
+    for _ in range(2):
+        lrs.append(topt.param_groups[0]["lr"])
+        for _ in range(3):
+            topt.step()
+            tsched.step()
+    assert history.lr == pytest.approx(lrs, rel=1e-12)  # the rate each epoch started with
+    assert opt.param_groups[0]["lr"] == pytest.approx(topt.param_groups[0]["lr"], rel=1e-12)
+
+
+class _Recording(schedulers.ReduceLROnPlateau):
+    def step(self, metrics=None, epoch=None):
+        self.seen = getattr(self, "seen", []) + [metrics]
+        super().step(metrics, epoch)
+
+
+@pytest.mark.parametrize("val", [True, False])
+def test_fit_steps_reduce_lr_on_plateau_with_the_monitored_loss(val):
+    sched, history, _ = _tiny_run(lambda o: _Recording(o, patience=0, factor=0.5), val=val, epochs=3)
+    assert scheduler_step_unit(sched) == "metric"
+    expected = history.val_loss if val else history.loss
+    assert sched.seen == pytest.approx(expected, rel=0)
+
+
+def test_fit_steps_epoch_schedulers_per_epoch_and_honours_step_unit():
+    sched, history, _ = _tiny_run(lambda o: schedulers.StepLR(o, 1, gamma=0.5), epochs=3)
+    assert scheduler_step_unit(sched) == "epoch" and history.lr == pytest.approx([0.1, 0.05, 0.025])
+
+    def per_batch(o):
+        s = schedulers.ExponentialLR(o, gamma=0.5)
+        s.step_unit = "batch"
+        return s
+    sched, history, _ = _tiny_run(per_batch, epochs=2)
+    assert sched.last_epoch == 6 and history.lr == pytest.approx([0.1, 0.1 * 0.5 ** 3])
+    bad = schedulers.StepLR(optim.SGD([nn.Parameter(engine.asarray(np.ones(1)))]), 1)
+    bad.step_unit = "sometimes"
+    assert_raises(ValueError, lambda: scheduler_step_unit(bad), "step_unit", "'sometimes'")
