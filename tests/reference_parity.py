@@ -275,8 +275,31 @@ def _source_linear(out_size, in_size, scale, align_corners):
     return taps
 
 
+def _keys_kernel(d, a=-0.75):
+    """Keys' cubic convolution kernel W(d) (Keys 1981) with parameter ``a``."""
+    d = abs(d)
+    if d <= 1:
+        return (a + 2) * d ** 3 - (a + 3) * d ** 2 + 1
+    if d < 2:
+        return a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a
+    return 0.0
+
+
+def _source_cubic(out_size, in_size, scale, align_corners):
+    """Per output position: four ``(input index, weight)`` taps, indices clamped to the axis."""
+    taps = []
+    for o in range(out_size):
+        if align_corners:
+            src = ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0) * o
+        else:
+            src = (1.0 / scale if scale else in_size / out_size) * (o + 0.5) - 0.5
+        base = math.floor(src)
+        taps.append([(min(max(base + j, 0), in_size - 1), _keys_kernel(src - (base + j))) for j in (-1, 0, 1, 2)])
+    return taps
+
+
 def interpolate(x, size, mode="nearest", align_corners=False, scales=None):
-    """Nearest / nearest-exact / (bi)linear resampling of the last 1 or 2 axes, one output at a time."""
+    """Nearest / nearest-exact / (bi)linear / bicubic resampling of the last 1 or 2 axes, one output at a time."""
     x = np.asarray(x, dtype=np.float64)
     k = len(size)
     scales = scales or [None] * k
@@ -287,6 +310,13 @@ def interpolate(x, size, mode="nearest", align_corners=False, scales=None):
         for idx in np.ndindex(*out.shape):
             lead, pos = idx[:x.ndim - k], idx[x.ndim - k:]
             out[idx] = x[lead + tuple(m[p] for m, p in zip(maps, pos))]
+        return out
+    if mode == "bicubic":
+        taps = [_source_cubic(o, i, s, align_corners) for o, i, s in zip(size, in_sizes, scales)]
+        for idx in np.ndindex(*out.shape):
+            lead, pos = idx[:x.ndim - k], idx[x.ndim - k:]
+            out[idx] = sum(np.prod([w for _, w in corner]) * x[lead + tuple(i for i, _ in corner)]
+                           for corner in itertools.product(*(taps[a][pos[a]] for a in range(k))))
         return out
     taps = [_source_linear(o, i, s, align_corners) for o, i, s in zip(size, in_sizes, scales)]
     for idx in np.ndindex(*out.shape):

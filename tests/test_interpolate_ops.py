@@ -1,5 +1,5 @@
 """ops.interpolate / interpolate_backward: nearest, nearest-exact, (bi/tri)linear
-with align_corners False/True, area; size or scale_factor (with and without
+and bicubic with align_corners False/True, area; size or scale_factor (with and without
 recompute_scale_factor); a loop reference, PyTorch CPU forward and backward,
 finite differences, backends."""
 from __future__ import annotations
@@ -37,6 +37,10 @@ CASES = [
     ((2, 3, 6), dict(scale_factor=0.5, mode="linear", align_corners=True)),
     ((1, 2, 3, 4, 3), dict(size=(5, 2, 6), mode="trilinear")),
     ((1, 2, 3, 4, 3), dict(scale_factor=2, mode="trilinear", align_corners=True)),
+    ((2, 3, 4, 5), dict(scale_factor=2, mode="bicubic")),
+    ((2, 3, 5, 4), dict(size=(7, 3), mode="bicubic", align_corners=True)),
+    ((1, 2, 5, 6), dict(scale_factor=(1.7, 0.6), mode="bicubic")),
+    ((1, 2, 2, 3), dict(size=(5, 8), mode="bicubic")),
     ((2, 3, 6, 7), dict(size=(4, 3), mode="area")),
     ((2, 3, 9), dict(scale_factor=0.5, mode="area")),
 ]
@@ -91,7 +95,9 @@ def test_nearest_keeps_inf_and_nan_where_they_are():
 @pytest.mark.parametrize("make, exc, words", [
     (lambda: ops.interpolate(np.zeros((1, 1, 4, 4)), size=3, scale_factor=2), ValueError, ["exactly one of"]),
     (lambda: ops.interpolate(np.zeros((1, 1, 4, 4))), ValueError, ["exactly one of"]),
-    (lambda: ops.interpolate(np.zeros((1, 1, 4, 4)), size=3, mode="bicubic"), ValueError, ["bicubic"]),
+    (lambda: ops.interpolate(np.zeros((1, 1, 4, 4)), size=3, mode="lanczos"), ValueError,
+     ["mode must be one of", "'bicubic'", "'lanczos'"]),
+    (lambda: ops.interpolate(np.zeros((1, 1, 4)), size=3, mode="bicubic"), ValueError, ["needs a 4-D input"]),
     (lambda: ops.interpolate(np.zeros((1, 1, 4)), size=3, mode="bilinear"), ValueError, ["needs a 4-D input"]),
     (lambda: ops.interpolate(np.zeros((1, 1, 4, 4)), size=3, align_corners=True), ValueError,
      ["align_corners can only be set"]),

@@ -195,6 +195,8 @@ def test_modules_outside_pytorchs_lists_match_torch(backend_name):
     pairs = [
         (nn.Upsample(scale_factor=2, mode="bilinear"), torch.nn.Upsample(scale_factor=2, mode="bilinear")),
         (nn.Upsample(size=(5, 7), mode="nearest-exact"), torch.nn.Upsample(size=(5, 7), mode="nearest-exact")),
+        (nn.Upsample(scale_factor=1.5, mode="bicubic", align_corners=True),
+         torch.nn.Upsample(scale_factor=1.5, mode="bicubic", align_corners=True)),
         (nn.UpsamplingNearest2d(scale_factor=3), torch.nn.UpsamplingNearest2d(scale_factor=3)),
         (nn.UpsamplingBilinear2d((6, 9)), torch.nn.UpsamplingBilinear2d((6, 9))),
         (nn.Dropout2d(0.4).eval(), torch.nn.Dropout2d(0.4).eval()),

@@ -540,7 +540,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                 recompute_scale_factor=None, antialias=False):
     """Resample the spatial axes of ``(N, C, ...)``, as ``torch.nn.functional.interpolate``:
     ``mode`` ``"nearest"``, ``"nearest-exact"``, ``"linear"``, ``"bilinear"``,
-    ``"trilinear"`` or ``"area"``; ``size`` or ``scale_factor``."""
+    ``"bicubic"``, ``"trilinear"`` or ``"area"``; ``size`` or ``scale_factor``."""
     return ShapeOnlyNode(ops.interpolate, ops.interpolate_backward, size=size, scale_factor=scale_factor, mode=mode,
                          align_corners=align_corners, recompute_scale_factor=recompute_scale_factor,
                          antialias=antialias)(input)

@@ -123,7 +123,7 @@ class CircularPad2d(_ModePadNd):
 class Upsample(Module):
     """Resample ``(N, C, ...)`` to ``size`` or by ``scale_factor``, as ``torch.nn.Upsample``
     (``mode``: ``"nearest"``, ``"nearest-exact"``, ``"linear"``, ``"bilinear"``,
-    ``"trilinear"``, ``"area"``; ``align_corners`` for the linear modes)."""
+    ``"bicubic"``, ``"trilinear"``, ``"area"``; ``align_corners`` for the interpolating modes)."""
 
     def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
                  recompute_scale_factor=None):

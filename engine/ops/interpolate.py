@@ -2,13 +2,14 @@
 
 Modes: ``"nearest"`` and ``"nearest-exact"`` for ``(N, C, L)``, ``(N, C, H, W)``
 and ``(N, C, D, H, W)`` inputs; ``"linear"`` (3-D input), ``"bilinear"`` (4-D),
-``"trilinear"`` (5-D) with ``align_corners`` False (default) or True; ``"area"``
-(adaptive average pooling, 3-D and 4-D). Give ``size`` or ``scale_factor``
+``"trilinear"`` (5-D) and ``"bicubic"`` (4-D, PyTorch's cubic convolution with
+``A = -0.75`` over four taps, the edge repeated) with ``align_corners`` False
+(default) or True; ``"area"`` (adaptive average pooling, 3-D and 4-D). Give ``size`` or ``scale_factor``
 (not both); with a ``scale_factor`` and ``recompute_scale_factor`` not True the
 coordinates use ``1/scale_factor``, as PyTorch does, otherwise ``in/out``.
 
 Every mode is separable: along each spatial axis an output position reads one
-input position (nearest) or mixes two (linear), so the forward is a gather
+input position (nearest) or mixes two (linear) or four (cubic), so the forward is a gather
 (``take``) per axis, the last axis first, and the source indices and weights
 are computed on the host with PyTorch's arithmetic (float32 for the nearest
 modes' scale, the input's precision for the linear weights), which makes the
@@ -27,15 +28,15 @@ from .._checks import backend_for, require_float
 from .adaptive import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,
                        adaptive_avg_pool2d_backward)
 
-INTERPOLATE_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "trilinear", "area")
-_LINEAR_RANK = {"linear": 3, "bilinear": 4, "trilinear": 5}
+INTERPOLATE_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area")
+_LINEAR_RANK = {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}
+_CUBIC_A = -0.75  # PyTorch's (and OpenCV's) cubic convolution parameter
 
 
 def _plan(x_shape, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias, where):
     """``(out_sizes, scales, align_corners)`` with PyTorch's argument rules."""
     if mode not in INTERPOLATE_MODES:
-        raise ValueError(f"{where}: mode must be one of {', '.join(map(repr, INTERPOLATE_MODES))}, got {mode!r}"
-                         + (" (bicubic is not implemented)" if mode == "bicubic" else ""))
+        raise ValueError(f"{where}: mode must be one of {', '.join(map(repr, INTERPOLATE_MODES))}, got {mode!r}")
     if antialias:
         raise ValueError(f"{where}: antialias=True is not implemented")
     ndim = len(x_shape)
@@ -50,7 +51,7 @@ def _plan(x_shape, size, scale_factor, mode, align_corners, recompute_scale_fact
     else:
         if align_corners is not None:
             raise ValueError(f"{where}: align_corners can only be set with the interpolating modes "
-                             f"linear | bilinear | trilinear, not with mode={mode!r}")
+                             f"linear | bilinear | bicubic | trilinear, not with mode={mode!r}")
         if ndim not in ((3, 4) if mode == "area" else (3, 4, 5)):
             raise ValueError(f"{where}: mode={mode!r} needs a {'3-D or 4-D' if mode == 'area' else '3-D, 4-D or 5-D'} "
                              f"input (N, C, ...), got shape {tuple(x_shape)}")
@@ -116,11 +117,42 @@ def _linear_map(in_size, out_size, scale, align_corners, dtype):
     return i0, i1, (T(1) - w1).astype(T), w1
 
 
+def _cubic_map(in_size, out_size, scale, align_corners, dtype):
+    """``(indices, weights)``, each ``(4, out)``: the four taps of every output position
+    (``i-1 .. i+2`` around the source coordinate, clamped to the axis) and their
+    cubic-convolution weights, with PyTorch's arithmetic (the source coordinate is
+    not clamped at 0, unlike the linear modes; ``floorf`` for its integer part)."""
+    T = np.float32 if dtype == "float32" else np.float64
+    o = np.arange(out_size).astype(T)
+    if align_corners:
+        ratio = T(in_size - 1) / T(out_size - 1) if out_size > 1 else T(0)
+        real = ratio * o
+    else:
+        ratio = T(1.0 / scale) if scale else T(in_size) / T(out_size)
+        real = ratio * (o + T(0.5)) - T(0.5)
+    i0 = np.minimum(np.floor(real.astype(np.float32)).astype(np.int64), in_size - 1)
+    t = np.minimum(np.maximum(real - i0.astype(T), T(0)), T(1)).astype(T)
+    a = T(_CUBIC_A)
+
+    def inner(d):  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def outer(d):  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    rest = T(1) - t
+    weights = np.stack([outer(t + T(1)), inner(t), inner(rest), outer(rest + T(1))]).astype(T)
+    indices = np.clip(i0[None, :] + np.arange(-1, 3)[:, None], 0, in_size - 1)
+    return indices, weights
+
+
 def _axis_maps(x_shape, out_sizes, scales, mode, align_corners, dtype):
     maps = []
     for in_size, out_size, scale in zip(x_shape[2:], out_sizes, scales):
         if mode in ("nearest", "nearest-exact"):
             maps.append(("nearest", _nearest_map(in_size, out_size, scale, mode == "nearest-exact")))
+        elif mode == "bicubic":
+            maps.append(("cubic", _cubic_map(in_size, out_size, scale, align_corners, dtype)))
         else:
             maps.append(("linear", _linear_map(in_size, out_size, scale, align_corners, dtype)))
     return maps
@@ -151,6 +183,14 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
         kind, m = maps[axis - 2]
         if kind == "nearest":
             y = xp.take(y, backend.asarray(m), axis=axis)
+            continue
+        if kind == "cubic":
+            indices, weights = m
+            source, y = y, None
+            for k in range(4):
+                term = (xp.take(source, backend.asarray(indices[k]), axis=axis)
+                        * _weights_along(xp, backend, weights[k], axis, source.ndim, x.dtype))
+                y = term if y is None else y + term
             continue
         i0, i1, w0, w1 = m
         y = (xp.take(y, backend.asarray(i0), axis=axis) * _weights_along(xp, backend, w0, axis, y.ndim, x.dtype)
@@ -187,6 +227,10 @@ def interpolate_backward(grad_out, x_shape, size=None, scale_factor=None, mode="
         matrix = np.zeros((in_size, out_size), dtype=np.float64)
         if kind == "nearest":
             matrix[m, np.arange(out_size)] = 1.0
+        elif kind == "cubic":
+            indices, weights = m
+            for k in range(4):  # repeated (clamped) taps add up
+                np.add.at(matrix, (indices[k], np.arange(out_size)), weights[k].astype(np.float64))
         else:
             i0, i1, w0, w1 = m
             np.add.at(matrix, (i0, np.arange(out_size)), w0.astype(np.float64))
