@@ -209,8 +209,8 @@ def _macs(m, x_shape, y_shape) -> int:
     if hasattr(m, "in_features") and hasattr(m, "out_features"):
         return int(math.prod(y_shape)) * m.in_features
     weight = getattr(m, "weight", None)
-    if weight is None or len(weight.shape) < 3:
-        return 0
+    if weight is None or len(weight.shape) < 3 or not type(m).__name__.startswith("Conv"):
+        return 0  # a LayerNorm's weight may have 3 axes too
     taps = int(math.prod(weight.shape[1:]))  # per output (conv) or per input (transposed) element
     if type(m).__name__.startswith("ConvTranspose"):  # every input element scatters into weight.shape[1]*k outputs
         return int(math.prod(x_shape)) * taps
@@ -219,7 +219,13 @@ def _macs(m, x_shape, y_shape) -> int:
 
 #: Layers that keep the receptive field of their input (element-wise, reshaping, normalisation).
 _KEEPS_RF = {"Flatten", "Identity", "Dropout", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
-             "BatchNorm1d", "BatchNorm2d"}
+             "BatchNorm1d", "BatchNorm2d", "GELU", "SiLU", "Hardswish", "Hardsigmoid", "Dropout1d", "Dropout2d",
+             "Dropout3d"}
+
+
+def _main_output(output):
+    """The output a row describes: the first of several (``MaxPool2d(return_indices=True)``)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def _first_leaf(model):
@@ -238,11 +244,11 @@ class _Recorder:
 
     def post(self, module, args, output):
         name, _, x, macs = self.stack.pop()
-        self.calls.append((name, module, x, output, macs))
+        self.calls.append((name, module, x, _main_output(output), macs))
 
     def count(self, module, args, output):
         if self.stack and args:
-            self.stack[-1][3] += _macs(module, tuple(args[0].shape), tuple(output.shape))
+            self.stack[-1][3] += _macs(module, tuple(args[0].shape), tuple(_main_output(output).shape))
 
 
 def summary(model, input_shape, dtype: str | None = None) -> Summary:

@@ -410,3 +410,22 @@ def test_fit_steps_epoch_schedulers_per_epoch_and_honours_step_unit():
     bad = schedulers.StepLR(optim.SGD([nn.Parameter(engine.asarray(np.ones(1)))]), 1)
     bad.step_unit = "sometimes"
     assert_raises(ValueError, lambda: scheduler_step_unit(bad), "step_unit", "'sometimes'")
+
+
+def test_summary_reads_the_new_layers():
+    """A LayerNorm weight of 3 axes is no convolution (no FLOPs), the new element-wise
+    layers keep the receptive field, and a pool with indices gives its pooled shape."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect"), nn.GELU(), nn.Dropout2d(),
+                          nn.LayerNorm([4, 8, 8]), nn.SiLU(), nn.Conv2d(4, 2, 3, padding=1))
+    rows = model.summary((1, 8, 8)).rows
+    assert [r.macs for r in rows] == [8 * 8 * 4 * 9, 0, 0, 0, 0, 8 * 8 * 2 * 4 * 9]
+    assert [r.receptive_field for r in rows[:3]] == [(3, 3)] * 3 and rows[3].receptive_field is None
+
+    class Pool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.MaxPool2d(2, return_indices=True)
+
+        def forward(self, x):
+            return self.pool(x)[0]
+    assert Pool().summary((2, 6, 6)).rows[0].output_shape == (1, 2, 3, 3)
