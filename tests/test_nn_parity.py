@@ -27,7 +27,14 @@ from test_autograd import _check, _inputs
 torch = pytest.importorskip("torch", reason="PyTorch CPU (pip install torch==2.13.0) is the oracle of these tests")
 tF = torch.nn.functional
 
-BACKENDS = ["numpy", "array_api_strict"]
+BACKENDS = ["numpy", "array_api_strict", pytest.param("cupy", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(autouse=True)
+def _skip_unusable_backend(request):
+    name = getattr(request.node, "callspec", None) and request.node.callspec.params.get("backend_name")
+    if name and engine.backends.unavailable_reason(name) is not None:
+        pytest.skip(f"{name} backend unavailable: {engine.backends.unavailable_reason(name).splitlines()[0]}")
 
 _IDX2 = tF.max_pool2d(torch.randn(1, 2, 6, 4, generator=torch.Generator().manual_seed(3)), 2,
                       return_indices=True)[1].numpy()
