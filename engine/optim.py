@@ -83,7 +83,8 @@ class Optimizer:
                 raise TypeError(f"{name}: expected engine.nn.Parameter objects "
                                 f"(model.parameters()), got {type(p).__name__}")
         group = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}, "params": entries}
-        group["lr"] = _scalar_lr(group.get("lr"))
+        if "lr" in group:
+            group["lr"] = _scalar_lr(group["lr"])
         if names is not None:
             group["param_names"] = names
         seen = {id(p) for g in self.param_groups for p in g["params"]}
