@@ -199,18 +199,9 @@ def initialize(model: nn.Module, init: str = "torch") -> nn.Module:
     ``±1/sqrt(fan_in)``); otherwise a name of ``engine.nn.init.WEIGHT_INITS``
     with zero biases. Returns ``model``.
     """
-    if init != "torch" and init not in _init.WEIGHT_INITS:
-        raise ValueError(f"init must be 'torch' or one of {sorted(_init.WEIGHT_INITS)}, got {init!r}")
+    if init not in _init.WEIGHT_INITS:
+        raise ValueError(f"init must be one of {sorted(_init.WEIGHT_INITS)}, got {init!r}")
     for _, m in model.named_modules():
-        if not isinstance(m, (nn.Conv2d, nn.Linear)):
-            continue
-        if init == "torch":
-            _init.kaiming_uniform_(m.weight, nonlinearity="leaky_relu", a=math.sqrt(5))
-            if m.bias is not None:
-                bound = 1 / math.sqrt(_init.fan_in_and_out(m.weight.shape)[0])
-                _init.uniform_(m.bias, -bound, bound)
-        else:
-            _init.WEIGHT_INITS[init](m.weight)
-            if m.bias is not None:
-                _init.zeros_(m.bias)
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            _init.reset_parameters(m.weight, m.bias, init)
     return model

@@ -282,3 +282,10 @@ def test_misc_argument_errors():
     _raises(ValueError, lambda: ops.cross_entropy(_f32(2, 3), np.array([0, 1]), reduction="avg"), "cross_entropy",
             "reduction")
     _raises(ValueError, lambda: optim.SGD([nn.Parameter(_f32(2))], lr=-1.0), "SGD", "lr must be >= 0", "-1.0")
+
+
+def test_channels_last_input_to_a_conv_names_the_layout():
+    x = np.zeros((2, 28, 28, 3), dtype=np.float32)  # NHWC
+    msg = _raises(ValueError, lambda: nn.Conv2d(3, 8, 3)(x), "Conv2d(3, 8", "looks like NHWC",
+                  "engine.data.to_nchw")
+    assert "(2, 28, 28, 3)" in msg

@@ -219,12 +219,15 @@ def test_linear_init_shapes_and_scale():
     engine.manual_seed(0)
     layer = nn.Linear(400, 300)
     assert layer.weight.shape == (300, 400) and layer.bias.shape == (300,)
-    w = engine.to_numpy(layer.weight.data)
-    assert abs(w.std() / np.sqrt(2 / 400) - 1) < 0.02  # Kaiming normal, fan_in
-    assert abs(w.mean()) < 0.01
-    assert np.all(engine.to_numpy(layer.bias.data) == 0)
+    w, b = engine.to_numpy(layer.weight.data), engine.to_numpy(layer.bias.data)
+    bound = 1 / np.sqrt(400)  # PyTorch's default: uniform in +-1/sqrt(fan_in), weights and biases
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound
+    assert abs(w.std() / (bound / np.sqrt(3)) - 1) < 0.02 and abs(w.mean()) < 0.01
+    assert np.abs(b).max() <= bound and b.std() > 0
     engine.manual_seed(0)
     np.testing.assert_array_equal(engine.to_numpy(nn.Linear(400, 300).weight.data), w)
+    kaiming = engine.to_numpy(nn.Linear(400, 300, init="kaiming_normal").weight.data)
+    assert abs(kaiming.std() / np.sqrt(2 / 400) - 1) < 0.02  # another scheme on request
 
 
 # --------------------------------------------------------------------------- flatten

@@ -15,7 +15,7 @@ from ..ops.adaptive import _output_size, _single_size
 from ..ops.conv_transpose import conv_transpose_output_size
 from ..ops.ops1d import single
 from . import functional as F
-from .layers import (_AvgPoolNd, _ConvNd, _factory, _init_weight, _MaxPoolNd, _new_parameter,
+from .layers import (_AvgPoolNd, _ConvNd, _factory, _init_parameters, _MaxPoolNd, _new_parameter,
                      check_channel_counts as _check_channels, check_channels, check_padding_mode, conv_extra_repr,
                      renamed_errors)
 from .module import Module
@@ -33,8 +33,8 @@ class _ConvTransposeNd(Module):
         self.padding_mode = check_padding_mode(padding_mode, where, allowed=("zeros",))
         self.in_channels, self.out_channels = in_channels, out_channels
         self.weight = _new_parameter((in_channels, out_channels // self.groups) + self.kernel_size, dtype)
-        _init_weight(self.weight, init, where)
         self.bias = _new_parameter((out_channels,), dtype) if bias else None
+        _init_parameters(self.weight, self.bias, init, where)
 
     def _output_padding_for(self, x, output_size):
         """``output_padding``, or the one that gives ``output_size`` (PyTorch's forward argument)."""
@@ -75,12 +75,12 @@ class ConvTranspose2d(_ConvTransposeNd):
     Weight ``(in_channels, out_channels/groups, kh, kw)``, bias ``(out_channels,)``.
     Output size ``(H-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1``;
     ``forward(x, output_size=...)`` picks the output padding that gives
-    ``output_size`` instead, as in PyTorch. ``init`` picks the weight
-    initialisation (Kaiming normal by default; bias starts at zero).
+    ``output_size`` instead, as in PyTorch. ``init`` picks the
+    initialisation (``"torch"``, PyTorch's default, unless another is named).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
-                 bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None, *, init="kaiming_normal"):
+                 bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None, *, init="torch"):
         super().__init__()
         where = f"ConvTranspose2d({in_channels}, {out_channels})"
         if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
@@ -111,7 +111,7 @@ class ConvTranspose1d(_ConvTransposeNd):
     _ndim = 1
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
-                 bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None, *, init="kaiming_normal"):
+                 bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None, *, init="torch"):
         super().__init__()
         where = f"ConvTranspose1d({in_channels}, {out_channels})"
         if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
@@ -143,7 +143,7 @@ class Conv1d(_ConvNd):
     _layout = "(N, C, L)"
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", device=None, dtype=None, *, init="kaiming_normal",
+                 bias=True, padding_mode="zeros", device=None, dtype=None, *, init="torch",
                  method="gemm"):
         super().__init__()
         where = f"Conv1d({in_channels}, {out_channels})"

@@ -92,10 +92,30 @@ def ones_(param):
     return constant_(param, 1.0)
 
 
-#: Names accepted by the ``init=`` argument of Conv2d and Linear.
+def torch_default_(param):
+    """PyTorch's default for conv and linear weights: Kaiming uniform with
+    ``a=sqrt(5)``, i.e. uniform in ``±1/sqrt(fan_in)``."""
+    return kaiming_uniform_(param, nonlinearity="leaky_relu", a=math.sqrt(5))
+
+
+#: Names accepted by the ``init=`` argument of the convolutions and Linear.
 WEIGHT_INITS = {
+    "torch": torch_default_,
     "kaiming_normal": kaiming_normal_,
     "kaiming_uniform": kaiming_uniform_,
     "xavier_normal": xavier_normal_,
     "xavier_uniform": xavier_uniform_,
 }
+
+
+def reset_parameters(weight, bias=None, init: str = "torch"):
+    """Draw a layer's weight with ``init`` (a name of :data:`WEIGHT_INITS`) and its
+    bias: uniform in ``±1/sqrt(fan_in)`` for ``"torch"`` (PyTorch's default), zero
+    otherwise."""
+    WEIGHT_INITS[init](weight)
+    if bias is not None:
+        if init == "torch":
+            bound = 1 / math.sqrt(fan_in_and_out(weight.shape)[0])
+            uniform_(bias, -bound, bound)
+        else:
+            zeros_(bias)

@@ -21,6 +21,7 @@ from .. import _state
 from .. import ops
 from .._checks import pair
 from ..autograd import Tensor, basic as _basic
+from ..data.layout import check_layout
 from ..ops._common import conv_padding
 from ..ops.ops1d import single
 from . import functional as F
@@ -51,10 +52,12 @@ def _check_dtype(dtype, where):
     dtype_name(dtype, where)
 
 
-def _init_weight(weight, init, where):
+def _init_parameters(weight, bias, init, where):
+    """Draw ``weight`` (and ``bias``) with ``init``: ``"torch"`` (the default) as
+    PyTorch's layers do, else a name of ``engine.nn.init.WEIGHT_INITS`` with a zero bias."""
     if init not in _init.WEIGHT_INITS:
         raise ValueError(f"{where}: init must be one of {sorted(_init.WEIGHT_INITS)}, got {init!r}")
-    _init.WEIGHT_INITS[init](weight)
+    _init.reset_parameters(weight, bias, init)
 
 
 def check_channels(label, x, spatial, channels, layout):
@@ -66,6 +69,8 @@ def check_channels(label, x, spatial, channels, layout):
         raise ValueError(f"{label}: input must be {layout} or unbatched (without N), got {ndim} dimensions with "
                          f"shape {tuple(x.shape)}")
     if x.shape[-spatial - 1] != channels:
+        if spatial == 2 and ndim == 4 and x.shape[-1] == channels:
+            check_layout(x, channels, label)  # the last axis holds the channels: an error naming NHWC
         raise ValueError(f"{label}: input has {x.shape[-spatial - 1]} channels, expected {channels} "
                          f"(input shape {tuple(x.shape)})")
 
@@ -126,8 +131,8 @@ class _ConvNd(Module):
             raise ValueError(f"{where}: method must be one of {ops.CONV_METHODS}, got {method!r}")
         self.method = method
         self.weight = _new_parameter((out_channels, in_channels // groups) + self.kernel_size, dtype)
-        _init_weight(self.weight, init, where)
         self.bias = _new_parameter((out_channels,), dtype) if bias else None
+        _init_parameters(self.weight, self.bias, init, where)
 
     def extra_repr(self):
         return conv_extra_repr(self)
@@ -147,13 +152,13 @@ class Conv2d(_ConvNd):
     Weight ``(out_channels, in_channels/groups, kh, kw)``, bias ``(out_channels,)``.
     ``padding_mode``: ``"zeros"``, or ``"reflect"``/``"replicate"``/``"circular"``
     (the input is padded by ``F.pad`` first, then convolved without padding).
-    ``init`` picks the weight initialisation (Kaiming normal by default; bias
-    starts at zero). ``method`` is ``"gemm"`` (im2col + GEMM), ``"strided"`` or
+    ``init`` picks the initialisation (``"torch"``, PyTorch's default, unless
+    another is named). ``method`` is ``"gemm"`` (im2col + GEMM), ``"strided"`` or
     ``"naive"``.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", device=None, dtype=None, *, init="kaiming_normal",
+                 bias=True, padding_mode="zeros", device=None, dtype=None, *, init="torch",
                  method="gemm"):
         super().__init__()
         where = f"Conv2d({in_channels}, {out_channels})"
@@ -303,7 +308,7 @@ class Linear(Module):
     """Fully connected layer ``y = x W^T + b``: ``(*, in_features) -> (*, out_features)``
     (``(in_features,)`` included), as ``torch.nn.Linear``."""
 
-    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *, init="kaiming_normal"):
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *, init="torch"):
         super().__init__()
         where = f"Linear({in_features}, {out_features})"
         for name, v in (("in_features", in_features), ("out_features", out_features)):
@@ -312,8 +317,8 @@ class Linear(Module):
         dtype = _factory(device, dtype, where)
         self.in_features, self.out_features = in_features, out_features
         self.weight = _new_parameter((out_features, in_features), dtype)
-        _init_weight(self.weight, init, where)
         self.bias = _new_parameter((out_features,), dtype) if bias else None
+        _init_parameters(self.weight, self.bias, init, where)
 
     def forward(self, input):
         ndim = getattr(input, "ndim", None)
