@@ -76,24 +76,33 @@ class Function:
 
     # -- recording ---------------------------------------------------------------
     def __call__(self, *inputs):
-        arrays = [a.data if isinstance(a, Tensor) else a for a in inputs]
-        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in inputs)
-        self.recording = is_grad_enabled() and any(needs)
-        self.needs_input_grad = needs if self.recording else (False,) * len(inputs)
+        # This runs once per operation: plain loops, no generators (the tape's overhead).
+        arrays, needs, any_need = [], [], False
+        for a in inputs:
+            if isinstance(a, Tensor):
+                arrays.append(a.data)
+                need = a._requires_grad
+                any_need = any_need or need
+                needs.append(need)
+            else:
+                arrays.append(a)
+                needs.append(False)
+        self.recording = recording = any_need and is_grad_enabled()
+        self.needs_input_grad = tuple(needs) if recording else (False,) * len(inputs)
         out = self.forward(*arrays)
         several = isinstance(out, tuple)
-        outputs = out if several else (out,)
-        if not self.recording:
+        if not recording:
             self.saved = None
-            results = tuple(Tensor._wrap(o) for o in outputs)
-            return results if several else results[0]
+            return tuple(Tensor._wrap(o) for o in out) if several else Tensor._wrap(out)
         self._edges = tuple(_edge(a) if need else None for a, need in zip(inputs, needs))
-        self._n_outputs = len(outputs)
         self._freed = False
         self.seq = next(_sequence)
-        results = tuple(Tensor._wrap(o) if i in self.non_differentiable else Tensor._wrap(o, self, i)
-                        for i, o in enumerate(outputs))
-        return results if several else results[0]
+        if not several:
+            self._n_outputs = 1
+            return Tensor._wrap(out, self, 0)
+        self._n_outputs = len(out)
+        skip = self.non_differentiable
+        return tuple(Tensor._wrap(o) if i in skip else Tensor._wrap(o, self, i) for i, o in enumerate(out))
 
     def release(self) -> None:
         """Drop what was saved for backward (done after the node's backward ran)."""
@@ -178,27 +187,27 @@ def _edge_needed(edge, needed, targets):
     return targets is None or id(edge) in targets[0]
 
 
-def _add(a, b):
-    return b if a is None else a + b
-
-
 def _run(roots, retain_graph, targets=None):
     """The backward pass. Without ``targets``: accumulate into leaves' ``.grad``
-    (and retained non-leaves). With ``targets`` (leaf ids, {node id: indices}):
-    return ``{key: gradient}`` for them and touch no ``.grad``."""
-    needed = _needed_nodes(roots, targets)
+    (and retained non-leaves); every recorded edge is wanted, so each node uses
+    the ``needs_input_grad`` of its forward. With ``targets`` (leaf ids, {node id:
+    indices}): return ``{key: gradient}`` for them, run only the nodes on a path
+    to one, and touch no ``.grad``."""
+    needed = None if targets is None else _needed_nodes(roots, targets)
     pending: dict[int, list] = {}
     heap, leaves, captured = [], {}, {}
     root_arrays = {id(g) for _, g in roots}
+    heappush, heappop = heapq.heappush, heapq.heappop
 
     def send(edge, g):
-        if isinstance(edge, tuple):
+        if edge.__class__ is tuple:
             node, index = edge
             buffer = pending.get(id(node))
             if buffer is None:
                 buffer = pending[id(node)] = [None] * node._n_outputs
-                heapq.heappush(heap, (-node.seq, id(node), node))
-            buffer[index] = _add(buffer[index], g)
+                heappush(heap, (-node.seq, id(node), node))
+            previous = buffer[index]
+            buffer[index] = g if previous is None else previous + g
         else:
             entry = leaves.get(id(edge))
             leaves[id(edge)] = (edge, g if entry is None else entry[1] + g)
@@ -206,40 +215,30 @@ def _run(roots, retain_graph, targets=None):
     for t, g in roots:
         send(_edge(t), g)
     while heap:
-        _, _, node = heapq.heappop(heap)
+        _, _, node = heappop(heap)
         grads = pending.pop(id(node))
-        hooks = getattr(node, "_tensor_hooks", None)
-        for index, g in enumerate(grads):
-            if g is None:
+        if targets is not None or "_tensor_hooks" in node.__dict__ or "_retained" in node.__dict__:
+            _observe(node, grads, targets, captured, root_arrays)
+        needs = node.needs_input_grad
+        if needed is not None:
+            if id(node) not in needed:
                 continue
-            for hook in (hooks or {}).get(index, ()):
-                replaced = hook_result(hook, g)
-                if replaced is not None:
-                    g = grads[index] = replaced
-            if targets is None:
-                retained = getattr(node, "_retained", {}).get(index)
-                tensor = retained() if retained is not None else None
-                if tensor is not None:
-                    tensor.grad = _copy_if(g, root_arrays) if tensor.grad is None else tensor.grad + g
-            elif index in targets[1].get(id(node), ()):
-                captured[(id(node), index)] = g
-        if id(node) not in needed:
-            continue
+            needs = tuple(_edge_needed(e, needed, targets) for e in node._edges)
+            if not any(needs):
+                continue
+            node.needs_input_grad = needs
         if node._freed:
             raise RuntimeError(_FREED_MESSAGE)
-        needs = tuple(_edge_needed(e, needed, targets) for e in node._edges)
-        if not any(needs):
-            continue
-        node.needs_input_grad = needs
         input_grads = node.backward(*grads)
-        if not isinstance(input_grads, tuple):
+        if input_grads.__class__ is not tuple:
             input_grads = (input_grads,)
-        if len(input_grads) != len(node._edges):
+        edges = node._edges
+        if len(input_grads) != len(edges):
             raise RuntimeError(f"{type(node).__name__}.backward returned {len(input_grads)} gradients for "
-                               f"{len(node._edges)} inputs")
+                               f"{len(edges)} inputs")
         if not retain_graph:
             node.release()
-        for edge, need, g in zip(node._edges, needs, input_grads):
+        for edge, need, g in zip(edges, needs, input_grads):
             if need and g is not None:
                 send(edge, g)
     if targets is not None:
@@ -250,6 +249,28 @@ def _run(roots, retain_graph, targets=None):
         g = _apply_leaf_hooks(tensor, g)
         tensor.grad = _copy_if(g, root_arrays) if tensor.grad is None else tensor.grad + g
     return None
+
+
+def _observe(node, grads, targets, captured, root_arrays):
+    """Tensor hooks on the node's outputs (which may replace a gradient, in
+    ``grads``), then ``retain_grad`` outputs' ``.grad``, or the gradients
+    ``autograd.grad`` asked for."""
+    hooks = node.__dict__.get("_tensor_hooks") or {}
+    retained = node.__dict__.get("_retained") or {}
+    for index, g in enumerate(grads):
+        if g is None:
+            continue
+        for hook in hooks.get(index, ()):
+            replaced = hook_result(hook, g)
+            if replaced is not None:
+                g = grads[index] = replaced
+        if targets is None:
+            ref = retained.get(index)
+            tensor = ref() if ref is not None else None
+            if tensor is not None:
+                tensor.grad = _copy_if(g, root_arrays) if tensor.grad is None else tensor.grad + g
+        elif index in targets[1].get(id(node), ()):
+            captured[(id(node), index)] = g
 
 
 def hook_result(hook, g):
