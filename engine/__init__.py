@@ -54,8 +54,8 @@ _ATTRIBUTES = {
                      "cat", "stack", "split", "chunk", "where", "flatten", "zeros", "ones", "full",
                      "zeros_like", "ones_like", "randn", "rand", "arange"), "autograd"),
 }
-_SUBMODULES = ("autograd", "backends", "checkpoint", "data", "kernels", "models", "nn", "ops", "optim", "plots",
-               "schedulers", "summary", "training")
+_SUBMODULES = ("autograd", "backends", "checkpoint", "data", "distributed", "kernels", "models", "nn", "ops",
+               "optim", "plots", "schedulers", "summary", "training")
 
 __all__ = sorted(set(_ATTRIBUTES) | set(_SUBMODULES) - {"backends", "kernels", "summary"})
 

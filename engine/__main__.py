@@ -2,6 +2,7 @@
 
     python -m engine train --model simple_cnn --dataset mnist5k --epochs 3 --save model.npz
     python -m engine train --model resnet20 --dataset cifar10 --augment --epochs 30 --save cifar.npz
+    mpiexec -n 4 python -m mpi4py -m engine train --distributed --batch-size 256   # docs/distributed.md
     python -m engine evaluate --checkpoint model.npz
     python -m engine predict --checkpoint model.npz digit.png
     python -m engine summary --model simple_cnn
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", action="store_true", default=None,
                    help="augment the training images on the backend: random crops (padding 2 at 28x28, 4 at "
                         "32x32), plus horizontal flips for CIFAR (not for digits or clothes)")
+    _distributed_args(t)
 
     e = sub.add_parser("evaluate", help="accuracy and loss of a saved checkpoint on a dataset split",
                        description="Load a checkpoint written by 'train --save' and evaluate it.")
@@ -278,7 +280,18 @@ def _optimizer(name, params, lr, momentum, weight_decay):
     return optim.Adam(params, lr=lr, weight_decay=weight_decay or 0.0)
 
 
-def _cmd_train(args, out) -> int:
+def _distributed_args(parser):
+    from .distributed.cli import add_arguments
+    add_arguments(parser)
+
+
+def _cmd_train(args, out, run=None) -> int:
+    """``run``: the data-parallel side (engine.distributed.cli.DistributedRun), ``None`` without --distributed."""
+    if run is None:
+        from .distributed import cli as distributed_cli
+        distributed_cli.check_arguments(args)
+        if args.distributed:  # every rank runs this command; rank 0 prints; an error on one aborts all
+            return distributed_cli.run_distributed(_cmd_train, args, out)
     from . import backends
     import engine
 
@@ -316,19 +329,26 @@ def _cmd_train(args, out) -> int:
     else:
         train, val = full, None
     model = _build_model(settings["model"], full, dtype)
-    optimizer = _optimizer(settings["optimizer"], model.parameters(), settings["lr"], settings["momentum"],
+    lr = run.scaled_lr(settings["lr"]) if run else settings["lr"]
+    optimizer = _optimizer(settings["optimizer"], model.parameters(), lr, settings["momentum"],
                            settings["weight_decay"])
     scheduler = get_scheduler(settings["scheduler"], optimizer, epochs=settings["epochs"])
     history, initial_epoch = None, 0
-    if args.resume:
+    if args.resume and (run is None or run.is_root):  # distributed: rank 0 reads, share_resume/wrap send
         ckpt = load_checkpoint(args.resume, model, optimizer, scheduler=scheduler)
         history, initial_epoch = ckpt.history, ckpt.epoch or 0
         print(f"resumed from {args.resume} after epoch {initial_epoch}", file=out)
-    train_loader = DataLoader(train, batch_size=settings["batch_size"], shuffle=True, dtype=dtype,
+    if run:
+        if args.resume:
+            history, initial_epoch = run.share_resume(history, initial_epoch, scheduler)
+        optimizer = run.wrap(optimizer, model, settings["batch_size"])
+    shard = run is not None  # each rank takes its slice of every (global) batch
+    train_loader = DataLoader(train, batch_size=settings["batch_size"], shuffle=True, dtype=dtype, shard=shard,
+                              seed=settings["seed"] if shard else None,  # sharded: permutations from (seed, epoch)
                               transform=_augmentation(dataset, full) if settings["augment"] else None)
-    val_loader = DataLoader(val, batch_size=256, dtype=dtype) if val is not None else None
-    test_loader = DataLoader(test, batch_size=256, dtype=dtype)
-    callbacks = []
+    val_loader = DataLoader(val, batch_size=256, dtype=dtype, shard=shard) if val is not None else None
+    test_loader = DataLoader(test, batch_size=256, dtype=dtype, shard=shard)
+    callbacks = run.callbacks() if run else []
     if args.patience is not None:
         if val_loader is None:
             raise ValueError("--patience needs a validation split (--val-fraction > 0)")
@@ -340,6 +360,8 @@ def _cmd_train(args, out) -> int:
               f"{len(test):,} test; backend {backends.get(engine.get_backend()).describe()}, "
               f"{settings['optimizer']} lr {settings['lr']:g}, batch {settings['batch_size']}, "
               f"{settings['epochs']} epochs, seed {settings['seed']}", file=out, flush=True)
+        if run:
+            print(f"distributed: {run.describe(settings['batch_size'])}", file=out, flush=True)
     start = time.perf_counter()
     with warnings.catch_warnings():  # a NaN stop is reported below, as one line
         warnings.simplefilter("ignore", NonFiniteLossWarning)
@@ -359,12 +381,13 @@ def _cmd_train(args, out) -> int:
     print(f"test accuracy: {result['accuracy']:.2%} ({round(result['accuracy'] * result['n'])}/"
           f"{result['n']} held-out {dataset} test images), test loss {result['loss']:.4f}",
           file=out, flush=True)
-    if args.save:
+    if args.save and (run is None or run.is_root):  # one writer; the others wait at the barrier below
         completed = history.last("epoch", initial_epoch)
         extra = {"model": settings["model"], "dataset": dataset, "seed": settings["seed"],
                  "batch_size": settings["batch_size"], "lr": settings["lr"], "optimizer": settings["optimizer"],
                  "test_accuracy": result["accuracy"], "dtype": dtype, "settings": settings,
-                 **_preprocessing_record(full, train_loader, settings["augment"])}
+                 **_preprocessing_record(full, train_loader, settings["augment"]),
+                 **(run.record(settings["batch_size"]) if run else {})}
         if nan_stop and history.stopped_at is not None:  # the stopped epoch did not complete
             extra["stopped"] = {"epoch": history.stopped_at[0], "step": history.stopped_at[1],
                                 "reason": history.stop_reason}
@@ -372,14 +395,16 @@ def _cmd_train(args, out) -> int:
         save_checkpoint(args.save, model, optimizer, epoch=completed, extra=extra, scheduler=scheduler,
                         history=history)
         print(f"saved {args.save}", file=out)
-    if args.plot:
+    if args.plot and (run is None or run.is_root):
         from .plots import plot_history
         plot_history(history, args.plot, title=f"{settings['model']} on {dataset}")
         print(f"saved {args.plot}", file=out)
-    if args.plot_filters:
+    if args.plot_filters and (run is None or run.is_root):
         from .plots import plot_filters
         plot_filters(model, args.plot_filters)
         print(f"saved {args.plot_filters}", file=out)
+    if run:
+        run.world.barrier()  # the other ranks end once rank 0's files are written
     return EXIT_CODES["nan_stop"] if nan_stop else EXIT_CODES["ok"]
 
 

@@ -225,8 +225,14 @@ def save_checkpoint(path, model, optimizer=None, epoch: int | None = None, extra
     appended). Returns ``path``.
     """
     path = check_writable(path)
-    arrays = _collect(model, optimizer, epoch, extra, scheduler, history)
+    arrays = _collect(model, _unwrapped(optimizer), epoch, extra, scheduler, history)
     return atomic_write(path, lambda f: (np.savez_compressed if compress else np.savez)(f, **arrays))
+
+
+def _unwrapped(optimizer):
+    """The optimizer itself out of a wrapper (engine.distributed.DistributedOptimizer):
+    the file records, and loads into, the wrapped optimizer's class."""
+    return getattr(optimizer, "wrapped_optimizer", optimizer)
 
 
 # --------------------------------------------------------------------------- reading the archive
@@ -684,6 +690,7 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, restore_rn
     not fit what it is loaded into; ``FileNotFoundError`` if there is no file.
     """
     path = os.fsdecode(os.fspath(path))
+    optimizer = _unwrapped(optimizer)
     with _Archive(path) as archive:
         keys = archive.keys()
         if "format" not in keys:

@@ -21,6 +21,15 @@ them); everything else stays on the device until the end of the epoch.
 A NaN or infinite training loss stops training: the update that would have
 used it is skipped, the weights of the last step whose loss was finite are put
 back, a message says so (``History.stop_reason``), and ``fit`` returns.
+
+Several ranks (``mpiexec -n 4 python -m mpi4py ...``, :mod:`engine.distributed`):
+the optimizer must be a ``DistributedOptimizer`` and the loaders sharded; the
+step's loss and accuracy ride in the gradient average's message, so every
+rank sees the whole batch's figures and stops on a NaN together; metrics are
+summed over the ranks, BatchNorm running statistics averaged before
+validation; early stopping and NaN stops are agreed; only rank 0 prints and
+writes checkpoints. The hooks (``engine/distributed/fitting.py``) do nothing
+in a world of one.
 """
 from __future__ import annotations
 
@@ -175,7 +184,7 @@ class EarlyStopping(Callback):
         if self.restore_best_weights and self.best_weights is not None \
                 and self.best_epoch != state.history.last("epoch"):
             state.model.load_state_dict(self.best_weights)
-            if self.verbose:
+            if self.verbose and _is_root():
                 print(f"EarlyStopping: restored the weights of epoch {self.best_epoch} "
                       f"({self.monitor} {self.best:.4f})", file=sys.stderr)
 
@@ -200,6 +209,7 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, epoch, logs, state):
         from .checkpoint import save_checkpoint
+        from .distributed import fitting, on_root
         if self.save_best_only:
             value = logs.get(self.monitor)
             if value is None or not math.isfinite(value):
@@ -207,8 +217,11 @@ class ModelCheckpoint(Callback):
             if self.best is not None and (value >= self.best if self.mode == "min" else value <= self.best):
                 return
             self.best = value
-        save_checkpoint(self.path.format(epoch=epoch), state.model, state.optimizer, epoch=epoch,
-                        extra=self.extra, scheduler=state.scheduler, history=state.history)
+        # rank 0 writes (atomically); the others wait for it and learn whether it worked
+        on_root(lambda: save_checkpoint(self.path.format(epoch=epoch), state.model, state.optimizer, epoch=epoch,
+                                        extra={**self.extra, **fitting.run_record(state)},
+                                        scheduler=state.scheduler, history=state.history),
+                f"ModelCheckpoint: saving {self.path.format(epoch=epoch)}")
 
 
 # --------------------------------------------------------------------------- progress
@@ -310,10 +323,14 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
     ``history``: an existing :class:`History` to append to (resuming).
     """
     _check_fit_args(model, loss, optimizer, epochs, initial_epoch, clip_grad_norm)
+    from .distributed.fitting import FitSync
+    sync = FitSync(optimizer, train_loader)  # across ranks; does nothing in a world of one
+    progress = progress and sync.is_root
     out = sys.stdout if file is None else file
     callbacks = list(callbacks or ())
     history = History() if history is None else history
     state = FitState(model, loss, optimizer, history, scheduler, epochs)
+    state.train_loader = train_loader
     params = model.parameters()
     step_unit = scheduler_step_unit(scheduler) if scheduler is not None else None
     good = None  # weights of the last step whose loss was finite
@@ -322,6 +339,7 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
     try:
         for epoch in range(initial_epoch + 1, epochs + 1):
             state.epoch = epoch
+            sync.begin_epoch(train_loader, epoch)
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, state)
             lr = _lr_of(optimizer)
@@ -341,26 +359,24 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
                     output = model(x)
                     loss_value = _as_loss(loss(output, y))
                     loss_value.backward()
-                    if clip_grad_norm is not None:
-                        clip_grad_norm_(params, clip_grad_norm)
                     logits = as_array(output)
                     value = backends.backend_of(loss_value.data).xp.reshape(loss_value.data, ())
                     if classify is None:
                         classify = _is_classification(logits, y)
-                    if classify:
-                        pair = xp.stack([value, _correct(xp, logits, y, value.dtype)])
-                        batch_loss, batch_correct = (float(v) for v in _state.to_numpy(pair))  # the one sync
-                    else:
-                        batch_loss, batch_correct = float(_state.to_numpy(value)), 0.0
+                    correct = _correct(xp, logits, y, value.dtype) if classify else xp.zeros_like(value)
+                    pair = xp.stack([value, correct])
+                    # the one sync; across ranks it also averages the gradients (so clipping comes after)
+                    batch_loss, batch_correct, n = sync.read_step(pair, int(x.shape[0]))
+                    if clip_grad_norm is not None:
+                        clip_grad_norm_(params, clip_grad_norm)
                     if not math.isfinite(batch_loss):
                         _stop_on_nonfinite(state, model, good, epoch, step, batch_loss,
-                                           _label_problem(logits, y) if classify else None)
+                                           _label_problem(logits, y) if classify else None, warn=sync.is_root)
                         break
                     good = _snapshot(params, good)
                     optimizer.step()
                     if step_unit == "batch":
                         scheduler.step()
-                    n = int(x.shape[0])
                     seen += n
                     loss_sum += batch_loss * n
                     correct_sum += batch_correct
@@ -375,6 +391,7 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
             elapsed = time.perf_counter() - start
             if state.stop_training and seen == 0:
                 break
+            sync.end_epoch(model)  # BatchNorm running statistics averaged before validation and checkpoints
             logs = {"epoch": epoch, "loss": loss_sum / max(seen, 1),
                     "accuracy": (correct_sum / max(seen, 1)) if classify else None,
                     "lr": lr, "time": elapsed, "samples_per_s": seen / max(elapsed, 1e-9)}
@@ -395,6 +412,7 @@ def fit(model, loss, optimizer, train_loader, val_loader=None, epochs: int = 1, 
                 scheduler.step(logs["val_loss"] if logs.get("val_loss") is not None else logs["loss"])
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs, state)
+            sync.agree_to_stop(state)
             if state.stop_training:
                 if progress:
                     print(state.stop_reason, file=out, flush=True)
@@ -464,7 +482,7 @@ def _label_problem(logits, y) -> str | None:
     return None
 
 
-def _stop_on_nonfinite(state, model, good, epoch, step, value, cause=None):
+def _stop_on_nonfinite(state, model, good, epoch, step, value, cause=None, warn=True):
     params = model.parameters()
     if good is not None:
         for p, saved in zip(params, good):
@@ -479,7 +497,8 @@ def _stop_on_nonfinite(state, model, good, epoch, step, value, cause=None):
     message = f"training stopped: the loss became {value} at epoch {epoch}, step {step}; {kept}. {advice}"
     state.stop(message)
     state.stopped_at = (epoch, step)
-    warnings.warn(message, NonFiniteLossWarning, stacklevel=3)
+    if warn:
+        warnings.warn(message, NonFiniteLossWarning, stacklevel=3)
 
 
 def _epoch_line(logs, epochs) -> str:
@@ -540,12 +559,21 @@ def evaluate(model, loader, loss=None) -> dict:
                 value = as_array(loss(logits, y))
                 value = xp.astype(value, xp.float64) * b if _has_f64(xp) else value * b
                 loss_total = value if loss_total is None else loss_total + value
+    correct = float(_state.to_numpy(correct_total)) if correct_total is not None else 0.0
+    loss_sum = float(_state.to_numpy(loss_total)) if loss_total is not None else 0.0
+    from .distributed.fitting import sum_evaluation
+    n, correct, loss_sum, classify = sum_evaluation(loader, n, correct, loss_sum, classify)  # a sharded loader
     result = {"n": n}
     if n and classify:
-        result["accuracy"] = float(_state.to_numpy(correct_total)) / n
+        result["accuracy"] = correct / n
     if n and loss is not None:
-        result["loss"] = float(_state.to_numpy(loss_total)) / n
+        result["loss"] = loss_sum / n
     return result
+
+
+def _is_root() -> bool:
+    from .distributed import world
+    return world().is_root
 
 
 def _has_f64(xp) -> bool:

@@ -151,6 +151,22 @@ class DataLoader:
     number of batches per epoch. ``backend``: a backend name; default: the
     one active when iteration starts.
 
+    ``shard`` (data-parallel training, :mod:`engine.distributed`): ``True``
+    splits every batch over the ranks of the job (``(rank, world_size)``
+    names them by hand). ``batch_size`` is then the *global* batch: each of
+    the ranks gets its slice, ``batch_size / world_size`` samples (it must
+    divide evenly when training), and the slices of one step make up the
+    batch one process would see. Every rank draws the same permutation from
+    ``(seed, epoch)`` (``seed``: the loader's, else one drawn from the engine
+    generator, rank 0's winning), and ``epoch`` counts up by itself (``fit``
+    sets it, so a resumed run draws what an uninterrupted one would): no
+    ``set_epoch`` to forget. Training (``shuffle`` or ``drop_last``) drops
+    the final short global batch; otherwise (validation) it is split as
+    evenly as possible, each rank evaluates its part and ``evaluate`` sums
+    the counts. At the start of each epoch the ranks compare their datasets'
+    lengths and the loader's settings: a mismatch is an error, not a hang.
+    The transform draws from a generator of ``(seed, epoch, rank)``.
+
     Timing: ``data_time`` is the host time spent producing the batches of the
     current (or last) epoch — indexing, transfer, conversion, transform,
     normalisation — and ``epoch_data_times`` one entry per finished epoch.
@@ -160,7 +176,7 @@ class DataLoader:
     def __init__(self, data, batch_size: int = 64, shuffle: bool = False,
                  seed: int | None = None, drop_last: bool = False, normalize="dataset",
                  dtype="float32", backend: str | None = None, transform=None,
-                 layout: str | None = None):
+                 layout: str | None = None, shard=False):
         if layout is not None and layout not in _LAYOUTS:
             raise ValueError(f"DataLoader: layout must be 'NCHW' or 'NHWC', got {layout!r}")
         pair = _is_pair(data) and not isinstance(data, ArrayDataset)
@@ -195,6 +211,7 @@ class DataLoader:
         self.data_time = 0.0
         self.epoch_data_times: list[float] = []
         self.normalize = self._normalization(normalize, _channels_of(self.dataset))
+        self._setup_shards(shard, seed)
 
     def _normalization(self, normalize, channels):
         bad = f"DataLoader: normalize must be 'dataset', None or (mean, std), got {normalize!r}"
@@ -229,6 +246,8 @@ class DataLoader:
 
     def __len__(self) -> int:
         n = len(self.dataset)
+        if self.shard:
+            return self._shard_len(n)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
@@ -236,6 +255,8 @@ class DataLoader:
 
     @property
     def _generator(self) -> np.random.Generator:
+        if self._shard_rng is not None:
+            return self._shard_rng
         return self._rng if self._rng is not None else _state.host_rng()
 
     def _batches(self):
@@ -244,7 +265,13 @@ class DataLoader:
         self.data_time = 0.0
         ds = self.dataset
         n = len(ds)
-        order = self._generator.permutation(n) if self.shuffle else None
+        if self.shard:
+            selections = self._shard_selections(n)
+        else:
+            order = self._generator.permutation(n) if self.shuffle else None
+            stop = len(self) * self.batch_size if self.drop_last else n
+            selections = (slice(start, min(start + self.batch_size, n)) if order is None
+                          else order[start:start + self.batch_size] for start in range(0, stop, self.batch_size))
         b = backends.get(self.backend) if self.backend is not None else _state.current()
         try:
             dt = b.dtype(self.dtype)
@@ -253,13 +280,10 @@ class DataLoader:
         shift = scale = None
         if self.normalize is not None:
             shift, scale = (self._channel_param(b, v, dt) for v in self.normalize)
-        stop = len(self) * self.batch_size if self.drop_last else n
         spent = clock() - began
         try:
-            for start in range(0, stop, self.batch_size):
+            for idx in selections:
                 t = clock()
-                idx = slice(start, min(start + self.batch_size, n)) if order is None \
-                    else order[start:start + self.batch_size]
                 if self._source is not None:
                     x, y = self._array_batch(b, idx)
                 else:
@@ -347,8 +371,82 @@ class DataLoader:
             return float(values.reshape(()))
         return b.asarray(values.astype(self.dtype).reshape(1, -1, 1, 1), dtype=dt)
 
+    # -- sharding over the ranks of a data-parallel job (engine.distributed) ---------------
+    def _setup_shards(self, shard, seed):
+        self.shard = None  # (rank, world_size) when sharded
+        self.shard_seed = None
+        self._shard_from_world = shard is True
+        self._shard_rng = None
+        self.epoch = 0
+        if shard is False or shard is None:
+            return
+        if shard is True:
+            from .. import distributed
+            w = distributed.world()
+            rank, size = w.rank, w.size
+        else:
+            try:
+                rank, size = (int(v) for v in shard)
+            except (TypeError, ValueError):
+                raise ValueError(f"DataLoader: shard must be True, False or (rank, world_size), got {shard!r}") \
+                    from None
+            if size < 1 or not 0 <= rank < size:
+                raise ValueError(f"DataLoader: shard=(rank, world_size) needs 0 <= rank < world_size, got {shard!r}")
+        if (self.drop_last or self.shuffle) and self.batch_size % size:  # training: equal slices
+            raise ValueError(f"DataLoader: batch_size {self.batch_size} is the global batch and must divide evenly "
+                             f"over the {size} ranks (each takes batch_size / {size}); use a multiple of {size}")
+        self.shard = (rank, size)
+        if seed is not None:
+            self.shard_seed = int(seed)
+        elif self.shuffle or self.transform is not None:  # a seed is needed: one draw from the engine generator
+            self.shard_seed = int(_state.host_rng().integers(0, 2**62))
+        else:  # nothing random: leave the engine generator's stream alone
+            self.shard_seed = 0
+
+    def shard_info(self):
+        """``(rank, world_size)`` of a sharded loader, ``None`` otherwise."""
+        return self.shard
+
+    @property
+    def drop_last_effective(self) -> bool:
+        """Whether the final short batch is left out (sharded training loaders always do)."""
+        return self.drop_last or bool(self.shard and self.shuffle)
+
+    def _shard_part(self, m):
+        """``(lo, hi)``: this rank's part of a global batch of ``m`` samples."""
+        rank, size = self.shard
+        return rank * m // size, (rank + 1) * m // size
+
+    def _shard_len(self, n):
+        full, rest = divmod(n, self.batch_size)
+        lo, hi = self._shard_part(self.batch_size)
+        count = full if hi > lo else 0
+        if rest and not self.drop_last_effective:
+            lo, hi = self._shard_part(rest)
+            count += hi > lo
+        return count
+
+    def _shard_selections(self, n):
+        rank, size = self.shard
+        epoch = int(self.epoch)
+        seed = self.shard_seed
+        if self._shard_from_world and size > 1:
+            from ..distributed.loader_check import agree_on_epoch
+            seed = agree_on_epoch(self, n, epoch)
+        self.epoch = epoch + 1
+        order = np.random.default_rng([seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        self._shard_rng = np.random.default_rng([seed, epoch, rank, 1])
+        batches = n // self.batch_size if self.drop_last_effective else -(-n // self.batch_size)
+        for k in range(batches):
+            chunk = order[k * self.batch_size:min(n, (k + 1) * self.batch_size)]
+            lo, hi = self._shard_part(len(chunk))
+            if hi > lo:
+                yield chunk[lo:hi]
+
     def __repr__(self) -> str:
         extra = f", transform={self.transform!r}" if self.transform is not None else ""
+        if self.shard:
+            extra += f", shard={self.shard}"
         return (f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, "
                 f"normalize={self.normalize}, dtype={self.dtype!r}{extra})")

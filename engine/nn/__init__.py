@@ -35,3 +35,7 @@ __all__ = [
     # blocks and submodules
     "Residual", "BasicBlock", "functional", "init", "utils",
 ]
+
+from ..distributed.batchnorm import SyncBatchNorm  # noqa: E402  (data-parallel; code in engine/distributed/)
+
+__all__ += ["SyncBatchNorm"]
