@@ -46,6 +46,9 @@ suites:
           threads for the five core shapes, with PASS/MISS against the targets
           (engine <= 1.25x PyTorch; conv forward <= 1.3x the bare GEMM)
   smoke   tiny shapes, every op: for tests
+  distributed  a data-parallel training step per world size (mpiexec): compute,
+          gradient allreduce and update times; python -m engine.bench.distributed
+          --help for its own options (--save/--json/--repeat/--dtype pass through)
 
 ops: """ + "; ".join(f"{k} = {v}" for k, v in OP_HELP.items()) + """
 
@@ -114,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.suite == "distributed":  # its own launcher: bench/distributed.py
+        return _distributed(args)
     threads = args.threads if args.threads else machine.usable_cores()
     env_before = {}
     if args.threads is not None:
@@ -125,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         return _main(parser, args, argv, threads)
     finally:
         machine.restore_env(env_before)
+
+
+def _distributed(args) -> int:
+    from . import distributed
+    passed = [*(["--save", args.save] if args.save else []), *(["--json", args.json] if args.json else []),
+              *(["--steps", str(args.repeat)] if args.repeat else []), "--dtype", args.dtype, "--backend", args.backend]
+    return distributed.main(passed)
 
 
 def _sigterm(signum, frame):  # `timeout` sends SIGTERM: still write what was measured

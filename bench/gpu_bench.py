@@ -19,6 +19,8 @@ Stages (each writes ``DIR/STAGE.json`` and prints a short table):
                ``cudnn.benchmark`` on) and the bare cuBLAS GEMMs of the same sizes.
 ``step``       the SimpleCNN training step (``engine.bench``'s ``train_step``
                case) in both kernel variants against PyTorch CUDA.
+``nccl``       engine.distributed on one GPU: a one-rank NCCL communicator, its
+               allreduce and a DistributedOptimizer step (bench/distributed.py).
 ``report``     merges every stage's JSON, the pytest and compute-sanitizer logs
                into ``OUT/results.json`` and ``OUT/summary.txt``, with PASS/MISS
                for the issue's targets and the kernel-variant decision.
@@ -45,7 +47,7 @@ from pathlib import Path as FsPath
 
 import numpy as np
 
-STAGES = ("env", "compile", "bandwidth", "conv", "step", "report")
+STAGES = ("env", "compile", "bandwidth", "conv", "step", "nccl", "report")
 #: The issue's targets.
 COPY_FRACTION_TARGET = 0.70   # im2col bandwidth / device copy bandwidth
 CUDNN_RATIO_TARGET = 2.0      # engine conv forward+backward / cuDNN
@@ -592,6 +594,11 @@ def stage_step(work: FsPath, dry: bool) -> dict:
     return {"rows": rows, "peer": env.peer_name}
 
 
+def _stage_nccl(work: FsPath, dry: bool) -> dict:
+    from .distributed import gpu_stage
+    return gpu_stage(dry)
+
+
 # ----------------------------------------------------------------------------- report
 def _load(work: FsPath, stage: str) -> dict | None:
     try:
@@ -687,6 +694,17 @@ def stage_report(work: FsPath, out_dir: FsPath, dry: bool) -> dict:
                              f"{what} {'-' if ratio is None else f'{ratio:.2f}x'} cuDNN: {r['shape']}")
             for pname, e in r["errors"].items():
                 lines.append(f"[MISS] conv {r['shape']} {r['op']} {pname}: {e}")
+    nccl = data.get("nccl")
+    if nccl:
+        failed = [k for k, v in nccl["checks"].items() if not v]
+        usable = nccl["nccl_reason"] is None
+        ok = (not failed and nccl["communicator"] == "nccl") if usable else None
+        lines.append(f"[{verdict(ok)}] engine.distributed on one GPU: {nccl['communicator']} allreduce of 421,642 "
+                     f"float32 {_ms(nccl['allreduce_ms'])} (host-staged {_ms(nccl['staged_allreduce_ms'])}), "
+                     f"DistributedOptimizer step {_ms(nccl['step_ms']['distributed'])} vs plain "
+                     f"{_ms(nccl['step_ms']['plain'])}; "
+                     + (f"failed checks: {', '.join(failed)}" if failed else "all checks pass")
+                     + ("" if usable else f"; NCCL unusable: {nccl['nccl_reason']}"))
     step = data.get("step")
     if step:
         for r in step["rows"]:
@@ -818,7 +836,7 @@ def main(argv=None) -> int:
         stage_report(work, FsPath(args.out or args.work), args.dry_run)
         return 0
     fn = {"env": stage_env, "compile": stage_compile, "bandwidth": stage_bandwidth,
-          "conv": stage_conv, "step": stage_step}[args.stage]
+          "conv": stage_conv, "step": stage_step, "nccl": _stage_nccl}[args.stage]
     data = fn(work, args.dry_run)
     data["dry_run"] = args.dry_run
     data["seconds"] = round(time.perf_counter() - t0, 2)

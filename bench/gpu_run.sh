@@ -11,9 +11,10 @@
 #   here, no GPU:          GPU_RUN_DRY=1 bash bench/gpu_run.sh   # every stage's construction, on the CPU
 #
 # Stages: setup (installs .whl/*.whl into $WORK/site, offline), env, compile,
-# tests (pytest -m gpu), bandwidth, conv, step, sanitizer (compute-sanitizer
-# memcheck on the kernel tests), report. A failing stage is logged and the next
-# one runs. The measuring stages are bench/gpu_bench.py (see its docstring).
+# tests (pytest -m gpu), bandwidth, conv, step, nccl (engine.distributed on one
+# GPU: a one-rank NCCL allreduce and DistributedOptimizer step), sanitizer
+# (compute-sanitizer memcheck on the kernel tests), report. A failing stage is
+# logged and the next one runs. The measuring stages are bench/gpu_bench.py (see its docstring).
 #
 # Files: $OUT gets three (the device tool brings back at most 8): summary.txt
 # (PASS/MISS lines; also printed last), results.json (every number), and
@@ -32,7 +33,7 @@ OUT="${OUT:-$ROOT/gpu-results-$(date -u +%Y%m%d-%H%M)}"
 KILL_AFTER=3  # seconds between TERM and KILL at a stage's timeout; counted in the budget
 BUDGET=420
 # name:timeout_seconds, in run order
-STAGE_TABLE=(setup:10 env:20 compile:30 tests:135 bandwidth:30 conv:60 step:35 sanitizer:50 report:8)
+STAGE_TABLE=(setup:10 env:20 compile:30 tests:135 bandwidth:30 conv:60 step:35 nccl:12 sanitizer:50 report:8)
 SANITIZER_TESTS='(im2col_col2im_parity or max_pool2d_parity or avg_pool2d_parity or subnormals) and float32 and not ties and not nan'
 WHEELS=("array-api-compat==1.16.0" "array-api-strict==2.6.1")  # pure Python; the image lacks them
 
@@ -167,7 +168,7 @@ echo "GPU run: stages ${STAGES[*]}; OUT=$OUT WORK=$WORK dry=$DRY python=$PY"
 for stage in "${STAGES[@]}"; do
     case "$stage" in
         setup | env | tests | sanitizer) run "$stage" bash "$ROOT/bench/gpu_run.sh" __stage "$stage" ;;
-        compile | bandwidth | conv | step) run "$stage" "$PY" -m engine.bench.gpu_bench "$stage" --work "$WORK" "${DRYFLAG[@]}" ;;
+        compile | bandwidth | conv | step | nccl) run "$stage" "$PY" -m engine.bench.gpu_bench "$stage" --work "$WORK" "${DRYFLAG[@]}" ;;
         report) run report "$PY" -m engine.bench.gpu_bench report --work "$WORK" --out "$OUT" "${DRYFLAG[@]}" ;;
     esac
 done

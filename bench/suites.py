@@ -229,7 +229,7 @@ def get_suite(name: str) -> Suite:
     raise ValueError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
 
 
-SUITES = ("quick", "full", "sweep", "core", "smoke")
+SUITES = ("quick", "full", "sweep", "core", "smoke", "distributed")  # distributed: bench/distributed.py
 
 
 def parse_shape(text: str) -> ConvShape:

@@ -462,3 +462,26 @@ def test_cli_distributed_in_a_world_of_one_records_the_run(tmp_path, capsys):
     extra = engine.load_checkpoint(path, restore_rng=False).extra
     assert extra["world_size"] == 1 and extra["global_batch"] == 64 and extra["lr_scaling"] == "linear"
     assert json.loads(json.dumps(extra))  # JSON-able
+
+
+def test_bench_suite_distributed_hands_over_to_its_launcher(monkeypatch):
+    from engine.bench import __main__ as bench_main, distributed as bench
+    seen = []
+    monkeypatch.setattr(bench, "main", lambda argv: seen.append(argv) or 0)
+    assert bench_main.main(["--suite", "distributed", "--repeat", "7", "--save", "out/d"]) == 0
+    assert seen == [["--save", "out/d", "--steps", "7", "--dtype", "float32", "--backend", "numpy"]]
+    with pytest.raises(SystemExit):
+        bench.build_parser().parse_args(["--world-sizes", "x"])
+
+
+def test_gpu_script_nccl_stage_runs_dry_and_reports(tmp_path):
+    """bench/gpu_run.sh's nccl stage on the CPU (GPU_RUN_DRY=1): the same code with
+    the local communicator; on a GPU it uses a one-rank NCCL communicator."""
+    from engine.bench import gpu_bench
+    assert gpu_bench.main(["nccl", "--work", str(tmp_path), "--dry-run"]) == 0
+    data = json.loads((tmp_path / "nccl.json").read_text())
+    assert data["dry_run"] is True and data["communicator"] == "local"
+    assert all(data["checks"].values()), data["checks"]
+    assert gpu_bench.main(["report", "--work", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "[dry ] engine.distributed on one GPU: local allreduce" in summary and "all checks pass" in summary

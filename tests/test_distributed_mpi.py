@@ -209,3 +209,22 @@ def test_cli_checkpoint_of_rank0_resumes_to_the_same_result(tmp_path):
     for name, value in a.model_state.items():
         np.testing.assert_array_equal(b.model_state[name], value, err_msg=name)
     assert a.history["loss"] == b.history["loss"]
+
+
+# ----------------------------------------------------------------------------- the bench
+def test_bench_times_a_distributed_step_per_world_size(tmp_path):
+    """python -m engine.bench.distributed: one rank without mpiexec, two with it;
+    every row checked (replicas bit-identical, a known allreduce right)."""
+    from engine.bench import distributed as bench
+    path = tmp_path / "d.json"
+    code = bench.main(["--world-sizes", "1", "2", "--threads", "1", "--model", "lenet5", "--steps", "2", "--warmup",
+                       "1", "--repeat", "2", "--rounds", "1", "--json", str(path)])
+    report = json.loads(path.read_text())
+    assert code == 0, report
+    rows = {r["world_size"]: r for r in report["rows"]}
+    assert set(rows) == {1, 2} and rows[2]["communicator"] == "mpi" and rows[2]["local_batch"] == 32
+    for r in rows.values():
+        assert r["replicas_agree"] and r["allreduce_right"]
+        assert set(r["median_ms"]) == {"compute", "wait", "sync", "update", "step"}
+        assert r["median_ms"]["step"] >= r["median_ms"]["compute"] > 0
+    assert rows[2]["allreduce_ms"][str(rows[2]["gradient_values"])] > 0

@@ -35,7 +35,7 @@ def test_stage_timeouts_fit_seven_minutes():
     proc = subprocess.run([BASH, str(SCRIPT), "plan"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stages = re.findall(r"^(\w+)\s+timeout\s+(\d+)s \+ (\d+)s kill grace", proc.stdout, re.M)
-    assert [s for s, _, _ in stages] == ["setup", "env", "compile", "tests", "bandwidth", "conv", "step",
+    assert [s for s, _, _ in stages] == ["setup", "env", "compile", "tests", "bandwidth", "conv", "step", "nccl",
                                          "sanitizer", "report"]
     total = sum(int(t) + int(k) for _, t, k in stages)
     assert total <= 420, f"stage timeouts and kill grace add up to {total} s > 420 s"

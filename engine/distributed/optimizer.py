@@ -359,7 +359,11 @@ class DistributedOptimizer:
             flags[n:n + k] = xp.astype(values, first.dtype)
         for buffer, _ in self._buffers:
             self.communicator.allreduce_(buffer.array, "sum")
-            buffer.array[:buffer.total] = buffer.array[:buffer.total] / self.world.size
+            grads_part = buffer.array[:buffer.total]
+            if self.backend.name in ("numpy", "cupy"):  # a slice is a view: divide in place, no temporary
+                grads_part /= self.world.size
+            else:
+                buffer.array[:buffer.total] = grads_part / self.world.size
         present = None
         if any(g is None for g in grads):  # only then read the flags (a host read on a GPU)
             present = self.backend.to_numpy(flags[:n]) > 0
