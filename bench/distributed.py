@@ -153,7 +153,8 @@ def worker(args) -> int:
                "backend": args.backend, "communicator": comm.name, "gradient_values": n_grad,
                "launcher": w.launcher, "steps": args.steps,
                "median_ms": {k: 1e3 * _median(v.tolist()) for k, v in slowest.items()},
-               "allreduce_ms": allreduce_ms, "allreduce_min_ms": allreduce_min_ms, "replicas_agree": agree, "allreduce_right": allreduce_right,
+               "allreduce_ms": allreduce_ms, "allreduce_min_ms": allreduce_min_ms, "replicas_agree": agree,
+               "allreduce_right": allreduce_right,
                "load_average": machine.load_average()}
         Path(args.out).write_text(json.dumps(row))
     return 0
@@ -179,7 +180,6 @@ def gpu_stage(dry: bool) -> dict:
     from engine.distributed import communicators
 
     backend = engine.backends.get("numpy" if dry else "cupy")
-    xp = backend.xp
     w = dist.init()
     out = {"nccl_reason": "dry run: no GPU" if dry else communicators.nccl_unavailable_reason()}
     if dry or out["nccl_reason"] is not None:

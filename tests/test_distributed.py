@@ -315,17 +315,19 @@ def test_sharded_world_of_one_is_a_plain_loader_in_order():
 # ----------------------------------------------------------------------------- SyncBatchNorm
 def _bn_pair(c=3, dtype="float64", **kwargs):
     ref, sync = nn.BatchNorm2d(c, dtype=dtype, **kwargs), nn.SyncBatchNorm(c, dtype=dtype, **kwargs)
-    if ref.affine:
-        for m in (ref, sync):
+    for m in (ref, sync):
+        if m.weight is not None:
             m.weight.data = engine.asarray(np.linspace(0.5, 1.5, c), dtype=dtype)
+        if m.bias is not None:
             m.bias.data = engine.asarray(np.linspace(-0.2, 0.2, c), dtype=dtype)
     return ref, sync
 
 
-@pytest.mark.parametrize("momentum, affine", [(0.1, True), (None, True), (0.3, False)])
-def test_sync_batchnorm_in_a_world_of_one_equals_batchnorm(momentum, affine):
+@pytest.mark.parametrize("momentum, affine, bias", [(0.1, True, True), (None, True, True), (0.3, False, True),
+                                                    (0.1, True, False)])
+def test_sync_batchnorm_in_a_world_of_one_equals_batchnorm(momentum, affine, bias):
     rng = np.random.default_rng(0)
-    ref, sync = _bn_pair(momentum=momentum, affine=affine)
+    ref, sync = _bn_pair(momentum=momentum, affine=affine, bias=bias)
     for step in range(3):
         x = rng.standard_normal((4, 3, 5, 5)) * 3 + 1
         g = rng.standard_normal((4, 3, 5, 5))
@@ -343,7 +345,9 @@ def test_sync_batchnorm_in_a_world_of_one_equals_batchnorm(momentum, affine):
     assert int(sync.num_batches_tracked) == 3
     if affine:
         np.testing.assert_allclose(sync.weight.grad, ref.weight.grad, rtol=1e-12)
+    if affine and bias:
         np.testing.assert_allclose(sync.bias.grad, ref.bias.grad, rtol=1e-12)
+    assert (sync.bias is None) == (ref.bias is None)
     sync.eval(), ref.eval()
     x = engine.asarray(rng.standard_normal((2, 3, 5, 5)))
     np.testing.assert_allclose(engine.to_numpy(sync(x).data), engine.to_numpy(ref(x).data), rtol=1e-13)
@@ -393,12 +397,13 @@ def test_sync_batchnorm_backward_by_finite_differences():
 
 def test_convert_sync_batchnorm_keeps_parameters_and_statistics():
     model = nn.Sequential(nn.Conv2d(1, 2, 3, dtype="float64"), nn.BatchNorm2d(2, dtype="float64"),
-                          nn.Sequential(nn.BatchNorm1d(2, dtype="float64")))
+                          nn.Sequential(nn.BatchNorm1d(2, dtype="float64", bias=False)))
     weight, mean = model[1].weight, model[1].running_mean
     keys = list(model.state_dict())
     nn.SyncBatchNorm.convert_sync_batchnorm(model)
     assert isinstance(model[1], nn.SyncBatchNorm) and isinstance(model[2][0], nn.SyncBatchNorm)
     assert model[1].weight is weight and model[1].running_mean is mean
+    assert model[2][0].bias is None and model[2][0].weight.data.dtype == np.float64
     assert list(model.state_dict()) == keys  # checkpoints load either way
     with pytest.raises(ValueError, match="process_group must be None"):
         nn.SyncBatchNorm(2, process_group="group")

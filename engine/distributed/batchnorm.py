@@ -106,22 +106,22 @@ class SyncBatchNorm(_BatchNorm):
     _ndims = (2, 3, 4, 5)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 process_group=None, *, dtype="float32"):
+                 process_group=None, device=None, dtype=None, *, bias=True):
         if process_group is not None:
             raise ValueError("SyncBatchNorm: process_group must be None (statistics over every rank); "
                              "sub-groups are not supported")
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
 
-    def forward(self, x):
+    def forward(self, input):
         if not self.training:
-            return super().forward(x)
-        self._check_input(x)
-        array = as_array(x)
+            return super().forward(input)
+        self._check_input(input)
+        array = as_array(input)
         backend = backends.backend_of(array)
         if backend is None or "float" not in str(array.dtype):
             raise TypeError(f"{self._label()}: input must be a floating-point array of the engine's backends, "
                             f"got {type(array).__name__} {getattr(array, 'dtype', '')}")
-        if self.affine and self.weight.data.dtype != array.dtype:
+        if self.weight is not None and self.weight.data.dtype != array.dtype:
             raise TypeError(f"{self._label()}: input dtype {array.dtype} differs from the layer's "
                             f"{self.weight.data.dtype}; convert the model or the data (e.g. model.to('float64'))")
         factor = 0.0
@@ -131,7 +131,8 @@ class SyncBatchNorm(_BatchNorm):
             factor = self.momentum if self.momentum is not None else 1.0 / backend.xp.astype(nbt, array.dtype)
         comm = world().device_communicator(backend)
         node = SyncBatchNormNode(comm, self.running_mean, self.running_var, factor, self.eps)
-        return node(x, self.weight, self.bias) if self.affine else node(x)
+        affine = [p for p in (self.weight, self.bias) if p is not None]  # (weight[, bias]) or nothing
+        return node(input, *affine)
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
@@ -139,10 +140,14 @@ class SyncBatchNorm(_BatchNorm):
         ``SyncBatchNorm`` holding the same parameters and running statistics
         (a batch-norm ``module`` itself comes back converted)."""
         if isinstance(module, (BatchNorm1d, BatchNorm2d)) and not isinstance(module, SyncBatchNorm):
+            reference = module.weight.data if module.weight is not None else module.running_mean
             sync = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
-                       process_group, dtype=str(module.weight.data.dtype) if module.affine else "float32")
-            if module.affine:
-                sync.weight, sync.bias = module.weight, module.bias
+                       process_group, dtype=str(reference.dtype) if reference is not None else None,
+                       bias=module.bias is not None)
+            if module.weight is not None:
+                sync.weight = module.weight
+            if module.bias is not None:
+                sync.bias = module.bias
             if module.track_running_stats:
                 for name in ("running_mean", "running_var", "num_batches_tracked"):
                     sync._set_buffer(name, getattr(module, name))
