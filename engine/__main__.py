@@ -291,7 +291,7 @@ def _cmd_train(args, out, run=None) -> int:
         from .distributed import cli as distributed_cli
         distributed_cli.check_arguments(args)
         if args.distributed:  # every rank runs this command; rank 0 prints; an error on one aborts all
-            return distributed_cli.run_distributed(_cmd_train, args, out)
+            return distributed_cli.run_distributed(_cmd_train, args, out, _exit_code)
     from . import backends
     import engine
 

@@ -115,10 +115,11 @@ class DistributedRun:
                 "lr_scaling": self.args.lr_scaling, "sync_bn": bool(self.args.sync_bn)}
 
 
-def run_distributed(command, args, out) -> int:
+def run_distributed(command, args, out, exit_code=None) -> int:
     """Run ``command(args, out, run)`` on this rank: rank 0 prints, the others are
     silent; an error on any rank is printed with its rank and ends every rank
-    (``MPI_Abort``) instead of leaving the others waiting."""
+    (``MPI_Abort``, with ``exit_code(exception)``, default 2) instead of leaving
+    the others waiting."""
     run = DistributedRun(args)  # fails the same way on every rank (options, mpi4py missing): no abort needed
     if run.world.size == 1:
         return command(args, out, run)
@@ -132,9 +133,9 @@ def run_distributed(command, args, out) -> int:
     except (Exception, KeyboardInterrupt) as exc:
         w = run.world
         print(f"error (rank {w.rank} of {w.size}): {type(exc).__name__}: {exc}", file=sys.__stderr__, flush=True)
-        if os.environ.get("ENGINE_DEBUG"):
+        if getattr(args, "debug", False) or os.environ.get("ENGINE_DEBUG", "").strip() not in ("", "0"):
             traceback.print_exc(file=sys.__stderr__)
-        w.abort(130 if isinstance(exc, KeyboardInterrupt) else 2)
+        w.abort(exit_code(exc) if exit_code is not None else 130 if isinstance(exc, KeyboardInterrupt) else 2)
     finally:
         if quiet is not None:
             quiet.close()
