@@ -58,6 +58,19 @@ def test_launched_without_mpi4py_names_the_install_command():
     assert 'pip install ".[mpi]"' in done.stdout
 
 
+def test_a_launcher_whose_mpi_is_not_mpi4pys_is_an_error_not_lonely_training():
+    """mpiexec of one MPI, mpi4py built for another: each process would see a world
+    of one and train alone. Here: the launcher's variables say 2, MPI says 1."""
+    pytest.importorskip("mpi4py", reason='needs mpi4py (pip install ".[mpi]")')
+    code = ("import engine.distributed as d\n"
+            "try:\n    d.init()\nexcept d.DistributedUnavailableError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env=_clean_env(OMPI_COMM_WORLD_SIZE="2", OMPI_COMM_WORLD_RANK="0",
+                                         OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
+    assert done.returncode == 0, done.stderr
+    assert "started 2 processes but MPI sees a world of 1" in done.stdout, done.stdout + done.stderr
+
+
 @pytest.mark.parametrize("env, expected", [
     ({}, (1, None, None, None)),
     ({"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "0"},

@@ -234,7 +234,14 @@ def init(backend: str | None = None) -> World:
             why = (f"this process was started by {launcher} as one of {size} ranks" if size > 1
                    else "engine.distributed.init(backend='mpi') was called")
             MPI = import_mpi(why)
-            _world = World(MPI.COMM_WORLD, launcher)
+            found = World(MPI.COMM_WORLD, launcher)
+            if size > 1 and found.size != size:
+                raise DistributedUnavailableError(
+                    f"{launcher} started {size} processes but MPI sees a world of {found.size}: mpi4py is built for "
+                    f"another MPI library than the {launcher} that launched it (each process would train alone). "
+                    f"Use the mpiexec of the MPI mpi4py was built with (python -m mpi4py --mpi-library shows it), "
+                    f"or rebuild mpi4py for yours: pip install --no-binary=mpi4py --force-reinstall mpi4py")
+            _world = found
             if _world.size > 1:
                 _install_abort_hook(_world)
         else:
