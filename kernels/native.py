@@ -1,7 +1,8 @@
 """The C kernels of the NumPy backend: compiled with the system C compiler on
 first use, cached, verified, loaded with :mod:`ctypes`.
 
-``kernels/cpu_conv.c`` is built with ``$CC`` (else ``cc``) and
+The sources of :data:`SOURCES` (``kernels/cpu_conv.c`` first: it holds the
+vector layer the others use) are built as one translation unit with ``$CC`` (else ``cc``) and
 ``-O3 -march=native``, so it uses the vector unit of the machine it runs on
 (AVX-512, else AVX2 with FMA) whatever the BLAS was told (``OPENBLAS_CORETYPE``). The shared library is kept
 under ``$ENGINE_CACHE_DIR`` (else ``$XDG_CACHE_HOME/engine``, else
@@ -52,7 +53,10 @@ import threading
 import time
 from importlib import resources
 
-SOURCE = "cpu_conv.c"
+#: The C sources, compiled as one translation unit in this order (each file after the
+#: first may use the vector layer and helpers of those before it).
+SOURCES = ("cpu_conv.c", "cpu_dense.c", "cpu_depthwise.c", "cpu_peak.c")
+SOURCE = "cpu_*.c"  # how messages name them
 FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-fno-math-errno")
 #: What ``native_isa()`` of a build may answer, named; 0 (neither) turns the kernels off.
 ISAS = {512: "AVX-512", 256: "AVX2"}
@@ -61,7 +65,7 @@ STALE_BUILD_SECONDS = 15 * 60
 
 _i64 = ctypes.c_longlong
 _ptr = ctypes.c_void_p
-#: entry point -> (result type, argument types); mirrors kernels/cpu_conv.c.
+#: entry point -> (result type, argument types); mirrors kernels/cpu_*.c.
 SIGNATURES = {
     "native_isa": (ctypes.c_int, ()),
     "packed_weights_size": (_i64, (_ptr,)),
@@ -302,7 +306,7 @@ def _build(directory: str, name: str, cc: str, source: str) -> int:
     that was hashed, whatever happens to ``name`` since)."""
     tmp = tempfile.mkdtemp(dir=directory, prefix=f".build-{os.getpid()}-")  # mode 0700
     try:
-        src = os.path.join(tmp, SOURCE)
+        src = os.path.join(tmp, "kernels.c")
         with open(os.open(src, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
             f.write(source)
         out = os.path.join(tmp, "lib.so")
@@ -329,6 +333,16 @@ def _build(directory: str, name: str, cc: str, source: str) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _read_sources() -> str:
+    """The text of :data:`SOURCES`, joined, each file's lines numbered as its own
+    (``#line``), so that compiler messages name the file and line to fix."""
+    parts = []
+    for name in SOURCES:
+        text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+        parts.append(f'#line 1 "kernels/{name}"\n{text}\n')
+    return "".join(parts)
+
+
 def _dlopen(fd: int, path: str):
     """Load the library open as ``fd`` (the bytes that were verified), falling back to
     ``path`` where there is no ``/proc/self/fd``."""
@@ -345,7 +359,7 @@ def _load():
     if cc is None:
         return None, f"off: {version}"
     try:
-        source = resources.files(__package__).joinpath(SOURCE).read_text(encoding="utf-8")
+        source = _read_sources()
     except OSError as exc:
         return None, f"off: kernels/{SOURCE} cannot be read: {exc}"
     directory = cache_dir()
