@@ -251,7 +251,8 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
 
     emit(f"python -m engine.bench {' '.join(argv)}")
     emit(f"backend {args.backend} {args.dtype}; suite {suite.name}: {suite.description}")
-    emit(f"CPU {meta['cpu_model']} ({meta['cpu_usable']} usable cores); BLAS "
+    emit(f"CPU {meta['cpu_model']}" + (f" ({meta['cpu_family_model']})" if meta.get("cpu_family_model") else "")
+         + f" ({meta['cpu_usable']} usable cores); BLAS "
          f"{(meta['blas'].get('blas') or {}).get('name') if isinstance(meta['blas'].get('blas'), dict) else '?'} "
          f"threads={settings.facts().get('blas_threads', 'unverified')}{_blas_kernels(settings.facts())}; torch threads "
          f"{settings.facts().get('torch_threads')}; engine host threads "
@@ -268,8 +269,9 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
             emit("roofline: no FMA peak (the C kernels are off)")
         else:
             peak_gflops = peak["gflops_all"] if args.dtype == "float32" else None
-            emit(f"roofline: float32 FMA peak {peak['gflops_1']:.0f} GFLOP/s on 1 thread, "
-                 f"{peak['gflops_all']:.0f} GFLOP/s on {peak['threads']} thread(s) (kernels/cpu_peak.c: 12 "
+            on_all = (f", {peak['gflops_all']:.0f} GFLOP/s on {peak['threads']} threads" if peak["threads"] > 1
+                      else "")
+            emit(f"roofline: float32 FMA peak {peak['gflops_1']:.0f} GFLOP/s on 1 thread{on_all} (kernels/cpu_peak.c: 12 "
                  f"independent FMA chains in registers, ~{peak['target_ms']:.0f} ms a call, best of "
                  f"{peak['best_of']}); %peak = a conv row's GFLOP/s / the {peak['threads']}-thread figure"
                  + ("" if peak_gflops else " (float32 only: no %peak for float64)"))

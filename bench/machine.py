@@ -173,6 +173,23 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def _cpu_family_model() -> str | None:
+    """``"family 25 model 17"`` (x86 /proc/cpuinfo): "AMD EPYC" alone does not say
+    whether the FMA units are 256 or 512 bits wide (Zen 4: family 25; Zen 5: 26)."""
+    found = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("cpu family", "model") and key not in found:
+                    found[key] = line.split(":", 1)[1].strip()
+                if len(found) == 2:
+                    return f"family {found['cpu family']} model {found['model']}"
+    except OSError:
+        pass
+    return None
+
+
 def _mem_total_gib() -> float | None:
     try:
         with open("/proc/meminfo") as fh:
@@ -268,6 +285,7 @@ def collect(backend: str, threads: ThreadSettings | None, argv: list[str]) -> di
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu_model": _cpu_model(),
+        "cpu_family_model": _cpu_family_model(),
         "cpu_logical": os.cpu_count(),
         "cpu_usable": usable_cores(),
         "mem_total_gib": _mem_total_gib(),
