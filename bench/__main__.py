@@ -41,16 +41,34 @@ suites:
           pools, the training step; naive estimated from a smaller batch where
           it would take too long (rows marked est., times marked ~; on CPU
           backends only: on a GPU naive runs only with --paths naive, for real)
-  sweep   batch size 1..256 on SimpleCNN.conv2, then image size 8..128 at batch 8
+  sweep   53 layers of real networks (LeNet, VGG, ResNet, MobileNet, EfficientNet,
+          ConvNeXt, AlexNet, Inception, DeepLab): kernel 1, 3, 5, 7, 1x7, 7x1; stride 1,
+          2; dilation 2; groups 1, 2, C (depthwise); channels 1..1024; spatial 7..224;
+          batch 1, 8, 64, 128. Forward, dx, dW, forward+backward, engine gemm vs
+          PyTorch, each point checked against float64 first; then a summary
+          (geometric mean of engine/PyTorch, worst point, points worse than 1.3x),
+          also in the JSON (meta.summary) and CSV ('# summary.*' lines). Under 10 min
+          on 2 cores (236 s measured, most of it the depthwise backward)
+  scaling batch size 1..256 on SimpleCNN.conv2, then image size 8..128 at batch 8
   core    the core issue: conv forward and forward+backward vs PyTorch on the same
           threads for the five core shapes, with PASS/MISS against the targets
           (engine <= 1.25x PyTorch; conv forward <= 1.3x the bare GEMM)
+  layers  batch-1 inference latency of the zoo models (simple_cnn, lenet5,
+          course_cnn on 1x28x28; resnet20, vgg11_bn on 3x32x32) and a ResNet-18 on
+          one 3x224x224 image, eval mode under no_grad, against the same model in
+          PyTorch (weights loaded from the engine's state_dict); the SimpleCNN
+          training step (batch 64); with the same summary as sweep
   smoke   tiny shapes, every op: for tests
+  sweep-smoke  the sweep's ops and summary on tiny shapes (groups, depthwise,
+          dilation, 1x7/7x1): for tests
   distributed  a data-parallel training step per world size (mpiexec): compute,
           gradient allreduce and update times; python -m engine.bench.distributed
           --help for its own options (--save/--json/--repeat/--dtype pass through)
 
 ops: """ + "; ".join(f"{k} = {v}" for k, v in OP_HELP.items()) + """
+
+every run on numpy measures the float32 FMA peak first (kernels/cpu_peak.c) and
+prints it as a roofline line; conv rows give %peak against it (--no-peak skips).
 
 exit status: 0, or 3 when some path was WRONG or raised (the run still completes
 and writes every file), 2 for a usage error or an unusable backend.
@@ -88,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "backends.base bound onto the backend), generic (the same for max pooling), torch "
                         "(the PyTorch peer). The bare GEMM and max pooling's 'engine' path are always timed.")
     p.add_argument("--shape", action="append", metavar="N,C,H,O,k,s,p",
-                   help="replace the suite's conv shapes by this one (repeatable); also N,C,H,W,O,k,s,p")
+                   help="replace the suite's conv shapes by this one (repeatable); also N,C,H,W,O,k,s,p; "
+                        "k and p may be AxB (height x width: 1x7, 0x3), then optional d=DILATION, g=GROUPS: "
+                        "8,128,17,128,1x7,1,0x3 or 8,64,56,64,3,1,1,g=64")
     p.add_argument("--repeat", type=int, metavar="N",
                    help="timed rounds per case after the warm-up (default: the suite's, 5; core 7)")
     p.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed rounds first (default 1)")
@@ -108,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "installed, PREFIX.png")
     p.add_argument("--no-torch", action="store_true",
                    help="act as if PyTorch were not installed (no peer; reference = engine gemm float64)")
+    p.add_argument("--no-peak", action="store_true",
+                   help="skip the FMA-peak measurement (the roofline line and the %%peak column, ~1-2 s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     p.add_argument("--inject-broken", action="store_true", help=argparse.SUPPRESS)  # tests: a WRONG path
     return p
@@ -202,10 +224,10 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
     policy = harness.Policy(warmup=args.warmup, repeat=args.repeat or suite.repeat,
                             **harness.naive_policy(suite.naive_real_s, suite.naive_estimate,
                                                    env.backend.host_memory))
+    env.bare_gemm = suite.bare_gemm
     work = []
     for op in ops:
-        shapes = (suite.conv if op in suites.CONV_OPS else suite.pool if op in suites.POOL_OPS else suite.train)
-        work += [(op, s) for s in shapes]
+        work += [(op, s) for s in suite.shapes_for(op)]
 
     meta = machine.collect(args.backend, settings, argv)
     if args.backend == "numpy":
@@ -217,9 +239,9 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
         timing=("CUDA events per call (cupy.cuda.Event; torch.cuda.Event for the torch peer), interleaved"
                 if args.backend == "cupy" else "time.perf_counter per call, interleaved round-robin"),
         reference=env.reference_name, tolerance=env.tol, peer=env.peer_name or env.torch_note,
-        conv_dx_method=("dx alone = the dx half of the engine's backward called directly "
-                        "(W^T @ grad per workspace chunk, then backend.col2im), as in "
-                        "engine/ops/conv.py; checked against the reference dx"),
+        conv_dx_method=("dx alone = conv2d_backward(..., need_weight_grad=False, has_bias=False), the "
+                        "engine's own dx path (strided: col2im of tensordot(W, g) per group); checked against "
+                        "the reference dx"),
         workspace_bytes_default=env.backend.workspace_bytes(), complete=False)
 
     text = []
@@ -230,7 +252,8 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
 
     emit(f"python -m engine.bench {' '.join(argv)}")
     emit(f"backend {args.backend} {args.dtype}; suite {suite.name}: {suite.description}")
-    emit(f"CPU {meta['cpu_model']} ({meta['cpu_usable']} usable cores); BLAS "
+    emit(f"CPU {meta['cpu_model']}" + (f" ({meta['cpu_family_model']})" if meta.get("cpu_family_model") else "")
+         + f" ({meta['cpu_usable']} usable cores); BLAS "
          f"{(meta['blas'].get('blas') or {}).get('name') if isinstance(meta['blas'].get('blas'), dict) else '?'} "
          f"threads={settings.facts().get('blas_threads', 'unverified')}{_blas_kernels(settings.facts())}; torch threads "
          f"{settings.facts().get('torch_threads')}; engine host threads "
@@ -239,6 +262,20 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
          + "".join(f"; {v}={os.environ[v]}" for v in machine.SPIN_LIMITS if os.environ.get(v)))
     if args.backend == "numpy":
         emit(f"engine C kernels (kernels/cpu_conv.c): {meta.get('native_kernels')}")
+    peak_gflops = None
+    if args.backend == "numpy" and not args.no_peak:
+        peak = machine.fma_peak(settings.n, suite.peak_ms)
+        meta["fma_peak"] = peak
+        if peak is None:
+            emit("roofline: no FMA peak (the C kernels are off)")
+        else:
+            peak_gflops = peak["gflops_all"] if args.dtype == "float32" else None
+            on_all = (f", {peak['gflops_all']:.0f} GFLOP/s on {peak['threads']} threads" if peak["threads"] > 1
+                      else "")
+            emit(f"roofline: float32 FMA peak {peak['gflops_1']:.0f} GFLOP/s on 1 thread{on_all} (kernels/cpu_peak.c: 12 "
+                 f"independent FMA chains in registers, ~{peak['target_ms']:.0f} ms a call, best of "
+                 f"{peak['best_of']}); %peak = a conv row's GFLOP/s / the {peak['threads']}-thread figure"
+                 + ("" if peak_gflops else " (float32 only: no %peak for float64)"))
     if args.backend == "cupy" and meta.get("cupy"):
         c = meta["cupy"]
         emit(f"GPU {c.get('gpu')} (cc {c.get('compute_capability')}), CUDA runtime {c.get('cuda_runtime')}, "
@@ -273,7 +310,7 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
                     results = [harness.Result(op=op, case=shape.name, shape=shape.label, path="(case)",
                                               role="engine", status="ERROR",
                                               note=f"{type(exc).__name__}: {exc}".splitlines()[0][:300])]
-                rows = report.derive(results)
+                rows = report.derive(results, peak_gflops)
                 if op != current_op:
                     emit(report.table_header(op))
                     current_op = op
@@ -291,6 +328,11 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
         progress.close()
         meta["elapsed_s"] = round(time.time() - t_start, 1)
         meta["load_average_end"] = machine.load_average()
+        if suite.summary and all_rows:
+            summary = report.summarize(all_rows)
+            emit("")
+            emit(report.summary_text(summary))
+            meta["summary"] = summary
         if suite.name == "core":
             verdict, _, _ = report.core_verdicts(all_rows)
             emit("")

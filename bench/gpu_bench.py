@@ -148,9 +148,10 @@ def in_variant(rig: Rig, name: str, fn):
 def _window(shape):
     """``(x_shape, Window)`` of a suites.ConvShape or PoolShape."""
     from ..backends.base import Window
-    p = shape.pad
+    p, kw, pw = shape.pad, getattr(shape, "kw", shape.k), getattr(shape, "pad_w", shape.pad)
+    d = getattr(shape, "dilation", 1)
     return ((shape.n, shape.c, shape.h, shape.w),
-            Window(shape.k, shape.k, shape.stride, shape.stride, 1, 1, p, p, p, p, shape.oh, shape.ow))
+            Window(shape.k, kw, shape.stride, shape.stride, d, d, p, p, pw, pw, shape.oh, shape.ow))
 
 
 def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:

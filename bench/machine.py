@@ -173,6 +173,23 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def _cpu_family_model() -> str | None:
+    """``"family 25 model 17"`` (x86 /proc/cpuinfo): "AMD EPYC" alone does not say
+    whether the FMA units are 256 or 512 bits wide (Zen 4: family 25; Zen 5: 26)."""
+    found = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("cpu family", "model") and key not in found:
+                    found[key] = line.split(":", 1)[1].strip()
+                if len(found) == 2:
+                    return f"family {found['cpu family']} model {found['model']}"
+    except OSError:
+        pass
+    return None
+
+
 def _mem_total_gib() -> float | None:
     try:
         with open("/proc/meminfo") as fh:
@@ -268,6 +285,7 @@ def collect(backend: str, threads: ThreadSettings | None, argv: list[str]) -> di
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu_model": _cpu_model(),
+        "cpu_family_model": _cpu_family_model(),
         "cpu_logical": os.cpu_count(),
         "cpu_usable": usable_cores(),
         "mem_total_gib": _mem_total_gib(),
@@ -286,3 +304,70 @@ def collect(backend: str, threads: ThreadSettings | None, argv: list[str]) -> di
     if backend == "cupy":
         facts["cupy"] = cupy_facts()
     return facts
+
+
+# ----------------------------------------------------------------------------- FMA peak
+def fma_peak(threads: int, target_ms: float = 50.0, best_of: int = 5) -> dict | None:
+    """The machine's measured float32 FMA peak in GFLOP/s, on 1 thread and on
+    ``threads`` threads, from ``peak_fma_f32`` of ``kernels/cpu_peak.c`` (12
+    independent vector FMA chains in registers, no memory traffic).
+
+    The iteration count is calibrated so one call takes about ``target_ms`` on
+    one thread; the best of ``best_of`` runs is kept (noise only slows a run
+    down). The multi-thread figure runs one call per thread at once through
+    the engine's host thread pool (``backends/host_threads.py``), timed from
+    the first start to the last end. ``None`` without the C kernels.
+    Returns ``{"gflops_1": .., "gflops_all": .., "threads": n, "iters": .., "isa": ..}``.
+    """
+    import ctypes
+    import time
+
+    from ..backends import host_threads
+    from ..kernels import native
+    lib = native.library()
+    if lib is None:
+        return None
+    sink = ctypes.c_float()
+
+    def one(iters):
+        return lib.peak_fma_f32(iters, ctypes.byref(sink))
+
+    iters = 1 << 12
+    while True:  # calibrate on one thread
+        t0 = time.perf_counter()
+        one(iters)
+        dt = time.perf_counter() - t0
+        if dt >= target_ms / 1e3 / 8 or iters >= 1 << 40:
+            break
+        iters *= 4
+    iters = max(1, int(iters * (target_ms / 1e3) / max(dt, 1e-9)))
+
+    def best_rate(n):
+        flops = [0] * n
+
+        def part(sl):
+            for i in range(sl.start, sl.stop):
+                flops[i] = one(iters)
+        best = 0.0
+        saved = host_threads.get_num_threads()
+        host_threads.set_num_threads(n)
+        try:
+            for _ in range(best_of):
+                t0 = time.perf_counter()
+                host_threads.parallel_for(part, n, n * host_threads.MIN_ITEMS_PER_THREAD)
+                dt = time.perf_counter() - t0
+                best = max(best, sum(flops) / dt / 1e9)
+        finally:
+            host_threads.set_num_threads(saved)
+        return best
+
+    out = {"gflops_1": best_rate(1), "threads": threads, "iters": iters, "target_ms": target_ms,
+           "best_of": best_of, "flops_per_call": iters * 12 * 2 * _vl(lib),
+           "isa": native.status()}
+    out["gflops_all"] = best_rate(threads) if threads > 1 else out["gflops_1"]
+    return out
+
+
+def _vl(lib) -> int:
+    """floats per vector of the build: 16 (AVX-512) or 8 (AVX2)."""
+    return 16 if lib.native_isa() == 512 else 8

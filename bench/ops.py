@@ -21,15 +21,17 @@ Paths of conv2d (names as they appear in the report):
 ``GEMM-blas``     on NumPy float32 with the C kernels, ``xp.matmul`` (the BLAS) on
                   the same shapes, for comparison.
 
-The conv input gradient alone (``conv2d_bwd_dx``) is timed by calling the dx
-half of the engine's backward directly: on NumPy float32 with the C kernels and
-stride 1, ``backends.native_cpu.input_grad``; else ``W^T @ grad`` per workspace
-chunk then ``backend.col2im``, exactly the calls ``engine/ops/conv.py``
-(``_conv2d_backward_gemm``, dx branch; ``_conv2d_backward_strided`` for the
-strided path) makes, checked against the reference dx like every other path.
-The weight gradient alone is ``conv2d_backward(..., need_input_grad=False,
+The conv input gradient alone (``conv2d_bwd_dx``) is the engine's own
+``conv2d_backward(..., need_weight_grad=False, has_bias=False)`` (the strided
+path: :func:`conv_dx_strided`, col2im of ``tensordot(W, g)`` per group); the
+weight gradient alone is ``conv2d_backward(..., need_input_grad=False,
 has_bias=False)``; PyTorch's are ``aten.convolution_backward`` with the
-matching ``output_mask``.
+matching ``output_mask``. Every conv path passes the shape's groups, dilation
+and (possibly non-square) kernel and padding through.
+
+``model_infer`` runs a whole model (``engine.models``, or :func:`resnet18`) in
+eval mode under ``no_grad`` against its PyTorch twin (:func:`torch_twin`) with
+the same weights.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ from ..kernels import native
 from engine import ops as F
 
 from .harness import Case, Path
-from .suites import ConvShape, PoolShape, TrainShape, sweep_point
+from .suites import ConvShape, ModelShape, PoolShape, TrainShape, scaling_point
 
 CONV_PATHS = ("naive", "strided", "gemm", "gemm-slicing")
 PATH_CHOICES = ("naive", "strided", "gemm", "pairs", "gemm-blas", "gemm-slicing", "generic", "torch")
@@ -153,6 +155,8 @@ class Env:
         self.reference_name = ("torch float64 (CPU)" if self.ref_torch
                                else "engine gemm float64 (numpy backend)")
         self.tol = {"float32": 1e-4, "float64": 1e-9}[dtype]
+        self.bare_gemm = True      # time the bare GEMM beside each conv case (the sweep turns it off)
+        self._ref_cache = None     # (key, the float64 reference of the last conv shape)
 
     # arrays
     def dev(self, a: np.ndarray, dtype=None):
@@ -202,83 +206,61 @@ def _broken(path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------ conv2d
-def _conv_reference(env: Env, op, s: ConvShape, x, w, b, g) -> dict:
-    """float64 reference outputs of ``op`` on host arrays."""
+_CONV_KEEP = {"conv2d_fwd": ("y",), "conv2d_bwd": ("dx", "dw", "db"), "conv2d_bwd_dx": ("dx",),
+              "conv2d_bwd_dw": ("dw",), "conv2d_fwdbwd": ("y", "dx", "dw", "db")}
+
+
+def _conv_reference(env: Env, op, s: ConvShape, x, w, b, g, cache: bool = True) -> dict:
+    """float64 reference outputs of ``op`` on host arrays. All four of ``y, dx,
+    dw, db`` are computed at once and kept for the last shape (``cache``), so
+    the ops of one shape (same inputs: seeded by the shape) share one reference."""
+    key = (s, env.dtype)
+    cached = getattr(env, "_ref_cache", None)
+    if cache and cached is not None and cached[0] == key:
+        full = cached[1]
+    else:
+        full = _conv_reference_all(env, s, x, w, b, g)
+        if cache:
+            env._ref_cache = (key, full)
+    return {k: full[k] for k in _CONV_KEEP[op]}
+
+
+def _conv_reference_all(env: Env, s: ConvShape, x, w, b, g) -> dict:
     if env.ref_torch:
         torch = env.torch
         tx, tw, tb, tg = (torch.from_numpy(a) for a in (x, w, b, g))
-        out = {}
-        if op in ("conv2d_fwd", "conv2d_fwdbwd"):
-            out["y"] = torch.nn.functional.conv2d(tx, tw, tb, s.stride, s.pad).numpy()
-        if op != "conv2d_fwd":
-            dx, dw, db = torch.ops.aten.convolution_backward(
-                tg, tx, tw, [s.o], [s.stride] * 2, [s.pad] * 2, [1, 1], False, [0, 0], 1, [True, True, True])
-            grads = {"dx": dx.numpy(), "dw": dw.numpy(), "db": db.numpy()}
-            keep = {"conv2d_bwd": ("dx", "dw", "db"), "conv2d_bwd_dx": ("dx",), "conv2d_bwd_dw": ("dw",),
-                    "conv2d_fwdbwd": ("dx", "dw", "db")}[op]
-            out.update({k: grads[k] for k in keep})
-        return out
+        y = torch.nn.functional.conv2d(tx, tw, tb, s.stride, s.padding, s.dilation, s.groups).numpy()
+        dx, dw, db = torch.ops.aten.convolution_backward(
+            tg, tx, tw, [s.o], [s.stride] * 2, list(s.padding), [s.dilation] * 2, False, [0, 0], s.groups,
+            [True, True, True])
+        return {"y": y, "dx": dx.numpy(), "dw": dw.numpy(), "db": db.numpy()}
     npb = backends.get("numpy")  # the engine itself, in float64, on the host
     with engine.use_backend("numpy"):
         xa, wa, ba, ga = (npb.asarray(a) for a in (x, w, b, g))
-        out = {}
-        if op in ("conv2d_fwd", "conv2d_fwdbwd"):
-            out["y"] = np.asarray(F.conv2d(xa, wa, ba, s.stride, s.pad, method="gemm"))
-        if op != "conv2d_fwd":
-            dx, dw, db = F.conv2d_backward(ga, xa, wa, s.stride, s.pad, method="gemm")
-            grads = {"dx": np.asarray(dx), "dw": np.asarray(dw), "db": np.asarray(db)}
-            keep = {"conv2d_bwd": ("dx", "dw", "db"), "conv2d_bwd_dx": ("dx",), "conv2d_bwd_dw": ("dw",),
-                    "conv2d_fwdbwd": ("dx", "dw", "db")}[op]
-            out.update({k: grads[k] for k in keep})
-        return out
+        y = F.conv2d(xa, wa, ba, s.stride, s.padding, s.dilation, s.groups, method="gemm")
+        dx, dw, db = F.conv2d_backward(ga, xa, wa, s.stride, s.padding, s.dilation, s.groups, method="gemm")
+        return {"y": np.asarray(y), "dx": np.asarray(dx), "dw": np.asarray(dw), "db": np.asarray(db)}
 
 
 def _window(s: ConvShape) -> Window:
-    p = s.pad
-    return Window(s.k, s.k, s.stride, s.stride, 1, 1, p, p, p, p, s.oh, s.ow)
-
-
-def _chunks(backend, n, per_image):
-    try:  # the engine's own chunking, so the dx path splits the batch as the engine does
-        from engine.ops._common import _batch_chunks
-        return _batch_chunks(backend, n, per_image)
-    except ImportError:
-        step = max(1, backend.workspace_bytes() // max(1, per_image))
-        return [slice(i, min(n, i + step)) for i in range(0, n, step)]
-
-
-def conv_dx_gemm(backend, grad_out, weight, x_shape, s: ConvShape):
-    """dx alone, as the gemm backward computes it: ``W^T @ g`` then col2im, per chunk."""
-    xp = backend.xp
-    n, c, h, w = x_shape
-    o, kc = weight.shape[0], weight.shape[1] * s.k * s.k
-    win = _window(s)
-    w_t = xp.permute_dims(xp.reshape(weight, (o, kc)), (1, 0))
-    dx = xp.empty((n, c, h, w), dtype=grad_out.dtype, device=_device(grad_out))
-    per_image = kc * s.oh * s.ow * (8 if grad_out.dtype == xp.float64 else 4)
-    for part in _chunks(backend, n, per_image):
-        nb = part.stop - part.start
-        g = xp.reshape(xp.permute_dims(grad_out[part, ...], (1, 0, 2, 3)), (o, nb * s.oh * s.ow))
-        dx[part, ...] = backend.col2im(xp.matmul(w_t, g), (nb, c, h, w), win)
-    return dx
-
-
-def conv_dx_engine(backend, grad_out, weight, x_shape, s: ConvShape):
-    """dx alone, as the engine's gemm backward computes it: on NumPy float32 with the C
-    kernels, the forward kernel on the flipped weights (stride 1); else :func:`conv_dx_gemm`."""
-    if backend.name == "numpy" and getattr(backend, "use_native_kernels", False):
-        dx = native_cpu.input_grad(grad_out, weight, tuple(x_shape), _window(s), 1)
-        if dx is not None:
-            return dx
-    return conv_dx_gemm(backend, grad_out, weight, x_shape, s)
+    return Window(s.k, s.kw, s.stride, s.stride, s.dilation, s.dilation, s.pad, s.pad, s.pad_w, s.pad_w,
+                  s.oh, s.ow)
 
 
 def conv_dx_strided(backend, grad_out, weight, x_shape, s: ConvShape):
-    """dx alone, as the strided backward computes it: ``tensordot(W, g)`` then col2im."""
+    """dx alone, as the strided backward computes it: ``tensordot(W, g)`` then
+    col2im, per group."""
     xp = backend.xp
-    n, c, _, _ = x_shape
-    dcol = xp.tensordot(weight, grad_out, axes=([0], [1]))  # (C, kh, kw, N, OH, OW)
-    return backend.col2im(xp.reshape(dcol, (c * s.k * s.k, n * s.oh * s.ow)), tuple(x_shape), _window(s))
+    n, c, h, w = x_shape
+    cg, og = c // s.groups, s.o // s.groups
+    win = _window(s)
+    parts = []
+    for i in range(s.groups):
+        gi = grad_out[:, i * og:(i + 1) * og, ...] if s.groups > 1 else grad_out
+        wi = weight[i * og:(i + 1) * og, ...] if s.groups > 1 else weight
+        dcol = xp.tensordot(wi, gi, axes=([0], [1]))  # (C/g, kh, kw, N, OH, OW)
+        parts.append(backend.col2im(xp.reshape(dcol, (cg * s.k * s.kw, n * s.oh * s.ow)), (n, cg, h, w), win))
+    return parts[0] if s.groups == 1 else xp.concat(parts, axis=1)
 
 
 def _device(x):
@@ -287,24 +269,25 @@ def _device(x):
 
 
 def _engine_conv_run(env: Env, op, method, s: ConvShape, x, w, b, g):
-    st, pd = s.stride, s.pad
+    geo = dict(stride=s.stride, padding=s.padding, dilation=s.dilation, groups=s.groups, method=method)
     be = env.backend
     if op == "conv2d_fwd":
-        return (lambda: F.conv2d(x, w, b, st, pd, method=method)), (lambda y: {"y": env.host(y)})
+        return (lambda: F.conv2d(x, w, b, **geo)), (lambda y: {"y": env.host(y)})
     if op == "conv2d_bwd":
-        return ((lambda: F.conv2d_backward(g, x, w, st, pd, method=method)),
+        return ((lambda: F.conv2d_backward(g, x, w, **geo)),
                 (lambda r: {"dx": env.host(r[0]), "dw": env.host(r[1]), "db": env.host(r[2])}))
     if op == "conv2d_bwd_dw":
-        return ((lambda: F.conv2d_backward(g, x, w, st, pd, method=method, need_input_grad=False,
-                                           has_bias=False)),
+        return ((lambda: F.conv2d_backward(g, x, w, need_input_grad=False, has_bias=False, **geo)),
                 (lambda r: {"dw": env.host(r[1])}))
     if op == "conv2d_bwd_dx":
-        fn = conv_dx_strided if method == "strided" else conv_dx_engine
-        return (lambda: fn(be, g, w, tuple(x.shape), s)), (lambda dx: {"dx": env.host(dx)})
+        if method == "strided":
+            return (lambda: conv_dx_strided(be, g, w, tuple(x.shape), s)), (lambda dx: {"dx": env.host(dx)})
+        return ((lambda: F.conv2d_backward(g, x, w, need_weight_grad=False, has_bias=False, **geo)),
+                (lambda r: {"dx": env.host(r[0])}))
     if op == "conv2d_fwdbwd":
         def run():
-            y = F.conv2d(x, w, b, st, pd, method=method)
-            return (y,) + tuple(F.conv2d_backward(g, x, w, st, pd, method=method))
+            y = F.conv2d(x, w, b, **geo)
+            return (y,) + tuple(F.conv2d_backward(g, x, w, **geo))
         return run, (lambda r: {"y": env.host(r[0]), "dx": env.host(r[1]), "dw": env.host(r[2]),
                                 "db": env.host(r[3])})
     raise ValueError(op)
@@ -313,13 +296,13 @@ def _engine_conv_run(env: Env, op, method, s: ConvShape, x, w, b, g):
 def _torch_conv_run(env: Env, op, s: ConvShape, x, w, b, g):
     torch = env.torch
     tx, tw, tb, tg = (env.tdev(a) for a in (x, w, b, g))
-    st, pd = [s.stride] * 2, [s.pad] * 2
+    st, pd, dl = [s.stride] * 2, list(s.padding), [s.dilation] * 2
     conv_bwd = torch.ops.aten.convolution_backward
     th = env.thost
     if op == "conv2d_fwd":
         def run():
             with torch.no_grad():
-                return torch.nn.functional.conv2d(tx, tw, tb, s.stride, s.pad)
+                return torch.nn.functional.conv2d(tx, tw, tb, s.stride, s.padding, s.dilation, s.groups)
         return run, (lambda y: {"y": th(y)})
     if op in ("conv2d_bwd", "conv2d_bwd_dx", "conv2d_bwd_dw"):
         mask = {"conv2d_bwd": [True, True, True], "conv2d_bwd_dx": [True, False, False],
@@ -327,13 +310,13 @@ def _torch_conv_run(env: Env, op, s: ConvShape, x, w, b, g):
         keys = [k for k, m in zip(("dx", "dw", "db"), mask) if m]
 
         def run():
-            return conv_bwd(tg, tx, tw, [s.o], st, pd, [1, 1], False, [0, 0], 1, mask)
+            return conv_bwd(tg, tx, tw, [s.o], st, pd, dl, False, [0, 0], s.groups, mask)
         return run, (lambda r: {k: th(t) for k, t in zip(("dx", "dw", "db"), r) if k in keys})
     if op == "conv2d_fwdbwd":
         xr, wr, br = (t.clone().requires_grad_(True) for t in (tx, tw, tb))
 
         def run():
-            y = torch.nn.functional.conv2d(xr, wr, br, s.stride, s.pad)
+            y = torch.nn.functional.conv2d(xr, wr, br, s.stride, s.padding, s.dilation, s.groups)
             dx, dw, db = torch.autograd.grad(y, (xr, wr, br), tg)
             return y, dx, dw, db
         return run, (lambda r: {"y": th(r[0]), "dx": th(r[1]), "dw": th(r[2]), "db": th(r[3])})
@@ -344,36 +327,42 @@ def _bare_gemm(env: Env, op, s: ConvShape, rng, use_kernels: bool, name="GEMM", 
     """The op's own GEMMs on random contiguous operands, in the engine's layouts:
     forward ``W (O, K) @ col (K, P)``; dW ``g (O, P) @ col.T``; dx ``W.T @ g``.
     ``use_kernels``: through the C kernels' ``gemm_f32``, with each operand laid
-    out contiguously as that GEMM reads it best (they are random anyway)."""
+    out contiguously as that GEMM reads it best (they are random anyway).
+    Grouped shapes: one batched ``xp.matmul`` over the groups (per-group M, K)."""
     xp = env.xp
     m, p, k = s.gemm_mnk
+    g = s.groups
+    lead = (g,) if g > 1 else ()
+    use_kernels = use_kernels and g == 1
 
     def rand(*shape):
-        return env.dev(rng.standard_normal(shape, dtype=np.float32))
+        return env.dev(rng.standard_normal(lead + shape, dtype=np.float32))
     a, col = rand(m, k), rand(k, p)
     gm = rand(m, p) if op != "conv2d_fwd" else None
     if use_kernels:
         mm, col_t, a_t = native_cpu.matmul, rand(p, k), rand(k, m)
-        t = lambda arr, axes: {id(col): col_t, id(a): a_t}[id(arr)]  # noqa: E731
+        t = lambda arr: {id(col): col_t, id(a): a_t}[id(arr)]  # noqa: E731
         what = "C kernels' gemm_f32"
     else:
-        mm, t, what = xp.matmul, xp.permute_dims, "xp.matmul"
+        axes = (0, 2, 1) if g > 1 else (1, 0)
+        mm, t = xp.matmul, (lambda arr: xp.permute_dims(arr, axes))
+        what = "xp.matmul" + (f" batched over {g} groups" if g > 1 else "")
     if op == "conv2d_fwd":
         run = lambda: mm(a, col)
         desc = f"({m}x{k}) @ ({k}x{p})"
     elif op == "conv2d_bwd_dw":
-        run = lambda: mm(gm, t(col, (1, 0)))
+        run = lambda: mm(gm, t(col))
         desc = f"({m}x{p}) @ ({p}x{k})"
     elif op == "conv2d_bwd_dx":
-        run = lambda: mm(t(a, (1, 0)), gm)
+        run = lambda: mm(t(a), gm)
         desc = f"({k}x{m}) @ ({m}x{p})"
     elif op == "conv2d_bwd":
-        run = lambda: (mm(gm, t(col, (1, 0))), mm(t(a, (1, 0)), gm))
+        run = lambda: (mm(gm, t(col)), mm(t(a), gm))
         desc = "dW + dx GEMMs"
     else:
-        run = lambda: (mm(a, col), mm(gm, t(col, (1, 0))), mm(t(a, (1, 0)), gm))
+        run = lambda: (mm(a, col), mm(gm, t(col)), mm(t(a), gm))
         desc = "forward + dW + dx GEMMs"
-    return Path(name, run, None, role=role, timer=env.engine_timer(), workspace=k * p * env.itemsize,
+    return Path(name, run, None, role=role, timer=env.engine_timer(), workspace=g * k * p * env.itemsize,
                 note=f"bare {what} {desc}, M={m} N={p} K={k}; not checked (random operands)")
 
 
@@ -382,16 +371,18 @@ NAIVE_OPS = ("conv2d_fwd", "conv2d_bwd", "conv2d_fwdbwd")
 
 
 def conv_case(env: Env, op: str, s: ConvShape) -> Case:
-    rng = np.random.default_rng(_seed(op, s))
+    # seeded by the shape alone: every op of a shape sees the same inputs and shares one reference
+    rng = np.random.default_rng(_seed("conv", s))
+    cg, kk = s.c // s.groups, s.k * s.kw
     x64 = _rounded(env, rng.standard_normal((s.n, s.c, s.h, s.w)))
-    w64 = _rounded(env, rng.standard_normal((s.o, s.c, s.k, s.k)) / math.sqrt(s.c * s.k * s.k))
+    w64 = _rounded(env, rng.standard_normal((s.o, cg, s.k, s.kw)) / math.sqrt(cg * kk))
     b64 = _rounded(env, 0.1 * rng.standard_normal(s.o))
     g64 = _rounded(env, rng.standard_normal((s.n, s.o, s.oh, s.ow)))
     ref = _conv_reference(env, op, s, x64, w64, b64, g64)
     x, w, b, g = (env.dev(a) for a in (x64, w64, b64, g64))
 
-    per_image = s.c * s.k * s.k * s.oh * s.ow * env.itemsize
-    pointwise = s.k == 1 and s.stride == 1 and s.pad == 0
+    per_image = s.c * kk * s.oh * s.ow * env.itemsize
+    pointwise = kk == 1 and s.stride == 1 and s.pad == 0 and s.pad_w == 0
     chunk = 0 if pointwise else min(s.n, max(1, env.backend.workspace_bytes() // per_image)) * per_image
     factor = {"conv2d_fwd": 1, "conv2d_bwd": 2, "conv2d_bwd_dx": 1, "conv2d_bwd_dw": 1, "conv2d_fwdbwd": 2}[op]
     paths = []
@@ -409,16 +400,18 @@ def conv_case(env: Env, op: str, s: ConvShape) -> Case:
             ws = None  # no im2col matrix: the C kernels pack columns straight from the image
         note = "tensordot copies the whole window view" if method == "strided" else ""
         if op == "conv2d_bwd_dx":
-            note = "dx half of the engine's backward called directly"
+            note = ("col2im of tensordot(W, g), per group" if method == "strided"
+                    else "conv2d_backward(need_weight_grad=False, has_bias=False)")
         elif method == "gemm" and native_active(env):
             note = "C kernels: im2col inside the GEMM's packing"
         paths.append(Path(method, run, outputs, timer=env.engine_timer(), workspace=ws, note=note))
     if env.torch_device is not None:
         run, outputs = _torch_conv_run(env, op, s, x64, w64, b64, g64)
         paths.append(Path(env.peer_name, run, outputs, role="peer", timer=env.peer_timer()))
-    paths.append(_bare_gemm(env, op, s, rng, native_active(env)))
-    if native_active(env):
-        paths.append(_bare_gemm(env, op, s, rng, False, name="GEMM-blas", role="info"))
+    if env.bare_gemm:
+        paths.append(_bare_gemm(env, op, s, rng, native_active(env)))
+        if native_active(env) and s.groups == 1:
+            paths.append(_bare_gemm(env, op, s, rng, False, name="GEMM-blas", role="info"))
     if env.inject_broken and paths:
         paths.insert(0, _broken(paths[0]))
 
@@ -430,16 +423,17 @@ def conv_case(env: Env, op: str, s: ConvShape) -> Case:
             xd, gd = (x, g) if nb == s.n else (env.dev(xs), env.dev(gs))
             run, outputs = _engine_conv_run(env, op, "naive", sub, xd, w, b, gd)
             path = Path("naive", run, outputs, role="naive", timer=env.engine_timer(),
-                        workspace=nb * s.c * s.k * s.k * env.itemsize)
-            return path, (lambda: _conv_reference(env, op, sub, xs, w64, b64, gs))
+                        workspace=nb * s.c * kk * env.itemsize)
+            return path, (lambda: _conv_reference(env, op, sub, xs, w64, b64, gs, cache=(nb == s.n)))
 
-    extra = {"N": s.n, "C": s.c, "H": s.h, "W": s.w, "O": s.o, "k": s.k, "stride": s.stride, "pad": s.pad,
+    extra = {"N": s.n, "C": s.c, "H": s.h, "W": s.w, "O": s.o, "k": s.k, "kw": s.kw, "stride": s.stride,
+             "pad": s.pad, "pad_w": s.pad_w, "dilation": s.dilation, "groups": s.groups,
              "gemm_M": s.gemm_mnk[0], "gemm_N": s.gemm_mnk[1], "gemm_K": s.gemm_mnk[2]}
-    sp = sweep_point(s)
+    sp = scaling_point(s)
     if sp:
-        extra["sweep_axis"], extra["sweep_value"] = sp
+        extra["scaling_axis"], extra["scaling_value"] = sp
     return Case(op, s.name, s.label, OP_FLOPS[op] * s.flops, ref, env.reference_name, paths, batch=s.n,
-                make_naive=make_naive, naive_workspace=s.n * s.c * s.k * s.k * env.itemsize, tol=env.tol,
+                make_naive=make_naive, naive_workspace=s.n * s.c * kk * env.itemsize, tol=env.tol,
                 extra=extra)
 
 
@@ -749,6 +743,159 @@ def train_case(env: Env, op: str, s: TrainShape) -> Case:
                 make_naive=make_naive, tol=tol, extra={"N": s.n})
 
 
+# ------------------------------------------------------------------------------ model inference
+def resnet18(num_classes: int = 1000, dtype: str = "float32"):
+    """ResNet-18 (He et al. 2016) for 224x224 images, built from :mod:`engine.nn` as
+    torchvision builds it (7x7/2 stem without bias, batch norm, ReLU, 3x3/2 max
+    pooling, four stages of two BasicBlocks: 64, 128, 256, 512 channels, global
+    average pooling, linear 512 -> classes), as one ``Sequential``: 11.7M parameters."""
+    nn = engine.nn
+    layers = [nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False, dtype=dtype), nn.BatchNorm2d(64, dtype=dtype),
+              nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    channels = 64
+    for stage, out in enumerate((64, 128, 256, 512)):
+        for block in range(2):
+            layers.append(nn.BasicBlock(channels, out, 2 if stage and not block else 1, dtype=dtype))
+            channels = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes, dtype=dtype)]
+    return nn.Sequential(*layers)
+
+
+def engine_model(name: str, dtype: str, in_channels: int):
+    """A zoo model by name (``engine.models``), or ``"resnet18"`` (:func:`resnet18`)."""
+    if name == "resnet18":
+        return resnet18(dtype=dtype)
+    return engine.models.get_model(name, dtype=dtype, in_channels=in_channels)
+
+
+def torch_twin(torch, module):
+    """The same architecture in ``torch.nn``, built from the engine module's own
+    settings (layer by layer: Sequential, Conv2d, BatchNorm2d, Linear, pooling,
+    activations, Dropout, Flatten, BasicBlock with torchvision's names), so the
+    engine's ``state_dict`` loads into it key for key."""
+    tnn = torch.nn
+    kind = type(module).__name__
+    if kind == "Sequential":
+        return tnn.Sequential(*(torch_twin(torch, m) for m in module.children()))
+    if kind == "Conv2d":
+        return tnn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                          module.padding, module.dilation, module.groups, bias=module.bias is not None)
+    if kind == "BatchNorm2d":
+        return tnn.BatchNorm2d(module.num_features, module.eps, module.momentum)
+    if kind == "Linear":
+        return tnn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+    if kind == "MaxPool2d":
+        return tnn.MaxPool2d(module.kernel_size, module.stride, module.padding, module.dilation,
+                             ceil_mode=module.ceil_mode)
+    if kind == "AvgPool2d":
+        return tnn.AvgPool2d(module.kernel_size, module.stride, module.padding, module.ceil_mode,
+                             module.count_include_pad)
+    if kind == "AdaptiveAvgPool2d":
+        return tnn.AdaptiveAvgPool2d(module.output_size)
+    if kind == "LeakyReLU":
+        return tnn.LeakyReLU(module.negative_slope)
+    if kind in ("ReLU", "Tanh", "Sigmoid", "Identity"):
+        return getattr(tnn, kind)()
+    if kind == "Dropout":
+        return tnn.Dropout(module.p)
+    if kind == "Flatten":
+        return tnn.Flatten(module.start_dim, module.end_dim)
+    if kind == "BasicBlock":
+        return _TorchBasicBlock(torch, module)
+    raise NotImplementedError(f"no torch twin for the engine layer {kind}")
+
+
+def _TorchBasicBlock(torch, block):
+    class BasicBlock(torch.nn.Module):
+        """torchvision's BasicBlock (conv1, bn1, conv2, bn2, downsample), from the engine's."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = torch_twin(torch, block.conv1), torch_twin(torch, block.bn1)
+            self.conv2, self.bn2 = torch_twin(torch, block.conv2), torch_twin(torch, block.bn2)
+            self.downsample = None if block.downsample is None else torch_twin(torch, block.downsample)
+
+        def forward(self, x):
+            out = torch.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+    return BasicBlock()
+
+
+def _model_state(name: str, in_channels: int, seed: int = 0) -> dict:
+    """float64 weights of the model (engine init, seeded) with batch norm running
+    statistics drawn away from 0/1, so eval mode does real arithmetic."""
+    engine.manual_seed(seed)
+    with engine.use_backend("numpy"):
+        model = engine_model(name, "float64", in_channels)
+        state = {k: np.array(engine.to_numpy(v)) for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(seed)
+    for k, v in state.items():
+        if k.endswith("running_mean"):
+            state[k] = 0.1 * rng.standard_normal(v.shape)
+        elif k.endswith("running_var"):
+            state[k] = rng.uniform(0.5, 1.5, v.shape)
+    return state
+
+
+def model_case(env: Env, op: str, s: ModelShape) -> Case:
+    """Inference (eval mode, no_grad) of a whole model on ``s.n`` images: the engine
+    model (gemm convolutions) against its PyTorch twin with the same weights."""
+    rng = np.random.default_rng(_seed(op, s.name, s.n, s.chw))
+    c = s.chw[0]
+    state64 = {k: (_rounded(env, v) if v.dtype.kind == "f" else v) for k, v in _model_state(s.name, c).items()}
+    x64 = _rounded(env, rng.standard_normal((s.n,) + tuple(s.chw)))
+    if env.ref_torch:
+        torch = env.torch
+        ref_model = torch_twin(torch, engine_model(s.name, "float64", c)).double().eval()
+        ref_model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state64.items()})
+        with torch.no_grad():
+            ref = {"y": ref_model(torch.from_numpy(x64)).numpy()}
+    else:
+        with engine.use_backend("numpy"):
+            ref_model = engine_model(s.name, "float64", c)
+            ref_model.load_state_dict(state64)
+            ref_model.eval()
+            with engine.no_grad():
+                ref = {"y": np.asarray(engine.to_numpy(ref_model(x64).data))}
+    with engine.use_backend(env.backend.name):
+        model = engine_model(s.name, env.dtype, c)
+        model.load_state_dict({k: (env.dev(v) if v.dtype.kind == "f" else env.backend.asarray(v))
+                               for k, v in state64.items()})
+        model.eval()
+    x = env.dev(x64)
+
+    def run():
+        with engine.no_grad():
+            return model(x)
+    paths = [Path("gemm", run, lambda y: {"y": env.host(y.data)}, timer=env.engine_timer(),
+                  note=("bench.ops.resnet18" if s.name == "resnet18" else f"engine.models.{s.name}") + ", eval, no_grad")]
+    if env.torch_device is not None:
+        torch = env.torch
+        tmodel = torch_twin(torch, engine_model(s.name, "float64", c)).to(
+            dtype=getattr(torch, env.dtype), device=env.torch_device).eval()
+        tmodel.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state64.items()})
+        tx = env.tdev(x64)
+
+        def trun():
+            with torch.no_grad():
+                return tmodel(tx)
+        paths.append(Path(env.peer_name, trun, lambda y: {"y": env.thost(y)}, role="peer",
+                          timer=env.peer_timer(), note="the same architecture in torch.nn, same weights, eval"))
+    if env.inject_broken:
+        paths.insert(0, _broken(paths[0]))
+    flops = None
+    try:
+        with engine.use_backend("numpy"):
+            from engine.summary import summary
+            flops = float(summary(engine_model(s.name, "float32", c), (s.n,) + tuple(s.chw)).total_flops)
+    except Exception:  # noqa: BLE001  (FLOPs are a nicety; the timing stands without them)
+        flops = None
+    # deep float32 networks drift from float64 by more than one conv does
+    return Case(op, s.name, s.label, flops, ref, env.reference_name, paths, batch=s.n,
+                tol=env.tol * (10 if env.dtype == "float32" else 1), extra={"N": s.n})
+
+
 def build_case(env: Env, op: str, shape) -> Case:
     if isinstance(shape, ConvShape):
         return conv_case(env, op, shape)
@@ -756,4 +903,6 @@ def build_case(env: Env, op: str, shape) -> Case:
         return pool_case(env, op, shape)
     if isinstance(shape, TrainShape):
         return train_case(env, op, shape)
+    if isinstance(shape, ModelShape):
+        return model_case(env, op, shape)
     raise TypeError(f"unknown shape type {type(shape).__name__}")

@@ -10,18 +10,22 @@ from .harness import Result
 from .suites import OP_HELP
 
 ROW_FIELDS = ["op", "case", "shape", "path", "role", "status", "median_ms", "min_ms", "max_ms", "first_ms",
-              "repeats", "gflops", "vs_gemm", "vs_torch", "speedup_vs_naive", "naive_estimated",
+              "repeats", "gflops", "pct_peak", "vs_gemm", "vs_torch", "speedup_vs_naive", "naive_estimated",
               "workspace_bytes", "max_rel_err", "reference", "flops", "note"]
-EXTRA_FIELDS = ["N", "C", "H", "W", "O", "k", "stride", "pad", "gemm_M", "gemm_N", "gemm_K", "sweep_axis",
-                "sweep_value", "naive_predicted_s"]
+EXTRA_FIELDS = ["N", "C", "H", "W", "O", "k", "kw", "stride", "pad", "pad_w", "dilation", "groups", "gemm_M",
+                "gemm_N", "gemm_K", "scaling_axis", "scaling_value", "naive_predicted_s"]
 
 #: Targets of the core issue.
 TARGET_VS_TORCH = 1.25
 TARGET_VS_GEMM = 1.3
+#: The sweep's bar: a point slower than this many times PyTorch's time counts as bad.
+SWEEP_WORSE_THAN = 1.3
 
 
-def derive(results: list[Result]) -> list[dict]:
-    """One dict per result, with the ratios computed inside its case."""
+def derive(results: list[Result], peak_gflops: float | None = None) -> list[dict]:
+    """One dict per result, with the ratios computed inside its case; ``pct_peak``
+    (conv rows, when ``peak_gflops`` is given) is GFLOP/s as a percentage of the
+    machine's measured FMA peak on the bench's threads."""
     rows = []
     timed = [r for r in results if r.times]
     gemm = next((r.median_ms for r in timed if r.role == "gemm"), None)
@@ -34,6 +38,8 @@ def derive(results: list[Result]) -> list[dict]:
             "median_ms": med, "min_ms": r.min_ms, "max_ms": r.max_ms, "first_ms": r.first_ms,
             "repeats": len(r.times), "flops": r.flops,
             "gflops": (r.flops / (med / 1e3) / 1e9) if med and r.flops else None,
+            "pct_peak": (100.0 * r.flops / (med / 1e3) / 1e9 / peak_gflops
+                         if med and r.flops and peak_gflops and r.op.startswith("conv2d") else None),
             "vs_gemm": (med / gemm) if med and gemm and r.role != "gemm" else None,
             "vs_torch": (med / peer) if med and peer and r.role != "peer" else None,
             "speedup_vs_naive": (naive.median_ms / med) if med and naive and r is not naive else None,
@@ -48,9 +54,9 @@ def derive(results: list[Result]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- table
-COLUMNS = [("case", "layer", 26, "<"), ("shape", "shape", 25, "<"), ("path", "path", 13, "<"),
+COLUMNS = [("case", "layer", 26, "<"), ("shape", "shape", 29, "<"), ("path", "path", 13, "<"),
            ("median_ms", "median ms", 10, ">"), ("min_ms", "min", 9, ">"), ("max_ms", "max", 9, ">"),
-           ("first_ms", "1st ms", 8, ">"), ("gflops", "GFLOP/s", 8, ">"), ("vs_gemm", "/GEMM", 6, ">"), ("vs_torch", "/torch", 6, ">"),
+           ("first_ms", "1st ms", 8, ">"), ("gflops", "GFLOP/s", 8, ">"), ("pct_peak", "%peak", 5, ">"), ("vs_gemm", "/GEMM", 6, ">"), ("vs_torch", "/torch", 6, ">"),
            ("workspace_bytes", "im2col MiB", 10, ">"), ("speedup_vs_naive", "x naive", 10, ">"),
            ("note", "note", 0, "<")]
 
@@ -74,6 +80,8 @@ def _cell(row, key):
         return "-" if v is None else f"{v:.1f}" if v < 1000 else f"{v:.0f}"
     if key in ("vs_gemm", "vs_torch"):
         return "-" if v is None else f"{v:.2f}"
+    if key == "pct_peak":
+        return "-" if v is None else f"{v:.0f}"
     if key == "workspace_bytes":
         return "-" if v is None else f"{v / 2 ** 20:.2f}"
     if key == "speedup_vs_naive":
@@ -109,6 +117,7 @@ def table_rows(rows: list[dict]) -> str:
 def legend() -> str:
     return ("median/min/max over interleaved repeats; 1st ms = the first (checked) call, apart: on a GPU it "
             "includes kernel compilation; '~' = estimated from a smaller batch (est.); "
+            "%peak = GFLOP/s / the measured FMA peak on the bench's threads (header); "
             "/GEMM = time / bare GEMM of the same M.N.K in this run; /torch = time / PyTorch; "
             "im2col MiB = workspace of one chunk; x naive = speed-up over naive; "
             "WRONG/ERROR paths were not timed (see note).")
@@ -173,20 +182,23 @@ def plot_available() -> str | None:
 
 def write_plot(path: str, meta: dict, rows: list[dict]) -> None:
     """Speed-ups (over naive, and time relative to PyTorch) per layer and, for
-    sweep shapes, time against work for each path."""
+    scaling shapes, time against work for each path; for a run with a summary
+    (sweep, layers) the engine/PyTorch ratio per point (:func:`write_ratio_plot`)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     timed = [r for r in rows if r["median_ms"] is not None]
-    sweep = [r for r in timed if r.get("sweep_axis")]
-    other = [r for r in timed if not r.get("sweep_axis")]
+    if meta.get("summary"):  # sweep, layers: engine/PyTorch per point
+        return write_ratio_plot(path, meta, rows)
+    sweep = [r for r in timed if r.get("scaling_axis")]
+    other = [r for r in timed if not r.get("scaling_axis")]
     panels = []
     if any(r["speedup_vs_naive"] for r in other):
         panels.append("naive")
     if any(r["vs_torch"] for r in other):
         panels.append("torch")
-    axes_names = sorted({r["sweep_axis"] for r in sweep})
+    axes_names = sorted({r["scaling_axis"] for r in sweep})
     panels += [f"sweep:{a}" for a in axes_names]
     if not panels:
         panels = ["gflops"]
@@ -237,20 +249,20 @@ def write_plot(path: str, meta: dict, rows: list[dict]) -> None:
             grouped(ax, "gflops", "GFLOP/s", False)
         else:
             axis = panel.split(":", 1)[1]
-            pts = [r for r in sweep if r["sweep_axis"] == axis]
+            pts = [r for r in sweep if r["scaling_axis"] == axis]
             for op in dict.fromkeys(r["op"] for r in pts):
                 for p in dict.fromkeys(r["path"] for r in pts if r["op"] == op):
                     sel = sorted((r for r in pts if r["path"] == p and r["op"] == op),
-                                 key=lambda r: r["sweep_value"])
+                                 key=lambda r: r["scaling_value"])
                     ax.plot([r["flops"] for r in sel], [r["median_ms"] for r in sel], marker="o",
                             label=f"{op} {p}", ls="--" if any(r["status"] == "est." for r in sel) else "-")
                     for r in sel[:: max(1, len(sel) // 5)]:
-                        ax.annotate(f"{axis}={r['sweep_value']}", (r["flops"], r["median_ms"]), fontsize=6)
+                        ax.annotate(f"{axis}={r['scaling_value']}", (r["flops"], r["median_ms"]), fontsize=6)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("FLOPs per call (log)")
             ax.set_ylabel("median ms (log)")
-            ax.set_title(f"sweep over {axis}: cost against work", fontsize=9)
+            ax.set_title(f"scaling over {axis}: cost against work", fontsize=9)
             ax.legend(fontsize=7, ncol=3)
             ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -304,6 +316,110 @@ def core_verdicts(rows: list[dict], engine_path: str = "gemm") -> tuple[str, int
                      f"{g_verdict:<5} [{mins[0]}, {mins[1]}]")
     lines.append(f"core: {passes} PASS, {misses} MISS")
     return "\n".join(lines), passes, misses
+
+
+# ----------------------------------------------------------------------------- engine vs PyTorch summary
+def _geomean(values) -> float | None:
+    values = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def summarize(rows: list[dict], engine_path: str = "gemm", worse_than: float = SWEEP_WORSE_THAN) -> dict:
+    """Engine time / PyTorch time over the run's points (one point = one op on
+    one shape): per op the geometric mean, the worst point and how many are
+    worse than ``worse_than``; overall the same across ops, and the points that
+    could not be compared (engine WRONG/ERROR, no peer). Medians throughout."""
+    per_op: dict[str, dict] = {}
+    failed = []
+    for op, case in dict.fromkeys((r["op"], r["case"]) for r in rows):
+        mine = [r for r in rows if (r["op"], r["case"]) == (op, case)]
+        eng = next((r for r in mine if r["path"] == engine_path), None)
+        peer = next((r for r in mine if r["role"] == "peer"), None)
+        d = per_op.setdefault(op, {"points": [], "missing": []})
+        if eng is None or eng["median_ms"] is None or peer is None or peer["median_ms"] is None:
+            why = (eng["status"] if eng is not None and eng["median_ms"] is None
+                   else "no engine row" if eng is None else "no PyTorch time")
+            d["missing"].append({"case": case, "why": why})
+            if eng is not None and eng["status"] in ("WRONG", "ERROR"):
+                failed.append({"op": op, "case": case, "status": eng["status"], "note": eng.get("note")})
+            continue
+        d["points"].append({"case": case, "shape": eng["shape"], "ratio": eng["median_ms"] / peer["median_ms"],
+                            "engine_ms": eng["median_ms"], "torch_ms": peer["median_ms"],
+                            "pct_peak": eng.get("pct_peak")})
+    out = {"engine_path": engine_path, "worse_than": worse_than, "ops": {}, "failed": failed}
+    every = []
+    for op, d in per_op.items():
+        pts = d["points"]
+        every += [dict(p, op=op) for p in pts]
+        worst = max(pts, key=lambda p: p["ratio"]) if pts else None
+        out["ops"][op] = {"points": len(pts), "geomean": _geomean(p["ratio"] for p in pts),
+                          "worst": worst, "worse_than_count": sum(p["ratio"] > worse_than for p in pts),
+                          "missing": d["missing"]}
+    worst = max(every, key=lambda p: p["ratio"]) if every else None
+    out.update(points=len(every), geomean=_geomean(p["ratio"] for p in every), worst=worst,
+               worse_than_count=sum(p["ratio"] > worse_than for p in every))
+    return out
+
+
+def summary_text(summary: dict) -> str:
+    """The summary as lines for the report."""
+    t = summary["worse_than"]
+    lines = [f"summary: engine {summary['engine_path']!r} median / PyTorch median, over the points of each op "
+             f"(geometric mean; worst; points worse than {t}x)",
+             f"{'op':<16} {'points':>6} {'geomean':>8} {'>' + str(t) + 'x':>6}  worst"]
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.2f}"
+    for op, d in summary["ops"].items():
+        w = d["worst"]
+        wtxt = f"{w['ratio']:.2f}x {w['case']} ({w['shape']})" if w else "-"
+        miss = f"; {len(d['missing'])} not compared" if d["missing"] else ""
+        lines.append(f"{op:<16} {d['points']:>6} {fmt(d['geomean']):>8} {d['worse_than_count']:>6}  {wtxt}{miss}")
+    w = summary["worst"]
+    lines.append(f"{'all':<16} {summary['points']:>6} {fmt(summary['geomean']):>8} "
+                 f"{summary['worse_than_count']:>6}  "
+                 + (f"{w['ratio']:.2f}x {w['op']} {w['case']}" if w else "-"))
+    for f in summary["failed"]:
+        lines.append(f"FAILED CHECK: {f['op']} {f['case']}: {f['status']} {f.get('note') or ''}")
+    return "\n".join(lines)
+
+
+def write_ratio_plot(path: str, meta: dict, rows: list[dict], engine_path: str = "gemm") -> None:
+    """Engine time / PyTorch time per point (x: the run's shapes in order; one
+    marker series per op), log y, lines at 1.0 and the sweep's bar."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize(rows, engine_path)
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(12.0, 0.28 * len(cases)), 6.5))
+    markers = "osD^v<>"
+    for i, (op, d) in enumerate(summary["ops"].items()):
+        mine = {}
+        for r in rows:
+            if r["op"] == op and r["path"] == engine_path and r.get("vs_torch"):
+                mine[r["case"]] = r["vs_torch"]
+        xs = [cases.index(c) for c in mine]
+        gm = d["geomean"]
+        ax.plot(xs, list(mine.values()), markers[i % len(markers)], ls="none", ms=5, alpha=0.8,
+                label=f"{op.replace('conv2d_', '')} (geomean {gm:.2f})" if gm else op)
+    ax.axhline(1.0, color="k", lw=0.9)
+    ax.axhline(summary["worse_than"], color="r", lw=0.9, ls="--", label=f"{summary['worse_than']}x")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels([c[:30] for c in cases], fontsize=6, rotation=70, ha="right")
+    ax.set_ylabel("engine time / PyTorch time (log; lower is better)")
+    threads = (meta.get("threads") or {}).get("requested")
+    ax.set_title(f"{meta.get('command', 'python -m engine.bench')}\n{meta.get('dtype')}, {meta.get('cpu_model') or ''}, "
+                 f"{threads} threads, {meta.get('date_utc', '')[:10]}, load {meta.get('load_average_start')}",
+                 fontsize=9)
+    ax.legend(fontsize=7, ncol=5)
+    ax.grid(axis="y", alpha=0.3, which="both")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def replot(json_path: str, png_path: str) -> None:

@@ -29,7 +29,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def build(torch):
+def build(torch, model: str = "simple_cnn"):
+    """The PyTorch network: SimpleCNN written out, or the twin of another
+    ``engine.models`` model (``lenet5``, ``course_cnn``) built by ``bench.ops.torch_twin``."""
+    if model != "simple_cnn":
+        import engine
+        from engine.bench.ops import torch_twin
+        return torch_twin(torch, engine.models.get_model(model))
     nn = torch.nn
     return nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -58,6 +64,9 @@ def accuracy(torch, model, x, y, batch=256):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--model", default="simple_cnn", choices=("simple_cnn", "lenet5", "course_cnn"),
+                   help="the network (default simple_cnn); lenet5: the LeNet-5 epoch comparison "
+                        "(python -m engine train --model lenet5 ...; or --compare-steps)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
@@ -96,18 +105,18 @@ def main(argv=None):
     xtr, ytr = to_tensor(torch, train)
     xte, yte = to_tensor(torch, test)
 
-    model = build(torch)
+    model = build(torch, args.model)
     if args.init == "engine":
         import engine
-        from engine.models import simple_cnn
         engine.manual_seed(args.seed)
-        state = {k: torch.from_numpy(engine.to_numpy(v).copy()) for k, v in simple_cnn().state_dict().items()}
+        state = {k: torch.from_numpy(engine.to_numpy(v).copy())
+                 for k, v in engine.models.get_model(args.model).state_dict().items()}
         model.load_state_dict(state)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
           f"python {platform.python_version()}")
-    print(f"simple_cnn ({sum(q.numel() for q in model.parameters()):,} parameters, {args.init} init) on "
+    print(f"{args.model} ({sum(q.numel() for q in model.parameters()):,} parameters, {args.init} init) on "
           f"{args.dataset}: {len(xtr):,} train, {len(xte):,} test; Adam lr {args.lr:g}, batch {args.batch_size}, "
           f"{args.epochs} epochs, seed {args.seed}", flush=True)
     times = []
@@ -226,9 +235,9 @@ def compare_steps(args):
     engine.manual_seed(args.seed)
     batches = list(DataLoader(train, args.batch_size, shuffle=True))
     tbatches = [(torch.from_numpy(engine.to_numpy(x)), torch.from_numpy(engine.to_numpy(y))) for x, y in batches]
-    model, loss = simple_cnn(), enn.CrossEntropyLoss()
+    model, loss = engine.models.get_model(args.model), enn.CrossEntropyLoss()
     opt = eoptim.Adam(model.parameters(), lr=args.lr)
-    tmodel = build(torch)
+    tmodel = build(torch, args.model)
     topt = torch.optim.Adam(tmodel.parameters(), lr=args.lr)
 
     def engine_block():
@@ -236,7 +245,7 @@ def compare_steps(args):
         for x, y in batches:
             opt.zero_grad()
             value = loss(model(x), y)
-            model.backward(loss.backward(), input_grad=False)
+            value.backward()
             opt.step()
             float(value)
         return (time.perf_counter() - start) / len(batches)

@@ -79,6 +79,7 @@ SIGNATURES = {
     "relu_backward_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64)),
     "max_pool2d_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "max_pool2d_bwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "peak_fma_f32": (_i64, (_i64, _ptr)),
 }
 
 _status = "not loaded yet"

@@ -37,7 +37,7 @@ def test_help_explains_every_option(module, cwd, tmp_path):
                          check=False, cwd=folder)
     assert out.returncode == 0, out.stderr
     for opt in ("--backend", "--suite", "--ops", "--paths", "--repeat", "--dtype", "--threads", "--json", "--csv",
-                "--plot", "quick", "full", "sweep", "core"):
+                "--plot", "quick", "full", "sweep", "scaling", "core", "layers", "sweep-smoke"):
         assert opt in out.stdout
 
 
