@@ -19,6 +19,7 @@ from . import machine  # noqa: E402
 from .suites import ALL_OPS, OP_HELP, SUITES
 
 EXIT_BAD_PATH = 3
+EXIT_NO_DATA = 4  # the epoch suite's dataset is not installed
 
 DESCRIPTION = """\
 Time the engine's conv2d paths (naive, strided, gemm, and on CuPy the generic
@@ -50,6 +51,12 @@ suites:
           also in the JSON (meta.summary) and CSV ('# summary.*' lines). Under 10 min
           on 2 cores (236 s measured, most of it the depthwise backward)
   scaling batch size 1..256 on SimpleCNN.conv2, then image size 8..128 at batch 8
+  epoch   one Fashion-MNIST training epoch (60k images, batch 64, Adam lr 1e-3) of
+          LeNet-5 and SimpleCNN: engine.fit with the engine's DataLoader against the
+          PyTorch twin (same initial weights) in its own loop, one epoch each in turn,
+          3 timed rounds after each side's first epoch; median seconds, engine/PyTorch
+          and the test accuracy of both after. Minutes; --epoch-samples N for a quick
+          look. Needs the dataset installed (never downloads)
   core    the core issue: conv forward and forward+backward vs PyTorch on the same
           threads for the five core shapes, with PASS/MISS against the targets
           (engine <= 1.25x PyTorch; conv forward <= 1.3x the bare GEMM)
@@ -71,7 +78,8 @@ every run on numpy measures the float32 FMA peak first (kernels/cpu_peak.c) and
 prints it as a roofline line; conv rows give %peak against it (--no-peak skips).
 
 exit status: 0, or 3 when some path was WRONG or raised (the run still completes
-and writes every file), 2 for a usage error or an unusable backend.
+and writes every file), 2 for a usage error or an unusable backend, 4 when the
+epoch suite's dataset is not installed.
 
 examples:
   python -m engine.bench --suite quick
@@ -79,6 +87,8 @@ examples:
   python -m engine.bench --suite full --save bench/results/cpu-full
   python -m engine.bench --backend cupy --suite full --save $OUT/gpu-full
   python -m engine.bench --suite quick --ops conv2d_fwd --paths gemm torch --shape 32,64,32,128,3,1,1
+  python -m engine.bench --suite epoch --save /tmp/epoch/epoch1
+  python -m engine.bench --suite epoch --epoch-models lenet5 --epoch-samples 6400 --repeat 3
 """
 
 
@@ -111,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "8,128,17,128,1x7,1,0x3 or 8,64,56,64,3,1,1,g=64")
     p.add_argument("--repeat", type=int, metavar="N",
                    help="timed rounds per case after the warm-up (default: the suite's, 5; core 7)")
-    p.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed rounds first (default 1)")
+    p.add_argument("--warmup", type=int, metavar="N",
+                   help="untimed rounds first (default 1; epoch: 0, each side's first epoch is its checked first "
+                        "call and is reported apart)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="dtype of every path (default float32); the reference is always float64")
     p.add_argument("--threads", type=int, metavar="N",
@@ -126,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="PREFIX",
                    help="shorthand: PREFIX.json, PREFIX.csv, PREFIX.txt (this table) and, when matplotlib is "
                         "installed, PREFIX.png")
+    p.add_argument("--epoch-samples", type=int, metavar="N",
+                   help="epoch suite: train on the first N training images only (default: the whole split)")
+    p.add_argument("--epoch-models", nargs="+", metavar="MODEL",
+                   help="epoch suite: which models (default: lenet5 simple_cnn); any engine.models model with "
+                        "1x28x28 input (lenet5, simple_cnn, course_cnn)")
+    p.add_argument("--epoch-dataset", metavar="NAME",
+                   help="epoch suite: the built-in dataset (default fashion-mnist; mnist, mnist5k)")
+    p.add_argument("--epoch-data-dir", metavar="DIR",
+                   help="epoch suite: a folder holding the dataset's files (as engine.data.load_dataset's data_dir)")
     p.add_argument("--no-torch", action="store_true",
                    help="act as if PyTorch were not installed (no peer; reference = engine gemm float64)")
     p.add_argument("--no-peak", action="store_true",
@@ -201,12 +222,55 @@ def _main(parser, args, argv, threads) -> int:
         shapes_override = [suites.parse_shape(s) for s in args.shape or []]
     except ValueError as exc:
         parser.error(str(exc))
+    if args.warmup is not None and args.warmup < 0:
+        parser.error("--warmup must be >= 0")
+    _epoch_options(parser, args, suite)
+    if suite.epochs and any(op in suites.EPOCH_OPS for op in (ops or suite.ops)):
+        from .ops import epoch_data_problem
+        problem = epoch_data_problem(suite.epochs)
+        if problem:
+            print(f"python -m engine.bench --suite {suite.name}: {problem}", file=sys.stderr)
+            return EXIT_NO_DATA
 
     settings = machine.ThreadSettings(threads).apply()
     try:
         return _run(args, argv, settings, suite, paths, shapes_override, ops)
     finally:
         settings.restore()
+
+
+def _epoch_options(parser, args, suite) -> None:
+    """Apply --epoch-samples/--epoch-models/--epoch-dataset/--epoch-data-dir to the suite's epochs."""
+    from dataclasses import replace
+
+    from . import suites
+    given = [args.epoch_samples is not None, args.epoch_models, args.epoch_dataset, args.epoch_data_dir]
+    if not any(given):
+        return
+    if args.epoch_samples is not None and args.epoch_samples < 1:
+        parser.error("--epoch-samples must be >= 1")
+    epochs = list(suite.epochs or suites.EPOCH_MODELS)
+    if args.epoch_models:
+        from engine.models import INPUT_SHAPES
+        by_model = {s.model: s for s in epochs}
+        chosen = []
+        for name in _list(args.epoch_models):
+            if INPUT_SHAPES.get(name) != (1, 28, 28):
+                parser.error(f"--epoch-models: {name!r} is not an engine.models model with 1x28x28 input; "
+                             f"choose from {', '.join(m for m, shp in INPUT_SHAPES.items() if shp == (1, 28, 28))}")
+            chosen.append(by_model.get(name) or suites.EpochShape(f"{name} Fashion-MNIST", name))
+        epochs = chosen
+    changes = {}
+    if args.epoch_samples is not None:
+        changes["samples"] = args.epoch_samples
+    if args.epoch_dataset:
+        changes["dataset"] = args.epoch_dataset
+    if args.epoch_data_dir:
+        changes["data_dir"] = args.epoch_data_dir
+    epochs = [replace(s, **changes) for s in epochs]
+    if args.epoch_dataset and args.epoch_dataset != "fashion-mnist":
+        epochs = [replace(s, name=s.name.replace("Fashion-MNIST", args.epoch_dataset)) for s in epochs]
+    suite.epochs = epochs
 
 
 def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
@@ -221,7 +285,8 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
     if shapes_override:
         suite.conv = shapes_override
     ops = ops or list(suite.ops)
-    policy = harness.Policy(warmup=args.warmup, repeat=args.repeat or suite.repeat,
+    policy = harness.Policy(warmup=suite.warmup if args.warmup is None else args.warmup,
+                            repeat=args.repeat or suite.repeat,
                             **harness.naive_policy(suite.naive_real_s, suite.naive_estimate,
                                                    env.backend.host_memory))
     env.bare_gemm = suite.bare_gemm
@@ -291,6 +356,7 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
     progress = _progress(len(work), args.quiet)
     timers = harness.Timers(env.backend)
     all_rows, bad_paths, t_start = [], 0, time.time()
+    epoch_entries = []
     current_op = None
     import signal
 
@@ -306,6 +372,8 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
                 try:
                     case = build_case(env, op, shape)
                     results = harness.run_case(case, timers, policy)
+                    if getattr(case, "finish", None) is not None:  # train_epoch: test accuracy after the rounds
+                        epoch_entries.append(case.finish(results))
                 except Exception as exc:  # noqa: BLE001  (a case that cannot be built is a row)
                     results = [harness.Result(op=op, case=shape.name, shape=shape.label, path="(case)",
                                               role="engine", status="ERROR",
@@ -333,6 +401,11 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
             emit("")
             emit(report.summary_text(summary))
             meta["summary"] = summary
+        if epoch_entries:
+            from .ops import epoch_summary
+            emit("")
+            emit(epoch_summary(epoch_entries))
+            meta["epoch"] = epoch_entries
         if suite.name == "core":
             verdict, _, _ = report.core_verdicts(all_rows)
             emit("")

@@ -32,13 +32,22 @@ and (possibly non-square) kernel and padding through.
 ``model_infer`` runs a whole model (``engine.models``, or :func:`resnet18`) in
 eval mode under ``no_grad`` against its PyTorch twin (:func:`torch_twin`) with
 the same weights.
+
+``train_epoch`` (:func:`epoch_case`) trains a zoo model for one epoch over a
+built-in dataset with ``engine.fit`` and the engine's ``DataLoader``, and its
+PyTorch twin, from the same initial weights, with PyTorch's own loop
+(``bench.train_torch_fashion.train_epoch``); the test accuracy of both comes
+after the timed rounds (:class:`EpochCase`'s ``finish``).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import math
 import types
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -49,7 +58,7 @@ from ..kernels import native
 from engine import ops as F
 
 from .harness import Case, Path
-from .suites import ConvShape, ModelShape, PoolShape, TrainShape, scaling_point
+from .suites import ConvShape, EpochShape, ModelShape, PoolShape, TrainShape, scaling_point
 
 CONV_PATHS = ("naive", "strided", "gemm", "gemm-slicing")
 PATH_CHOICES = ("naive", "strided", "gemm", "pairs", "gemm-blas", "gemm-slicing", "generic", "torch")
@@ -896,6 +905,237 @@ def model_case(env: Env, op: str, s: ModelShape) -> Case:
                 tol=env.tol * (10 if env.dtype == "float32" else 1), extra={"N": s.n})
 
 
+# ------------------------------------------------------------------------------ training epochs
+#: Test accuracy each side must reach after the rounds when it trained on at least
+#: ``EPOCH_CHECK_SAMPLES`` images (LeNet-5 and SimpleCNN reach 80-90 % on Fashion-MNIST
+#: after one epoch; 70 % leaves room for any seed and still catches a side that did not learn).
+EPOCH_MIN_ACCURACY = 0.70
+EPOCH_CHECK_SAMPLES = 10_000
+#: Images of the test split whose initial logits both sides must agree on (the check).
+EPOCH_CHECK_IMAGES = 256
+
+
+class EpochDataError(RuntimeError):
+    """The dataset of a ``train_epoch`` case cannot be loaded (absent or corrupt)."""
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_data(dataset: str, data_dir: str | None = None):
+    """``(train, test)`` splits of a built-in dataset, loaded once per process, never
+    downloaded (a benchmark does not touch the network). Raises :class:`EpochDataError`
+    with a one-line reason when they cannot be loaded."""
+    from engine.data import DatasetUnavailableError, load_dataset
+    try:
+        return (load_dataset(dataset, "train", data_dir=data_dir, download=False),
+                load_dataset(dataset, "test", data_dir=data_dir, download=False))
+    except DatasetUnavailableError as exc:
+        from engine.data import cache_dir
+        lines = str(exc).splitlines()
+        files = [ln.split()[0] for ln in lines if ln.startswith("  ") and ln.split() and "ubyte" in ln.split()[0]]
+        raise EpochDataError(f"the {dataset} dataset is not installed ({lines[0].rstrip('.:') if lines else exc}); "
+                             f"put {', '.join(files) or 'its files'} into {cache_dir(dataset)} "
+                             f"or $ENGINE_DATA/{dataset}, or pass --epoch-data-dir DIR") from None
+    except (ValueError, OSError) as exc:
+        raise EpochDataError(f"the {dataset} dataset cannot be read: {str(exc).splitlines()[0]}") from None
+
+
+def epoch_data_problem(shapes) -> str | None:
+    """``None`` when every epoch shape's dataset loads, else why not (one line)."""
+    for s in shapes:
+        try:
+            epoch_data(s.dataset, s.data_dir)
+        except EpochDataError as exc:
+            return str(exc)
+    return None
+
+
+@dataclasses.dataclass
+class EpochCase(Case):
+    """A ``train_epoch`` case: ``finish(results) -> dict`` evaluates both trained
+    models on the test split after the timed rounds, notes their accuracy on
+    the rows (a side under :data:`EPOCH_MIN_ACCURACY` becomes WRONG) and returns
+    the summary entry (seconds, ratio, accuracies) for :func:`epoch_summary`."""
+
+    finish: Callable | None = None
+
+
+def epoch_case(env: Env, op: str, s: EpochShape) -> EpochCase:
+    """One training epoch of ``s.model`` on ``s.dataset`` (the first ``s.samples``
+    training images), batch ``s.n``, Adam ``s.lr``, a fresh shuffle each epoch.
+
+    Engine (path ``gemm``): ``engine.fit(model, CrossEntropyLoss(), Adam, loader,
+    epochs=1, progress=False)`` with ``DataLoader(train, s.n, shuffle=True,
+    seed=s.seed)`` (uint8 pixels / 255, standardised with the train split's
+    mean/std on the fly), exactly what ``python -m engine train`` runs per epoch
+    (no validation). PyTorch: the twin (:func:`torch_twin`) with the engine's
+    initial ``state_dict``, ``torch.optim.Adam``, the images standardised the same
+    way once up front, ``bench.train_torch_fashion.train_epoch`` (index a batch,
+    zero_grad, forward, cross-entropy, backward, step, read the loss and the
+    correct count). Check: both sides' initial logits on the first
+    :data:`EPOCH_CHECK_IMAGES` test images (eval mode) against a float64
+    forward of the same weights, so both start equal. Each side's first epoch
+    is the checked first call (``1st``); the timed rounds then continue training."""
+    from . import train_torch_fashion as ttf
+    from engine.training import evaluate, fit
+    from engine.data import DataLoader
+
+    train_full, test = epoch_data(s.dataset, s.data_dir)
+    train = train_full
+    if s.samples is not None:
+        if s.samples < 1:
+            raise ValueError(f"--epoch-samples must be >= 1, got {s.samples}")
+        train = train.subset(slice(0, s.samples))
+    n_train = len(train)
+    head = test.subset(slice(0, EPOCH_CHECK_IMAGES))
+    enn = engine.nn
+    with engine.use_backend(env.backend.name):
+        engine.manual_seed(s.seed)
+        model = engine.models.get_model(s.model, dtype=env.dtype,
+                                        in_channels=int(train.images.shape[1]), num_classes=len(train.classes))
+        state = {k: np.array(engine.to_numpy(v)) for k, v in model.state_dict().items()}
+        loader = DataLoader(train, batch_size=s.n, shuffle=True, seed=s.seed, dtype=env.dtype)
+        test_loader = DataLoader(test, batch_size=256, dtype=env.dtype)
+        x_head = next(iter(DataLoader(head, batch_size=len(head), dtype="float64")))[0]
+        x_head = np.asarray(engine.to_numpy(x_head))
+        optimizer = engine.optim.Adam(model.parameters(), lr=s.lr)
+    criterion = enn.CrossEntropyLoss()
+
+    # float64 reference of the initial logits: the torch twin in float64, else the engine
+    if env.ref_torch:
+        torch = env.torch
+        ref_model = torch_twin(torch, model).double().eval()
+        ref_model.load_state_dict({k: torch.from_numpy(v.astype(np.float64)) for k, v in state.items()})
+        with torch.no_grad():
+            ref = {"y": ref_model(torch.from_numpy(x_head)).numpy()}
+    else:
+        with engine.use_backend("numpy"):
+            ref_model = engine.models.get_model(s.model, dtype="float64", in_channels=int(train.images.shape[1]),
+                                                num_classes=len(train.classes))
+            ref_model.load_state_dict({k: v.astype(np.float64) for k, v in state.items()})
+            ref_model.eval()
+            with engine.no_grad():
+                ref = {"y": np.asarray(engine.to_numpy(ref_model(x_head).data))}
+
+    epochs = {"gemm": [], "torch": []}
+
+    def run():
+        history = fit(model, criterion, optimizer, loader, epochs=1, progress=False)
+        epochs["gemm"].append({"loss": history.loss[-1], "accuracy": history.accuracy[-1]})
+        return history
+
+    def check():
+        model.eval()
+        try:
+            with engine.no_grad():
+                return model(env.dev(x_head))
+        finally:
+            model.train()
+
+    tag = f"{s.model}, {n_train:,} images"
+    paths = [Path("gemm", run, lambda y: {"y": env.host(y.data)}, check=check, timer=env.engine_timer(),
+                  note=f"engine.fit, 1 epoch, DataLoader(shuffle), Adam: {tag}")]
+    tstate = None
+    if env.torch_device is not None:
+        torch = env.torch
+        tmodel = torch_twin(torch, model).to(dtype=getattr(torch, env.dtype), device=env.torch_device)
+        tmodel.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
+        topt = torch.optim.Adam(tmodel.parameters(), lr=s.lr)
+        xtr, ytr = ttf.to_tensor(torch, train)
+        xte, yte = ttf.to_tensor(torch, test)
+        if env.torch_device != "cpu":
+            xtr, ytr, xte, yte = (t.to(env.torch_device) for t in (xtr, ytr, xte, yte))
+        gen = torch.Generator().manual_seed(s.seed)
+        tstate = (tmodel, xte, yte)
+
+        def trun():
+            logs = ttf.train_epoch(torch, tmodel, topt, xtr, ytr, s.n, gen)
+            epochs["torch"].append(logs)
+            return logs
+
+        def tcheck():
+            tmodel.eval()
+            try:
+                with torch.no_grad():
+                    return tmodel(env.tdev(x_head))
+            finally:
+                tmodel.train()
+        paths.append(Path(env.peer_name, trun, lambda y: {"y": env.thost(y)}, check=tcheck, role="peer",
+                          timer=env.peer_timer(), note=f"torch.nn twin, same initial weights, torch.optim.Adam: {tag}"))
+    if env.inject_broken:
+        paths.insert(0, _broken(paths[0]))
+
+    def finish(results) -> dict:
+        checked = n_train >= EPOCH_CHECK_SAMPLES
+        entry = {"case": s.name, "model": s.model, "dataset": s.dataset, "train_images": n_train,
+                 "whole_split": s.samples is None or s.samples >= len(train_full),
+                 "test_images": len(test), "batch": s.n, "lr": s.lr, "target": s.target,
+                 "accuracy_checked": checked, "min_accuracy": EPOCH_MIN_ACCURACY if checked else None}
+        for res in results:
+            side = "engine" if res.path == "gemm" else "torch" if res.role == "peer" else None
+            if side is None:
+                continue
+            entry[f"{side}_status"] = res.status
+            entry[f"{side}_first_s"] = None if res.first_ms is None else res.first_ms / 1e3
+            entry[f"{side}_epochs_s"] = list(res.times)
+            entry[f"{side}_median_s"] = res.median_ms / 1e3 if res.times else None
+            if res.status != "ok":
+                continue
+            if side == "engine":
+                with engine.use_backend(env.backend.name):
+                    acc = evaluate(model, test_loader, criterion)["accuracy"]
+                trained = epochs["gemm"]
+            else:
+                acc, _ = ttf.accuracy(env.torch, *tstate)
+                trained = epochs["torch"]
+            entry[f"{side}_test_accuracy"] = acc
+            entry[f"{side}_epochs_trained"] = len(trained)
+            entry[f"{side}_last_train_loss"] = trained[-1]["loss"] if trained else None
+            note = f"test acc {acc:.1%} after {len(trained)} epoch(s)"
+            if checked and not acc > EPOCH_MIN_ACCURACY:
+                res.status = "WRONG"
+                note = f"did not learn: {note} <= {EPOCH_MIN_ACCURACY:.0%}"
+            res.note = f"{note}; {res.note}" if res.note else note
+        eng, peer = entry.get("engine_median_s"), entry.get("torch_median_s")
+        entry["ratio"] = eng / peer if eng and peer else None
+        return entry
+
+    label = f"{s.dataset} {n_train} imgs b{s.n} Adam"
+    # float32 logits of a fresh network against float64: a few 1e-7 relative
+    return EpochCase(op, s.name, label, None, ref, env.reference_name, paths, batch=s.n,
+                     tol=env.tol * (10 if env.dtype == "float32" else 1),
+                     extra={"N": s.n}, finish=finish)
+
+
+def epoch_summary(entries: list[dict]) -> str:
+    """The epoch suite's verdict lines: median epoch seconds per side, engine/PyTorch,
+    the target where the issue sets one, test accuracies."""
+    lines = ["epoch summary: median seconds of one training epoch over the timed rounds (engine and "
+             "PyTorch alternately, the first epoch of each apart); test accuracy after all epochs"]
+    lines.append(f"{'case':<26} {'images':>7} {'engine s':>9} {'torch s':>8} {'ratio':>6} {'target':>14} "
+                 f"{'engine acc':>10} {'torch acc':>9}")
+    for e in entries:
+        ratio, target = e.get("ratio"), e.get("target")
+        verdict = "-"
+        if target is not None and ratio is not None:
+            verdict = (f"<= {target:g}: " + ("PASS" if ratio <= target else "MISS")) if e["whole_split"] \
+                else "(subset)"
+
+        def sec(v):
+            return "-" if v is None else f"{v:.2f}"
+
+        def pct(v):
+            return "-" if v is None else f"{v:.1%}"
+        lines.append(f"{e['case'][:26]:<26} {e['train_images']:>7} {sec(e.get('engine_median_s')):>9} "
+                     f"{sec(e.get('torch_median_s')):>8} {'-' if ratio is None else f'{ratio:.2f}':>6} "
+                     f"{verdict:>14} {pct(e.get('engine_test_accuracy')):>10} {pct(e.get('torch_test_accuracy')):>9}")
+    if any(e.get("target") is not None and not e["whole_split"] for e in entries):
+        lines.append("(targets are judged on whole-split epochs only, not with --epoch-samples)")
+    if any(not e["accuracy_checked"] for e in entries):
+        lines.append(f"(accuracy not judged under {EPOCH_CHECK_SAMPLES:,} training images; "
+                     f"at or above, a side under {EPOCH_MIN_ACCURACY:.0%} is WRONG)")
+    return "\n".join(lines)
+
+
 def build_case(env: Env, op: str, shape) -> Case:
     if isinstance(shape, ConvShape):
         return conv_case(env, op, shape)
@@ -905,4 +1145,6 @@ def build_case(env: Env, op: str, shape) -> Case:
         return train_case(env, op, shape)
     if isinstance(shape, ModelShape):
         return model_case(env, op, shape)
+    if isinstance(shape, EpochShape):
+        return epoch_case(env, op, shape)
     raise TypeError(f"unknown shape type {type(shape).__name__}")

@@ -320,12 +320,48 @@ class ModelShape:
         return None  # filled in by the case (engine.summary counts them), when it can
 
 
+@dataclass(frozen=True)
+class EpochShape:
+    """One training epoch of a zoo model (``engine.models``) on a built-in dataset:
+    the first ``samples`` training images (``None``: the whole train split), batch
+    ``n``, Adam ``lr``, shuffled from ``seed``. ``target``: the largest engine/PyTorch
+    epoch-time ratio the issue asks for (``None``: reported, not judged)."""
+
+    name: str                   # e.g. "LeNet-5 Fashion-MNIST"
+    model: str                  # a name of engine.models.MODELS with 1x28x28 input
+    dataset: str = "fashion-mnist"
+    n: int = 64
+    samples: int | None = None
+    lr: float = 1e-3
+    seed: int = 0
+    data_dir: str | None = None
+    target: float | None = None
+
+    @property
+    def label(self) -> str:
+        images = "all" if self.samples is None else f"{self.samples}"
+        return f"{self.dataset} {images} imgs b{self.n} Adam"
+
+    @property
+    def flops(self) -> float | None:
+        return None
+
+
+#: The ``epoch`` suite: one full Fashion-MNIST epoch of LeNet-5 (issue 18: <= 0.8x
+#: PyTorch's) and of SimpleCNN, batch 64, Adam lr 1e-3.
+EPOCH_MODELS = [
+    EpochShape("LeNet-5 Fashion-MNIST", "lenet5", target=0.8),
+    EpochShape("SimpleCNN Fashion-MNIST", "simple_cnn"),
+]
+
+
 # ----------------------------------------------------------------------------- suites
 CONV_OPS = ("conv2d_fwd", "conv2d_bwd", "conv2d_bwd_dx", "conv2d_bwd_dw", "conv2d_fwdbwd")
 POOL_OPS = ("maxpool_fwd", "maxpool_bwd")
 TRAIN_OPS = ("train_step",)
 MODEL_OPS = ("model_infer",)
-ALL_OPS = CONV_OPS + POOL_OPS + TRAIN_OPS + MODEL_OPS
+EPOCH_OPS = ("train_epoch",)
+ALL_OPS = CONV_OPS + POOL_OPS + TRAIN_OPS + MODEL_OPS + EPOCH_OPS
 #: The sweep's ops: forward, each half of the backward alone, forward+backward.
 SWEEP_OPS = ("conv2d_fwd", "conv2d_bwd_dx", "conv2d_bwd_dw", "conv2d_fwdbwd")
 
@@ -339,6 +375,8 @@ OP_HELP = {
     "maxpool_bwd": "max_pool2d backward (scatter to the argmax)",
     "train_step": "SimpleCNN training step: forward, cross-entropy, backward, Adam step",
     "model_infer": "a whole model's forward in eval mode under no_grad (inference latency at batch 1)",
+    "train_epoch": "one training epoch (engine.fit with the engine's DataLoader vs the PyTorch twin's loop, "
+                   "same initial weights, Adam, batch 64); rows in ms, the epoch summary in seconds",
 }
 
 
@@ -365,6 +403,10 @@ class Suite:
     summary: bool = False
     #: milliseconds each FMA-peak measurement is calibrated to (the roofline line)
     peak_ms: float = 50.0
+    #: training epochs (``train_epoch``)
+    epochs: list = field(default_factory=list)
+    #: untimed rounds before the timed ones when ``--warmup`` is not given
+    warmup: int = 1
 
     def shapes_for(self, op: str) -> list:
         if op in CONV_OPS:
@@ -373,6 +415,8 @@ class Suite:
             return self.pool
         if op in MODEL_OPS:
             return self.models
+        if op in EPOCH_OPS:
+            return self.epochs
         return self.train
 
 
@@ -426,6 +470,12 @@ def get_suite(name: str) -> Suite:
                       "no_grad, vs the same model in PyTorch; the SimpleCNN training step",
             models=list(LAYER_MODELS), train=[TrainShape("SimpleCNN", 64)], ops=("model_infer", "train_step"),
             repeat=9, naive_real_s=0.0, naive_estimate=False, paths=("gemm", "torch"), summary=True)
+    if name == "epoch":
+        return Suite(
+            "epoch", "one Fashion-MNIST training epoch of LeNet-5 and SimpleCNN (60k images, batch 64, Adam), "
+                     "engine and PyTorch alternately from the same weights; test accuracy after",
+            epochs=list(EPOCH_MODELS), ops=EPOCH_OPS, repeat=3, warmup=0, naive_real_s=0.0,
+            naive_estimate=False, paths=("gemm", "torch"), bare_gemm=False)
     if name == "core":
         return Suite(
             "core", "the core issue's table: conv forward and forward+backward vs PyTorch on the same threads",
@@ -439,7 +489,7 @@ def get_suite(name: str) -> Suite:
     raise ValueError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
 
 
-SUITES = ("quick", "full", "sweep", "scaling", "core", "layers", "smoke", "sweep-smoke",
+SUITES = ("quick", "full", "sweep", "scaling", "core", "layers", "epoch", "smoke", "sweep-smoke",
           "distributed")  # distributed: bench/distributed.py
 
 

@@ -15,6 +15,10 @@ Compare with:
 
     python -m engine train --model simple_cnn --dataset fashion-mnist --epochs 3 --backend numpy \\
         --batch-size 64 --lr 1e-3 --seed 0 --val-fraction 0
+
+or time both in one process, an epoch of each in turn, from the same weights:
+``python -m engine.bench --suite epoch`` (it uses :func:`train_epoch` below).
+``--layer-times`` shows where a step goes, layer by layer, in both.
 """
 from __future__ import annotations
 
@@ -47,6 +51,30 @@ def to_tensor(torch, ds):
     x = ds.images.astype(np.float32) / 255.0
     x = (x - np.float32(ds.mean)) / np.float32(ds.std)
     return torch.from_numpy(x), torch.from_numpy(ds.labels.astype(np.int64))
+
+
+def train_epoch(torch, model, opt, xtr, ytr, batch_size: int, gen) -> dict:
+    """One training epoch of ``model`` over the standardised tensors ``xtr``, ``ytr``
+    in a fresh random order from ``gen``: per batch zero_grad, forward,
+    cross-entropy, backward, ``opt.step()``, one host read of the loss and the
+    correct count (as ``engine.fit`` reads both once per step). Returns the
+    epoch's mean training ``loss``, ``accuracy`` and ``seen`` samples."""
+    model.train()
+    order = torch.randperm(len(xtr), generator=gen)
+    seen, loss_sum, correct = 0, 0.0, 0
+    for i in range(0, len(xtr), batch_size):
+        idx = order[i:i + batch_size]
+        x, y = xtr[idx], ytr[idx]
+        opt.zero_grad()
+        out = model(x)
+        loss = torch.nn.functional.cross_entropy(out, y)
+        loss.backward()
+        opt.step()
+        n = len(y)
+        seen += n
+        loss_sum += loss.item() * n
+        correct += int((out.argmax(1) == y).sum())
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "seen": seen}
 
 
 def accuracy(torch, model, x, y, batch=256):
@@ -82,11 +110,16 @@ def main(argv=None):
                         "PyTorch alternately in this one process, on the same batches, and print the medians")
     p.add_argument("--rounds", type=int, default=5, help="blocks per side with --compare-steps")
     p.add_argument("--layer-times", action="store_true",
-                   help="instead of training: median forward/backward time of each engine layer and "
-                        "forward time of each PyTorch layer, one batch of --batch-size")
+                   help="instead of training: median forward and backward time of each layer, the loss and "
+                        "the optimizer step, engine and PyTorch one step each in turn (backward from gradient "
+                        "hooks on the layers' outputs)")
     p.add_argument("--engine-threads", default="2",
                    help="BLAS thread counts to time the engine with, e.g. 1,2 (needs threadpoolctl)")
     args = p.parse_args(argv)
+    if (args.compare_steps or args.layer_times) and "torch" not in sys.modules:
+        # engine and PyTorch interleaved: PyTorch's OpenMP workers must not spin while the
+        # engine runs (bench/machine.py, set_spin_limits); libgomp reads this when torch loads
+        os.environ.setdefault("GOMP_SPINCOUNT", "1000")
     if args.compare_steps:
         return compare_steps(args)
     if args.layer_times:
@@ -121,26 +154,12 @@ def main(argv=None):
           f"{args.epochs} epochs, seed {args.seed}", flush=True)
     times = []
     for epoch in range(1, args.epochs + 1):
-        model.train()
-        order = torch.randperm(len(xtr), generator=gen)
-        seen, loss_sum, correct = 0, 0.0, 0
         start = time.perf_counter()
-        for i in range(0, len(xtr), args.batch_size):
-            idx = order[i:i + args.batch_size]
-            x, y = xtr[idx], ytr[idx]
-            opt.zero_grad()
-            out = model(x)
-            loss = torch.nn.functional.cross_entropy(out, y)
-            loss.backward()
-            opt.step()
-            n = len(y)
-            seen += n
-            loss_sum += loss.item() * n  # one host read per step, as the engine's loop does
-            correct += int((out.argmax(1) == y).sum())
+        logs = train_epoch(torch, model, opt, xtr, ytr, args.batch_size, gen)
         elapsed = time.perf_counter() - start
         times.append(elapsed)
-        print(f"epoch {epoch}/{args.epochs}  loss {loss_sum / seen:.4f}  acc {correct / seen:.2%}  "
-              f"{elapsed:.1f}s ({seen / elapsed:,.0f} samples/s)", flush=True)
+        print(f"epoch {epoch}/{args.epochs}  loss {logs['loss']:.4f}  acc {logs['accuracy']:.2%}  "
+              f"{elapsed:.1f}s ({logs['seen'] / elapsed:,.0f} samples/s)", flush=True)
     acc, loss = accuracy(torch, model, xte, yte)
     print(f"training time: {sum(times):.1f} s ({sum(times) / len(times):.1f} s per epoch)")
     print(f"test accuracy: {acc:.2%} ({round(acc * len(xte))}/{len(xte)} held-out {args.dataset} test images), "
@@ -148,8 +167,19 @@ def main(argv=None):
     return 0
 
 
-def layer_times(args, steps=40):
-    """Where the engine's step goes: per-layer forward and backward medians."""
+def layer_times(args, steps=20):
+    """Where a training step goes, layer by layer, for the engine and for PyTorch,
+    one step of each in turn on the same batches (the same initial weights).
+
+    Forward: each layer's call, timed around it. Backward: from gradient hooks
+    on the layers' outputs (``Tensor.register_hook`` in both libraries). Both
+    autograd engines run a hook on a tensor's gradient just before the backward
+    of the node that made the tensor, so layer ``i``'s backward lasts from its
+    output's hook to the hook of layer ``i - 1``'s output (for the first
+    layer: to the end of ``backward()``); "loss backward" is from the call of
+    ``backward()`` to the last layer's hook. A layer made of several tape nodes
+    (or none) is measured as a whole. Medians over ``steps`` steps after as
+    many warm-up steps."""
     import statistics
 
     import torch
@@ -158,62 +188,81 @@ def layer_times(args, steps=40):
     from engine import nn as enn
     from engine import optim as eoptim
     from engine.data import DataLoader, load_dataset
-    from engine.models import simple_cnn
 
     torch.set_num_threads(args.threads)
+    engine.set_num_threads(args.threads)
     engine.manual_seed(args.seed)
     train = load_dataset(args.dataset, "train", data_dir=args.data_dir).subset(slice(0, args.batch_size * steps))
     batches = list(DataLoader(train, args.batch_size, shuffle=True))
-    model, loss = simple_cnn(), enn.CrossEntropyLoss()
+    model, loss = engine.models.get_model(args.model), enn.CrossEntropyLoss()
+    tmodel = build(torch, args.model)
+    tmodel.load_state_dict({k: torch.from_numpy(engine.to_numpy(v).copy()) for k, v in model.state_dict().items()})
     opt = eoptim.Adam(model.parameters(), lr=args.lr)
-    layers = list(model)
-    fwd = [[] for _ in layers]
-    bwd = [[] for _ in layers]
-    rest = {"loss forward+backward": [], "Adam step": []}
-    for rep in range(2):
-        for x, y in batches:
-            opt.zero_grad()
-            h = x
-            for i, layer in enumerate(layers):
-                t = time.perf_counter()
-                h = layer(h)
-                fwd[i].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            value = loss(h, y)
-            g = loss.backward()
-            float(value)
-            rest["loss forward+backward"].append(time.perf_counter() - t)
-            for i in reversed(range(len(layers))):
-                t = time.perf_counter()
-                g = layers[i].backward(g, input_grad=False) if i == 0 else layers[i].backward(g)
-                bwd[i].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            opt.step()
-            rest["Adam step"].append(time.perf_counter() - t)
-    tmodel = build(torch).eval()
-    tx = torch.from_numpy(engine.to_numpy(batches[0][0]))
-    tf = []
-    with torch.no_grad():
-        for layer in tmodel:
-            ts = []
-            for _ in range(steps):
-                t = time.perf_counter()
-                out = layer(tx)
-                ts.append(time.perf_counter() - t)
-            tf.append(statistics.median(ts))
-            tx = out
-    med = lambda v: statistics.median(v[len(v) // 2:]) * 1e3  # second pass only
-    print(f"engine simple_cnn, batch {args.batch_size}, numpy backend; load average {os.getloadavg()[0]:.2f}")
-    print(f"{'layer':22s} {'fwd ms':>8s} {'bwd ms':>8s} {'torch fwd ms':>13s}")
-    total = 0.0
-    for i, layer in enumerate(layers):
-        f, b = med(fwd[i]), med(bwd[i])
-        total += f + b
-        print(f"{i:2d} {type(layer).__name__:19s} {f:8.2f} {b:8.2f} {tf[i] * 1e3:13.2f}")
-    for name, values in rest.items():
-        total += med(values)
-        print(f"   {name:19s} {med(values):8.2f}")
-    print(f"total {total:.1f} ms per step")
+    topt = torch.optim.Adam(tmodel.parameters(), lr=args.lr)
+    tbatches = [(torch.from_numpy(engine.to_numpy(x).copy()), torch.from_numpy(engine.to_numpy(y).copy()))
+                for x, y in batches]
+    layers, tlayers = list(model), list(tmodel)
+    names = [type(layer).__name__ for layer in layers]
+    keys = ["loss forward", "loss backward", "optimizer step", "step total"]
+    times = {side: {"fwd": [[] for _ in layers], "bwd": [[] for _ in layers], **{k: [] for k in keys}}
+             for side in ("engine", "torch")}
+
+    def step(side, mods, optimizer, x, y, criterion, record):
+        clock = time.perf_counter
+        t_step = clock()
+        stamps = [None] * len(mods)
+        fwd = []
+        optimizer.zero_grad()
+        h = x
+        for i, layer in enumerate(mods):
+            t = clock()
+            h = layer(h)
+            fwd.append(clock() - t)
+            if h.requires_grad:
+                h.register_hook(lambda g, i=i: stamps.__setitem__(i, clock()))
+        t = clock()
+        value = criterion(h, y)
+        t_loss = clock() - t
+        t_bwd = clock()
+        value.backward()
+        t_end = clock()
+        float(value.detach())
+        t = clock()
+        optimizer.step()
+        t_opt = clock() - t
+        total = clock() - t_step
+        if not record:
+            return
+        rec = times[side]
+        for i in range(len(mods)):
+            rec["fwd"][i].append(fwd[i])
+            later = t_end if i == 0 else stamps[i - 1]
+            rec["bwd"][i].append(later - stamps[i] if stamps[i] is not None and later is not None else float("nan"))
+        rec["loss forward"].append(t_loss)
+        rec["loss backward"].append((stamps[-1] if stamps[-1] is not None else t_end) - t_bwd)
+        rec["optimizer step"].append(t_opt)
+        rec["step total"].append(total)
+
+    tloss = torch.nn.CrossEntropyLoss()
+    for record in (False, True):
+        for (x, y), (tx, ty) in zip(batches, tbatches):
+            step("engine", layers, opt, x, y, loss, record)
+            step("torch", tlayers, topt, tx, ty, tloss, record)
+    med = lambda v: statistics.median(v) * 1e3
+    print(f"{args.model}, batch {args.batch_size}, engine numpy backend vs torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), one step of each in turn, medians of {steps} steps; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{'layer':22s} {'engine fwd':>10s} {'bwd':>8s} {'torch fwd':>10s} {'bwd':>8s} {'engine/torch':>12s}")
+    e, t = times["engine"], times["torch"]
+    for i, name in enumerate(names):
+        ef, eb, tf, tb = med(e["fwd"][i]), med(e["bwd"][i]), med(t["fwd"][i]), med(t["bwd"][i])
+        ratio = (ef + eb) / (tf + tb) if tf + tb > 0 else float("nan")
+        print(f"{i:2d} {name:19s} {ef:10.3f} {eb:8.3f} {tf:10.3f} {tb:8.3f} {ratio:12.2f}")
+    for key in keys:
+        em, tm = med(e[key]), med(t[key])
+        print(f"   {key:19s} {em:10.3f} {'':8s} {tm:10.3f} {'':8s} {em / tm if tm else float('nan'):12.2f}")
+    print("(ms; a layer's bwd runs from the gradient of its output to that of its input, from hooks; "
+          "step total is timed around the whole step, hooks included)")
     return 0
 
 
