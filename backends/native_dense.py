@@ -3,7 +3,8 @@ of ``kernels/cpu_dense.c`` (and ``gemm_f32`` of ``kernels/cpu_conv.c``).
 
 Each function returns ``None`` (the updates: ``False``) where the kernels do not apply:
 another dtype, an empty or non-contiguous array, no compiled library, a product too small
-to gain from them. The caller then takes the NumPy path.
+to gain from them, a batch of one (NumPy's matrix-vector products measured as fast). The
+caller then takes the NumPy path.
 
 * ``y = x W^T + b``: a grid of dot products over the rows of ``x`` and ``W`` (both keep the
   in-features contiguous), bias added in the same pass; threads take whole output features.
@@ -55,16 +56,15 @@ def linear(x, weight, bias):
     if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
         return None
     (m, k), n = x.shape, weight.shape[0]
-    if m * n * k < MIN_MACS and m > 1:
+    if m * n * k < MIN_MACS or m == 1:  # a batch of one: NumPy's gemv is as fast
         return None
     lib = _lib(x, weight) if bias is None else _lib(x, weight, bias)
     if lib is None or (bias is not None and bias.shape != (n,)):
         return None
     y = np.empty((m, n), dtype=_F32)
-    bias_ptr = _ptr(bias) if bias is not None else None
-    parallel_for(lambda part: lib.linear_fwd_f32(_ptr(x), _ptr(weight), bias_ptr, _ptr(y), m, n, k,
-                                                 part.start, part.stop),
-                 lib.linear_tiles(n), _threads_for(m * n * k))
+    args = (_ptr(x), _ptr(weight), _ptr(bias) if bias is not None else None, _ptr(y), m, n, k)
+    parallel_for(lambda part: lib.linear_fwd_f32(*args, part.start, part.stop), lib.linear_tiles(n),
+                 _threads_for(m * n * k))
     return y
 
 
@@ -88,7 +88,7 @@ def linear_backward(grad_out, x, weight, need_input_grad, need_weight_grad):
     if grad_out.ndim != 2 or x.ndim != 2 or weight.ndim != 2:
         return None
     (m, k), n = x.shape, weight.shape[0]
-    if grad_out.shape != (m, n) or weight.shape != (n, k) or m * n * k < MIN_MACS:
+    if grad_out.shape != (m, n) or weight.shape != (n, k) or m * n * k < MIN_MACS or m == 1:
         return None
     lib = _lib(grad_out, x, weight)
     if lib is None or max(m, n, k) * max(m, n, k) > _INT32_MAX:  # gemm_f32's 32-bit offsets

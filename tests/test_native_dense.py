@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(native.library() is None,
 LINEAR_CASES = {
     "simplecnn_fc1": (64, 128, 3136),  # two reduction blocks, 16-wide tails of K
     "tails": (7, 13, 37),              # a partial row tile, a partial column tile, a 5-float K tail
-    "batch1": (1, 19, 300),            # the one-row tile against 8 rows of W, two of them partial
+    "two_rows": (2, 19, 300),          # only the one-row tile, against 8 rows of W, the last partial
     "deep": (5, 9, 4100),              # three reduction blocks, 4 full row tiles + one row
     "lenet_fc1": (33, 120, 400),
     "one_feature": (70, 1, 4000),
@@ -149,11 +149,14 @@ def test_where_the_kernels_do_not_apply_numpy_answers(small_products_too):
     assert_rel(y3, np.stack([ref, ref]), 1e-6, "3-D x")
 
 
-def test_small_products_stay_with_numpy():
+def test_small_products_and_a_batch_of_one_stay_with_numpy():
     x, w, b, _ = _linear_data("tails")  # 7 * 13 * 37 multiply-adds
     assert native_dense.linear(x, w, b) is None
-    x1 = x[:1]
-    assert native_dense.linear(x1, w, b) is not None  # a batch of one: the kernels (inference)
+    x, w, b, _ = _linear_data("simplecnn_fc1")
+    assert native_dense.linear(x, w, b) is not None
+    assert native_dense.linear(x[:1], w, b) is None  # NumPy's gemv measured as fast
+    assert native_dense.linear(x[:2], w, b) is not None
+    assert native_dense.linear_backward(np.ones((1, 128), np.float32), x[:1], w, True, True) is None
 
 
 def test_turning_the_kernels_off_keeps_the_numpy_path(monkeypatch):
