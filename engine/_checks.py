@@ -61,9 +61,10 @@ _IS_FLOAT: dict = {}  # dtype -> whether its name says float (str(dtype) costs ~
 def require_float(x, where: str, name: str = "input") -> None:
     """Floating-point arrays only (convolution of integers is almost always a bug)."""
     dtype = x.dtype
-    ok = _IS_FLOAT.get(dtype)
+    key = (type(dtype), dtype)  # the type first: dtypes of two libraries are never compared
+    ok = _IS_FLOAT.get(key)
     if ok is None:
-        ok = _IS_FLOAT[dtype] = "float" in str(dtype)
+        ok = _IS_FLOAT[key] = "float" in str(dtype)
     if not ok:
         kind = str(dtype)
         raise TypeError(f"{where}: {name} must be a floating-point array (float32 or float64), "

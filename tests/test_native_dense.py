@@ -326,3 +326,45 @@ def test_the_avx2_build_passes_this_whole_file(tmp_path):
     status = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env,
                             timeout=300).stdout
     assert status.startswith("on (AVX2, built by ")
+
+
+# ------------------------------------------------------------------------------ cross-entropy
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_cross_entropy_of_plain_labels_matches_the_general_path_and_torch(dtype, reduction, monkeypatch):
+    """The usual case (2-D logits, labels in range, no weight or smoothing) skips the one-hot
+    machinery; values and gradients stay the general path's and torch's."""
+    from engine.ops import losses
+    torch = torch_or_skip()
+    r = np.random.default_rng(3)
+    logits = (r.standard_normal((37, 10)) * 5).astype(dtype)
+    target = r.integers(0, 10, 37)
+    g = np.asarray(0.7, dtype=dtype)
+    fast = ops.cross_entropy(logits, target, reduction), ops.cross_entropy_backward(logits, target, reduction,
+                                                                                     grad_out=g)
+    assert losses._plain_class_targets(logits, target, reduction, 0.0, None, -100) is not None
+    monkeypatch.setattr(losses, "_plain_class_targets", lambda *a: None)
+    general = ops.cross_entropy(logits, target, reduction), ops.cross_entropy_backward(logits, target, reduction,
+                                                                                        grad_out=g)
+    tol = 1e-12 if dtype == "float64" else 2e-6
+    for a, b in zip(fast, general):
+        assert np.asarray(a).dtype == np.dtype(dtype) and np.shape(a) == np.shape(b)
+        assert_rel(a, b, tol, "fast vs general")
+    tl = to_torch(logits, True)
+    loss = torch.nn.functional.cross_entropy(tl, torch.from_numpy(target), reduction=reduction)
+    (loss * 0.7).backward()
+    assert_rel(fast[0], from_torch(loss), tol, "loss vs torch")
+    assert_rel(fast[1], from_torch(tl.grad), tol, "grad vs torch")
+
+
+def test_cross_entropy_labels_that_need_the_general_path_take_it():
+    from engine.ops import losses
+    logits = np.zeros((3, 4), np.float32)
+    assert losses._plain_class_targets(logits, np.array([0, 1, 2]), "mean", 0.0, None, 1) is None  # ignorable
+    assert losses._plain_class_targets(logits, np.array([0, 1, 9]), "mean", 0.0, None, -100) is None
+    assert losses._plain_class_targets(logits, np.array([0, 1, 2]), "none", 0.0, None, -100) is None
+    assert losses._plain_class_targets(logits, np.array([0, 1, 2]), "mean", 0.1, None, -100) is None
+    with pytest.raises(ValueError, match="labels must be in"):
+        ops.cross_entropy(logits, np.array([0, 1, 9]))
+    loss = ops.cross_entropy(logits, np.array([0, 1, -100]))  # the ignored sample counts for nothing
+    assert abs(float(loss) - np.log(4)) < 1e-6
