@@ -50,9 +50,15 @@ dot_tile(const int R, const int C, const float *const *xr, const float *const *w
     i64 k = 0;
     for (; k + VL <= kc; k += VL) {
         vf wv[D1];
-        for (int c = 0; c < C; c++) wv[c] = v_loadu(wr[c] + k);
+        /* Each operand in a register, loaded once: GCC would fold a load into every FMA
+         * instead (R*C + C or R*C + R loads for R*C FMAs, which bounds the loop on Zen 4). */
+        for (int c = 0; c < C; c++) {
+            wv[c] = v_loadu(wr[c] + k);
+            __asm__("" : "+v"(wv[c]));
+        }
         for (int r = 0; r < R; r++) {
             vf xv = v_loadu(xr[r] + k);
+            __asm__("" : "+v"(xv));
             for (int c = 0; c < C; c++) acc[r * C + c] = v_fma(xv, wv[c], acc[r * C + c]);
         }
     }
