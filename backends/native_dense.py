@@ -1,5 +1,5 @@
 """The NumPy backend's float32 linear layers and optimizer updates through the C kernels
-of ``kernels/cpu_dense.c`` (and ``gemm_f32`` of ``kernels/cpu_conv.c``).
+of ``kernels/cpu_dense.c``.
 
 Each function returns ``None`` where the kernels do not apply:
 another dtype, an empty or non-contiguous array, no compiled library, a product too small
@@ -8,8 +8,9 @@ caller then takes the NumPy path.
 
 * ``y = x W^T + b``: a grid of dot products over the rows of ``x`` and ``W`` (both keep the
   in-features contiguous), bias added in the same pass; threads take whole output features.
-* ``dx = g W`` and ``dW = g^T x``: ``gemm_f32`` (its right operand's rows run on); threads
-  take panels of columns. ``db`` stays NumPy's sum.
+* ``dx = g W`` and ``dW = g^T x``: the right operand's rows are contiguous, so a register
+  tile reads them in place (no packing); threads take panels of columns. ``db`` stays
+  NumPy's sum.
 * Adam/AdamW and SGD: one pass per parameter with NumPy's float32 operations in NumPy's
   order (the same bits), split over the threads by elements when the parameter is large.
 
@@ -30,7 +31,6 @@ MIN_MACS_PER_THREAD = 1 << 21
 #: Products smaller than this (multiply-adds) stay with NumPy's BLAS: measured no faster
 #: (LeNet-5's 64x120 by 120x84: 37 us against NumPy's 25, most of it the call itself).
 MIN_MACS = 1 << 20
-_INT32_MAX = (1 << 31) - 1
 _F32 = np.float32
 
 
@@ -70,16 +70,12 @@ def linear(x, weight, bias):
 
 
 def _gemm(lib, a, a_strides, b, m, n, k):
-    """``C (m x n) = A . B`` through ``gemm_f32``: A with strides ``a_strides`` (in floats),
-    B a C-contiguous (k x n) array."""
+    """``C (m x n) = A . B`` through ``gemm_nn_f32``: A with strides ``a_strides`` (in floats),
+    B a C-contiguous (k x n) array, read in place."""
     c = np.empty((m, n), dtype=_F32)
-    ras, cas = a_strides
-
-    def columns(part):
-        if lib.gemm_f32(_ptr(a), ras, cas, _ptr(b), n, 1, _ptr(c), n, m, n, k, part.start, part.stop) != 0:
-            raise MemoryError("linear backward: the C kernels (kernels/cpu_conv.c) could not allocate their "
-                              "scratch memory; free some memory, or use smaller batches")
-    parallel_for(columns, lib.gemm_panels(n), _threads_for(m * n * k))
+    args = (_ptr(a), *a_strides, _ptr(b), n, _ptr(c), n, m, n, k)
+    parallel_for(lambda part: lib.gemm_nn_f32(*args, part.start, part.stop), lib.gemm_panels(n),
+                 _threads_for(m * n * k))
     return c
 
 
@@ -92,7 +88,7 @@ def linear_backward(grad_out, x, weight, need_input_grad, need_weight_grad):
     if grad_out.shape != (m, n) or weight.shape != (n, k) or m * n * k < MIN_MACS or m == 1:
         return None
     lib = _lib(grad_out, x, weight)
-    if lib is None or max(m, n, k) * max(m, n, k) > _INT32_MAX:  # gemm_f32's 32-bit offsets
+    if lib is None:
         return None
     dx = _gemm(lib, grad_out, (n, 1), weight, m, k, n) if need_input_grad else None  # g (M,N) . W (N,K)
     dw = _gemm(lib, grad_out, (1, n), x, n, k, m) if need_weight_grad else None      # g^T (N,M) . x (M,K)

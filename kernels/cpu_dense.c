@@ -9,7 +9,7 @@
  * contiguous, so the product is a grid of dot products and needs no packing: a DR x DC
  * register tile holds DR*DC vector accumulators over rows of x and rows of W, reduced
  * across lanes at the end of each block of the reduction. The backward products (dx = g W,
- * dW = g^T x) have a contiguous right operand and go through gemm_f32.
+ * dW = g^T x) have a right operand with contiguous rows: gemm_nn_f32, unpacked too.
  *
  * adam_f32 / sgd_f32: one pass over a parameter, the same float32 operations in the same
  * order as the engine's NumPy update (engine/optim.py): every constant is rounded to float
@@ -118,6 +118,87 @@ void linear_fwd_f32(const float *x, const float *w, const float *bias, float *y,
         for (i64 j0 = t0 * DN; j0 < j_end && m_full < m; j0 += D1)
             for (i64 i0 = m_full; i0 < m; i0++)
                 block_tile(1, D1, x, w, bias, y, n, k, k0, kc, i0, 1, j0, min64(D1, j_end - j0), first, last);
+    }
+}
+
+/* The backward products, dx = g W and dW = g^T x, have a right operand whose rows are
+ * contiguous, so it needs no packing either: an MR x NR register tile broadcasts MR entries
+ * of a column of A and multiplies them into NR-wide stretches of a row of B, read in place. */
+#define GK 256          /* reduction block: a 256 x NR panel of B (48 KiB, AVX2 16 KiB) stays in L1 */
+
+/* c[r][j] (+)= sum over k < kc of a[r * ras + k * cas] * b[k * ldb + j], r < rows, j < cols
+ * (rows of A past the edge read the last real row; columns past the edge are masked off). */
+static inline __attribute__((always_inline)) void
+nn_tile_body(const int nv, const int masked, const float *a, i64 ras, i64 cas, const float *b, i64 ldb, i64 kc,
+             float *c, i64 ldc, i64 rows, i64 cols, int first)
+{
+    vf acc[MR][NV];
+    const float *ar[MR];
+    for (int r = 0; r < MR; r++) {
+        ar[r] = a + min64(r, rows - 1) * ras;
+        for (int v = 0; v < nv; v++) acc[r][v] = v_zero();
+    }
+    const i64 last = cols - (nv - 1) * VL;  /* lanes of the last vector */
+    for (i64 k = 0; k < kc; k++) {
+        const float *bk = b + k * ldb;
+        vf bv[NV];
+        for (int v = 0; v < nv; v++) {
+            bv[v] = (masked && v == nv - 1) ? v_loadn(bk + v * VL, last) : v_loadu(bk + v * VL);
+            __asm__("" : "+v"(bv[v]));  /* loaded once, not folded into each of the MR FMAs */
+        }
+        for (int r = 0; r < MR; r++) {
+            vf ak = v_set1(ar[r][k * cas]);
+            for (int v = 0; v < nv; v++) acc[r][v] = v_fma(ak, bv[v], acc[r][v]);
+        }
+    }
+    /* Through a buffer, every index a constant: an accumulator read under a run-time bound
+     * makes GCC keep the array in memory, stored at every step of the loop above. */
+    float tmp[MR][NV * VL] __attribute__((aligned(64)));
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < nv; v++) v_store(tmp[r] + v * VL, acc[r][v]);
+    for (i64 r = 0; r < rows; r++)
+        for (int v = 0; v < nv; v++) {
+            i64 lanes = cols - v * VL;
+            float *cr = c + r * ldc + v * VL;
+            vf out = v_load(tmp[r] + v * VL);
+            v_storen(cr, first ? out : v_add(v_loadn(cr, lanes), out), lanes);
+        }
+}
+
+static inline __attribute__((always_inline)) void
+nn_tile(const int nv, const float *a, i64 ras, i64 cas, const float *b, i64 ldb, i64 kc, float *c, i64 ldc,
+        i64 rows, i64 cols, int first)
+{
+    if (cols == nv * VL) nn_tile_body(nv, 0, a, ras, cas, b, ldb, kc, c, ldc, rows, cols, first);
+    else nn_tile_body(nv, 1, a, ras, cas, b, ldb, kc, c, ldc, rows, cols, first);
+}
+
+/* C (m x n, row stride ldc) = A . B for the column panels [t0, t1) of NR columns (gemm_panels),
+ * A(i, k) = a[i * ras + k * cas], B(k, j) = b[k * ldb + j]. Each element sums k in order, in
+ * blocks of GK added to C in turn: the order depends on the shapes alone. */
+void gemm_nn_f32(const float *a, i64 ras, i64 cas, const float *b, i64 ldb, float *c, i64 ldc,
+                 i64 m, i64 n, i64 k, i64 t0, i64 t1)
+{
+    i64 blocks = ceil_div(k, GK);
+    for (i64 t = t0; t < t1; t++) {
+        i64 j0 = t * NR, cols = min64(NR, n - j0);
+        int nv = (int)ceil_div(cols, VL);
+        for (i64 bl = 0; bl < blocks; bl++) {
+            i64 k0 = (k * bl) / blocks, kc = (k * (bl + 1)) / blocks - k0;
+            const float *bp = b + k0 * ldb + j0;
+            for (i64 i0 = 0; i0 < m; i0 += MR) {
+                const float *ap = a + i0 * ras + k0 * cas;
+                float *cp = c + i0 * ldc + j0;
+                i64 rows = min64(MR, m - i0);
+                switch (nv) {
+                case 1: nn_tile(1, ap, ras, cas, bp, ldb, kc, cp, ldc, rows, cols, bl == 0); break;
+#if NV > 2
+                case 2: nn_tile(2, ap, ras, cas, bp, ldb, kc, cp, ldc, rows, cols, bl == 0); break;
+#endif
+                default: nn_tile(NV, ap, ras, cas, bp, ldb, kc, cp, ldc, rows, cols, bl == 0); break;
+                }
+            }
+        }
     }
 }
 

@@ -83,6 +83,7 @@ SIGNATURES = {
     # kernels/cpu_dense.c
     "linear_tiles": (_i64, (_i64,)),
     "linear_fwd_f32": (None, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i64)),
+    "gemm_nn_f32": (None, (_ptr, _i64, _i64, _ptr, _i64, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
     "adam_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, ctypes.c_int, _i64, _i64)),
     "sgd_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, ctypes.c_int, _i64, _i64)),
 }

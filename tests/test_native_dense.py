@@ -2,9 +2,10 @@
 backends/native_dense.py).
 
 Linear: shapes that cross every tile edge of the forward's dot-product tiles (rows of x
-in fours or threes, rows of W in fours or threes, a batch of one against eight rows of W,
-reduction blocks of 2048 and their vector tails) and of gemm_f32's panels for the
-backward, against a float64 reference and PyTorch; that the path is really taken; that
+in fours or threes, rows of W in fours or threes, the last rows one at a time against
+eight rows of W, reduction blocks of 2048 and their vector tails) and of the backward's
+register tiles (8 or 6 rows, panels of 48 or 16 columns and their masked tails, reduction
+blocks of 256), against a float64 reference and PyTorch; that the path is really taken; that
 results do not depend on the thread count; that NumPy takes over where the kernels do not
 apply. Optimizers: SGD (momentum, dampening, Nesterov, weight decay, maximize) and
 Adam/AdamW (L2 or decoupled decay, amsgrad, maximize) give NumPy's update bit for bit over
@@ -38,6 +39,7 @@ LINEAR_CASES = {
     "deep": (5, 9, 4100),              # three reduction blocks, 4 full row tiles + one row
     "lenet_fc1": (33, 120, 400),
     "one_feature": (70, 1, 4000),
+    "long_backward": (260, 300, 50),   # backward reductions over 300 and 260: two blocks of <= 256
 }
 
 
