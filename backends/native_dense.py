@@ -2,9 +2,9 @@
 of ``kernels/cpu_dense.c``.
 
 Each function returns ``None`` where the kernels do not apply:
-another dtype, an empty or non-contiguous array, no compiled library, a product too small
-to gain from them, a batch of one (NumPy's matrix-vector products measured as fast). The
-caller then takes the NumPy path.
+another dtype, an empty or non-contiguous array, no compiled library, a product small
+enough for OpenBLAS to compute on the calling thread (see :data:`MIN_MACS`), the backward of
+a batch of one. The caller then takes the NumPy path.
 
 * ``y = x W^T + b``: a grid of dot products over the rows of ``x`` and ``W`` (both keep the
   in-features contiguous), bias added in the same pass; threads take whole output features.
@@ -28,9 +28,14 @@ from .host_threads import MIN_ITEMS_PER_THREAD, parallel_for
 
 #: Multiply-adds a thread must get before a product is split (a split costs ~20 us).
 MIN_MACS_PER_THREAD = 1 << 21
-#: Products smaller than this (multiply-adds) stay with NumPy's BLAS: measured no faster
-#: (LeNet-5's 64x120 by 120x84: 37 us against NumPy's 25, most of it the call itself).
-MIN_MACS = 1 << 20
+#: Products smaller than this (multiply-adds) stay with NumPy's BLAS. It is OpenBLAS's own
+#: threshold (65536 x GEMM_MULTITHREAD_THRESHOLD 4): below it OpenBLAS computes on the
+#: calling thread and is quick (LeNet-5's 64x120 by 120x84: 25 us, the kernels 37); above
+#: it OpenBLAS wakes its workers, which on a busy machine stalled a call for milliseconds.
+MIN_MACS = 1 << 18
+#: A batch of one (a matrix-vector product) stays with NumPy below this many weights
+#: (OpenBLAS's threshold for threading gemv: 2304 x 4).
+MIN_GEMV_WEIGHTS = 2304 * 4
 _F32 = np.float32
 
 
@@ -57,7 +62,7 @@ def linear(x, weight, bias):
     if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
         return None
     (m, k), n = x.shape, weight.shape[0]
-    if m * n * k < MIN_MACS or m == 1:  # a batch of one: NumPy's gemv is as fast
+    if (m * n * k < MIN_MACS) if m > 1 else (n * k < MIN_GEMV_WEIGHTS):
         return None
     lib = _lib(x, weight) if bias is None else _lib(x, weight, bias)
     if lib is None or (bias is not None and bias.shape != (n,)):

@@ -151,14 +151,17 @@ def test_where_the_kernels_do_not_apply_numpy_answers(small_products_too):
     assert_rel(y3, np.stack([ref, ref]), 1e-6, "3-D x")
 
 
-def test_small_products_and_a_batch_of_one_stay_with_numpy():
+def test_products_openblas_computes_on_one_thread_stay_with_numpy():
+    """Below OpenBLAS's own threading thresholds NumPy answers (quick, on the calling thread);
+    above them the kernels do (OpenBLAS's workers stalled on a busy machine)."""
     x, w, b, _ = _linear_data("tails")  # 7 * 13 * 37 multiply-adds
     assert native_dense.linear(x, w, b) is None
-    x, w, b, _ = _linear_data("simplecnn_fc1")
+    x, w, b, g = _linear_data("simplecnn_fc1")
     assert native_dense.linear(x, w, b) is not None
-    assert native_dense.linear(x[:1], w, b) is None  # NumPy's gemv measured as fast
-    assert native_dense.linear(x[:3], w, b) is not None
-    assert native_dense.linear_backward(np.ones((1, 128), np.float32), x[:1], w, True, True) is None
+    assert native_dense.linear(x[:1], w, b) is not None  # a batch of one: 128 * 3136 weights
+    assert native_dense.linear(x[:1, :50], w[:100, :50], b[:100]) is None  # 5000 weights
+    assert_rel(native_dense.linear(x[:1], w, b), x[:1].astype(np.float64) @ w.astype(np.float64).T + b, 1e-6, "m=1")
+    assert native_dense.linear_backward(g[:1], x[:1], w, True, True) is None  # training on one sample
 
 
 def test_turning_the_kernels_off_keeps_the_numpy_path(monkeypatch):
