@@ -144,6 +144,28 @@ class Backend:
         generic backend has none."""
         return None, None
 
+    # -- linear layers and optimizer updates (fast paths) ---------------------
+    def linear_fused(self, x, weight, bias):
+        """``x @ weight.T + bias`` for a 2-D ``x`` from a fast path, or ``None``
+        (the engine then uses ``matmul``). The generic backend has none."""
+        return None
+
+    def linear_backward_fused(self, grad_out, x, weight, need_input_grad: bool, need_weight_grad: bool):
+        """``(dx, dw)`` of a linear layer from a fast path (``None`` where not asked
+        for), or ``None`` where this backend has none for these arguments."""
+        return None
+
+    def adam_update(self, p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **hyper):
+        """One Adam step on ``p`` in place from a fast path: the new ``(exp_avg,
+        exp_avg_sq, max_exp_avg_sq)``, or ``None`` (the optimizer then runs its
+        array-API update). ``hyper``: see ``engine.optim.Adam._update``."""
+        return None
+
+    def sgd_update(self, p, grad, momentum_buffer, **hyper):
+        """One SGD step on ``p`` in place from a fast path: ``(new momentum buffer,)``,
+        or ``None`` (the optimizer then runs its array-API update)."""
+        return None
+
     # -- element-wise ------------------------------------------------------
     def relu(self, x):
         """``max(x, 0)``; NaN stays NaN, as in PyTorch."""

@@ -1,5 +1,6 @@
 """NumPy backend: the default, on the CPU: float32 convolutions, max pooling and ReLU in the
-C kernels of kernels/cpu_conv.c where they are built, everything else through NumPy and its BLAS."""
+C kernels of kernels/cpu_conv.c where they are built (linear layers and Adam/SGD updates in
+kernels/cpu_dense.c), everything else through NumPy and its BLAS."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..kernels import native
 
-from . import native_cpu
+from . import native_cpu, native_dense
 from .base import Backend, Window, touches_padding, win_offsets
 from .host_memory import tune_malloc
 from .host_threads import get_num_threads, parallel_for
@@ -70,6 +71,23 @@ class NumpyBackend(Backend):
         if (need_weight_grad and dw is None) or not need_input_grad:
             return None, dw
         return native_cpu.input_grad(grad_out, weight, x.shape, win, groups), dw
+
+    # float32 linear layers and Adam/SGD updates through kernels/cpu_dense.c; else None
+    def linear_fused(self, x, weight, bias):
+        return native_dense.linear(x, weight, bias) if self.use_native_kernels else None
+
+    def linear_backward_fused(self, grad_out, x, weight, need_input_grad, need_weight_grad):
+        if not self.use_native_kernels:
+            return None
+        return native_dense.linear_backward(grad_out, x, weight, need_input_grad, need_weight_grad)
+
+    def adam_update(self, p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **hyper):
+        if not self.use_native_kernels:
+            return None
+        return native_dense.adam_update(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **hyper)
+
+    def sgd_update(self, p, grad, momentum_buffer, **hyper):
+        return native_dense.sgd_update(p, grad, momentum_buffer, **hyper) if self.use_native_kernels else None
 
     def pad2d(self, x, win: Window, value=0.0):
         n, c, h, w = x.shape

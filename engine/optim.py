@@ -2,7 +2,9 @@
 defaults: SGD, Adam, AdamW, RMSprop, Adagrad.
 
 Updates happen in place on ``param.data`` with array-API arithmetic, on the
-parameters' backend, without host round trips.
+parameters' backend, without host round trips; SGD and Adam/AdamW ask the backend
+first for a fused update (the NumPy backend's C kernels, for float32: the same
+operations in the same order, so the same bits).
 
 PyTorch's implementation switches are accepted so that ported code runs:
 
@@ -139,13 +141,21 @@ class Optimizer:
         for i, group, p in self._indexed():
             if p.grad is None:
                 continue
-            xp = backend_for(p.data, p.grad, where=f"{type(self).__name__}.step").xp
-            self._update(xp, p, p.grad, self.state.setdefault(i, {}), group)
+            backend = backend_for(p.data, p.grad, where=f"{type(self).__name__}.step")
+            state = self.state.setdefault(i, {})
+            if not self._fused_update(backend, p, p.grad, state, group):
+                self._update(backend.xp, p, p.grad, state, group)
         return loss
 
     def _update(self, xp, p, grad, state, group):
         """Update one parameter ``p`` in place from ``grad`` with its ``state`` dict."""
         raise NotImplementedError
+
+    def _fused_update(self, backend, p, grad, state, group) -> bool:
+        """The same update as :meth:`_update` through the backend's fast path (one pass
+        in C for float32 NumPy arrays); False, having changed nothing that
+        :meth:`_update` would not, where the backend has none."""
+        return False
 
     # -- state -------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -275,6 +285,18 @@ class SGD(Optimizer):
             raise ValueError(f"SGD: nesterov momentum needs momentum > 0 and dampening = 0, got "
                              f"momentum={group['momentum']!r}, dampening={group['dampening']!r}")
 
+    def _fused_update(self, backend, p, grad, state, group):
+        momentum = group["momentum"]
+        buf = state.get("momentum_buffer") if momentum else None
+        done = backend.sgd_update(p.data, grad, buf, lr=group["lr"], momentum=momentum,
+                                  dampening=group["dampening"], weight_decay=group["weight_decay"],
+                                  nesterov=group["nesterov"], maximize=group["maximize"])
+        if done is None:
+            return False
+        if momentum:
+            state["momentum_buffer"] = done[0]
+        return True
+
     def _update(self, xp, p, grad, state, group):
         if group["maximize"]:
             grad = -grad
@@ -313,6 +335,33 @@ class Adam(Optimizer):
         _flag(self, group, "amsgrad")
         _flag(self, group, "decoupled_weight_decay")
 
+    @staticmethod
+    def _init_state(xp, p, state, group):
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p.data)
+            state["exp_avg_sq"] = xp.zeros_like(p.data)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:  # amsgrad switched on after the first steps
+            state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+
+    def _fused_update(self, backend, p, grad, state, group):
+        self._init_state(backend.xp, p, state, group)
+        beta1, beta2 = group["betas"]
+        done = backend.adam_update(p.data, grad, state["exp_avg"], state["exp_avg_sq"],
+                                   state.get("max_exp_avg_sq"), step=state["step"] + 1, lr=group["lr"],
+                                   beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+                                   decoupled=group["decoupled_weight_decay"], amsgrad=group["amsgrad"],
+                                   maximize=group["maximize"])
+        if done is None:
+            return False
+        state["step"] += 1
+        state["exp_avg"], state["exp_avg_sq"] = done[0], done[1]
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = done[2]
+        return True
+
     def _update(self, xp, p, grad, state, group):
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         if group["maximize"]:
@@ -322,19 +371,12 @@ class Adam(Optimizer):
                 p.data *= 1 - lr * wd
             else:
                 grad = grad + wd * p.data
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(p.data)
-            state["exp_avg_sq"] = xp.zeros_like(p.data)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+        self._init_state(xp, p, state, group)
         state["step"] += 1
         t = state["step"]
         m = state["exp_avg"] = beta1 * state["exp_avg"] + (1 - beta1) * grad
         v = state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1 - beta2) * (grad * grad)
         if group["amsgrad"]:
-            if "max_exp_avg_sq" not in state:  # amsgrad switched on after the first steps
-                state["max_exp_avg_sq"] = xp.zeros_like(p.data)
             v = state["max_exp_avg_sq"] = xp.maximum(state["max_exp_avg_sq"], v)
         step_size = lr / (1 - beta1 ** t)
         denom = xp.sqrt(v) / math.sqrt(1 - beta2 ** t) + eps

@@ -80,6 +80,12 @@ SIGNATURES = {
     "max_pool2d_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "max_pool2d_bwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "peak_fma_f32": (_i64, (_i64, _ptr)),
+    # kernels/cpu_dense.c
+    "linear_tiles": (_i64, (_i64,)),
+    "linear_fwd_f32": (None, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i64)),
+    "gemm_nn_f32": (None, (_ptr, _i64, _i64, _ptr, _i64, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
+    "adam_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, ctypes.c_int, _i64, _i64)),
+    "sgd_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, ctypes.c_int, _i64, _i64)),
 }
 
 _status = "not loaded yet"

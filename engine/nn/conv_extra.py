@@ -62,7 +62,7 @@ class _ConvTransposeNd(Module):
         check_channels(self._label(), input, self._ndim, self.in_channels, layout)
         op = self._output_padding_for(input, output_size)
         functional = F.conv_transpose2d if self._ndim == 2 else F.conv_transpose1d
-        with renamed_errors(functional.__name__, self._label()):
+        with renamed_errors(functional.__name__, self):
             return functional(input, self.weight, self.bias, **self._args(op))
 
     def extra_repr(self):
@@ -197,7 +197,7 @@ class _AdaptiveAvgPoolNd(Module):
         if ndim not in (self._ndim - 1, self._ndim):
             raise ValueError(f"{self._label()}: input must be {self._layout} or unbatched (without N), got "
                              f"shape {tuple(getattr(input, 'shape', ()))}")
-        with renamed_errors(self._op.__name__, self._label()):
+        with renamed_errors(self._op.__name__, self):
             return self._op(input, self.output_size)
 
     def extra_repr(self):
@@ -250,7 +250,7 @@ class _MaxUnpoolNd(Module):
         args = dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
         if self._ndim == 1:
             args = {k: v[0] for k, v in args.items()}
-        with renamed_errors(self._op.__name__, self._label()):
+        with renamed_errors(self._op.__name__, self):
             return self._op(input, indices, output_size=output_size, **args)
 
     def extra_repr(self):

@@ -120,7 +120,7 @@ class _ConvNd(Module):
         args = dict(stride=self.stride if self._ndim == 2 else self.stride[0], padding=padding,
                     dilation=self.dilation if self._ndim == 2 else self.dilation[0], groups=self.groups,
                     method=self.method)
-        with renamed_errors(functional.__name__, self._label()):
+        with renamed_errors(functional.__name__, self):
             return functional(input, self.weight, self.bias, **args)
 
     def _finish(self, in_channels, out_channels, groups, bias, padding_mode, init, method, dtype, where):
@@ -178,9 +178,11 @@ class Conv2d(_ConvNd):
 
 class renamed_errors:
     """Re-raise a ``TypeError``/``ValueError`` of the functional op ``op`` under
-    the layer's name (``"conv2d: ..."`` becomes ``"Conv2d(1, 8, ...): ..."``)."""
+    the layer's name (``"conv2d: ..."`` becomes ``"Conv2d(1, 8, ...): ..."``).
+    ``label`` is that name, or the module itself: its ``_label()`` is then formatted
+    only when an error is renamed, not on every call."""
 
-    def __init__(self, op: str, label: str):
+    def __init__(self, op: str, label):
         self.op, self.label = op, label
 
     def __enter__(self):
@@ -189,9 +191,10 @@ class renamed_errors:
     def __exit__(self, kind, exc, tb):
         if kind is not None and issubclass(kind, (TypeError, ValueError)) and str(exc).startswith(f"{self.op}"):
             text = str(exc)
+            label = self.label if isinstance(self.label, str) else self.label._label()
             for prefix in (f"{self.op} backward:", f"{self.op}:"):
                 if text.startswith(prefix):
-                    text = f"{self.label}:" + text[len(prefix):]
+                    text = f"{label}:" + text[len(prefix):]
                     break
             raise kind(text) from None
         return False
@@ -237,7 +240,7 @@ class _PoolNd(Module):
             shape = tuple(input.shape) if ndim is not None else type(input).__name__
             raise ValueError(f"{self._label()}: input must be {layout} or unbatched (without N), got {ndim} "
                              f"dimensions with shape {shape}")
-        with renamed_errors(self._op.__name__, self._label()):
+        with renamed_errors(self._op.__name__, self):
             return self._op(input, **self._args())
 
     def extra_repr(self):
@@ -330,7 +333,7 @@ class Linear(Module):
         if input.shape[-1] != self.in_features:
             raise ValueError(f"{self._label()}: input has {input.shape[-1]} features, expected {self.in_features} "
                              f"(input shape {tuple(input.shape)})")
-        with renamed_errors("linear", self._label()):
+        with renamed_errors("linear", self):
             return F.linear(input, self.weight, self.bias)
 
     def extra_repr(self):

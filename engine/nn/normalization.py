@@ -108,7 +108,7 @@ class _BatchNorm(Module):
             factor = self.momentum if self.momentum is not None else 1.0 / xp.astype(nbt, input.dtype)
         use_batch_stats = self.training or not self.track_running_stats
         update = not self.training or self.track_running_stats  # running stats passed (and updated in training)
-        with renamed_errors("batch_norm", self._label()):
+        with renamed_errors("batch_norm", self):
             return F.batch_norm(input, self.running_mean if update else None, self.running_var if update else None,
                                 self.weight, self.bias, training=use_batch_stats, momentum=factor, eps=self.eps)
 
@@ -148,7 +148,7 @@ class LayerNorm(Module):
                                          _factory(device, dtype, where))
 
     def forward(self, input):
-        with renamed_errors("layer_norm", self._label()):
+        with renamed_errors("layer_norm", self):
             return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
@@ -176,7 +176,7 @@ class GroupNorm(Module):
         if getattr(input, "ndim", 0) >= 2 and input.shape[1] != self.num_channels:
             raise ValueError(f"{self._label()}: input has {input.shape[1]} channels, expected {self.num_channels} "
                              f"(input shape {tuple(input.shape)})")
-        with renamed_errors("group_norm", self._label()):
+        with renamed_errors("group_norm", self):
             return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self):

@@ -41,7 +41,7 @@ class _PadNd(Module):
         self.value = float(value)
 
     def forward(self, input):
-        with renamed_errors("pad", self._label()):
+        with renamed_errors("pad", self):
             return F.pad(input, self.padding, self._mode, self.value if self._mode == "constant" else None)
 
     def extra_repr(self):
@@ -137,7 +137,7 @@ class Upsample(Module):
         self.mode, self.align_corners, self.recompute_scale_factor = mode, align_corners, recompute_scale_factor
 
     def forward(self, input):
-        with renamed_errors("interpolate", self._label()):
+        with renamed_errors("interpolate", self):
             return F.interpolate(input, self.size, self.scale_factor, self.mode, self.align_corners,
                                  recompute_scale_factor=self.recompute_scale_factor)
 

@@ -18,6 +18,10 @@ def linear(x, weight, bias=None):
                          f"got shape {tuple(x.shape)}")
     require_float(x, where)
     require_same_dtype(x, weight, bias, where)
+    if x.ndim == 2:
+        fast = backend.linear_fused(x, weight, bias)  # float32 on the CPU: the C kernels, bias in the pass
+        if fast is not None:
+            return fast
     xp = backend.xp
     y = xp.matmul(x, xp.matrix_transpose(weight))
     if bias is not None:
@@ -28,9 +32,14 @@ def linear(x, weight, bias=None):
 def linear_backward(grad_out, x, weight, need_input_grad=True, has_bias=True, need_weight_grad=True):
     """Gradients of :func:`linear`: ``(dx, dweight, dbias)`` for 2-D ``x``
     (``None`` where not asked for)."""
-    xp = backend_for(grad_out, x, weight, where="linear backward").xp
-    dw = xp.matmul(xp.matrix_transpose(grad_out), x) if need_weight_grad else None
+    backend = backend_for(grad_out, x, weight, where="linear backward")
+    xp = backend.xp
     db = xp.sum(grad_out, axis=0) if has_bias else None
+    if need_input_grad or need_weight_grad:
+        fast = backend.linear_backward_fused(grad_out, x, weight, need_input_grad, need_weight_grad)
+        if fast is not None:
+            return fast[0], fast[1], db
+    dw = xp.matmul(xp.matrix_transpose(grad_out), x) if need_weight_grad else None
     dx = xp.matmul(grad_out, weight) if need_input_grad else None
     return dx, dw, db
 

@@ -202,6 +202,28 @@ def _cross_entropy_setup(logits, target, weight, ignore_index, reduction, label_
     return xp, ct.scores, q, ct, ct.total_weight, ct.unbatched
 
 
+def _plain_class_targets(logits, target, reduction, label_smoothing, weight, ignore_index):
+    """``(xp, shifted logits)`` for the training loop's usual case, or ``None``: 2-D float logits on
+    a host backend, 1-D integer labels all in ``[0, C)``, no weight, no smoothing, ``mean`` or
+    ``sum``, an ``ignore_index`` no label can equal. That case needs none of the general path's one-hot and weight arrays (a fifth
+    of a small model's step went there); anything else, errors included, goes the general way."""
+    if (weight is not None or label_smoothing or reduction not in ("mean", "sum") or getattr(logits, "ndim", 0) != 2
+            or getattr(target, "ndim", 0) != 1 or target.shape[0] != logits.shape[0] or logits.shape[0] == 0
+            or (isinstance(ignore_index, int) and 0 <= ignore_index < logits.shape[1])):
+        return None
+    backend = backend_for(logits, target, where="cross_entropy")
+    check_reduction(reduction, "cross_entropy")
+    _check_smoothing(label_smoothing, "cross_entropy")
+    _check_index(ignore_index, "cross_entropy")
+    xp = backend.xp
+    if not backend.host_memory or not hasattr(xp, "take_along_axis") or not _is_int(target):
+        return None
+    require_float(logits, "cross_entropy", "logits")
+    if not bool(xp.all((target >= 0) & (target < logits.shape[1]))):
+        return None  # ignore_index or a bad label: the general path counts or reports it
+    return xp, logits - xp.max(logits, axis=1, keepdims=True)
+
+
 def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, *, weight=None, ignore_index=-100):
     """Cross-entropy of ``logits`` against class indices or class probabilities, PyTorch's rules.
 
@@ -215,6 +237,12 @@ def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, *, weig
     Stable for logits in the thousands (log-sum-exp).
     """
     where = "cross_entropy"
+    plain = _plain_class_targets(logits, target, reduction, label_smoothing, weight, ignore_index)
+    if plain is not None:  # -log_softmax at the label, summed or averaged
+        xp, shifted = plain
+        picked = xp.take_along_axis(shifted, xp.expand_dims(target, axis=1), axis=1)
+        total = xp.sum(xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True)) - picked)
+        return total if reduction == "sum" else xp.asarray(total / logits.shape[0])
     xp, scores, q, ct, denominator, unbatched = _cross_entropy_setup(
         logits, target, weight, ignore_index, reduction, label_smoothing, where)
     losses = -xp.sum(q * log_softmax(scores, axis=1), axis=1)
@@ -235,6 +263,14 @@ def cross_entropy_backward(logits, target, reduction="mean", label_smoothing=0.0
     ``(d_logits, d_target)``, ``d_target = -(1 - label_smoothing) * weight * log_softmax``.
     """
     where = "cross_entropy backward"
+    plain = None if need_target_grad else _plain_class_targets(logits, target, reduction, label_smoothing, weight,
+                                                                 ignore_index)
+    if plain is not None:  # (softmax - one_hot) * grad_out [/ N]
+        xp, shifted = plain
+        e = xp.exp(shifted)
+        hit = xp.expand_dims(target, axis=1) == xp.arange(logits.shape[1], dtype=target.dtype, device=_device(target))
+        scale = grad_out / logits.shape[0] if reduction == "mean" else grad_out
+        return (e / xp.sum(e, axis=1, keepdims=True) - xp.astype(hit, logits.dtype)) * scale
     xp, scores, q, ct, denominator, unbatched = _cross_entropy_setup(
         logits, target, weight, ignore_index, reduction, label_smoothing, where)
     scale = _per_sample_grad_scale(xp, grad_out, reduction, denominator, scores, unbatched)
