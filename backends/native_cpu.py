@@ -64,6 +64,12 @@ def _split(fn, extent: int, macs: int) -> None:
     parallel_for(fn, extent, macs * MIN_ITEMS_PER_THREAD // MIN_MACS_PER_THREAD)
 
 
+def _direct(x_shape, groups: int) -> bool:
+    """One input channel a group (depthwise, any channel multiplier): the direct loops of
+    ``kernels/cpu_depthwise.c``, not the GEMM, whose 8-row tiles would be mostly idle."""
+    return x_shape[1] == groups
+
+
 def forward(x, weight, bias, win: Window, groups: int):
     """``y (N, O, OH, OW)`` in float32, bias added, or ``None``."""
     lib = _lib(x, weight) if bias is None or bias.dtype == np.float32 else None
@@ -74,9 +80,17 @@ def forward(x, weight, bias, win: Window, groups: int):
     # Contiguous copies held in names: a temporary would be freed before the C call reads it.
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     bias = np.ascontiguousarray(bias) if bias is not None else None
+    bias_ptr = _ptr(bias) if bias is not None else None
+    if _direct(x.shape, groups):
+        y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
+
+        def planes(part):  # (image, group) in order
+            _ok(lib.dw_conv_fwd_f32(_ptr(x), _ptr(weight), bias_ptr, _ptr(y), part.start, part.stop,
+                                    _ptr(geom)), "conv2d")
+        _split(planes, lib.dw_items(_ptr(geom)), y.size * (weight.size // o))
+        return y
     packed = np.empty(lib.packed_weights_size(_ptr(geom)), dtype=np.float32)
     lib.pack_weights_f32(_ptr(weight), _ptr(geom), _ptr(packed))
-    bias_ptr = _ptr(bias) if bias is not None else None
     y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
     macs = y.size * (weight.size // o)
 
@@ -97,6 +111,15 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
     o, cg, kh, kw = weight_shape
     n = x.shape[0]
     macs = grad_out.size * cg * kh * kw
+    if _direct(x.shape, groups):
+        # each group's weights summed over the whole batch by one call, images in order
+        dw = np.empty(weight_shape, dtype=np.float32)
+
+        def group_range(part):
+            _ok(lib.dw_conv_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw), part.start, part.stop, _ptr(geom)),
+                "conv2d backward")
+        _split(group_range, groups, macs)
+        return dw
     # The batch is cut into DW_BATCH_PARTS fixed shares (fewer for a smaller batch), each
     # summed into its own partial dW, and the partials are added in order afterwards: a
     # thread frames and packs only its own images, and the order of the sums depends on
@@ -122,6 +145,19 @@ def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
     group, where 8-row register tiles would be mostly idle)."""
     n, c, h, w = x_shape
     o, cg, kh, kw = weight.shape
+    if _direct(x_shape, groups):
+        lib = _lib(grad_out, weight)
+        if lib is None or not _offsets_fit(x_shape, win, groups):
+            return None
+        geom = _geometry(x_shape, o, win, groups)
+        grad_out, weight = np.ascontiguousarray(grad_out), np.ascontiguousarray(weight)
+        dx = np.empty(x_shape, dtype=np.float32)
+
+        def planes(part):
+            _ok(lib.dw_conv_dx_f32(_ptr(grad_out), _ptr(weight), _ptr(dx), part.start, part.stop, _ptr(geom)),
+                "conv2d backward")
+        _split(planes, lib.dw_items(_ptr(geom)), grad_out.size * cg * kh * kw)
+        return dx
     if (win.sh, win.sw) != (1, 1) or cg < 4:
         return None
     og = o // groups

@@ -86,6 +86,10 @@ SIGNATURES = {
     "gemm_nn_f32": (None, (_ptr, _i64, _i64, _ptr, _i64, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
     "adam_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, ctypes.c_int, _i64, _i64)),
     "sgd_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, ctypes.c_int, _i64, _i64)),
+    "dw_items": (_i64, (_ptr,)),
+    "dw_conv_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "dw_conv_dx_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "dw_conv_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
 }
 
 _status = "not loaded yet"

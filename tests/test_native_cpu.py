@@ -36,7 +36,7 @@ CASES = {
     "dilated_same": (2, 8, 12, 12, 8, (4, 3), 1, "same", (2, 1), 1),  # asymmetric "same" padding
     "big_pad": (1, 8, 6, 6, 4, 3, 1, 3, 1, 1),  # padding > k-1: the dx conv crops (negative padding)
     "groups": (2, 12, 8, 8, 24, 3, 1, 1, 1, 3),  # weight-gradient panels of several groups
-    "depthwise": (2, 16, 9, 9, 16, 3, 1, 1, 1, 16),  # 1 channel a group: dx stays on NumPy
+    "depthwise": (2, 16, 9, 9, 16, 3, 1, 1, 1, 16),  # 1 channel a group: the direct kernels
     "pointwise": (2, 20, 7, 7, 33, 1, 1, 0, 1, 1),
     "batch1_tall": (1, 4, 50, 3, 8, (3, 1), (1, 1), (1, 0), 1, 1),
 }
@@ -85,7 +85,8 @@ def test_native_float32_equals_float64_im2col(case, monkeypatch):
     counts = _calls(monkeypatch)
     y = ops.conv2d(x, wt, b, **kw)
     dx, dw, db = ops.conv2d_backward(gy, x, wt, **kw)
-    assert counts.get("conv2d_fwd_f32", 0) >= 1 and counts.get("conv2d_dw_f32", 0) >= 1, counts
+    entries = ("dw_conv_fwd_f32", "dw_conv_dw_f32") if case == "depthwise" else ("conv2d_fwd_f32", "conv2d_dw_f32")
+    assert all(counts.get(entry, 0) >= 1 for entry in entries), counts
     for name, got, want in zip(("y", "dx", "dw", "db"), (y, dx, dw, db), _float64_im2col(x, wt, b, gy, kw)):
         assert got.dtype == np.float32 and got.shape == want.shape, name
         assert_rel(got, want, 1e-5, f"{case} {name}")
