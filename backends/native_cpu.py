@@ -139,10 +139,10 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
 
 
 def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
-    """``dx`` of a stride-1 convolution as a forward convolution of ``grad_out``
-    with the flipped, transposed weights (padding ``dilation*(k-1) - pad``), or
-    ``None`` (strided convolutions, or an input with fewer than 4 channels per
-    group, where 8-row register tiles would be mostly idle)."""
+    """``dx``, or ``None``: of a stride-1 convolution, a forward convolution of
+    ``grad_out`` with the flipped, transposed weights (padding ``dilation*(k-1) -
+    pad``); of a strided one, the same by phases (:func:`_strided_input_grad`); one
+    input channel a group, the direct kernels."""
     n, c, h, w = x_shape
     o, cg, kh, kw = weight.shape
     if _direct(x_shape, groups):
@@ -158,9 +158,9 @@ def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
                 "conv2d backward")
         _split(planes, lib.dw_items(_ptr(geom)), grad_out.size * cg * kh * kw)
         return dx
-    if (win.sh, win.sw) != (1, 1) or cg < 4:
-        return None
     og = o // groups
+    if (win.sh, win.sw) != (1, 1):
+        return _strided_input_grad(grad_out, weight, x_shape, win, groups)
     flipped = np.ascontiguousarray(
         weight.reshape(groups, og, cg, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
     ).reshape(c, og, kh, kw)
@@ -168,6 +168,56 @@ def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
     as_forward = Window(kh, kw, 1, 1, win.dh, win.dw, top, win.dh * (kh - 1) - win.pad_bottom,
                         left, win.dw * (kw - 1) - win.pad_right, h, w)
     return forward(grad_out, flipped, None, as_forward, groups)
+
+
+def _phase(size: int, k: int, stride: int, dil: int, pad: int, residue: int):
+    """One phase of a strided input gradient along one axis: the input positions ``i`` with
+    ``(i + pad) % stride == residue`` (``first``, ``count``), the taps that reach them
+    (``taps``, ascending: ``taps[j] * dil`` has that residue), the dilation between those
+    taps in output positions, and the padding of the stride-1 correlation of ``dY`` with the
+    flipped taps that gives them: position ``first + t*stride`` reads ``dY[r0 + t - j*step]``
+    for tap ``j``."""
+    first = (residue - pad) % stride
+    count = len(range(first, size, stride))
+    taps = [t for t in range(k) if (t * dil) % stride == residue]
+    if not taps or not count:
+        return first, count, taps, 1, 0
+    step = (taps[1] - taps[0]) * dil // stride if len(taps) > 1 else 1
+    r0 = (first + pad - taps[0] * dil) // stride
+    return first, count, taps, step, step * (len(taps) - 1) - r0
+
+
+def _strided_input_grad(grad_out, weight, x_shape, win: Window, groups: int):
+    """``dx`` of a strided convolution, by phases: the input pixels whose padded position has
+    one residue modulo the stride (per axis) see only the taps of that residue, and their
+    gradient is a stride-1 correlation of ``dY`` with those taps, flipped, run by the forward
+    kernel. Every pixel belongs to one phase, so each is computed once (no scatter, no sum
+    across phases) and the result does not depend on the thread count."""
+    n, c, h, w = x_shape
+    o, cg, kh, kw = weight.shape
+    og = o // groups
+    dx = np.empty(x_shape, dtype=np.float32)
+    for ry in range(win.sh):
+        fy, ny, ty, sy, top = _phase(h, kh, win.sh, win.dh, win.pad_top, ry)
+        if not ny:
+            continue
+        for rx in range(win.sw):
+            fx, nx, tx, sx, left = _phase(w, kw, win.sw, win.dw, win.pad_left, rx)
+            if not nx:
+                continue
+            if not ty or not tx:  # no tap reaches these pixels
+                dx[:, :, fy::win.sh, fx::win.sw] = 0.0
+                continue
+            sub = weight.reshape(groups, og, cg, kh, kw)[:, :, :, ty[::-1], :][:, :, :, :, tx[::-1]]
+            sub = np.ascontiguousarray(sub.transpose(0, 2, 1, 3, 4)).reshape(c, og, len(ty), len(tx))
+            bottom = (ny - 1) + sy * (len(ty) - 1) + 1 - top - grad_out.shape[2]
+            right = (nx - 1) + sx * (len(tx) - 1) + 1 - left - grad_out.shape[3]
+            part = forward(grad_out, sub, None, Window(len(ty), len(tx), 1, 1, sy, sx, top, bottom, left, right,
+                                                       ny, nx), groups)
+            if part is None:
+                return None
+            dx[:, :, fy::win.sh, fx::win.sw] = part
+    return dx
 
 
 def relu(x):

@@ -32,7 +32,12 @@ CASES = {
     "tails": (3, 5, 13, 11, 13, 3, 1, 1, 1, 1),  # O=13: a partial row tile; 143 pixels: a 16-wide tail
     "deep_k": (2, 40, 9, 10, 16, 3, 1, 1, 1, 1),  # K=360: two reduction blocks; dX K=144
     "wide": (2, 8, 30, 31, 9, (2, 5), 1, (1, 2), 1, 1),  # 930 pixels: many panels, asymmetric kernel
-    "strided": (2, 6, 23, 17, 10, 5, 2, 2, 1, 1),  # stride 2: dx on the NumPy path, gathers in packing
+    "strided": (2, 6, 23, 17, 10, 5, 2, 2, 1, 1),  # stride 2: dx by phases, gathers in packing
+    "stem": (2, 3, 30, 31, 8, 7, 2, 3, 1, 1),  # 3 input channels, stride 2: dx by phases, 3-row tiles
+    "strided_dilated": (2, 6, 19, 18, 4, 4, 2, 3, 2, 1),  # gcd(2, 2): odd rows read by no tap
+    "mixed_strides": (2, 4, 20, 21, 5, (3, 5), (2, 3), (1, 2), (2, 1), 1),
+    "pointwise_s2": (2, 16, 14, 13, 8, 1, 2, 0, 1, 1),  # three of four phases get no tap
+    "strided_groups": (2, 8, 15, 14, 12, 3, 3, 1, 1, 2),
     "dilated_same": (2, 8, 12, 12, 8, (4, 3), 1, "same", (2, 1), 1),  # asymmetric "same" padding
     "big_pad": (1, 8, 6, 6, 4, 3, 1, 3, 1, 1),  # padding > k-1: the dx conv crops (negative padding)
     "groups": (2, 12, 8, 8, 24, 3, 1, 1, 1, 3),  # weight-gradient panels of several groups
@@ -105,18 +110,28 @@ def test_native_float32_matches_torch(case):
         assert_rel(got, from_torch(want), TORCH_TOL["float32"], f"{case} {name}")
 
 
-def test_input_gradient_takes_the_c_kernels_for_stride_1_only(monkeypatch):
+def test_input_gradient_takes_the_c_kernels_for_any_stride(monkeypatch):
     counts = _calls(monkeypatch)
     x, wt, b, gy, kw = _data("deep_k")
-    ops.conv2d_backward(gy, x, wt, **kw)
-    assert counts.get("conv2d_fwd_f32", 0) >= 1 and counts.get("conv2d_dw_f32", 0) >= 1, counts
+    ops.conv2d_backward(gy, x, wt, need_weight_grad=False, **kw)
+    assert counts == {"packed_weights_size": 1, "pack_weights_f32": 1, "fwd_items": 1, "conv2d_fwd_f32": 1}, counts
     counts.clear()
-    x, wt, b, gy, kw = _data("strided")
-    ops.conv2d_backward(gy, x, wt, **kw)
-    assert "conv2d_fwd_f32" not in counts and counts["conv2d_dw_f32"] >= 1
+    x, wt, b, gy, kw = _data("strided")  # stride 2, 5x5: four phases, each one forward call
+    ops.conv2d_backward(gy, x, wt, need_weight_grad=False, **kw)
+    assert counts["conv2d_fwd_f32"] == 4, counts
 
 
-@pytest.mark.parametrize("case", ["tails", "deep_k", "groups", "wide"])
+def test_strided_input_gradient_matches_torch_float64():
+    torch = torch_or_skip()
+    for case in ("strided", "stem", "strided_dilated", "mixed_strides", "pointwise_s2", "strided_groups"):
+        x, wt, b, gy, kw = _data(case)
+        xt = to_torch(x.astype(np.float64), True)
+        torch.nn.functional.conv2d(xt, to_torch(wt.astype(np.float64)), **kw).backward(to_torch(gy.astype(np.float64)))
+        dx, _, _ = ops.conv2d_backward(gy, x, wt, **kw)
+        assert_rel(dx, from_torch(xt.grad), TORCH_TOL["float32"], case)
+
+
+@pytest.mark.parametrize("case", ["tails", "deep_k", "groups", "wide", "strided", "stem"])
 def test_results_do_not_depend_on_the_thread_count(case, monkeypatch):
     x, wt, b, gy, kw = _data(case)
     x, gy = np.concatenate([x] * 4), np.concatenate([gy] * 4)  # enough images to split
