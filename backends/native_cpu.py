@@ -23,6 +23,8 @@ from .host_threads import MIN_ITEMS_PER_THREAD, parallel_for
 #: Multiply-adds a thread must get before a call is split (a split costs ~20 us).
 MIN_MACS_PER_THREAD = 1 << 22
 _INT32_MAX = (1 << 31) - 1
+#: The most floats of image frames the batched forward holds at once (16 MiB).
+BATCH_FRAME_FLOATS = 1 << 22
 #: The weight gradient sums this many fixed shares of the batch apart, then adds them up
 #: (8: an even split for 1, 2, 4 or 8 threads).
 DW_BATCH_PARTS = 8
@@ -47,6 +49,33 @@ def _offsets_fit(x_shape, win: Window, groups: int) -> bool:
     hp = (win.oh - 1) * win.sh + win.dh * (win.kh - 1) + 1
     wp = (win.ow - 1) * win.sw + win.dw * (win.kw - 1) + 1
     return c * hp * wp <= _INT32_MAX
+
+
+def _frame_pixels(win: Window) -> int:
+    hp = (win.oh - 1) * win.sh + win.dh * (win.kh - 1) + 1
+    wp = (win.ow - 1) * win.sw + win.dw * (win.kw - 1) + 1
+    return hp * wp
+
+
+def _images_a_panel_row(lib, n: int, pixels: int, frame_floats: int) -> int:
+    """How many images' pixels the forward's column panels run across: 1 when one image's
+    pixels nearly fill whole panels of NR columns; else the fewest images (frames within
+    :data:`BATCH_FRAME_FLOATS`, offsets within 32 bits) that leave at most 5% of the panels'
+    columns idle, or the best of those tried."""
+    nr = lib.native_nr()
+    def idle(b):
+        return 1 - b * pixels / (-(-b * pixels // nr) * nr)
+    if idle(1) <= 0.05:
+        return 1
+    best = 1
+    for b in range(2, n + 1):
+        if b * frame_floats > BATCH_FRAME_FLOATS or b * frame_floats >= _INT32_MAX:
+            break
+        if idle(b) < idle(best):
+            best = b
+        if idle(b) <= 0.05:
+            break
+    return best
 
 
 def _ptr(a) -> int:
@@ -93,6 +122,13 @@ def forward(x, weight, bias, win: Window, groups: int):
     lib.pack_weights_f32(_ptr(weight), _ptr(geom), _ptr(packed))
     y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
     macs = y.size * (weight.size // o)
+    batch = _images_a_panel_row(lib, n, win.oh * win.ow, (x.shape[1] // groups) * _frame_pixels(win))
+    if batch > 1:
+        def chunks(part):  # (images, group, a panel of their output pixels): panels run across images
+            _ok(lib.conv2d_fwd_batched_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop,
+                                           _ptr(geom), batch), "conv2d")
+        _split(chunks, lib.fwd_batched_items(_ptr(geom), batch), macs)
+        return y
 
     def items(part):  # (image, group, a panel of output pixels) in order: whole images, unless N is small
         _ok(lib.conv2d_fwd_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop, _ptr(geom)),

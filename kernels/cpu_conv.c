@@ -368,6 +368,68 @@ int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, floa
     return 0;
 }
 
+/* Columns of the register tile (the pixels of a panel); the Python side picks batch sizes by it. */
+i64 native_nr(void) { return NR; }
+
+/* Work items of conv2d_fwd_batched_f32: (chunk of `batch` images, group, panel of NR pixels of
+ * the chunk's batch * OH * OW), in that order; panels past a short last chunk are empty. */
+i64 fwd_batched_items(const i64 *g, i64 batch)
+{
+    geom_t s = read_geom(g);
+    return ceil_div(s.n, batch) * s.groups * ceil_div(batch * s.p, NR);
+}
+
+/* conv2d_fwd_f32 for images with few output pixels (P not near a multiple of NR, e.g. 7x7 or
+ * 14x14): the frames of `batch` images lie one after another, so a panel's NR columns run on
+ * from one image into the next and no panel is left mostly empty. The tiles write a panel
+ * buffer, copied out image by image. Each output element is summed exactly as by
+ * conv2d_fwd_f32 (the same blocks of k, in turn). */
+int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
+                           const i64 *g, i64 batch)
+{
+    geom_t s = read_geom(g);
+    i64 fsize = s.cg * s.hp * s.wp, cols_chunk = batch * s.p, panels = ceil_div(cols_chunk, NR);
+    i64 og_r = ceil_div(s.og, MR) * MR;
+    float *frame = scratch((size_t)(batch * fsize + 2 * VL));
+    float *bp = scratch((size_t)(KC * NR)), *cbuf = scratch((size_t)(og_r * NR));
+    int32_t *taps = tap_offsets(&s, 0), *pix = scratch((size_t)(panels * NR)), *one = pixel_offsets(&s);
+    if (!frame || !bp || !cbuf || !taps || !pix || !one) {
+        free(frame); free(bp); free(cbuf); free(taps); free(pix); free(one);
+        return -1;
+    }
+    for (i64 j = 0; j < panels * NR; j++) {
+        i64 jj = min64(j, cols_chunk - 1);  /* past the end: repeat the last pixel */
+        pix[j] = (int32_t)((jj / s.p) * fsize + one[jj % s.p]);
+    }
+    i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), framed = -1;
+    for (i64 w = w0; w < w1; w++) {
+        i64 plane = w / panels, chunk = plane / s.groups, gi = plane % s.groups, j0 = (w % panels) * NR;
+        i64 n0 = chunk * batch, nb = min64(batch, s.n - n0), cols = min64(NR, nb * s.p - j0);
+        if (cols <= 0) continue;
+        if (plane != framed) {
+            for (i64 i = 0; i < nb; i++) pad_frame(x + ((n0 + i) * s.c + gi * s.cg) * s.h * s.w, &s, frame + i * fsize);
+            framed = plane;
+        }
+        const float *ap = wpacked + gi * ceil_div(s.og, MR) * a_stride;
+        const float *bg = bias ? bias + gi * s.og : 0;
+        int nv = (int)ceil_div(cols, VL);
+        for (i64 b = 0; b < blocks; b++) {
+            i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
+            pack_b(frame, taps + k0, kc, pix + j0, nv, 1, bp);
+            panel_times_a(nv, kc, ap + k0 * MR, a_stride, bp, cbuf, NR, s.og, cols, b == 0,
+                          b == blocks - 1 ? bg : 0);
+        }
+        for (i64 j = 0; j < cols;) {  /* copy out, one image's run of pixels at a time */
+            i64 n = n0 + (j0 + j) / s.p, p0 = (j0 + j) % s.p, run = min64(cols - j, s.p - p0);
+            float *yo = y + (n * s.o + gi * s.og) * s.p + p0;
+            for (i64 o = 0; o < s.og; o++) memcpy(yo + o * s.p, cbuf + o * NR + j, (size_t)run * 4);
+            j += run;
+        }
+    }
+    free(frame); free(bp); free(cbuf); free(taps); free(pix); free(one);
+    return 0;
+}
+
 /* dW = sum over the images [n0, n1) of dY . col^T, overwritten. Its columns are in (ky, kx, c)
  * order: dW is (O, kh, kw, C/groups), which the caller turns into (O, C/groups, kh, kw). */
 int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, const i64 *g)
