@@ -23,11 +23,22 @@ from .host_threads import MIN_ITEMS_PER_THREAD, parallel_for
 #: Multiply-adds a thread must get before a call is split (a split costs ~20 us).
 MIN_MACS_PER_THREAD = 1 << 22
 _INT32_MAX = (1 << 31) - 1
+#: Output pixels (all images of a share together) below which the weight gradient takes
+#: fewer than DW_BATCH_PARTS shares.
+DW_PIXELS_A_PART = 768
 #: The most floats of image frames the batched forward holds at once (16 MiB).
 BATCH_FRAME_FLOATS = 1 << 22
 #: The weight gradient sums this many fixed shares of the batch apart, then adds them up
 #: (8: an even split for 1, 2, 4 or 8 threads).
 DW_BATCH_PARTS = 8
+
+
+def _dw_parts(n: int, pixels: int) -> int:
+    """Shares of the batch the weight gradient sums apart: :data:`DW_BATCH_PARTS`, fewer (at
+    least 2) when the batch has few pixels in all, so that each share is long enough for the
+    kernel to take several small images as one reduction, and fewer partial dW to add. The
+    shapes alone decide, never the thread count."""
+    return max(2, min(DW_BATCH_PARTS, n * pixels // DW_PIXELS_A_PART))
 
 
 def _lib(*arrays):
@@ -156,11 +167,11 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
                 "conv2d backward")
         _split(group_range, groups, macs)
         return dw
-    # The batch is cut into DW_BATCH_PARTS fixed shares (fewer for a smaller batch), each
+    # The batch is cut into fixed shares (_dw_parts; fewer for a smaller batch), each
     # summed into its own partial dW, and the partials are added in order afterwards: a
     # thread frames and packs only its own images, and the order of the sums depends on
     # the shapes alone, never on the thread count.
-    parts = host_threads.split(n, DW_BATCH_PARTS)
+    parts = host_threads.split(n, _dw_parts(n, win.oh * win.ow))
     dw = np.empty((len(parts), o, kh, kw, cg), dtype=np.float32)  # the kernels' order: (ky, kx, c)
 
     def shares(part):

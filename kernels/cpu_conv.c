@@ -430,36 +430,73 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
     return 0;
 }
 
+/* A packed like pack_a for the weight gradient of nb images at once: A = dY of one group,
+ * og x (nb * P), image i's pixels at columns [i*P, (i+1)*P); dy points at image 0's group,
+ * the next image's is img_stride floats on. */
+static void pack_a_images(const float *dy, i64 img_stride, i64 m, i64 p, i64 nb, float *out)
+{
+    i64 k = nb * p;
+    for (i64 i0 = 0; i0 < m; i0 += MR) {
+        i64 rows = min64(MR, m - i0);
+        for (i64 i = 0; i < nb; i++) {
+            const float *a = dy + i * img_stride + i0 * p;
+            float *o = out + i * p * MR;
+            for (i64 kk = 0; kk < p; kk++) {
+                for (i64 r = 0; r < rows; r++) o[kk * MR + r] = a[r * p + kk];
+                for (i64 r = rows; r < MR; r++) o[kk * MR + r] = 0.0f;
+            }
+        }
+        out += k * MR;
+    }
+}
+
+/* Images whose pixels the weight gradient sums as one reduction (blocks of KC over their
+ * pixels), so that dW, read and written once per block, is not swept once per image when
+ * images are small (7x7: 49 pixels); frames within 4 Mi floats. Depends on the shapes and
+ * the share's size alone. */
+static i64 dw_batch(const geom_t *s, i64 share)
+{
+    i64 fsize = s->cg * s->hp * s->wp, b = ceil_div(2 * KC, s->p);
+    if (b > share) b = share;
+    while (b > 1 && b * fsize > (1 << 22)) b--;
+    return b < 1 ? 1 : b;
+}
+
 /* dW = sum over the images [n0, n1) of dY . col^T, overwritten. Its columns are in (ky, kx, c)
- * order: dW is (O, kh, kw, C/groups), which the caller turns into (O, C/groups, kh, kw). */
+ * order: dW is (O, kh, kw, C/groups), which the caller turns into (O, C/groups, kh, kw). The
+ * images are taken a few at a time (dw_batch), their pixels one reduction in KC blocks. */
 int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, const i64 *g)
 {
     geom_t s = read_geom(g);
-    float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
+    i64 fsize = s.cg * s.hp * s.wp, batch = dw_batch(&s, n1 - n0), kmax = batch * s.p;
+    float *frame = scratch((size_t)(batch * fsize + 2 * VL));
     float *bp = scratch((size_t)(KC * NR));
-    float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * s.p));
-    int32_t *taps = tap_offsets(&s, 1), *pix = pixel_offsets(&s);
-    if (!frame || !bp || !ap || !taps || !pix) { free(frame); free(bp); free(ap); free(taps); free(pix); return -1; }
-    for (i64 j = 0; j < ceil_div(s.p, NR) * NR; j++) pix[j] *= (int32_t)s.cg;
-    i64 blocks = kc_blocks(s.p), a_stride = s.p * MR;
+    float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * kmax));
+    int32_t *taps = tap_offsets(&s, 1), *one = pixel_offsets(&s), *pix = scratch((size_t)kmax);
+    if (!frame || !bp || !ap || !taps || !one || !pix) {
+        free(frame); free(bp); free(ap); free(taps); free(one); free(pix);
+        return -1;
+    }
+    for (i64 j = 0; j < kmax; j++) pix[j] = (int32_t)((j / s.p) * fsize + one[j % s.p] * s.cg);
     for (i64 gi = 0; gi < s.groups; gi++) {
         float *dwg = dw + gi * s.og * s.kg;
-        for (i64 n = n0; n < n1; n++) {
-            pad_frame_hwc(x + (n * s.c + gi * s.cg) * s.h * s.w, &s, frame);
-            pack_a(dy + (n * s.o + gi * s.og) * s.p, s.og, s.p, s.p, 1, ap);
+        for (i64 c0 = n0; c0 < n1; c0 += batch) {
+            i64 nb = min64(batch, n1 - c0), k = nb * s.p, blocks = kc_blocks(k), a_stride = k * MR;
+            for (i64 i = 0; i < nb; i++) pad_frame_hwc(x + ((c0 + i) * s.c + gi * s.cg) * s.h * s.w, &s, frame + i * fsize);
+            pack_a_images(dy + (c0 * s.o + gi * s.og) * s.p, s.o * s.p, s.og, s.p, nb, ap);
             for (i64 b = 0; b < blocks; b++) {
-                i64 p0 = kc_start(s.p, blocks, b), kc = kc_start(s.p, blocks, b + 1) - p0;
+                i64 p0 = kc_start(k, blocks, b), kc = kc_start(k, blocks, b + 1) - p0;
                 for (i64 j0 = 0; j0 < s.kg; j0 += NR) {
                     i64 cols = min64(NR, s.kg - j0);
                     int nv = (int)ceil_div(cols, VL);
                     pack_b(frame, pix + p0, kc, taps + j0, nv, 1, bp);
                     panel_times_a(nv, kc, ap + p0 * MR, a_stride, bp, dwg + j0, s.kg, s.og, cols,
-                                  n == n0 && b == 0, 0);
+                                  c0 == n0 && b == 0, 0);
                 }
             }
         }
     }
-    free(frame); free(bp); free(ap); free(taps); free(pix);
+    free(frame); free(bp); free(ap); free(taps); free(one); free(pix);
     return 0;
 }
 
