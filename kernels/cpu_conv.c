@@ -97,7 +97,7 @@ static inline vf v_permute2(const float *p, const int32_t *perm)
 #endif
 
 #define NR (NV * VL)    /* columns of the register tile */
-#define KC 192          /* depth of a packed B micro-panel: 192 x 48 floats = 36 KiB (AVX2: 12 KiB), in L1 */
+#define KC 128          /* depth of a packed B micro-panel: 128 x 48 floats = 24 KiB (AVX2: 8 KiB), in L1 */
 
 int native_isa(void) { return V_ISA; }
 
@@ -309,6 +309,31 @@ static void panel_times_a(int nv, i64 kc, const float *ap, i64 a_stride, const f
     }
 }
 
+/* A run of column panels (bp holds them KC * NR floats apart; panel q is n[q] columns wide,
+ * written to c[q] with row stride ldc[q]) against every row panel of A, over one kc block:
+ * each row panel of A, in L1, meets every panel of the run, in L2, so A is read once per run,
+ * not once per panel. Every tile sums as in panel_times_a. */
+static void panels_times_a(i64 run, i64 kc, const float *ap, i64 a_stride, const float *bp, float *const *c,
+                           const i64 *ldc, i64 m, const i64 *n, int first, const float *bias)
+{
+    for (i64 i0 = 0; i0 < m; i0 += MR) {
+        const float *a = ap + (i0 / MR) * a_stride;
+        const float *bi = bias ? bias + i0 : 0;
+        i64 rows = min64(MR, m - i0);
+        for (i64 q = 0; q < run; q++) {
+            const float *b = bp + q * KC * NR;
+            float *ci = c[q] + i0 * ldc[q];
+            switch ((int)ceil_div(n[q], VL)) {
+            case 1: tile(1, kc, a, b, ci, ldc[q], rows, n[q], first, bi); break;
+#if NV > 2
+            case 2: tile(2, kc, a, b, ci, ldc[q], rows, n[q], first, bi); break;
+#endif
+            default: tile(NV, kc, a, b, ci, ldc[q], rows, n[q], first, bi); break;
+            }
+        }
+    }
+}
+
 /* Blocks of the reduction: as equal as possible, none longer than KC. */
 static i64 kc_blocks(i64 k) { return ceil_div(k, KC); }
 static i64 kc_start(i64 k, i64 blocks, i64 b) { return (k * b) / blocks; }
@@ -342,27 +367,31 @@ int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, floa
 {
     geom_t s = read_geom(g);
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
-    float *bp = scratch((size_t)(KC * NR));
+    float *bp = scratch((size_t)(GEMM_NC * KC * NR));
     int32_t *taps = tap_offsets(&s, 0), *pix = pixel_offsets(&s);
     if (!frame || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
-    i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), panels = ceil_div(s.p, NR), framed = -1;
-    for (i64 w = w0; w < w1; w++) {
-        i64 plane = w / panels, n = plane / s.groups, gi = plane % s.groups, j0 = (w % panels) * NR;
-        if (plane != framed) {
-            pad_frame(x + (n * s.c + gi * s.cg) * s.h * s.w, &s, frame);
-            framed = plane;
-        }
+    i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), panels = ceil_div(s.p, NR);
+    float *c[GEMM_NC];
+    i64 ldc[GEMM_NC], n[GEMM_NC];
+    for (i64 w = w0; w < w1;) {
+        /* a run of up to GEMM_NC panels of one (image, group) plane */
+        i64 plane = w / panels, nn = plane / s.groups, gi = plane % s.groups;
+        i64 run = min64(min64(GEMM_NC, w1 - w), (plane + 1) * panels - w);
+        pad_frame(x + (nn * s.c + gi * s.cg) * s.h * s.w, &s, frame);
         const float *ap = wpacked + gi * ceil_div(s.og, MR) * a_stride;
-        float *yg = y + (n * s.o + gi * s.og) * s.p;
+        float *yg = y + (nn * s.o + gi * s.og) * s.p;
         const float *bg = bias ? bias + gi * s.og : 0;
-        i64 cols = min64(NR, s.p - j0);
-        int nv = (int)ceil_div(cols, VL);
+        for (i64 q = 0; q < run; q++) {
+            i64 j0 = (w + q - plane * panels) * NR;
+            c[q] = yg + j0; ldc[q] = s.p; n[q] = min64(NR, s.p - j0);
+        }
         for (i64 b = 0; b < blocks; b++) {
             i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
-            pack_b(frame, taps + k0, kc, pix + j0, nv, 1, bp);
-            panel_times_a(nv, kc, ap + k0 * MR, a_stride, bp, yg + j0, s.p, s.og, cols, b == 0,
-                          b == blocks - 1 ? bg : 0);
+            for (i64 q = 0; q < run; q++)
+                pack_b(frame, taps + k0, kc, pix + (c[q] - yg), (int)ceil_div(n[q], VL), 1, bp + q * KC * NR);
+            panels_times_a(run, kc, ap + k0 * MR, a_stride, bp, c, ldc, s.og, n, b == 0, b == blocks - 1 ? bg : 0);
         }
+        w += run;
     }
     free(frame); free(bp); free(taps); free(pix);
     return 0;
@@ -391,7 +420,7 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
     i64 fsize = s.cg * s.hp * s.wp, cols_chunk = batch * s.p, panels = ceil_div(cols_chunk, NR);
     i64 og_r = ceil_div(s.og, MR) * MR;
     float *frame = scratch((size_t)(batch * fsize + 2 * VL));
-    float *bp = scratch((size_t)(KC * NR)), *cbuf = scratch((size_t)(og_r * NR));
+    float *bp = scratch((size_t)(GEMM_NC * KC * NR)), *cbuf = scratch((size_t)(GEMM_NC * og_r * NR));
     int32_t *taps = tap_offsets(&s, 0), *pix = scratch((size_t)(panels * NR)), *one = pixel_offsets(&s);
     if (!frame || !bp || !cbuf || !taps || !pix || !one) {
         free(frame); free(bp); free(cbuf); free(taps); free(pix); free(one);
@@ -402,29 +431,47 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
         pix[j] = (int32_t)((jj / s.p) * fsize + one[jj % s.p]);
     }
     i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), framed = -1;
-    for (i64 w = w0; w < w1; w++) {
-        i64 plane = w / panels, chunk = plane / s.groups, gi = plane % s.groups, j0 = (w % panels) * NR;
-        i64 n0 = chunk * batch, nb = min64(batch, s.n - n0), cols = min64(NR, nb * s.p - j0);
-        if (cols <= 0) continue;
+    float *c[GEMM_NC];
+    i64 ldc[GEMM_NC], n[GEMM_NC], j0s[GEMM_NC];
+    for (i64 w = w0; w < w1;) {
+        i64 plane = w / panels, chunk = plane / s.groups, gi = plane % s.groups;
+        i64 run = min64(min64(GEMM_NC, w1 - w), (plane + 1) * panels - w);
+        i64 n0 = chunk * batch, nb = min64(batch, s.n - n0);
         if (plane != framed) {
             for (i64 i = 0; i < nb; i++) pad_frame(x + ((n0 + i) * s.c + gi * s.cg) * s.h * s.w, &s, frame + i * fsize);
             framed = plane;
         }
         const float *ap = wpacked + gi * ceil_div(s.og, MR) * a_stride;
         const float *bg = bias ? bias + gi * s.og : 0;
-        int nv = (int)ceil_div(cols, VL);
-        for (i64 b = 0; b < blocks; b++) {
+        i64 live = 0;  /* panels of the run with columns (a short last chunk has fewer) */
+        for (i64 q = 0; q < run; q++) {
+            i64 j0 = (w + q - plane * panels) * NR, cols = min64(NR, nb * s.p - j0);
+            if (cols <= 0) break;
+            i64 p0 = j0 % s.p;
+            j0s[live] = j0; n[live] = cols;
+            if (p0 + cols <= s.p) {  /* inside one image: straight into y */
+                c[live] = y + ((n0 + j0 / s.p) * s.o + gi * s.og) * s.p + p0; ldc[live] = s.p;
+            } else {
+                c[live] = cbuf + live * og_r * NR; ldc[live] = NR;
+            }
+            live++;
+        }
+        for (i64 b = 0; b < blocks && live; b++) {
             i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
-            pack_b(frame, taps + k0, kc, pix + j0, nv, 1, bp);
-            panel_times_a(nv, kc, ap + k0 * MR, a_stride, bp, cbuf, NR, s.og, cols, b == 0,
-                          b == blocks - 1 ? bg : 0);
+            for (i64 q = 0; q < live; q++)
+                pack_b(frame, taps + k0, kc, pix + j0s[q], (int)ceil_div(n[q], VL), 1, bp + q * KC * NR);
+            panels_times_a(live, kc, ap + k0 * MR, a_stride, bp, c, ldc, s.og, n, b == 0, b == blocks - 1 ? bg : 0);
         }
-        for (i64 j = 0; j < cols;) {  /* copy out, one image's run of pixels at a time */
-            i64 n = n0 + (j0 + j) / s.p, p0 = (j0 + j) % s.p, run = min64(cols - j, s.p - p0);
-            float *yo = y + (n * s.o + gi * s.og) * s.p + p0;
-            for (i64 o = 0; o < s.og; o++) memcpy(yo + o * s.p, cbuf + o * NR + j, (size_t)run * 4);
-            j += run;
+        for (i64 q = 0; q < live; q++) {
+            if (ldc[q] != NR) continue;
+            for (i64 j = 0; j < n[q];) {  /* a panel across images: copy out image by image */
+                i64 nn = n0 + (j0s[q] + j) / s.p, p0 = (j0s[q] + j) % s.p, cnt = min64(n[q] - j, s.p - p0);
+                float *yo = y + (nn * s.o + gi * s.og) * s.p + p0;
+                for (i64 o = 0; o < s.og; o++) memcpy(yo + o * s.p, c[q] + o * NR + j, (size_t)cnt * 4);
+                j += cnt;
+            }
         }
+        w += run;
     }
     free(frame); free(bp); free(cbuf); free(taps); free(pix); free(one);
     return 0;

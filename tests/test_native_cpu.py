@@ -3,7 +3,7 @@
 The float32 cases of test_conv.py already run through them (tiny shapes, against
 the loop reference and PyTorch). Here: shapes that cross every tiling boundary
 of the kernels (row tiles of 8, column panels of 48 and their 16-wide tails,
-reduction blocks of 192), that the path is really taken, that results do not
+reduction blocks of 128), that the path is really taken, that results do not
 depend on the thread count, and that the NumPy path takes over when the
 kernels cannot be had.
 """
