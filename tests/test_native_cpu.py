@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(native.library() is None,
 # (N, C, H, W, O, kernel, stride, padding, dilation, groups): what each case exercises
 CASES = {
     "tails": (3, 5, 13, 11, 13, 3, 1, 1, 1, 1),  # O=13: a partial row tile; 143 pixels: a 16-wide tail
-    "deep_k": (2, 40, 9, 10, 16, 3, 1, 1, 1, 1),  # K=360: two reduction blocks; dX K=144
+    "deep_k": (2, 40, 9, 10, 16, 3, 1, 1, 1, 1),  # K=360: three reduction blocks; dX K=144
     "wide": (2, 8, 30, 31, 9, (2, 5), 1, (1, 2), 1, 1),  # 930 pixels: many panels, asymmetric kernel
     "strided": (2, 6, 23, 17, 10, 5, 2, 2, 1, 1),  # stride 2: dx by phases, gathers in packing
     "stem": (2, 3, 30, 31, 8, 7, 2, 3, 1, 1),  # 3 input channels, stride 2: dx by phases, 3-row tiles
