@@ -26,6 +26,9 @@ _INT32_MAX = (1 << 31) - 1
 #: Output pixels (all images of a share together) below which the weight gradient takes
 #: fewer than DW_BATCH_PARTS shares.
 DW_PIXELS_A_PART = 768
+#: An input gradient with fewer than 4 channels a group takes the NumPy path when the
+#: frame of dY it would pack from is larger than this (about L2).
+FEW_ROWS_FRAME_BYTES = 1 << 20
 #: The most floats of image frames the batched forward holds at once (16 MiB).
 BATCH_FRAME_FLOATS = 1 << 22
 #: The weight gradient sums this many fixed shares of the batch apart, then adds them up
@@ -206,6 +209,11 @@ def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
         _split(planes, lib.dw_items(_ptr(geom)), grad_out.size * cg * kh * kw)
         return dx
     og = o // groups
+    if cg < 4 and og * (win.oh + win.dh * kh) * (win.ow + win.dw * kw) * 4 > FEW_ROWS_FRAME_BYTES:
+        # dx's GEMM has cg rows: with so few, packing dominates, and a frame of dY's og
+        # channels past L2 makes every pack read far memory (a 7x7 stem on one 224x224
+        # image: 80 ms against 30 through W^T @ dY and col2im)
+        return None
     if (win.sh, win.sw) != (1, 1):
         return _strided_input_grad(grad_out, weight, x_shape, win, groups)
     flipped = np.ascontiguousarray(

@@ -144,6 +144,21 @@ def test_panels_across_images_give_the_per_image_bits(case, monkeypatch):
         np.testing.assert_array_equal(a, c)
 
 
+def test_few_channel_input_gradient_with_a_large_frame_takes_the_numpy_path(monkeypatch):
+    """dx with fewer than 4 channels a group packs more than it multiplies; past L2 (a 7x7
+    stem on a 224x224 image, 64 channels of dY) W^T @ dY and col2im are faster."""
+    counts = _calls(monkeypatch)
+    r = np.random.default_rng(0)
+    x, wt = r.standard_normal((1, 3, 224, 224)).astype(np.float32), r.standard_normal((64, 3, 7, 7)).astype(np.float32)
+    gy = r.standard_normal((1, 64, 112, 112)).astype(np.float32)
+    dx, _, _ = ops.conv2d_backward(gy, x, wt, stride=2, padding=3, need_weight_grad=False)
+    assert _forward_calls(counts) == 0, counts
+    monkeypatch.setattr(native_cpu, "FEW_ROWS_FRAME_BYTES", 1 << 40)
+    dx_c, _, _ = ops.conv2d_backward(gy, x, wt, stride=2, padding=3, need_weight_grad=False)
+    assert counts.get("pack_weights_f32") == 4, counts  # one forward a phase
+    assert_rel(dx_c, dx, 1e-5, "dx")
+
+
 def test_strided_input_gradient_matches_torch_float64():
     torch = torch_or_skip()
     for case in ("strided", "stem", "strided_dilated", "mixed_strides", "pointwise_s2", "strided_groups"):
