@@ -97,6 +97,7 @@ static inline vf v_permute2(const float *p, const int32_t *perm)
 #endif
 
 #define NR (NV * VL)    /* columns of the register tile */
+#define PANEL_RUN_A_FLOATS (1 << 17)  /* 512 KiB of packed weights: half of Zen 4's L2 */
 #define KC 128          /* depth of a packed B micro-panel: 128 x 48 floats = 24 KiB (AVX2: 8 KiB), in L1 */
 
 int native_isa(void) { return V_ISA; }
@@ -360,6 +361,14 @@ i64 fwd_items(const i64 *g)
     return s.n * s.groups * ceil_div(s.p, NR);
 }
 
+/* Column panels a forward takes per reduction block: a run of GEMM_NC when A (one group's
+ * packed weights) is too large to stay in L2 between panels, so that it is read once a run;
+ * else 1, which keeps the single B micro-panel in L1 (a run of them would sit in L2). */
+static i64 panel_run(const geom_t *s)
+{
+    return ceil_div(s->og, MR) * MR * s->kg > PANEL_RUN_A_FLOATS ? GEMM_NC : 1;
+}
+
 /* y (N, O, OH, OW) for the work items [w0, w1): every output element of an item, bias (O,)
  * or NULL added. A thread given a few panels of an image pads that image's frame itself. */
 int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
@@ -370,14 +379,18 @@ int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, floa
     float *bp = scratch((size_t)(GEMM_NC * KC * NR));
     int32_t *taps = tap_offsets(&s, 0), *pix = pixel_offsets(&s);
     if (!frame || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
-    i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), panels = ceil_div(s.p, NR);
+    i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), panels = ceil_div(s.p, NR), framed = -1;
+    i64 run_max = panel_run(&s);
     float *c[GEMM_NC];
     i64 ldc[GEMM_NC], n[GEMM_NC];
     for (i64 w = w0; w < w1;) {
         /* a run of up to GEMM_NC panels of one (image, group) plane */
         i64 plane = w / panels, nn = plane / s.groups, gi = plane % s.groups;
-        i64 run = min64(min64(GEMM_NC, w1 - w), (plane + 1) * panels - w);
-        pad_frame(x + (nn * s.c + gi * s.cg) * s.h * s.w, &s, frame);
+        i64 run = min64(min64(run_max, w1 - w), (plane + 1) * panels - w);
+        if (plane != framed) {  /* a thread given a few panels of an image frames it itself, once */
+            pad_frame(x + (nn * s.c + gi * s.cg) * s.h * s.w, &s, frame);
+            framed = plane;
+        }
         const float *ap = wpacked + gi * ceil_div(s.og, MR) * a_stride;
         float *yg = y + (nn * s.o + gi * s.og) * s.p;
         const float *bg = bias ? bias + gi * s.og : 0;
@@ -431,11 +444,12 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
         pix[j] = (int32_t)((jj / s.p) * fsize + one[jj % s.p]);
     }
     i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), framed = -1;
+    i64 run_max = panel_run(&s);
     float *c[GEMM_NC];
     i64 ldc[GEMM_NC], n[GEMM_NC], j0s[GEMM_NC];
     for (i64 w = w0; w < w1;) {
         i64 plane = w / panels, chunk = plane / s.groups, gi = plane % s.groups;
-        i64 run = min64(min64(GEMM_NC, w1 - w), (plane + 1) * panels - w);
+        i64 run = min64(min64(run_max, w1 - w), (plane + 1) * panels - w);
         i64 n0 = chunk * batch, nb = min64(batch, s.n - n0);
         if (plane != framed) {
             for (i64 i = 0; i < nb; i++) pad_frame(x + ((n0 + i) * s.c + gi * s.cg) * s.h * s.w, &s, frame + i * fsize);
