@@ -26,6 +26,9 @@ _INT32_MAX = (1 << 31) - 1
 #: Output pixels (all images of a share together) below which the weight gradient takes
 #: fewer than DW_BATCH_PARTS shares.
 DW_PIXELS_A_PART = 768
+#: Forward work items a thread should get; with fewer, each panel's output channels are cut
+#: into blocks as well.
+MIN_ITEMS_FOR_THREADS = 4
 #: An input gradient with fewer than 4 channels a group takes the NumPy path when the
 #: frame of dY it would pack from is larger than this (about L2).
 FEW_ROWS_FRAME_BYTES = 1 << 20
@@ -144,10 +147,18 @@ def forward(x, weight, bias, win: Window, groups: int):
         _split(chunks, lib.fwd_batched_items(_ptr(geom), batch), macs)
         return y
 
-    def items(part):  # (image, group, a panel of output pixels) in order: whole images, unless N is small
-        _ok(lib.conv2d_fwd_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop, _ptr(geom)),
-            "conv2d")
-    _split(items, lib.fwd_items(_ptr(geom)), macs)
+    items = lib.fwd_items(_ptr(geom))
+    # Few panels for the threads that will run (one small image): cut each panel's output
+    # channels into blocks of row panels too, so that every thread gets work and reads only
+    # its share of the weights; the sums, and so the bits, are the same either way.
+    threads = min(host_threads.get_num_threads(), max(1, macs // MIN_MACS_PER_THREAD))
+    want = MIN_ITEMS_FOR_THREADS * threads
+    blocks = min(-(-(o // groups) // 8), -(-want // items)) if threads > 1 and items < want else 1
+
+    def parts(part):  # (image, group, a panel of output pixels, a block of channels) in order
+        _ok(lib.conv2d_fwd_split_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop, _ptr(geom),
+                                     blocks), "conv2d")
+    _split(parts, items * blocks, macs)
     return y
 
 

@@ -371,8 +371,12 @@ static i64 panel_run(const geom_t *s)
 
 /* y (N, O, OH, OW) for the work items [w0, w1): every output element of an item, bias (O,)
  * or NULL added. A thread given a few panels of an image pads that image's frame itself. */
-int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
-                   const i64 *g)
+/* conv2d_fwd_f32 with each panel's output channels cut into `ob` blocks of whole row panels:
+ * work items (image, group, panel, block) in that order, so that one image with few pixels
+ * (batch 1, 7x7: two panels) still gives every thread work. Every output element is summed
+ * as with ob = 1: a tile's sums do not depend on which rows share a call. */
+int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
+                         const i64 *g, i64 ob)
 {
     geom_t s = read_geom(g);
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
@@ -380,34 +384,42 @@ int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, floa
     int32_t *taps = tap_offsets(&s, 0), *pix = pixel_offsets(&s);
     if (!frame || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
     i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), panels = ceil_div(s.p, NR), framed = -1;
-    i64 run_max = panel_run(&s);
+    i64 run_max = ob > 1 ? 1 : panel_run(&s), rp = ceil_div(s.og, MR);
     float *c[GEMM_NC];
-    i64 ldc[GEMM_NC], n[GEMM_NC];
+    i64 ldc[GEMM_NC], n[GEMM_NC], j0s[GEMM_NC];
     for (i64 w = w0; w < w1;) {
-        /* a run of up to GEMM_NC panels of one (image, group) plane */
-        i64 plane = w / panels, nn = plane / s.groups, gi = plane % s.groups;
-        i64 run = min64(min64(run_max, w1 - w), (plane + 1) * panels - w);
+        /* a run of up to run_max panels of one (image, group) plane, rows [r0, r1) */
+        i64 unit = w / ob, blk = w % ob, plane = unit / panels, nn = plane / s.groups, gi = plane % s.groups;
+        i64 run = min64(min64(run_max, w1 - w), (plane + 1) * panels - unit);
+        i64 r0 = (rp * blk / ob) * MR, r1 = min64(s.og, (rp * (blk + 1) / ob) * MR);
+        if (r1 <= r0) { w += run; continue; }
         if (plane != framed) {  /* a thread given a few panels of an image frames it itself, once */
             pad_frame(x + (nn * s.c + gi * s.cg) * s.h * s.w, &s, frame);
             framed = plane;
         }
-        const float *ap = wpacked + gi * ceil_div(s.og, MR) * a_stride;
-        float *yg = y + (nn * s.o + gi * s.og) * s.p;
-        const float *bg = bias ? bias + gi * s.og : 0;
+        const float *ap = wpacked + gi * rp * a_stride + (r0 / MR) * a_stride;
+        float *yg = y + (nn * s.o + gi * s.og + r0) * s.p;
+        const float *bg = bias ? bias + gi * s.og + r0 : 0;
         for (i64 q = 0; q < run; q++) {
-            i64 j0 = (w + q - plane * panels) * NR;
-            c[q] = yg + j0; ldc[q] = s.p; n[q] = min64(NR, s.p - j0);
+            j0s[q] = (unit + q - plane * panels) * NR;
+            c[q] = yg + j0s[q]; ldc[q] = s.p; n[q] = min64(NR, s.p - j0s[q]);
         }
         for (i64 b = 0; b < blocks; b++) {
             i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
             for (i64 q = 0; q < run; q++)
-                pack_b(frame, taps + k0, kc, pix + (c[q] - yg), (int)ceil_div(n[q], VL), 1, bp + q * KC * NR);
-            panels_times_a(run, kc, ap + k0 * MR, a_stride, bp, c, ldc, s.og, n, b == 0, b == blocks - 1 ? bg : 0);
+                pack_b(frame, taps + k0, kc, pix + j0s[q], (int)ceil_div(n[q], VL), 1, bp + q * KC * NR);
+            panels_times_a(run, kc, ap + k0 * MR, a_stride, bp, c, ldc, r1 - r0, n, b == 0, b == blocks - 1 ? bg : 0);
         }
         w += run;
     }
     free(frame); free(bp); free(taps); free(pix);
     return 0;
+}
+
+int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
+                   const i64 *g)
+{
+    return conv2d_fwd_split_f32(x, wpacked, bias, y, w0, w1, g, 1);
 }
 
 /* Columns of the register tile (the pixels of a panel); the Python side picks batch sizes by it. */

@@ -87,6 +87,7 @@ SIGNATURES = {
     "adam_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, ctypes.c_int, _i64, _i64)),
     "sgd_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, ctypes.c_int, _i64, _i64)),
     "native_nr": (_i64, ()),
+    "conv2d_fwd_split_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64)),
     "fwd_batched_items": (_i64, (_ptr, _i64)),
     "conv2d_fwd_batched_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64)),
     "dw_items": (_i64, (_ptr,)),

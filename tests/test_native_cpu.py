@@ -85,7 +85,7 @@ def _calls(monkeypatch):
 
 
 def _forward_calls(counts):
-    return counts.get("conv2d_fwd_f32", 0) + counts.get("conv2d_fwd_batched_f32", 0)
+    return sum(counts.get(entry, 0) for entry in ("conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_fwd_batched_f32"))
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -139,7 +139,7 @@ def test_panels_across_images_give_the_per_image_bits(case, monkeypatch):
     monkeypatch.setattr(native_cpu, "BATCH_FRAME_FLOATS", 0)  # one image a panel row
     counts.clear()
     single = (ops.conv2d(x, wt, b, **kw), ops.conv2d_backward(gy, x, wt, **kw)[0])
-    assert "conv2d_fwd_batched_f32" not in counts and counts.get("conv2d_fwd_f32", 0) >= 1, counts
+    assert "conv2d_fwd_batched_f32" not in counts and _forward_calls(counts) >= 1, counts
     for a, c in zip(batched, single):
         np.testing.assert_array_equal(a, c)
 
@@ -157,6 +157,22 @@ def test_few_channel_input_gradient_with_a_large_frame_takes_the_numpy_path(monk
     dx_c, _, _ = ops.conv2d_backward(gy, x, wt, stride=2, padding=3, need_weight_grad=False)
     assert counts.get("pack_weights_f32") == 4, counts  # one forward a phase
     assert_rel(dx_c, dx, 1e-5, "dx")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_one_small_image_splits_output_channels_with_the_same_bits(threads, monkeypatch):
+    """Batch 1, 7x7: two panels, so each panel's output channels are cut into blocks too
+    (conv2d_fwd_split_f32); the sums, and so the bits, are those of one block."""
+    r = np.random.default_rng(0)
+    x, wt = r.standard_normal((1, 24, 7, 7)).astype(np.float32), r.standard_normal((70, 24, 3, 3)).astype(np.float32)
+    b = r.standard_normal(70).astype(np.float32)
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
+    monkeypatch.setattr(host_threads, "_num_threads", threads)
+    split = ops.conv2d(x, wt, b, padding=1)
+    monkeypatch.setattr(native_cpu, "MIN_ITEMS_FOR_THREADS", 0)  # one block of channels
+    whole = ops.conv2d(x, wt, b, padding=1)
+    np.testing.assert_array_equal(split, whole)
+    assert_rel(split, ops.conv2d(*(a.astype(np.float64) for a in (x, wt, b)), padding=1), 1e-5, "y")
 
 
 def test_strided_input_gradient_matches_torch_float64():
