@@ -372,8 +372,8 @@ static i64 panel_run(const geom_t *s)
 /* y (N, O, OH, OW) for the work items [w0, w1): every output element of an item, bias (O,)
  * or NULL added. A thread given a few panels of an image pads that image's frame itself. */
 /* conv2d_fwd_f32 with each panel's output channels cut into `ob` blocks of whole row panels:
- * work items (image, group, panel, block) in that order, so that one image with few pixels
- * (batch 1, 7x7: two panels) still gives every thread work. Every output element is summed
+ * work items (image, group, block, panel) in that order, so that one image with few pixels
+ * (batch 1, 7x7: a full panel and a 1-column one) still gives every thread an even share. Every output element is summed
  * as with ob = 1: a tile's sums do not depend on which rows share a call. */
 int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
                          const i64 *g, i64 ob)
@@ -389,8 +389,9 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
     i64 ldc[GEMM_NC], n[GEMM_NC], j0s[GEMM_NC];
     for (i64 w = w0; w < w1;) {
         /* a run of up to run_max panels of one (image, group) plane, rows [r0, r1) */
-        i64 unit = w / ob, blk = w % ob, plane = unit / panels, nn = plane / s.groups, gi = plane % s.groups;
-        i64 run = min64(min64(run_max, w1 - w), (plane + 1) * panels - unit);
+        i64 plane = w / (panels * ob), blk = w % (panels * ob) / panels, panel = w % panels;
+        i64 nn = plane / s.groups, gi = plane % s.groups;
+        i64 run = min64(min64(run_max, w1 - w), panels - panel);
         i64 r0 = (rp * blk / ob) * MR, r1 = min64(s.og, (rp * (blk + 1) / ob) * MR);
         if (r1 <= r0) { w += run; continue; }
         if (plane != framed) {  /* a thread given a few panels of an image frames it itself, once */
@@ -401,7 +402,7 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
         float *yg = y + (nn * s.o + gi * s.og + r0) * s.p;
         const float *bg = bias ? bias + gi * s.og + r0 : 0;
         for (i64 q = 0; q < run; q++) {
-            j0s[q] = (unit + q - plane * panels) * NR;
+            j0s[q] = (panel + q) * NR;
             c[q] = yg + j0s[q]; ldc[q] = s.p; n[q] = min64(NR, s.p - j0s[q]);
         }
         for (i64 b = 0; b < blocks; b++) {
