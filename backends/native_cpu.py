@@ -23,9 +23,28 @@ from .host_threads import MIN_ITEMS_PER_THREAD, parallel_for
 #: Multiply-adds a thread must get before a call is split (a split costs ~20 us).
 MIN_MACS_PER_THREAD = 1 << 22
 _INT32_MAX = (1 << 31) - 1
+#: Output pixels (all images of a share together) below which the weight gradient takes
+#: fewer than DW_BATCH_PARTS shares.
+DW_PIXELS_A_PART = 768
+#: Forward work items a thread should get; with fewer, each panel's output channels are cut
+#: into blocks as well.
+MIN_ITEMS_FOR_THREADS = 4
+#: An input gradient with fewer than 4 channels a group takes the NumPy path when the
+#: frame of dY it would pack from is larger than this (about L2).
+FEW_ROWS_FRAME_BYTES = 1 << 20
+#: The most floats of image frames the batched forward holds at once (16 MiB).
+BATCH_FRAME_FLOATS = 1 << 22
 #: The weight gradient sums this many fixed shares of the batch apart, then adds them up
 #: (8: an even split for 1, 2, 4 or 8 threads).
 DW_BATCH_PARTS = 8
+
+
+def _dw_parts(n: int, pixels: int) -> int:
+    """Shares of the batch the weight gradient sums apart: :data:`DW_BATCH_PARTS`, fewer (at
+    least 2) when the batch has few pixels in all, so that each share is long enough for the
+    kernel to take several small images as one reduction, and fewer partial dW to add. The
+    shapes alone decide, never the thread count."""
+    return max(2, min(DW_BATCH_PARTS, n * pixels // DW_PIXELS_A_PART))
 
 
 def _lib(*arrays):
@@ -49,6 +68,33 @@ def _offsets_fit(x_shape, win: Window, groups: int) -> bool:
     return c * hp * wp <= _INT32_MAX
 
 
+def _frame_pixels(win: Window) -> int:
+    hp = (win.oh - 1) * win.sh + win.dh * (win.kh - 1) + 1
+    wp = (win.ow - 1) * win.sw + win.dw * (win.kw - 1) + 1
+    return hp * wp
+
+
+def _images_a_panel_row(lib, n: int, pixels: int, frame_floats: int) -> int:
+    """How many images' pixels the forward's column panels run across: 1 when one image's
+    pixels nearly fill whole panels of NR columns; else the fewest images (frames within
+    :data:`BATCH_FRAME_FLOATS`, offsets within 32 bits) that leave at most 5% of the panels'
+    columns idle, or the best of those tried."""
+    nr = lib.native_nr()
+    def idle(b):
+        return 1 - b * pixels / (-(-b * pixels // nr) * nr)
+    if idle(1) <= 0.05:
+        return 1
+    best = 1
+    for b in range(2, n + 1):
+        if b * frame_floats > BATCH_FRAME_FLOATS or b * frame_floats >= _INT32_MAX:
+            break
+        if idle(b) < idle(best):
+            best = b
+        if idle(b) <= 0.05:
+            break
+    return best
+
+
 def _ptr(a) -> int:
     return a.ctypes.data
 
@@ -64,6 +110,12 @@ def _split(fn, extent: int, macs: int) -> None:
     parallel_for(fn, extent, macs * MIN_ITEMS_PER_THREAD // MIN_MACS_PER_THREAD)
 
 
+def _direct(x_shape, groups: int) -> bool:
+    """One input channel a group (depthwise, any channel multiplier): the direct loops of
+    ``kernels/cpu_depthwise.c``, not the GEMM, whose 8-row tiles would be mostly idle."""
+    return x_shape[1] == groups
+
+
 def forward(x, weight, bias, win: Window, groups: int):
     """``y (N, O, OH, OW)`` in float32, bias added, or ``None``."""
     lib = _lib(x, weight) if bias is None or bias.dtype == np.float32 else None
@@ -74,16 +126,39 @@ def forward(x, weight, bias, win: Window, groups: int):
     # Contiguous copies held in names: a temporary would be freed before the C call reads it.
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     bias = np.ascontiguousarray(bias) if bias is not None else None
+    bias_ptr = _ptr(bias) if bias is not None else None
+    if _direct(x.shape, groups):
+        y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
+
+        def planes(part):  # (image, group) in order
+            _ok(lib.dw_conv_fwd_f32(_ptr(x), _ptr(weight), bias_ptr, _ptr(y), part.start, part.stop,
+                                    _ptr(geom)), "conv2d")
+        _split(planes, lib.dw_items(_ptr(geom)), y.size * (weight.size // o))
+        return y
     packed = np.empty(lib.packed_weights_size(_ptr(geom)), dtype=np.float32)
     lib.pack_weights_f32(_ptr(weight), _ptr(geom), _ptr(packed))
-    bias_ptr = _ptr(bias) if bias is not None else None
     y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
     macs = y.size * (weight.size // o)
+    batch = _images_a_panel_row(lib, n, win.oh * win.ow, (x.shape[1] // groups) * _frame_pixels(win))
+    if batch > 1:
+        def chunks(part):  # (images, group, a panel of their output pixels): panels run across images
+            _ok(lib.conv2d_fwd_batched_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop,
+                                           _ptr(geom), batch), "conv2d")
+        _split(chunks, lib.fwd_batched_items(_ptr(geom), batch), macs)
+        return y
 
-    def items(part):  # (image, group, a panel of output pixels) in order: whole images, unless N is small
-        _ok(lib.conv2d_fwd_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop, _ptr(geom)),
-            "conv2d")
-    _split(items, lib.fwd_items(_ptr(geom)), macs)
+    items = lib.fwd_items(_ptr(geom))
+    # Few panels for the threads that will run (one small image): cut each panel's output
+    # channels into blocks of row panels too, so that every thread gets work and reads only
+    # its share of the weights; the sums, and so the bits, are the same either way.
+    threads = min(host_threads.get_num_threads(), max(1, macs // MIN_MACS_PER_THREAD))
+    want = MIN_ITEMS_FOR_THREADS * threads
+    blocks = min(-(-(o // groups) // 8), -(-want // items)) if threads > 1 and items < want else 1
+
+    def parts(part):  # (image, group, a panel of output pixels, a block of channels) in order
+        _ok(lib.conv2d_fwd_split_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop, _ptr(geom),
+                                     blocks), "conv2d")
+    _split(parts, items * blocks, macs)
     return y
 
 
@@ -97,11 +172,20 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
     o, cg, kh, kw = weight_shape
     n = x.shape[0]
     macs = grad_out.size * cg * kh * kw
-    # The batch is cut into DW_BATCH_PARTS fixed shares (fewer for a smaller batch), each
+    if _direct(x.shape, groups):
+        # each group's weights summed over the whole batch by one call, images in order
+        dw = np.empty(weight_shape, dtype=np.float32)
+
+        def group_range(part):
+            _ok(lib.dw_conv_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw), part.start, part.stop, _ptr(geom)),
+                "conv2d backward")
+        _split(group_range, groups, macs)
+        return dw
+    # The batch is cut into fixed shares (_dw_parts; fewer for a smaller batch), each
     # summed into its own partial dW, and the partials are added in order afterwards: a
     # thread frames and packs only its own images, and the order of the sums depends on
     # the shapes alone, never on the thread count.
-    parts = host_threads.split(n, DW_BATCH_PARTS)
+    parts = host_threads.split(n, _dw_parts(n, win.oh * win.ow))
     dw = np.empty((len(parts), o, kh, kw, cg), dtype=np.float32)  # the kernels' order: (ky, kx, c)
 
     def shares(part):
@@ -116,15 +200,33 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
 
 
 def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
-    """``dx`` of a stride-1 convolution as a forward convolution of ``grad_out``
-    with the flipped, transposed weights (padding ``dilation*(k-1) - pad``), or
-    ``None`` (strided convolutions, or an input with fewer than 4 channels per
-    group, where 8-row register tiles would be mostly idle)."""
+    """``dx``, or ``None``: of a stride-1 convolution, a forward convolution of
+    ``grad_out`` with the flipped, transposed weights (padding ``dilation*(k-1) -
+    pad``); of a strided one, the same by phases (:func:`_strided_input_grad`); one
+    input channel a group, the direct kernels."""
     n, c, h, w = x_shape
     o, cg, kh, kw = weight.shape
-    if (win.sh, win.sw) != (1, 1) or cg < 4:
-        return None
+    if _direct(x_shape, groups):
+        lib = _lib(grad_out, weight)
+        if lib is None or not _offsets_fit(x_shape, win, groups):
+            return None
+        geom = _geometry(x_shape, o, win, groups)
+        grad_out, weight = np.ascontiguousarray(grad_out), np.ascontiguousarray(weight)
+        dx = np.empty(x_shape, dtype=np.float32)
+
+        def planes(part):
+            _ok(lib.dw_conv_dx_f32(_ptr(grad_out), _ptr(weight), _ptr(dx), part.start, part.stop, _ptr(geom)),
+                "conv2d backward")
+        _split(planes, lib.dw_items(_ptr(geom)), grad_out.size * cg * kh * kw)
+        return dx
     og = o // groups
+    if cg < 4 and og * (win.oh + win.dh * kh) * (win.ow + win.dw * kw) * 4 > FEW_ROWS_FRAME_BYTES:
+        # dx's GEMM has cg rows: with so few, packing dominates, and a frame of dY's og
+        # channels past L2 makes every pack read far memory (a 7x7 stem on one 224x224
+        # image: 80 ms against 30 through W^T @ dY and col2im)
+        return None
+    if (win.sh, win.sw) != (1, 1):
+        return _strided_input_grad(grad_out, weight, x_shape, win, groups)
     flipped = np.ascontiguousarray(
         weight.reshape(groups, og, cg, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
     ).reshape(c, og, kh, kw)
@@ -132,6 +234,56 @@ def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
     as_forward = Window(kh, kw, 1, 1, win.dh, win.dw, top, win.dh * (kh - 1) - win.pad_bottom,
                         left, win.dw * (kw - 1) - win.pad_right, h, w)
     return forward(grad_out, flipped, None, as_forward, groups)
+
+
+def _phase(size: int, k: int, stride: int, dil: int, pad: int, residue: int):
+    """One phase of a strided input gradient along one axis: the input positions ``i`` with
+    ``(i + pad) % stride == residue`` (``first``, ``count``), the taps that reach them
+    (``taps``, ascending: ``taps[j] * dil`` has that residue), the dilation between those
+    taps in output positions, and the padding of the stride-1 correlation of ``dY`` with the
+    flipped taps that gives them: position ``first + t*stride`` reads ``dY[r0 + t - j*step]``
+    for tap ``j``."""
+    first = (residue - pad) % stride
+    count = len(range(first, size, stride))
+    taps = [t for t in range(k) if (t * dil) % stride == residue]
+    if not taps or not count:
+        return first, count, taps, 1, 0
+    step = (taps[1] - taps[0]) * dil // stride if len(taps) > 1 else 1
+    r0 = (first + pad - taps[0] * dil) // stride
+    return first, count, taps, step, step * (len(taps) - 1) - r0
+
+
+def _strided_input_grad(grad_out, weight, x_shape, win: Window, groups: int):
+    """``dx`` of a strided convolution, by phases: the input pixels whose padded position has
+    one residue modulo the stride (per axis) see only the taps of that residue, and their
+    gradient is a stride-1 correlation of ``dY`` with those taps, flipped, run by the forward
+    kernel. Every pixel belongs to one phase, so each is computed once (no scatter, no sum
+    across phases) and the result does not depend on the thread count."""
+    n, c, h, w = x_shape
+    o, cg, kh, kw = weight.shape
+    og = o // groups
+    dx = np.empty(x_shape, dtype=np.float32)
+    for ry in range(win.sh):
+        fy, ny, ty, sy, top = _phase(h, kh, win.sh, win.dh, win.pad_top, ry)
+        if not ny:
+            continue
+        for rx in range(win.sw):
+            fx, nx, tx, sx, left = _phase(w, kw, win.sw, win.dw, win.pad_left, rx)
+            if not nx:
+                continue
+            if not ty or not tx:  # no tap reaches these pixels
+                dx[:, :, fy::win.sh, fx::win.sw] = 0.0
+                continue
+            sub = weight.reshape(groups, og, cg, kh, kw)[:, :, :, ty[::-1], :][:, :, :, :, tx[::-1]]
+            sub = np.ascontiguousarray(sub.transpose(0, 2, 1, 3, 4)).reshape(c, og, len(ty), len(tx))
+            bottom = (ny - 1) + sy * (len(ty) - 1) + 1 - top - grad_out.shape[2]
+            right = (nx - 1) + sx * (len(tx) - 1) + 1 - left - grad_out.shape[3]
+            part = forward(grad_out, sub, None, Window(len(ty), len(tx), 1, 1, sy, sx, top, bottom, left, right,
+                                                       ny, nx), groups)
+            if part is None:
+                return None
+            dx[:, :, fy::win.sh, fx::win.sw] = part
+    return dx
 
 
 def relu(x):

@@ -97,7 +97,8 @@ static inline vf v_permute2(const float *p, const int32_t *perm)
 #endif
 
 #define NR (NV * VL)    /* columns of the register tile */
-#define KC 192          /* depth of a packed B micro-panel: 192 x 48 floats = 36 KiB (AVX2: 12 KiB), in L1 */
+#define PANEL_RUN_A_FLOATS (1 << 17)  /* 512 KiB of packed weights: half of Zen 4's L2 */
+#define KC 128          /* depth of a packed B micro-panel: 128 x 48 floats = 24 KiB (AVX2: 8 KiB), in L1 */
 
 int native_isa(void) { return V_ISA; }
 
@@ -309,6 +310,31 @@ static void panel_times_a(int nv, i64 kc, const float *ap, i64 a_stride, const f
     }
 }
 
+/* A run of column panels (bp holds them KC * NR floats apart; panel q is n[q] columns wide,
+ * written to c[q] with row stride ldc[q]) against every row panel of A, over one kc block:
+ * each row panel of A, in L1, meets every panel of the run, in L2, so A is read once per run,
+ * not once per panel. Every tile sums as in panel_times_a. */
+static void panels_times_a(i64 run, i64 kc, const float *ap, i64 a_stride, const float *bp, float *const *c,
+                           const i64 *ldc, i64 m, const i64 *n, int first, const float *bias)
+{
+    for (i64 i0 = 0; i0 < m; i0 += MR) {
+        const float *a = ap + (i0 / MR) * a_stride;
+        const float *bi = bias ? bias + i0 : 0;
+        i64 rows = min64(MR, m - i0);
+        for (i64 q = 0; q < run; q++) {
+            const float *b = bp + q * KC * NR;
+            float *ci = c[q] + i0 * ldc[q];
+            switch ((int)ceil_div(n[q], VL)) {
+            case 1: tile(1, kc, a, b, ci, ldc[q], rows, n[q], first, bi); break;
+#if NV > 2
+            case 2: tile(2, kc, a, b, ci, ldc[q], rows, n[q], first, bi); break;
+#endif
+            default: tile(NV, kc, a, b, ci, ldc[q], rows, n[q], first, bi); break;
+            }
+        }
+    }
+}
+
 /* Blocks of the reduction: as equal as possible, none longer than KC. */
 static i64 kc_blocks(i64 k) { return ceil_div(k, KC); }
 static i64 kc_start(i64 k, i64 blocks, i64 b) { return (k * b) / blocks; }
@@ -335,69 +361,216 @@ i64 fwd_items(const i64 *g)
     return s.n * s.groups * ceil_div(s.p, NR);
 }
 
+/* Column panels a forward takes per reduction block: a run of GEMM_NC when A (one group's
+ * packed weights) is too large to stay in L2 between panels, so that it is read once a run;
+ * else 1, which keeps the single B micro-panel in L1 (a run of them would sit in L2). */
+static i64 panel_run(const geom_t *s)
+{
+    return ceil_div(s->og, MR) * MR * s->kg > PANEL_RUN_A_FLOATS ? GEMM_NC : 1;
+}
+
 /* y (N, O, OH, OW) for the work items [w0, w1): every output element of an item, bias (O,)
  * or NULL added. A thread given a few panels of an image pads that image's frame itself. */
-int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
-                   const i64 *g)
+/* conv2d_fwd_f32 with each panel's output channels cut into `ob` blocks of whole row panels:
+ * work items (image, group, block, panel) in that order, so that one image with few pixels
+ * (batch 1, 7x7: a full panel and a 1-column one) still gives every thread an even share. Every output element is summed
+ * as with ob = 1: a tile's sums do not depend on which rows share a call. */
+int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
+                         const i64 *g, i64 ob)
 {
     geom_t s = read_geom(g);
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
-    float *bp = scratch((size_t)(KC * NR));
+    float *bp = scratch((size_t)(GEMM_NC * KC * NR));
     int32_t *taps = tap_offsets(&s, 0), *pix = pixel_offsets(&s);
     if (!frame || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
     i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), panels = ceil_div(s.p, NR), framed = -1;
-    for (i64 w = w0; w < w1; w++) {
-        i64 plane = w / panels, n = plane / s.groups, gi = plane % s.groups, j0 = (w % panels) * NR;
-        if (plane != framed) {
-            pad_frame(x + (n * s.c + gi * s.cg) * s.h * s.w, &s, frame);
+    i64 run_max = ob > 1 ? 1 : panel_run(&s), rp = ceil_div(s.og, MR);
+    float *c[GEMM_NC];
+    i64 ldc[GEMM_NC], n[GEMM_NC], j0s[GEMM_NC];
+    for (i64 w = w0; w < w1;) {
+        /* a run of up to run_max panels of one (image, group) plane, rows [r0, r1) */
+        i64 plane = w / (panels * ob), blk = w % (panels * ob) / panels, panel = w % panels;
+        i64 nn = plane / s.groups, gi = plane % s.groups;
+        i64 run = min64(min64(run_max, w1 - w), panels - panel);
+        i64 r0 = (rp * blk / ob) * MR, r1 = min64(s.og, (rp * (blk + 1) / ob) * MR);
+        if (r1 <= r0) { w += run; continue; }
+        if (plane != framed) {  /* a thread given a few panels of an image frames it itself, once */
+            pad_frame(x + (nn * s.c + gi * s.cg) * s.h * s.w, &s, frame);
             framed = plane;
         }
-        const float *ap = wpacked + gi * ceil_div(s.og, MR) * a_stride;
-        float *yg = y + (n * s.o + gi * s.og) * s.p;
-        const float *bg = bias ? bias + gi * s.og : 0;
-        i64 cols = min64(NR, s.p - j0);
-        int nv = (int)ceil_div(cols, VL);
+        const float *ap = wpacked + gi * rp * a_stride + (r0 / MR) * a_stride;
+        float *yg = y + (nn * s.o + gi * s.og + r0) * s.p;
+        const float *bg = bias ? bias + gi * s.og + r0 : 0;
+        for (i64 q = 0; q < run; q++) {
+            j0s[q] = (panel + q) * NR;
+            c[q] = yg + j0s[q]; ldc[q] = s.p; n[q] = min64(NR, s.p - j0s[q]);
+        }
         for (i64 b = 0; b < blocks; b++) {
             i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
-            pack_b(frame, taps + k0, kc, pix + j0, nv, 1, bp);
-            panel_times_a(nv, kc, ap + k0 * MR, a_stride, bp, yg + j0, s.p, s.og, cols, b == 0,
-                          b == blocks - 1 ? bg : 0);
+            for (i64 q = 0; q < run; q++)
+                pack_b(frame, taps + k0, kc, pix + j0s[q], (int)ceil_div(n[q], VL), 1, bp + q * KC * NR);
+            panels_times_a(run, kc, ap + k0 * MR, a_stride, bp, c, ldc, r1 - r0, n, b == 0, b == blocks - 1 ? bg : 0);
         }
+        w += run;
     }
     free(frame); free(bp); free(taps); free(pix);
     return 0;
 }
 
+int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
+                   const i64 *g)
+{
+    return conv2d_fwd_split_f32(x, wpacked, bias, y, w0, w1, g, 1);
+}
+
+/* Columns of the register tile (the pixels of a panel); the Python side picks batch sizes by it. */
+i64 native_nr(void) { return NR; }
+
+/* Work items of conv2d_fwd_batched_f32: (chunk of `batch` images, group, panel of NR pixels of
+ * the chunk's batch * OH * OW), in that order; panels past a short last chunk are empty. */
+i64 fwd_batched_items(const i64 *g, i64 batch)
+{
+    geom_t s = read_geom(g);
+    return ceil_div(s.n, batch) * s.groups * ceil_div(batch * s.p, NR);
+}
+
+/* conv2d_fwd_f32 for images with few output pixels (P not near a multiple of NR, e.g. 7x7 or
+ * 14x14): the frames of `batch` images lie one after another, so a panel's NR columns run on
+ * from one image into the next and no panel is left mostly empty. The tiles write a panel
+ * buffer, copied out image by image. Each output element is summed exactly as by
+ * conv2d_fwd_f32 (the same blocks of k, in turn). */
+int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
+                           const i64 *g, i64 batch)
+{
+    geom_t s = read_geom(g);
+    i64 fsize = s.cg * s.hp * s.wp, cols_chunk = batch * s.p, panels = ceil_div(cols_chunk, NR);
+    i64 og_r = ceil_div(s.og, MR) * MR;
+    float *frame = scratch((size_t)(batch * fsize + 2 * VL));
+    float *bp = scratch((size_t)(GEMM_NC * KC * NR)), *cbuf = scratch((size_t)(GEMM_NC * og_r * NR));
+    int32_t *taps = tap_offsets(&s, 0), *pix = scratch((size_t)(panels * NR)), *one = pixel_offsets(&s);
+    if (!frame || !bp || !cbuf || !taps || !pix || !one) {
+        free(frame); free(bp); free(cbuf); free(taps); free(pix); free(one);
+        return -1;
+    }
+    for (i64 j = 0; j < panels * NR; j++) {
+        i64 jj = min64(j, cols_chunk - 1);  /* past the end: repeat the last pixel */
+        pix[j] = (int32_t)((jj / s.p) * fsize + one[jj % s.p]);
+    }
+    i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), framed = -1;
+    i64 run_max = panel_run(&s);
+    float *c[GEMM_NC];
+    i64 ldc[GEMM_NC], n[GEMM_NC], j0s[GEMM_NC];
+    for (i64 w = w0; w < w1;) {
+        i64 plane = w / panels, chunk = plane / s.groups, gi = plane % s.groups;
+        i64 run = min64(min64(run_max, w1 - w), (plane + 1) * panels - w);
+        i64 n0 = chunk * batch, nb = min64(batch, s.n - n0);
+        if (plane != framed) {
+            for (i64 i = 0; i < nb; i++) pad_frame(x + ((n0 + i) * s.c + gi * s.cg) * s.h * s.w, &s, frame + i * fsize);
+            framed = plane;
+        }
+        const float *ap = wpacked + gi * ceil_div(s.og, MR) * a_stride;
+        const float *bg = bias ? bias + gi * s.og : 0;
+        i64 live = 0;  /* panels of the run with columns (a short last chunk has fewer) */
+        for (i64 q = 0; q < run; q++) {
+            i64 j0 = (w + q - plane * panels) * NR, cols = min64(NR, nb * s.p - j0);
+            if (cols <= 0) break;
+            i64 p0 = j0 % s.p;
+            j0s[live] = j0; n[live] = cols;
+            if (p0 + cols <= s.p) {  /* inside one image: straight into y */
+                c[live] = y + ((n0 + j0 / s.p) * s.o + gi * s.og) * s.p + p0; ldc[live] = s.p;
+            } else {
+                c[live] = cbuf + live * og_r * NR; ldc[live] = NR;
+            }
+            live++;
+        }
+        for (i64 b = 0; b < blocks && live; b++) {
+            i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
+            for (i64 q = 0; q < live; q++)
+                pack_b(frame, taps + k0, kc, pix + j0s[q], (int)ceil_div(n[q], VL), 1, bp + q * KC * NR);
+            panels_times_a(live, kc, ap + k0 * MR, a_stride, bp, c, ldc, s.og, n, b == 0, b == blocks - 1 ? bg : 0);
+        }
+        for (i64 q = 0; q < live; q++) {
+            if (ldc[q] != NR) continue;
+            for (i64 j = 0; j < n[q];) {  /* a panel across images: copy out image by image */
+                i64 nn = n0 + (j0s[q] + j) / s.p, p0 = (j0s[q] + j) % s.p, cnt = min64(n[q] - j, s.p - p0);
+                float *yo = y + (nn * s.o + gi * s.og) * s.p + p0;
+                for (i64 o = 0; o < s.og; o++) memcpy(yo + o * s.p, c[q] + o * NR + j, (size_t)cnt * 4);
+                j += cnt;
+            }
+        }
+        w += run;
+    }
+    free(frame); free(bp); free(cbuf); free(taps); free(pix); free(one);
+    return 0;
+}
+
+/* A packed like pack_a for the weight gradient of nb images at once: A = dY of one group,
+ * og x (nb * P), image i's pixels at columns [i*P, (i+1)*P); dy points at image 0's group,
+ * the next image's is img_stride floats on. */
+static void pack_a_images(const float *dy, i64 img_stride, i64 m, i64 p, i64 nb, float *out)
+{
+    i64 k = nb * p;
+    for (i64 i0 = 0; i0 < m; i0 += MR) {
+        i64 rows = min64(MR, m - i0);
+        for (i64 i = 0; i < nb; i++) {
+            const float *a = dy + i * img_stride + i0 * p;
+            float *o = out + i * p * MR;
+            for (i64 kk = 0; kk < p; kk++) {
+                for (i64 r = 0; r < rows; r++) o[kk * MR + r] = a[r * p + kk];
+                for (i64 r = rows; r < MR; r++) o[kk * MR + r] = 0.0f;
+            }
+        }
+        out += k * MR;
+    }
+}
+
+/* Images whose pixels the weight gradient sums as one reduction (blocks of KC over their
+ * pixels), so that dW, read and written once per block, is not swept once per image when
+ * images are small (7x7: 49 pixels); frames within 4 Mi floats. Depends on the shapes and
+ * the share's size alone. */
+static i64 dw_batch(const geom_t *s, i64 share)
+{
+    i64 fsize = s->cg * s->hp * s->wp, b = ceil_div(2 * KC, s->p);
+    if (b > share) b = share;
+    while (b > 1 && b * fsize > (1 << 22)) b--;
+    return b < 1 ? 1 : b;
+}
+
 /* dW = sum over the images [n0, n1) of dY . col^T, overwritten. Its columns are in (ky, kx, c)
- * order: dW is (O, kh, kw, C/groups), which the caller turns into (O, C/groups, kh, kw). */
+ * order: dW is (O, kh, kw, C/groups), which the caller turns into (O, C/groups, kh, kw). The
+ * images are taken a few at a time (dw_batch), their pixels one reduction in KC blocks. */
 int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, const i64 *g)
 {
     geom_t s = read_geom(g);
-    float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
+    i64 fsize = s.cg * s.hp * s.wp, batch = dw_batch(&s, n1 - n0), kmax = batch * s.p;
+    float *frame = scratch((size_t)(batch * fsize + 2 * VL));
     float *bp = scratch((size_t)(KC * NR));
-    float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * s.p));
-    int32_t *taps = tap_offsets(&s, 1), *pix = pixel_offsets(&s);
-    if (!frame || !bp || !ap || !taps || !pix) { free(frame); free(bp); free(ap); free(taps); free(pix); return -1; }
-    for (i64 j = 0; j < ceil_div(s.p, NR) * NR; j++) pix[j] *= (int32_t)s.cg;
-    i64 blocks = kc_blocks(s.p), a_stride = s.p * MR;
+    float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * kmax));
+    int32_t *taps = tap_offsets(&s, 1), *one = pixel_offsets(&s), *pix = scratch((size_t)kmax);
+    if (!frame || !bp || !ap || !taps || !one || !pix) {
+        free(frame); free(bp); free(ap); free(taps); free(one); free(pix);
+        return -1;
+    }
+    for (i64 j = 0; j < kmax; j++) pix[j] = (int32_t)((j / s.p) * fsize + one[j % s.p] * s.cg);
     for (i64 gi = 0; gi < s.groups; gi++) {
         float *dwg = dw + gi * s.og * s.kg;
-        for (i64 n = n0; n < n1; n++) {
-            pad_frame_hwc(x + (n * s.c + gi * s.cg) * s.h * s.w, &s, frame);
-            pack_a(dy + (n * s.o + gi * s.og) * s.p, s.og, s.p, s.p, 1, ap);
+        for (i64 c0 = n0; c0 < n1; c0 += batch) {
+            i64 nb = min64(batch, n1 - c0), k = nb * s.p, blocks = kc_blocks(k), a_stride = k * MR;
+            for (i64 i = 0; i < nb; i++) pad_frame_hwc(x + ((c0 + i) * s.c + gi * s.cg) * s.h * s.w, &s, frame + i * fsize);
+            pack_a_images(dy + (c0 * s.o + gi * s.og) * s.p, s.o * s.p, s.og, s.p, nb, ap);
             for (i64 b = 0; b < blocks; b++) {
-                i64 p0 = kc_start(s.p, blocks, b), kc = kc_start(s.p, blocks, b + 1) - p0;
+                i64 p0 = kc_start(k, blocks, b), kc = kc_start(k, blocks, b + 1) - p0;
                 for (i64 j0 = 0; j0 < s.kg; j0 += NR) {
                     i64 cols = min64(NR, s.kg - j0);
                     int nv = (int)ceil_div(cols, VL);
                     pack_b(frame, pix + p0, kc, taps + j0, nv, 1, bp);
                     panel_times_a(nv, kc, ap + p0 * MR, a_stride, bp, dwg + j0, s.kg, s.og, cols,
-                                  n == n0 && b == 0, 0);
+                                  c0 == n0 && b == 0, 0);
                 }
             }
         }
     }
-    free(frame); free(bp); free(ap); free(taps); free(pix);
+    free(frame); free(bp); free(ap); free(taps); free(one); free(pix);
     return 0;
 }
 

@@ -1,10 +1,369 @@
-/* Depthwise convolution (groups == in_channels) on the CPU, float32.
+/* Depthwise convolution (groups == in_channels, any channel multiplier) and other
+ * convolutions with few channels a group, on the CPU, float32.
  *
  * Compiled after kernels/cpu_conv.c and kernels/cpu_dense.c in one translation
  * unit (kernels/native.py, SOURCES), so it uses cpu_conv.c's vector layer and
- * helpers. Everything here sits inside V_ISA: a build for a CPU with neither
- * AVX-512 nor AVX2 defines native_isa() alone.
+ * helpers (geom_t, read_geom, scratch, ceil_div, min64). Everything here sits
+ * inside V_ISA: a build for a CPU with neither AVX-512 nor AVX2 defines
+ * native_isa() alone.
+ *
+ * A GEMM has nothing to share between output channels here (one input channel
+ * each), so these are direct loops, vectorised along the output pixels, the
+ * taps' weights broadcast from memory.
+ *
+ * The phase frame. Each input channel is copied, zero padded, into sh*sw phase
+ * planes: frame row r, column q lands in plane (r % sh, q % sw) at row r / sh,
+ * column q / sw, every plane wq = ceil(wp / sw) columns wide. Output pixel
+ * (oy, ox) then reads tap (ky, kx) at plane ((ky*dh) % sh, (kx*dw) % sw), index
+ * (oy + ky*dh / sh) * wq + ox + kx*dw / sw: the output pixels, taken as one
+ * "wide" row of oh * wq pixels (columns ow..wq-1 of each row are spare), read
+ * each tap at a fixed offset from a plane, for any stride: one unaligned load
+ * a vector. The forward writes the wide row and keeps the ow real columns of
+ * each row; the gradients read dY laid out the same way with zeros in the
+ * spare columns, so the spare pixels add nothing.
+ *
+ * The input gradient is the same frame read backwards: frame pixel j of plane
+ * (py, px) gathers, for every tap of that phase, w[tap] * dYwide[j - offset(tap)]
+ * (dY placed after a run of zeros, so indices below 0 read zeros; past the
+ * end, zeros again; a column index below 0 wraps to a spare column of the row
+ * above, a zero too, since wq - ow >= kx*dw / sw for every tap). So strided
+ * convolutions need no scatter and no col2im.
+ *
+ * Every output element is summed by one call in an order fixed by the shapes
+ * (taps in order, input channels in order; for dW images in order and lanes
+ * added in order at the end), so results do not depend on the thread count.
+ * Entry points return 0, or -1 when a scratch allocation failed.
  */
 #if defined(V_ISA)
+
+#if V_ISA == 512
+static inline void dwk_storeu(float *p, vf v) { _mm512_storeu_ps(p, v); }
+#else
+static inline void dwk_storeu(float *p, vf v) { _mm256_storeu_ps(p, v); }
+#endif
+
+/* dst[0..n) = src[0..n): rows here are short (7..224 floats), where a call to memcpy costs
+ * more than the copy. */
+static inline void dwk_copy(float *restrict dst, const float *restrict src, i64 n)
+{
+    i64 i = 0;
+    for (; i + VL <= n; i += VL) dwk_storeu(dst + i, v_loadu(src + i));
+    if (i < n) v_storen(dst + i, v_loadn(src + i, n - i), n - i);
+}
+
+typedef struct {
+    geom_t s;
+    i64 hq, wq;    /* rows and columns of a phase plane */
+    i64 len, lr;   /* the wide output row: oh * wq pixels, rounded up to whole vectors */
+    i64 maxoff;    /* the largest tap offset within a plane */
+    i64 plane;     /* floats a phase plane takes (every read of the wide row stays inside) */
+    i64 chan;      /* floats a channel's frame takes: sh * sw planes */
+    i64 taps;      /* kh * kw */
+} dwg_t;
+
+static dwg_t dwk_geom(const i64 *g)
+{
+    dwg_t d;
+    d.s = read_geom(g);
+    const geom_t *s = &d.s;
+    d.hq = ceil_div(s->hp, s->sh);
+    d.wq = ceil_div(s->wp, s->sw);
+    d.len = s->oh * d.wq;
+    d.lr = ceil_div(d.len, VL) * VL;
+    d.maxoff = ((s->kh - 1) * s->dh / s->sh) * d.wq + (s->kw - 1) * s->dw / s->sw;
+    /* the forward and dx compute 4 vectors at a time, reading up to 4*VL - 1 floats past the ends */
+    i64 need = ceil_div(d.len, 4 * VL) * 4 * VL + d.maxoff;
+    if (need < d.hq * d.wq + 4 * VL) need = d.hq * d.wq + 4 * VL;
+    d.plane = ceil_div(need, VL) * VL;
+    d.chan = s->sh * s->sw * d.plane;
+    d.taps = s->kh * s->kw;
+    return d;
+}
+
+/* Offset of tap t = ky*kw + kx into a channel's phase frame. */
+static i64 dwk_tap(const dwg_t *d, i64 t)
+{
+    const geom_t *s = &d->s;
+    i64 ky = t / s->kw, kx = t % s->kw, vy = ky * s->dh, vx = kx * s->dw;
+    return ((vy % s->sh) * s->sw + vx % s->sw) * d->plane + (vy / s->sh) * d->wq + vx / s->sw;
+}
+
+/* One channel's phase frame (see the top of the file): writes the image's pixels only, every
+ * time the same places, so a frame zeroed once keeps its zeros around the image. A negative
+ * padding crops. */
+static void dwk_frame(const float *x, const dwg_t *d, float *fr)
+{
+    const geom_t *s = &d->s;
+    i64 q0 = s->pl > 0 ? s->pl : 0, q1 = min64(s->wp, s->pl + s->w);
+    i64 r0 = s->pt > 0 ? s->pt : 0, r1 = min64(s->hp, s->pt + s->h);
+    if (q1 <= q0) return;
+    i64 py = r0 % s->sh, ry = r0 / s->sh;  /* phase and row within it, kept without divisions */
+    for (i64 r = r0; r < r1; r++) {
+        const float *src = x + (r - s->pt) * s->w - s->pl;  /* src[q] = x[r - pt][q - pl] */
+        float *row = fr + py * s->sw * d->plane + ry * d->wq;
+        if (++py == s->sh) { py = 0; ry++; }
+        if (s->sw == 1) dwk_copy(row + q0, src + q0, q1 - q0);
+        else
+            for (i64 q = q0; q < q0 + s->sw && q < q1; q++) {  /* one phase plane at a time */
+                float *dst = row + (q % s->sw) * d->plane;
+                for (i64 qq = q, k = q / s->sw; qq < q1; qq += s->sw, k++) dst[k] = src[qq];
+            }
+    }
+}
+
+/* A plane of dY (oh, ow) as a wide row of pitch wq into a buffer zeroed beforehand: the
+ * spare columns and the tail are never written, so they stay zero. */
+static void dwk_wide_dy(const float *dy, const dwg_t *d, float *out)
+{
+    const geom_t *s = &d->s;
+    if (d->wq == s->ow) dwk_copy(out, dy, s->p);
+    else
+        for (i64 oy = 0; oy < s->oh; oy++) dwk_copy(out + oy * d->wq, dy + oy * s->ow, s->ow);
+}
+
+/* The first n floats of a0..a3 (all of them for n >= 4*VL) to dst. */
+static inline void dwk_store4(float *dst, i64 n, vf a0, vf a1, vf a2, vf a3)
+{
+    if (n >= 4 * VL) {
+        dwk_storeu(dst, a0);
+        dwk_storeu(dst + VL, a1);
+        dwk_storeu(dst + 2 * VL, a2);
+        dwk_storeu(dst + 3 * VL, a3);
+        return;
+    }
+    v_storen(dst, a0, n);
+    if (n > VL) v_storen(dst + VL, a1, n - VL);
+    if (n > 2 * VL) v_storen(dst + 2 * VL, a2, n - 2 * VL);
+    if (n > 3 * VL) v_storen(dst + 3 * VL, a3, n - 3 * VL);
+}
+
+/* dst[i] = b + sum_c sum_t w[c*T + t] * fr[c*chan + off[t] + i] for i < len (whole vectors
+ * are computed; the last store is cut at len). T a constant where the caller can. */
+static inline __attribute__((always_inline)) void
+dwk_rows(const float *fr, i64 chan, i64 cg, const i64 *off, const float *w, const i64 T, float b,
+         float *dst, i64 len)
+{
+    for (i64 i = 0; i < len; i += 4 * VL) {  /* 4 chains of FMAs; the frame has room past len */
+        vf a0 = v_set1(b), a1 = a0, a2 = a0, a3 = a0;
+        for (i64 c = 0; c < cg; c++) {
+            const float *f = fr + c * chan + i, *wc = w + c * T;
+            for (i64 t = 0; t < T; t++) {
+                vf wv = v_set1(wc[t]);
+                const float *p = f + off[t];
+                a0 = v_fma(wv, v_loadu(p), a0);
+                a1 = v_fma(wv, v_loadu(p + VL), a1);
+                a2 = v_fma(wv, v_loadu(p + 2 * VL), a2);
+                a3 = v_fma(wv, v_loadu(p + 3 * VL), a3);
+            }
+        }
+        dwk_store4(dst + i, len - i, a0, a1, a2, a3);
+    }
+}
+
+static void dwk_rows_any(const float *fr, i64 chan, i64 cg, const i64 *off, const float *w, i64 T, float b,
+                         float *dst, i64 len)
+{
+    switch (T) {
+    case 9: dwk_rows(fr, chan, cg, off, w, 9, b, dst, len); break;
+    case 25: dwk_rows(fr, chan, cg, off, w, 25, b, dst, len); break;
+    default: dwk_rows(fr, chan, cg, off, w, T, b, dst, len); break;
+    }
+}
+
+/* How many planes of `floats` to frame before computing them: about 16 KiB's worth. */
+static i64 dwk_batch(i64 floats)
+{
+    i64 b = 4096 / floats;
+    return b < 1 ? 1 : (b > 16 ? 16 : b);
+}
+
+/* Work items of the forward and the input gradient: (image, group). */
+i64 dw_items(const i64 *g)
+{
+    geom_t s = read_geom(g);
+    return s.n * s.groups;
+}
+
+/* y (N, O, OH, OW) for the items [w0, w1) of (image, group): w (O, C/groups, kh, kw),
+ * bias (O,) or NULL. */
+int dw_conv_fwd_f32(const float *x, const float *w, const float *bias, float *y, i64 w0, i64 w1, const i64 *g)
+{
+    dwg_t d = dwk_geom(g);
+    const geom_t *s = &d.s;
+    i64 batch = dwk_batch(s->cg * d.chan);
+    float *fr = scratch((size_t)(batch * s->cg * d.chan)), *wide = scratch((size_t)(d.lr + 4 * VL));
+    i64 *off = scratch((size_t)(2 * d.taps));  /* i64: two floats each */
+    if (!fr || !wide || !off) { free(fr); free(wide); free(off); return -1; }
+    memset(fr, 0, (size_t)(batch * s->cg * d.chan) * 4);
+    for (i64 t = 0; t < d.taps; t++) off[t] = dwk_tap(&d, t);
+    int direct = d.wq == s->ow;  /* no spare columns: the wide row is the output plane */
+    for (i64 b0 = w0; b0 < w1; b0 += batch) {
+        /* frame a few items, then compute them: the loads then never wait on the frames' stores */
+        i64 b1 = min64(w1, b0 + batch);
+        for (i64 item = b0; item < b1; item++) {
+            i64 n = item / s->groups, gi = item % s->groups;
+            for (i64 c = 0; c < s->cg; c++)
+                dwk_frame(x + (n * s->c + gi * s->cg + c) * s->h * s->w, &d, fr + ((item - b0) * s->cg + c) * d.chan);
+        }
+        for (i64 item = b0; item < b1; item++) {
+            i64 n = item / s->groups, gi = item % s->groups;
+            const float *fi = fr + (item - b0) * s->cg * d.chan;
+            for (i64 o = 0; o < s->og; o++) {
+                i64 oo = gi * s->og + o;
+                float *yo = y + (n * s->o + oo) * s->p, *dst = direct ? yo : wide;
+                dwk_rows_any(fi, d.chan, s->cg, off, w + oo * s->cg * d.taps, d.taps, bias ? bias[oo] : 0.0f,
+                             dst, d.len);
+                if (!direct)
+                    for (i64 oy = 0; oy < s->oh; oy++) dwk_copy(yo + oy * s->ow, wide + oy * d.wq, s->ow);
+            }
+        }
+    }
+    free(fr); free(wide); free(off);
+    return 0;
+}
+
+/* dx (N, C, H, W) for the items [w0, w1) of (image, group), from dy (N, O, OH, OW) and
+ * w (O, C/groups, kh, kw): every frame pixel gathers its taps from the wide dY rows (see
+ * the top of the file), then the image's part of the frame is copied out (pixels no tap
+ * reads get 0). */
+int dw_conv_dx_f32(const float *dy, const float *w, float *dx, i64 w0, i64 w1, const i64 *g)
+{
+    dwg_t d = dwk_geom(g);
+    const geom_t *s = &d.s;
+    i64 phases = s->sh * s->sw, lead = ceil_div(d.maxoff, VL) * VL;  /* zeros before each dY row */
+    i64 ext = lead + d.plane + 4 * VL;                               /* floats of one extended dY */
+    float *dye = scratch((size_t)(s->og * ext)), *fr = scratch((size_t)d.chan);
+    i64 *off = scratch((size_t)(4 * d.taps));  /* two tables of i64 */
+    float *wt = scratch((size_t)(d.taps * s->og + VL));
+    i64 *start = scratch((size_t)(2 * (phases + 1)));
+    if (!dye || !fr || !off || !wt || !start) { free(dye); free(fr); free(off); free(wt); free(start); return -1; }
+    memset(dye, 0, (size_t)(s->og * ext) * 4);
+    /* taps sorted by phase: start[ph] .. start[ph+1]-1, each tap's offset within its plane */
+    i64 *order = off + d.taps, k = 0;
+    for (i64 ph = 0; ph < phases; ph++) {
+        start[ph] = k;
+        for (i64 t = 0; t < d.taps; t++) {
+            i64 o = dwk_tap(&d, t);
+            if (o / d.plane == ph) { order[k] = t; off[k] = o % d.plane; k++; }
+        }
+    }
+    start[phases] = k;
+    i64 span = d.hq * d.wq;  /* the plane pixels that map to frame pixels */
+    for (i64 item = w0; item < w1; item++) {
+        i64 n = item / s->groups, gi = item % s->groups;
+        for (i64 o = 0; o < s->og; o++)
+            dwk_wide_dy(dy + (n * s->o + gi * s->og + o) * s->p, &d, dye + o * ext + lead);
+        for (i64 c = 0; c < s->cg; c++) {
+            /* the weights of channel c, by (phase-sorted tap, output channel) */
+            for (i64 kk = 0; kk < d.taps; kk++)
+                for (i64 o = 0; o < s->og; o++)
+                    wt[kk * s->og + o] = w[((gi * s->og + o) * s->cg + c) * d.taps + order[kk]];
+            for (i64 ph = 0; ph < phases; ph++) {
+                float *dst = fr + ph * d.plane;
+                i64 t0 = start[ph], t1 = start[ph + 1];
+                for (i64 j = 0; j < span; j += 4 * VL) {  /* dY's extension has room past span */
+                    vf a0 = v_zero(), a1 = a0, a2 = a0, a3 = a0;
+                    for (i64 kk = t0; kk < t1; kk++)
+                        for (i64 o = 0; o < s->og; o++) {
+                            vf wv = v_set1(wt[kk * s->og + o]);
+                            const float *p = dye + o * ext + lead + j - off[kk];
+                            a0 = v_fma(wv, v_loadu(p), a0);
+                            a1 = v_fma(wv, v_loadu(p + VL), a1);
+                            a2 = v_fma(wv, v_loadu(p + 2 * VL), a2);
+                            a3 = v_fma(wv, v_loadu(p + 3 * VL), a3);
+                        }
+                    dwk_store4(dst + j, span - j, a0, a1, a2, a3);
+                }
+            }
+            /* copy out: dx[iy][ix] = frame[iy + pt][ix + pl] where the frame reaches */
+            float *out = dx + (n * s->c + gi * s->cg + c) * s->h * s->w;
+            i64 ix1 = min64(s->w, s->wp - s->pl);  /* columns the frame covers: ix < ix1 */
+            for (i64 iy = 0; iy < s->h; iy++) {
+                float *row = out + iy * s->w;
+                i64 r = iy + s->pt;
+                if (r < 0 || r >= s->hp || ix1 <= 0) { memset(row, 0, (size_t)s->w * 4); continue; }
+                const float *src = fr + (r % s->sh) * s->sw * d.plane + (r / s->sh) * d.wq;
+                i64 ix0 = s->pl < 0 ? -s->pl : 0;
+                if (ix0 > 0) memset(row, 0, (size_t)min64(ix0, s->w) * 4);
+                if (s->sw == 1) {
+                    if (ix1 > ix0) dwk_copy(row + ix0, src + ix0 + s->pl, ix1 - ix0);
+                } else {
+                    for (i64 ix = ix0; ix < ix0 + s->sw && ix < ix1; ix++) {  /* one phase plane at a time */
+                        const float *from = src + ((ix + s->pl) % s->sw) * d.plane;
+                        for (i64 xx = ix, k = (ix + s->pl) / s->sw; xx < ix1; xx += s->sw, k++) row[xx] = from[k];
+                    }
+                }
+                if (ix1 < s->w) memset(row + (ix1 > 0 ? ix1 : 0), 0, (size_t)(s->w - (ix1 > 0 ? ix1 : 0)) * 4);
+            }
+        }
+    }
+    free(dye); free(fr); free(off); free(wt); free(start);
+    return 0;
+}
+
+/* acc[t] += sum over the wide row of dyw[i] * f[off[t] + i], for TC taps at once. */
+static inline __attribute__((always_inline)) void
+dwk_dw_taps(const float *dyw, const float *f, const i64 *off, const int TC, i64 lr, vf *acc)
+{
+    vf a[12];
+    for (int t = 0; t < TC; t++) a[t] = v_load((const float *)&acc[t]);
+    for (i64 i = 0; i < lr; i += VL) {
+        vf dv = v_loadu(dyw + i);
+        for (int t = 0; t < TC; t++) a[t] = v_fma(dv, v_loadu(f + off[t] + i), a[t]);
+    }
+    for (int t = 0; t < TC; t++) v_store((float *)&acc[t], a[t]);
+}
+
+static void dwk_dw_chunk(const float *dyw, const float *f, const i64 *off, int tc, i64 lr, vf *acc)
+{
+    switch (tc) {
+#define DWK_CASE(n) case n: dwk_dw_taps(dyw, f, off, n, lr, acc); break;
+    DWK_CASE(1) DWK_CASE(2) DWK_CASE(3) DWK_CASE(4) DWK_CASE(5) DWK_CASE(6)
+    DWK_CASE(7) DWK_CASE(8) DWK_CASE(9) DWK_CASE(10) DWK_CASE(11) DWK_CASE(12)
+#undef DWK_CASE
+    default: break;
+    }
+}
+
+/* dW (O, C/groups, kh, kw) of the groups [g0, g1), summed over every image in order from
+ * x (N, C, H, W) and dy (N, O, OH, OW); overwritten. Each weight's sum runs in VL lanes over
+ * the wide rows, images in turn, and the lanes are added in order at the end. */
+int dw_conv_dw_f32(const float *x, const float *dy, float *dw, i64 g0, i64 g1, const i64 *g)
+{
+    dwg_t d = dwk_geom(g);
+    const geom_t *s = &d.s;
+    i64 T = d.taps, nacc = s->og * s->cg * T;
+    float *fr = scratch((size_t)(s->cg * d.chan)), *dyw = scratch((size_t)(s->og * d.lr));
+    i64 *off = scratch((size_t)(2 * T));
+    vf *acc = scratch((size_t)(nacc * VL));
+    if (!fr || !dyw || !off || !acc) { free(fr); free(dyw); free(off); free(acc); return -1; }
+    memset(fr, 0, (size_t)(s->cg * d.chan) * 4);
+    memset(dyw, 0, (size_t)(s->og * d.lr) * 4);
+    for (i64 t = 0; t < T; t++) off[t] = dwk_tap(&d, t);
+    i64 chunks = ceil_div(T, 12), per = ceil_div(T, chunks);  /* taps summed at once: <= 12 */
+    for (i64 gi = g0; gi < g1; gi++) {
+        memset(acc, 0, (size_t)(nacc * VL) * 4);
+        for (i64 n = 0; n < s->n; n++) {
+            for (i64 c = 0; c < s->cg; c++)
+                dwk_frame(x + (n * s->c + gi * s->cg + c) * s->h * s->w, &d, fr + c * d.chan);
+            for (i64 o = 0; o < s->og; o++)
+                dwk_wide_dy(dy + (n * s->o + gi * s->og + o) * s->p, &d, dyw + o * d.lr);
+            for (i64 o = 0; o < s->og; o++)
+                for (i64 c = 0; c < s->cg; c++)
+                    for (i64 t0 = 0; t0 < T; t0 += per)
+                        dwk_dw_chunk(dyw + o * d.lr, fr + c * d.chan, off + t0, (int)min64(per, T - t0), d.lr,
+                                     acc + (o * s->cg + c) * T + t0);
+        }
+        for (i64 o = 0; o < s->og; o++)
+            for (i64 k = 0; k < s->cg * T; k++) {
+                const float *lanes = (const float *)&acc[o * s->cg * T + k];
+                float sum = 0.0f;
+                for (int l = 0; l < VL; l++) sum += lanes[l];
+                dw[(gi * s->og + o) * s->cg * T + k] = sum;
+            }
+    }
+    free(fr); free(dyw); free(off); free(acc);
+    return 0;
+}
 
 #endif  /* V_ISA */

@@ -72,6 +72,10 @@ SIGNATURES = {
     "pack_weights_f32": (None, (_ptr, _ptr, _ptr)),
     "fwd_items": (_i64, (_ptr,)),
     "conv2d_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "native_nr": (_i64, ()),
+    "conv2d_fwd_split_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64)),
+    "fwd_batched_items": (_i64, (_ptr, _i64)),
+    "conv2d_fwd_batched_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64)),
     "conv2d_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "gemm_panels": (_i64, (_i64,)),
     "gemm_f32": (ctypes.c_int, (_ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
@@ -86,6 +90,11 @@ SIGNATURES = {
     "gemm_nn_f32": (None, (_ptr, _i64, _i64, _ptr, _i64, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
     "adam_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, ctypes.c_int, _i64, _i64)),
     "sgd_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, ctypes.c_int, _i64, _i64)),
+    # kernels/cpu_depthwise.c
+    "dw_items": (_i64, (_ptr,)),
+    "dw_conv_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "dw_conv_dx_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "dw_conv_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
 }
 
 _status = "not loaded yet"

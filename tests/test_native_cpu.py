@@ -3,7 +3,7 @@
 The float32 cases of test_conv.py already run through them (tiny shapes, against
 the loop reference and PyTorch). Here: shapes that cross every tiling boundary
 of the kernels (row tiles of 8, column panels of 48 and their 16-wide tails,
-reduction blocks of 192), that the path is really taken, that results do not
+reduction blocks of 128), that the path is really taken, that results do not
 depend on the thread count, and that the NumPy path takes over when the
 kernels cannot be had.
 """
@@ -30,13 +30,18 @@ pytestmark = pytest.mark.skipif(native.library() is None,
 # (N, C, H, W, O, kernel, stride, padding, dilation, groups): what each case exercises
 CASES = {
     "tails": (3, 5, 13, 11, 13, 3, 1, 1, 1, 1),  # O=13: a partial row tile; 143 pixels: a 16-wide tail
-    "deep_k": (2, 40, 9, 10, 16, 3, 1, 1, 1, 1),  # K=360: two reduction blocks; dX K=144
+    "deep_k": (2, 40, 9, 10, 16, 3, 1, 1, 1, 1),  # K=360: three reduction blocks; dX K=144
     "wide": (2, 8, 30, 31, 9, (2, 5), 1, (1, 2), 1, 1),  # 930 pixels: many panels, asymmetric kernel
-    "strided": (2, 6, 23, 17, 10, 5, 2, 2, 1, 1),  # stride 2: dx on the NumPy path, gathers in packing
+    "strided": (2, 6, 23, 17, 10, 5, 2, 2, 1, 1),  # stride 2: dx by phases, gathers in packing
+    "stem": (2, 3, 30, 31, 8, 7, 2, 3, 1, 1),  # 3 input channels, stride 2: dx by phases, 3-row tiles
+    "strided_dilated": (2, 6, 19, 18, 4, 4, 2, 3, 2, 1),  # gcd(2, 2): odd rows read by no tap
+    "mixed_strides": (2, 4, 20, 21, 5, (3, 5), (2, 3), (1, 2), (2, 1), 1),
+    "pointwise_s2": (2, 16, 14, 13, 8, 1, 2, 0, 1, 1),  # three of four phases get no tap
+    "strided_groups": (2, 8, 15, 14, 12, 3, 3, 1, 1, 2),
     "dilated_same": (2, 8, 12, 12, 8, (4, 3), 1, "same", (2, 1), 1),  # asymmetric "same" padding
     "big_pad": (1, 8, 6, 6, 4, 3, 1, 3, 1, 1),  # padding > k-1: the dx conv crops (negative padding)
     "groups": (2, 12, 8, 8, 24, 3, 1, 1, 1, 3),  # weight-gradient panels of several groups
-    "depthwise": (2, 16, 9, 9, 16, 3, 1, 1, 1, 16),  # 1 channel a group: dx stays on NumPy
+    "depthwise": (2, 16, 9, 9, 16, 3, 1, 1, 1, 16),  # 1 channel a group: the direct kernels
     "pointwise": (2, 20, 7, 7, 33, 1, 1, 0, 1, 1),
     "batch1_tall": (1, 4, 50, 3, 8, (3, 1), (1, 1), (1, 0), 1, 1),
 }
@@ -79,13 +84,20 @@ def _calls(monkeypatch):
     return counts
 
 
+def _forward_calls(counts):
+    return sum(counts.get(entry, 0) for entry in ("conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_fwd_batched_f32"))
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_native_float32_equals_float64_im2col(case, monkeypatch):
     x, wt, b, gy, kw = _data(case)
     counts = _calls(monkeypatch)
     y = ops.conv2d(x, wt, b, **kw)
     dx, dw, db = ops.conv2d_backward(gy, x, wt, **kw)
-    assert counts.get("conv2d_fwd_f32", 0) >= 1 and counts.get("conv2d_dw_f32", 0) >= 1, counts
+    if case == "depthwise":
+        assert counts.get("dw_conv_fwd_f32", 0) >= 1 and counts.get("dw_conv_dw_f32", 0) >= 1, counts
+    else:
+        assert _forward_calls(counts) >= 1 and counts.get("conv2d_dw_f32", 0) >= 1, counts
     for name, got, want in zip(("y", "dx", "dw", "db"), (y, dx, dw, db), _float64_im2col(x, wt, b, gy, kw)):
         assert got.dtype == np.float32 and got.shape == want.shape, name
         assert_rel(got, want, 1e-5, f"{case} {name}")
@@ -104,18 +116,76 @@ def test_native_float32_matches_torch(case):
         assert_rel(got, from_torch(want), TORCH_TOL["float32"], f"{case} {name}")
 
 
-def test_input_gradient_takes_the_c_kernels_for_stride_1_only(monkeypatch):
+def test_input_gradient_takes_the_c_kernels_for_any_stride(monkeypatch):
     counts = _calls(monkeypatch)
     x, wt, b, gy, kw = _data("deep_k")
-    ops.conv2d_backward(gy, x, wt, **kw)
-    assert counts.get("conv2d_fwd_f32", 0) >= 1 and counts.get("conv2d_dw_f32", 0) >= 1, counts
+    ops.conv2d_backward(gy, x, wt, need_weight_grad=False, **kw)
+    assert _forward_calls(counts) == 1 and "conv2d_dw_f32" not in counts, counts
     counts.clear()
-    x, wt, b, gy, kw = _data("strided")
-    ops.conv2d_backward(gy, x, wt, **kw)
-    assert "conv2d_fwd_f32" not in counts and counts["conv2d_dw_f32"] >= 1
+    x, wt, b, gy, kw = _data("strided")  # stride 2, 5x5: four phases, each one forward call
+    ops.conv2d_backward(gy, x, wt, need_weight_grad=False, **kw)
+    assert _forward_calls(counts) == 4, counts
 
 
-@pytest.mark.parametrize("case", ["tails", "deep_k", "groups", "wide"])
+@pytest.mark.parametrize("case", ["deep_k", "pointwise", "big_pad", "batch1_tall"])
+def test_panels_across_images_give_the_per_image_bits(case, monkeypatch):
+    """Images with few output pixels share column panels (conv2d_fwd_batched_f32): each
+    output is summed as by the per-image kernel, so the results are the same bits."""
+    x, wt, b, gy, kw = _data(case)
+    x, gy = np.concatenate([x] * 5), np.concatenate([gy] * 5)
+    counts = _calls(monkeypatch)
+    batched = (ops.conv2d(x, wt, b, **kw), ops.conv2d_backward(gy, x, wt, **kw)[0])
+    assert counts.get("conv2d_fwd_batched_f32", 0) >= 1, counts
+    monkeypatch.setattr(native_cpu, "BATCH_FRAME_FLOATS", 0)  # one image a panel row
+    counts.clear()
+    single = (ops.conv2d(x, wt, b, **kw), ops.conv2d_backward(gy, x, wt, **kw)[0])
+    assert "conv2d_fwd_batched_f32" not in counts and _forward_calls(counts) >= 1, counts
+    for a, c in zip(batched, single):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_few_channel_input_gradient_with_a_large_frame_takes_the_numpy_path(monkeypatch):
+    """dx with fewer than 4 channels a group packs more than it multiplies; past L2 (a 7x7
+    stem on a 224x224 image, 64 channels of dY) W^T @ dY and col2im are faster."""
+    counts = _calls(monkeypatch)
+    r = np.random.default_rng(0)
+    x, wt = r.standard_normal((1, 3, 224, 224)).astype(np.float32), r.standard_normal((64, 3, 7, 7)).astype(np.float32)
+    gy = r.standard_normal((1, 64, 112, 112)).astype(np.float32)
+    dx, _, _ = ops.conv2d_backward(gy, x, wt, stride=2, padding=3, need_weight_grad=False)
+    assert _forward_calls(counts) == 0, counts
+    monkeypatch.setattr(native_cpu, "FEW_ROWS_FRAME_BYTES", 1 << 40)
+    dx_c, _, _ = ops.conv2d_backward(gy, x, wt, stride=2, padding=3, need_weight_grad=False)
+    assert counts.get("pack_weights_f32") == 4, counts  # one forward a phase
+    assert_rel(dx_c, dx, 1e-5, "dx")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_one_small_image_splits_output_channels_with_the_same_bits(threads, monkeypatch):
+    """Batch 1, 7x7: two panels, so each panel's output channels are cut into blocks too
+    (conv2d_fwd_split_f32); the sums, and so the bits, are those of one block."""
+    r = np.random.default_rng(0)
+    x, wt = r.standard_normal((1, 24, 7, 7)).astype(np.float32), r.standard_normal((70, 24, 3, 3)).astype(np.float32)
+    b = r.standard_normal(70).astype(np.float32)
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
+    monkeypatch.setattr(host_threads, "_num_threads", threads)
+    split = ops.conv2d(x, wt, b, padding=1)
+    monkeypatch.setattr(native_cpu, "MIN_ITEMS_FOR_THREADS", 0)  # one block of channels
+    whole = ops.conv2d(x, wt, b, padding=1)
+    np.testing.assert_array_equal(split, whole)
+    assert_rel(split, ops.conv2d(*(a.astype(np.float64) for a in (x, wt, b)), padding=1), 1e-5, "y")
+
+
+def test_strided_input_gradient_matches_torch_float64():
+    torch = torch_or_skip()
+    for case in ("strided", "stem", "strided_dilated", "mixed_strides", "pointwise_s2", "strided_groups"):
+        x, wt, b, gy, kw = _data(case)
+        xt = to_torch(x.astype(np.float64), True)
+        torch.nn.functional.conv2d(xt, to_torch(wt.astype(np.float64)), **kw).backward(to_torch(gy.astype(np.float64)))
+        dx, _, _ = ops.conv2d_backward(gy, x, wt, **kw)
+        assert_rel(dx, from_torch(xt.grad), TORCH_TOL["float32"], case)
+
+
+@pytest.mark.parametrize("case", ["tails", "deep_k", "groups", "wide", "strided", "stem"])
 def test_results_do_not_depend_on_the_thread_count(case, monkeypatch):
     x, wt, b, gy, kw = _data(case)
     x, gy = np.concatenate([x] * 4), np.concatenate([gy] * 4)  # enough images to split

@@ -1,0 +1,157 @@
+"""The direct kernels for one input channel a group (depthwise convolutions, with or without
+a channel multiplier): kernels/cpu_depthwise.c via backends/native_cpu.py.
+
+Against the float64 im2col path and PyTorch (float32 and float64), values and gradients; odd
+sizes, strides 1 to 3, dilation, asymmetric and oversized padding; results independent of the
+thread count; an empty batch; and the whole file again on the AVX2 build.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from engine import ops
+from engine.backends import host_threads, native_cpu
+from engine.kernels import native
+
+from _helpers import TORCH_TOL, assert_rel, from_torch, to_torch, torch_or_skip
+
+pytestmark = pytest.mark.skipif(native.library() is None,
+                                reason=f"the C kernels are not usable here: {native.status()}")
+
+# (N, C, H, W, multiplier, kernel, stride, padding, dilation): what each case exercises
+CASES = {
+    "3x3": (2, 3, 9, 9, 1, 3, 1, 1, 1),
+    "tiny_7x7": (3, 5, 7, 7, 1, 3, 1, 1, 1),  # a plane shorter than 4 vectors
+    "mult2_s2": (2, 5, 13, 11, 2, 3, 2, 1, 1),  # channel multiplier, odd sizes, stride 2
+    "5x5_s2": (3, 6, 17, 19, 1, 5, 2, 2, 1),
+    "mixed": (2, 4, 20, 23, 3, (3, 5), (2, 1), (1, 2), (2, 1)),  # per-axis stride and dilation
+    "7x7_s3": (2, 3, 40, 37, 1, 7, 3, 3, 1),
+    "no_pad": (1, 2, 5, 5, 1, 3, 1, 0, 1),
+    "wide": (2, 4, 57, 55, 1, 3, 2, 1, 1),  # many vectors a row
+    "big_pad": (1, 3, 8, 8, 1, 3, 1, 4, 1),  # output border made of padding only
+    "1x7": (2, 3, 12, 12, 1, (1, 7), 1, (0, 3), 1),
+    "1x1_mult": (2, 3, 9, 10, 2, 1, 1, 0, 1),
+    "2x2_s2": (2, 3, 9, 10, 1, 2, 2, 0, 1),  # the last input row and column read by no tap
+    "13x13": (1, 16, 14, 14, 1, 13, 1, 6, 1),  # more taps than one pass of the dW kernel takes
+    "same": (2, 4, 12, 11, 1, (4, 3), 1, "same", (2, 1)),  # asymmetric "same" padding
+}
+
+
+def _data(case, seed=0):
+    n, c, h, w, m, k, s, p, d = CASES[case]
+    kh, kw = (k, k) if isinstance(k, int) else k
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (r.standard_normal((c * m, 1, kh, kw)) / np.sqrt(kh * kw)).astype(np.float32)
+    b = r.standard_normal(c * m).astype(np.float32)
+    kwargs = dict(stride=s, padding=p, dilation=d, groups=c)
+    y64 = ops.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **kwargs)
+    gy = r.standard_normal(y64.shape).astype(np.float32)
+    return x, wt, b, gy, kwargs
+
+
+def _calls(monkeypatch):
+    lib, counts = native.library(), {}
+
+    class Counting:
+        def __getattr__(self, name):
+            fn = getattr(lib, name)
+
+            def call(*args):
+                counts[name] = counts.get(name, 0) + 1
+                return fn(*args)
+            return call
+    monkeypatch.setattr(native_cpu, "_lib", lambda *arrays: Counting() if all(
+        a is not None and a.dtype == np.float32 and a.size for a in arrays) else None)
+    return counts
+
+
+def _run(x, wt, b, gy, kw):
+    return (ops.conv2d(x, wt, b, **kw), *ops.conv2d_backward(gy, x, wt, **kw))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_depthwise_kernels_equal_the_float64_im2col_path(case, monkeypatch):
+    x, wt, b, gy, kw = _data(case)
+    counts = _calls(monkeypatch)
+    got = _run(x, wt, b, gy, kw)
+    assert {"dw_conv_fwd_f32", "dw_conv_dx_f32", "dw_conv_dw_f32"} <= set(counts), counts
+    assert not {"conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_dw_f32"} & set(counts), counts
+    want = _run(*(a.astype(np.float64) for a in (x, wt, b, gy)), kw)
+    for name, g, w in zip(("y", "dx", "dw", "db"), got, want):
+        assert g.dtype == np.float32 and g.shape == w.shape, name
+        assert_rel(g, w, 1e-5, f"{case} {name}")
+
+
+@pytest.mark.parametrize("case", ["3x3", "mult2_s2", "mixed", "7x7_s3", "same", "big_pad"])
+@pytest.mark.parametrize("torch_dtype", ["float32", "float64"])
+def test_depthwise_kernels_match_torch(case, torch_dtype):
+    torch = torch_or_skip()
+    x, wt, b, gy, kw = _data(case)
+    xt, wtt = to_torch(x.astype(torch_dtype), True), to_torch(wt.astype(torch_dtype), True)
+    yt = torch.nn.functional.conv2d(xt, wtt, to_torch(b.astype(torch_dtype)), **kw)
+    yt.backward(to_torch(gy.astype(torch_dtype)))
+    y, dx, dw, _ = _run(x, wt, b, gy, kw)
+    for name, got, want in (("y", y, yt), ("dx", dx, xt.grad), ("dw", dw, wtt.grad)):
+        assert_rel(got, from_torch(want), TORCH_TOL["float32"], f"{case} {name} vs torch {torch_dtype}")
+
+
+@pytest.mark.parametrize("case", ["3x3", "mult2_s2", "tiny_7x7", "13x13"])
+def test_depthwise_results_do_not_depend_on_the_thread_count(case, monkeypatch):
+    x, wt, b, gy, kw = _data(case)
+    x, gy = np.concatenate([x] * 3), np.concatenate([gy] * 3)
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)  # split even these small calls
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(host_threads, "_num_threads", threads)
+        results.append(_run(x, wt, b, gy, kw))
+    for other in results[1:]:
+        for name, a, c in zip(("y", "dx", "dw", "db"), results[0], other):
+            np.testing.assert_array_equal(a, c, err_msg=name)
+
+
+def test_depthwise_empty_batch_gives_empty_outputs_and_zero_weight_gradients():
+    x, w = np.ones((0, 4, 6, 6), np.float32), np.ones((8, 1, 3, 3), np.float32)
+    y = ops.conv2d(x, w, np.ones(8, np.float32), padding=1, groups=4)
+    dx, dw, db = ops.conv2d_backward(np.ones(y.shape, np.float32), x, w, padding=1, groups=4)
+    assert y.shape == (0, 8, 6, 6) and dx.shape == x.shape
+    np.testing.assert_array_equal(dw, np.zeros_like(w))
+    np.testing.assert_array_equal(db, np.zeros(8, np.float32))
+
+
+def test_other_groups_keep_the_gemm_kernels(monkeypatch):
+    counts = _calls(monkeypatch)
+    r = np.random.default_rng(1)
+    x, w = r.standard_normal((2, 8, 6, 6)).astype(np.float32), r.standard_normal((8, 2, 3, 3)).astype(np.float32)
+    y = ops.conv2d(x, w, padding=1, groups=4)
+    ops.conv2d_backward(np.ones(y.shape, np.float32), x, w, padding=1, groups=4)
+    forward_calls = sum(counts.get(e, 0) for e in ("conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_fwd_batched_f32"))
+    assert "dw_conv_fwd_f32" not in counts and forward_calls >= 1, counts
+
+
+def _cpu_has(*features):
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return all(feature in flags for feature in features)
+
+
+@pytest.mark.skipif(os.environ.get("ENGINE_NATIVE_MARCH") is not None,
+                    reason="already running under a forced -march (this is the inner run)")
+@pytest.mark.skipif(not _cpu_has("avx2", "fma"), reason="the AVX2 kernels need a CPU with AVX2 and FMA")
+def test_the_avx2_build_passes_this_whole_file(tmp_path):
+    """The depthwise kernels built for AVX2 (-march=haswell: 8-wide vectors, vmaskmov tails)."""
+    env = {**os.environ, "ENGINE_NATIVE_MARCH": "haswell", "ENGINE_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                          capture_output=True, text=True, env=env, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert re.search(r"\d+ passed", done.stdout) and " failed" not in done.stdout
