@@ -354,6 +354,51 @@ void pack_weights_f32(const float *w, const i64 *g, float *out)
         pack_a(w + gi * s.og * s.kg, s.og, s.kg, s.kg, 1, out + gi * ceil_div(s.og, MR) * MR * s.kg);
 }
 
+/* Row panels of packed weights, all groups: the items of pack_weights_f32 and pack_weights_t_f32. */
+i64 weight_panels(const i64 *g)
+{
+    geom_t s = read_geom(g);
+    return s.groups * ceil_div(s.og, MR);
+}
+
+/* pack_weights_f32 for the row panels [i0, i1) (items (group, row panel)) only, so that
+ * threads can pack disjoint shares. */
+void pack_weights_part_f32(const float *w, const i64 *g, float *out, i64 i0, i64 i1)
+{
+    geom_t s = read_geom(g);
+    i64 rp = ceil_div(s.og, MR);
+    for (i64 i = i0; i < i1; i++) {
+        i64 gi = i / rp, r0 = (i % rp) * MR;
+        pack_a(w + (gi * s.og + r0) * s.kg, min64(MR, s.og - r0), s.kg, s.kg, 1, out + i * MR * s.kg);
+    }
+}
+
+/* The weights of an input gradient as a forward convolution of dY, packed straight from w
+ * (O, C/groups, kh, kw) of the convolution geometry g, without the flipped, transposed copy:
+ * rows are the input channels c of a group, columns (o, ty, tx) for the taps ys[ty], xs[tx]
+ * (in the order given: reversed for the flip; a strided convolution's phase gives a subset).
+ * Row panels [i0, i1) of the items (group, panel of MR input channels); the layout is
+ * pack_weights_f32's for a convolution of C outputs, O inputs and nty x ntx taps. */
+void pack_weights_t_f32(const float *w, const i64 *g, const i64 *ys, i64 nty, const i64 *xs, i64 ntx,
+                        float *out, i64 i0, i64 i1)
+{
+    geom_t s = read_geom(g);
+    i64 rp = ceil_div(s.cg, MR), taps = s.kh * s.kw, k = s.og * nty * ntx;
+    for (i64 i = i0; i < i1; i++) {
+        i64 gi = i / rp, c0 = (i % rp) * MR, rows = min64(MR, s.cg - c0);
+        float *o = out + i * MR * k;
+        for (i64 oo = 0; oo < s.og; oo++) {
+            const float *src = w + ((gi * s.og + oo) * s.cg + c0) * taps;
+            for (i64 ty = 0; ty < nty; ty++)
+                for (i64 tx = 0; tx < ntx; tx++, o += MR) {
+                    const float *t = src + ys[ty] * s.kw + xs[tx];
+                    for (i64 r = 0; r < rows; r++) o[r] = t[r * taps];
+                    for (i64 r = rows; r < MR; r++) o[r] = 0.0f;
+                }
+        }
+    }
+}
+
 /* Work items of conv2d_fwd_f32: (image, group, panel of NR output pixels), in that order. */
 i64 fwd_items(const i64 *g)
 {
@@ -384,7 +429,9 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
     int32_t *taps = tap_offsets(&s, 0), *pix = pixel_offsets(&s);
     if (!frame || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
     i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), panels = ceil_div(s.p, NR), framed = -1;
-    i64 run_max = ob > 1 ? 1 : panel_run(&s), rp = ceil_div(s.og, MR);
+    /* cut into channel blocks (one small image), a thread's share of A is read once for all
+     * of its panels: a run across every panel of the block */
+    i64 run_max = ob > 1 ? GEMM_NC : panel_run(&s), rp = ceil_div(s.og, MR);
     float *c[GEMM_NC];
     i64 ldc[GEMM_NC], n[GEMM_NC], j0s[GEMM_NC];
     for (i64 w = w0; w < w1;) {
