@@ -269,8 +269,8 @@ def _forward_transposed(grad_out, weight, x_shape, as_forward: Window, groups: i
     geom = _geometry(grad_out.shape, c, as_forward, groups)
 
     def pack(packed, part):
-        lib.pack_weights_t_f32(_ptr(weight), _ptr(conv_geom), _ptr(ys), len(ys), _ptr(xs), len(xs),
-                               _ptr(packed), part.start, part.stop)
+        _ok(lib.pack_weights_t_f32(_ptr(weight), _ptr(conv_geom), _ptr(ys), len(ys), _ptr(xs), len(xs),
+                                   _ptr(packed), part.start, part.stop), "conv2d backward")
     return _forward_packed(lib, grad_out, (c, og, len(ys), len(xs)), None, None, geom, as_forward, groups, pack)
 
 

@@ -379,24 +379,30 @@ void pack_weights_part_f32(const float *w, const i64 *g, float *out, i64 i0, i64
  * (in the order given: reversed for the flip; a strided convolution's phase gives a subset).
  * Row panels [i0, i1) of the items (group, panel of MR input channels); the layout is
  * pack_weights_f32's for a convolution of C outputs, O inputs and nty x ntx taps. */
-void pack_weights_t_f32(const float *w, const i64 *g, const i64 *ys, i64 nty, const i64 *xs, i64 ntx,
-                        float *out, i64 i0, i64 i1)
+int pack_weights_t_f32(const float *w, const i64 *g, const i64 *ys, i64 nty, const i64 *xs, i64 ntx,
+                       float *out, i64 i0, i64 i1)
 {
     geom_t s = read_geom(g);
-    i64 rp = ceil_div(s.cg, MR), taps = s.kh * s.kw, k = s.og * nty * ntx;
-    for (i64 i = i0; i < i1; i++) {
-        i64 gi = i / rp, c0 = (i % rp) * MR, rows = min64(MR, s.cg - c0);
-        float *o = out + i * MR * k;
-        for (i64 oo = 0; oo < s.og; oo++) {
-            const float *src = w + ((gi * s.og + oo) * s.cg + c0) * taps;
-            for (i64 ty = 0; ty < nty; ty++)
-                for (i64 tx = 0; tx < ntx; tx++, o += MR) {
-                    const float *t = src + ys[ty] * s.kw + xs[tx];
-                    for (i64 r = 0; r < rows; r++) o[r] = t[r * taps];
-                    for (i64 r = rows; r < MR; r++) o[r] = 0.0f;
-                }
+    i64 rp = ceil_div(s.cg, MR), taps = s.kh * s.kw, nt = nty * ntx, k = s.og * nt;
+    i64 *tl = malloc((size_t)nt * sizeof(i64));  /* the taps in their new order, as offsets into one kernel */
+    if (!tl) return -1;
+    for (i64 ty = 0; ty < nty; ty++)
+        for (i64 tx = 0; tx < ntx; tx++) tl[ty * ntx + tx] = ys[ty] * s.kw + xs[tx];
+    /* o outermost: w is read in order (a share's channels of each o are one run), each panel
+     * written in order; panel by panel would read w in strides past the prefetchers' reach */
+    for (i64 oo = 0; oo < s.og; oo++)
+        for (i64 i = i0; i < i1; i++) {
+            i64 gi = i / rp, c0 = (i % rp) * MR, rows = min64(MR, s.cg - c0);
+            float *restrict o = out + i * MR * k + oo * nt * MR;
+            const float *restrict src = w + ((gi * s.og + oo) * s.cg + c0) * taps;
+            if (taps == 1 && rows == MR) { memcpy(o, src, MR * 4); continue; }  /* 1x1: a row's run */
+            for (i64 r = 0; r < rows; r++)
+                for (i64 t = 0; t < nt; t++) o[t * MR + r] = src[r * taps + tl[t]];
+            for (i64 r = rows; r < MR; r++)
+                for (i64 t = 0; t < nt; t++) o[t * MR + r] = 0.0f;
         }
-    }
+    free(tl);
+    return 0;
 }
 
 /* Work items of conv2d_fwd_f32: (image, group, panel of NR output pixels), in that order. */

@@ -72,7 +72,7 @@ SIGNATURES = {
     "pack_weights_f32": (None, (_ptr, _ptr, _ptr)),
     "weight_panels": (_i64, (_ptr,)),
     "pack_weights_part_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64)),
-    "pack_weights_t_f32": (None, (_ptr, _ptr, _ptr, _i64, _ptr, _i64, _ptr, _i64, _i64)),
+    "pack_weights_t_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _ptr, _i64, _ptr, _i64, _i64)),
     "fwd_items": (_i64, (_ptr,)),
     "conv2d_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "native_nr": (_i64, ()),
