@@ -193,17 +193,26 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
                 "conv2d backward")
         _split(group_range, groups, macs)
         return dw
-    # The batch is cut into fixed shares (_dw_parts; fewer for a smaller batch), each
-    # summed into its own partial dW, and the partials are added in order afterwards: a
-    # thread frames and packs only its own images, and the order of the sums depends on
-    # the shapes alone, never on the thread count.
-    parts = host_threads.split(n, _dw_parts(n, win.oh * win.ow))
+    # The batch is cut into fixed shares (_dw_parts; fewer for a smaller batch; one large
+    # image: shares of its pixels), each summed into its own partial dW, and the partials
+    # are added in order afterwards: a thread frames and packs only its own share, and the
+    # order of the sums depends on the shapes alone, never on the thread count.
+    pixels = win.oh * win.ow
+    pixel_shares = min(DW_BATCH_PARTS, pixels // DW_PIXELS_A_PART) if n == 1 else 0
+    if pixel_shares >= 2:
+        parts = host_threads.split(pixels, pixel_shares)
+    else:
+        parts = host_threads.split(n, _dw_parts(n, pixels))
     dw = np.empty((len(parts), o, kh, kw, cg), dtype=np.float32)  # the kernels' order: (ky, kx, c)
 
     def shares(part):
         for i in range(part.start, part.stop):
-            _ok(lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), parts[i].start, parts[i].stop,
-                                  _ptr(geom)), "conv2d backward")
+            if pixel_shares >= 2:
+                _ok(lib.conv2d_dw_pixels_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), 0, parts[i].start,
+                                             parts[i].stop, _ptr(geom)), "conv2d backward")
+            else:
+                _ok(lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), parts[i].start, parts[i].stop,
+                                      _ptr(geom)), "conv2d backward")
     _split(shares, len(parts), macs)
     total = dw[0]
     for partial in dw[1:]:

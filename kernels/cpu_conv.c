@@ -149,11 +149,16 @@ static void pad_frame(const float *x, const geom_t *s, float *frame)
 
 /* The same frame with channels innermost: frame[(r * wp + q) * cg + c]. The weight gradient
  * reads it, so that VL consecutive taps (ky, kx, c..c+VL-1) are one load. */
-static void pad_frame_hwc(const float *x, const geom_t *s, float *frame)
+static void pad_frame_hwc_rows(const float *x, const geom_t *s, i64 r0, i64 r1, float *frame);
+
+static void pad_frame_hwc(const float *x, const geom_t *s, float *frame) { pad_frame_hwc_rows(x, s, 0, s->hp, frame); }
+
+/* Rows [r0, r1) of that frame only, the first at frame. */
+static void pad_frame_hwc_rows(const float *x, const geom_t *s, i64 r0, i64 r1, float *frame)
 {
     i64 cg = s->cg, pitch = s->wp * cg;
-    for (i64 r = 0; r < s->hp; r++) {
-        float *row = frame + r * pitch;
+    for (i64 r = r0; r < r1; r++) {
+        float *row = frame + (r - r0) * pitch;
         i64 ir = r - s->pt;
         if (ir < 0 || ir >= s->h) { memset(row, 0, (size_t)pitch * 4); continue; }
         for (i64 q = 0; q < s->wp; q++) {
@@ -624,6 +629,42 @@ int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, co
         }
     }
     free(frame); free(bp); free(ap); free(taps); free(one); free(pix);
+    return 0;
+}
+
+/* dW of one image nn over its output pixels [q0, q1) only, overwritten (the layout of
+ * conv2d_dw_f32): a batch of one cut into fixed shares of pixels, so that threads share it;
+ * the caller adds the shares' partial dW in order. The frame holds only the rows the
+ * share's taps read. */
+int conv2d_dw_pixels_f32(const float *x, const float *dy, float *dw, i64 nn, i64 q0, i64 q1, const i64 *g)
+{
+    geom_t s = read_geom(g);
+    i64 k = q1 - q0, blocks = kc_blocks(k), a_stride = k * MR;
+    i64 r0 = (q0 / s.ow) * s.sh, r1 = ((q1 - 1) / s.ow) * s.sh + s.dh * (s.kh - 1) + 1;  /* frame rows read */
+    float *frame = scratch((size_t)(s.cg * (r1 - r0) * s.wp + 2 * VL));
+    float *bp = scratch((size_t)(KC * NR));
+    float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * k));
+    int32_t *taps = tap_offsets(&s, 1), *one = pixel_offsets(&s);
+    if (!frame || !bp || !ap || !taps || !one) {
+        free(frame); free(bp); free(ap); free(taps); free(one);
+        return -1;
+    }
+    for (i64 j = q0; j < q1; j++) one[j] = (int32_t)((one[j] - r0 * s.wp) * s.cg);
+    for (i64 gi = 0; gi < s.groups; gi++) {
+        float *dwg = dw + gi * s.og * s.kg;
+        pad_frame_hwc_rows(x + (nn * s.c + gi * s.cg) * s.h * s.w, &s, r0, r1, frame);
+        pack_a(dy + (nn * s.o + gi * s.og) * s.p + q0, s.og, k, s.p, 1, ap);
+        for (i64 b = 0; b < blocks; b++) {
+            i64 p0 = kc_start(k, blocks, b), kc = kc_start(k, blocks, b + 1) - p0;
+            for (i64 j0 = 0; j0 < s.kg; j0 += NR) {
+                i64 cols = min64(NR, s.kg - j0);
+                int nv = (int)ceil_div(cols, VL);
+                pack_b(frame, one + q0 + p0, kc, taps + j0, nv, 1, bp);
+                panel_times_a(nv, kc, ap + p0 * MR, a_stride, bp, dwg + j0, s.kg, s.og, cols, b == 0, 0);
+            }
+        }
+    }
+    free(frame); free(bp); free(ap); free(taps); free(one);
     return 0;
 }
 

@@ -49,6 +49,9 @@ CASES = {
     "b1_pointwise_7": (1, 40, 7, 7, 70, 1, 1, 0, 1, 1),
     "b1_dilated_14": (1, 16, 14, 14, 24, 3, 1, 2, 2, 2),
     "b1_strided_groups": (1, 12, 9, 9, 18, 3, 2, 1, 1, 3),
+    # one large image: dW in shares of its pixels (not whole rows: 1763 pixels in two)
+    "b1_big_stem": (1, 3, 81, 85, 8, 3, 2, 1, 1, 1),
+    "b1_big_dilated_groups": (1, 6, 50, 50, 4, 3, 1, 2, 2, 2),
 }
 
 
@@ -102,14 +105,15 @@ def test_native_float32_equals_float64_im2col(case, monkeypatch):
     if case == "depthwise":
         assert counts.get("dw_conv_fwd_f32", 0) >= 1 and counts.get("dw_conv_dw_f32", 0) >= 1, counts
     else:
-        assert _forward_calls(counts) >= 1 and counts.get("conv2d_dw_f32", 0) >= 1, counts
+        dw_calls = counts.get("conv2d_dw_f32", 0) + counts.get("conv2d_dw_pixels_f32", 0)
+        assert _forward_calls(counts) >= 1 and dw_calls >= 1, counts
     for name, got, want in zip(("y", "dx", "dw", "db"), (y, dx, dw, db), _float64_im2col(x, wt, b, gy, kw)):
         assert got.dtype == np.float32 and got.shape == want.shape, name
         assert_rel(got, want, 1e-5, f"{case} {name}")
 
 
 @pytest.mark.parametrize("case", ["tails", "strided", "dilated_same", "groups", "b1_pointwise_7", "b1_dilated_14",
-                                  "b1_strided_groups"])
+                                  "b1_strided_groups", "b1_big_stem"])
 def test_native_float32_matches_torch(case):
     torch = torch_or_skip()
     x, wt, b, gy, kw = _data(case)
@@ -181,10 +185,12 @@ def test_one_small_image_splits_output_channels_with_the_same_bits(threads, monk
     assert_rel(split, ops.conv2d(*(a.astype(np.float64) for a in (x, wt, b)), padding=1), 1e-5, "y")
 
 
-@pytest.mark.parametrize("case", ["b1_pointwise_7", "b1_dilated_14", "b1_strided_groups"])
-def test_one_small_image_gives_the_same_bits_for_any_thread_count(case, monkeypatch):
+@pytest.mark.parametrize("case", ["b1_pointwise_7", "b1_dilated_14", "b1_strided_groups", "b1_big_stem",
+                                  "b1_big_dilated_groups"])
+def test_one_image_gives_the_same_bits_for_any_thread_count(case, monkeypatch):
     """Batch 1 with few pixels: channel blocks whose panels run together, weights (also the
-    transposed ones of dx) packed by the threads in shares: the bits of one thread."""
+    transposed ones of dx) packed by the threads in shares; with many pixels, dW in fixed
+    shares of the pixels: the bits of one thread."""
     x, wt, b, gy, kw = _data(case)
     monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
     monkeypatch.setattr(host_threads, "MIN_ITEMS_PER_THREAD", 1)  # split the packing too
@@ -194,6 +200,7 @@ def test_one_small_image_gives_the_same_bits_for_any_thread_count(case, monkeypa
         monkeypatch.setattr(host_threads, "_num_threads", threads)
         results.append((ops.conv2d(x, wt, b, **kw), *ops.conv2d_backward(gy, x, wt, **kw)))
     assert counts.get("conv2d_fwd_split_f32", 0) >= 1 and counts.get("pack_weights_t_f32", 0) >= 1, counts
+    assert ("conv2d_dw_pixels_f32" in counts) == ("big" in case), counts
     for other in results[1:]:
         for name, a, c in zip(("y", "dx", "dw", "db"), results[0], other):
             np.testing.assert_array_equal(a, c, err_msg=name)
