@@ -296,22 +296,102 @@ tile(const int nv, i64 kc, const float *restrict a, const float *restrict b, flo
     }
 }
 
+/* The same product for a panel of at most NARROW columns (the last panel of an image whose
+ * pixels leave a few over a whole number of panels: 7x7 = 48 + 1), over RP row panels of A
+ * at once (np of them live; the rest repeat the last and are not stored): each column's MR
+ * rows of a row panel in one 8-lane vector, so a k step is RP loads of A, n broadcasts and
+ * RP*n FMAs, where the register tile would spend MR broadcasts and MR FMAs a row panel on
+ * one live column. RP panels give RP*n independent sums (one would wait on each FMA's
+ * latency). Every element is summed exactly as by tile(): fma(a, b, acc) over k in order,
+ * then C, then bias. */
+#define NARROW 4
+#if V_ISA == 512
+#define RP 6            /* 6 x 4 accumulators of 32 registers */
+#else
+#define RP 3            /* 3 x 4 of 16 */
+#endif
+static inline __attribute__((always_inline)) void
+cols_tile(const int n, i64 np, i64 kc, const float *a, i64 a_stride, const float *restrict b, float *c,
+          i64 ldc, i64 m, int first, const float *bias)
+{
+#if MR < 8
+    const __m256i rows_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(MR), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#endif
+    const float *ap[RP];
+    for (int p = 0; p < RP; p++) ap[p] = a + min64(p, np - 1) * a_stride;
+    __m256 acc[RP][NARROW];
+    for (int p = 0; p < RP; p++)
+        for (int j = 0; j < n; j++) acc[p][j] = _mm256_setzero_ps();
+    for (i64 k = 0; k < kc; k++) {
+        __m256 bv[NARROW];
+        for (int j = 0; j < n; j++) bv[j] = _mm256_set1_ps(b[k * VL + j]);
+        for (int p = 0; p < RP; p++) {
+#if MR < 8
+            __m256 av = _mm256_maskload_ps(ap[p] + k * MR, rows_mask);  /* MR rows, nothing read past them */
+#else
+            __m256 av = _mm256_loadu_ps(ap[p] + k * MR);
+#endif
+            for (int j = 0; j < n; j++) acc[p][j] = _mm256_fmadd_ps(av, bv[j], acc[p][j]);
+        }
+    }
+    for (int p = 0; p < np; p++) {
+        i64 rows = min64(MR, m - p * MR);
+        float *cp = c + p * MR * ldc;
+        for (int j = 0; j < n; j++) {
+            float t[8];
+            _mm256_storeu_ps(t, acc[p][j]);
+            for (i64 r = 0; r < rows; r++) {
+                float v = t[r];
+                if (!first) v = cp[r * ldc + j] + v;
+                if (bias) v = v + bias[p * MR + r];
+                cp[r * ldc + j] = v;
+            }
+        }
+    }
+}
+
+/* A panel of n <= NARROW columns against the row panels of A, RP at a time. */
+static void narrow_times_a(i64 kc, const float *ap, i64 a_stride, const float *bp, float *c, i64 ldc, i64 m,
+                           i64 n, int first, const float *bias)
+{
+    for (i64 i0 = 0; i0 < m; i0 += RP * MR) {
+        const float *a = ap + (i0 / MR) * a_stride;
+        const float *bi = bias ? bias + i0 : 0;
+        i64 np = min64(RP, ceil_div(m - i0, MR));
+        float *ci = c + i0 * ldc;
+        switch (n) {
+        case 1: cols_tile(1, np, kc, a, a_stride, bp, ci, ldc, m - i0, first, bi); break;
+        case 2: cols_tile(2, np, kc, a, a_stride, bp, ci, ldc, m - i0, first, bi); break;
+        case 3: cols_tile(3, np, kc, a, a_stride, bp, ci, ldc, m - i0, first, bi); break;
+        default: cols_tile(4, np, kc, a, a_stride, bp, ci, ldc, m - i0, first, bi); break;
+        }
+    }
+}
+
+/* tile() for n columns of the panel b (nv vectors wide). */
+static inline __attribute__((always_inline)) void
+tile_any(int nv, i64 kc, const float *a, const float *b, float *c, i64 ldc, i64 m, i64 n, int first,
+         const float *bias)
+{
+    switch (nv) {
+    case 1: tile(1, kc, a, b, c, ldc, m, n, first, bias); break;
+#if NV > 2
+    case 2: tile(2, kc, a, b, c, ldc, m, n, first, bias); break;
+#endif
+    default: tile(NV, kc, a, b, c, ldc, m, n, first, bias); break;
+    }
+}
+
 /* One column panel of width nv*VL against every row panel of A, over one kc block. */
 static void panel_times_a(int nv, i64 kc, const float *ap, i64 a_stride, const float *bp, float *c, i64 ldc,
                           i64 m, i64 n, int first, const float *bias)
 {
+    if (n <= NARROW) { narrow_times_a(kc, ap, a_stride, bp, c, ldc, m, n, first, bias); return; }
     for (i64 i0 = 0; i0 < m; i0 += MR) {
         const float *a = ap + (i0 / MR) * a_stride;
         const float *bi = bias ? bias + i0 : 0;
         i64 rows = min64(MR, m - i0);
-        float *ci = c + i0 * ldc;
-        switch (nv) {
-        case 1: tile(1, kc, a, bp, ci, ldc, rows, n, first, bi); break;
-#if NV > 2
-        case 2: tile(2, kc, a, bp, ci, ldc, rows, n, first, bi); break;
-#endif
-        default: tile(NV, kc, a, bp, ci, ldc, rows, n, first, bi); break;
-        }
+        tile_any(nv, kc, a, bp, c + i0 * ldc, ldc, rows, n, first, bi);
     }
 }
 
@@ -328,16 +408,12 @@ static void panels_times_a(i64 run, i64 kc, const float *ap, i64 a_stride, const
         i64 rows = min64(MR, m - i0);
         for (i64 q = 0; q < run; q++) {
             const float *b = bp + q * KC * NR;
-            float *ci = c[q] + i0 * ldc[q];
-            switch ((int)ceil_div(n[q], VL)) {
-            case 1: tile(1, kc, a, b, ci, ldc[q], rows, n[q], first, bi); break;
-#if NV > 2
-            case 2: tile(2, kc, a, b, ci, ldc[q], rows, n[q], first, bi); break;
-#endif
-            default: tile(NV, kc, a, b, ci, ldc[q], rows, n[q], first, bi); break;
-            }
+            if (n[q] <= NARROW) continue;  /* below, RP row panels at a time */
+            tile_any((int)ceil_div(n[q], VL), kc, a, b, c[q] + i0 * ldc[q], ldc[q], rows, n[q], first, bi);
         }
     }
+    for (i64 q = 0; q < run; q++)
+        if (n[q] <= NARROW) narrow_times_a(kc, ap, a_stride, bp + q * KC * NR, c[q], ldc[q], m, n[q], first, bias);
 }
 
 /* Blocks of the reduction: as equal as possible, none longer than KC. */

@@ -137,10 +137,12 @@ def test_input_gradient_takes_the_c_kernels_for_any_stride(monkeypatch):
     assert _forward_calls(counts) == 4, counts
 
 
-@pytest.mark.parametrize("case", ["deep_k", "pointwise", "big_pad", "batch1_tall"])
+@pytest.mark.parametrize("case", ["deep_k", "pointwise", "big_pad", "batch1_tall", "b1_pointwise_7", "b1_dilated_14"])
 def test_panels_across_images_give_the_per_image_bits(case, monkeypatch):
     """Images with few output pixels share column panels (conv2d_fwd_batched_f32): each
-    output is summed as by the per-image kernel, so the results are the same bits."""
+    output is summed as by the per-image kernel, so the results are the same bits. Per
+    image, a last panel of at most 4 columns (49 = 48 + 1, 196 = 4 * 48 + 4) goes through
+    the narrow kernel, across images through the register tile: the same bits too."""
     x, wt, b, gy, kw = _data(case)
     x, gy = np.concatenate([x] * 5), np.concatenate([gy] * 5)
     counts = _calls(monkeypatch)
