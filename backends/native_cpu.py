@@ -203,6 +203,15 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
         parts = host_threads.split(pixels, pixel_shares)
     else:
         parts = host_threads.split(n, _dw_parts(n, pixels))
+    if len(parts) == 1:
+        # one share (one small image): the threads take column panels of dW instead, no partials
+        dw = np.empty((o, kh, kw, cg), dtype=np.float32)
+
+        def columns(part):
+            _ok(lib.conv2d_dw_cols_f32(_ptr(x), _ptr(grad_out), _ptr(dw), 0, n, part.start, part.stop,
+                                       _ptr(geom)), "conv2d backward")
+        _split(columns, lib.dw_col_panels(_ptr(geom)), macs)
+        return np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
     dw = np.empty((len(parts), o, kh, kw, cg), dtype=np.float32)  # the kernels' order: (ky, kx, c)
 
     def shares(part):

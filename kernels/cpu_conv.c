@@ -673,7 +673,20 @@ static i64 dw_batch(const geom_t *s, i64 share)
 /* dW = sum over the images [n0, n1) of dY . col^T, overwritten. Its columns are in (ky, kx, c)
  * order: dW is (O, kh, kw, C/groups), which the caller turns into (O, C/groups, kh, kw). The
  * images are taken a few at a time (dw_batch), their pixels one reduction in KC blocks. */
+int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, i64 t0, i64 t1, const i64 *g);
+
 int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, const i64 *g)
+{
+    return conv2d_dw_cols_f32(x, dy, dw, n0, n1, 0, ceil_div(read_geom(g).kg, NR), g);
+}
+
+/* Column panels of NR taps of each group's dW (the parts of conv2d_dw_cols_f32). */
+i64 dw_col_panels(const i64 *g) { return ceil_div(read_geom(g).kg, NR); }
+
+/* conv2d_dw_f32 for the column panels [t0, t1) of each group's dW only: threads given
+ * disjoint panels share one share of the batch (a small image, batch 1) with no partial sums;
+ * each element is summed exactly as by conv2d_dw_f32. */
+int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, i64 t0, i64 t1, const i64 *g)
 {
     geom_t s = read_geom(g);
     i64 fsize = s.cg * s.hp * s.wp, batch = dw_batch(&s, n1 - n0), kmax = batch * s.p;
@@ -694,7 +707,7 @@ int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, co
             pack_a_images(dy + (c0 * s.o + gi * s.og) * s.p, s.o * s.p, s.og, s.p, nb, ap);
             for (i64 b = 0; b < blocks; b++) {
                 i64 p0 = kc_start(k, blocks, b), kc = kc_start(k, blocks, b + 1) - p0;
-                for (i64 j0 = 0; j0 < s.kg; j0 += NR) {
+                for (i64 j0 = t0 * NR; j0 < min64(s.kg, t1 * NR); j0 += NR) {
                     i64 cols = min64(NR, s.kg - j0);
                     int nv = (int)ceil_div(cols, VL);
                     pack_b(frame, pix + p0, kc, taps + j0, nv, 1, bp);

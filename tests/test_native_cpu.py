@@ -105,7 +105,7 @@ def test_native_float32_equals_float64_im2col(case, monkeypatch):
     if case == "depthwise":
         assert counts.get("dw_conv_fwd_f32", 0) >= 1 and counts.get("dw_conv_dw_f32", 0) >= 1, counts
     else:
-        dw_calls = counts.get("conv2d_dw_f32", 0) + counts.get("conv2d_dw_pixels_f32", 0)
+        dw_calls = sum(counts.get(e, 0) for e in ("conv2d_dw_f32", "conv2d_dw_pixels_f32", "conv2d_dw_cols_f32"))
         assert _forward_calls(counts) >= 1 and dw_calls >= 1, counts
     for name, got, want in zip(("y", "dx", "dw", "db"), (y, dx, dw, db), _float64_im2col(x, wt, b, gy, kw)):
         assert got.dtype == np.float32 and got.shape == want.shape, name
@@ -191,8 +191,8 @@ def test_one_small_image_splits_output_channels_with_the_same_bits(threads, monk
                                   "b1_big_dilated_groups"])
 def test_one_image_gives_the_same_bits_for_any_thread_count(case, monkeypatch):
     """Batch 1 with few pixels: channel blocks whose panels run together, weights (also the
-    transposed ones of dx) packed by the threads in shares; with many pixels, dW in fixed
-    shares of the pixels: the bits of one thread."""
+    transposed ones of dx) packed by the threads in shares, dW by column panels; with many
+    pixels, dW in fixed shares of the pixels: the bits of one thread."""
     x, wt, b, gy, kw = _data(case)
     monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
     monkeypatch.setattr(host_threads, "MIN_ITEMS_PER_THREAD", 1)  # split the packing too
@@ -202,7 +202,8 @@ def test_one_image_gives_the_same_bits_for_any_thread_count(case, monkeypatch):
         monkeypatch.setattr(host_threads, "_num_threads", threads)
         results.append((ops.conv2d(x, wt, b, **kw), *ops.conv2d_backward(gy, x, wt, **kw)))
     assert counts.get("conv2d_fwd_split_f32", 0) >= 1 and counts.get("pack_weights_t_f32", 0) >= 1, counts
-    assert ("conv2d_dw_pixels_f32" in counts) == ("big" in case), counts
+    assert ("conv2d_dw_pixels_f32" in counts) == ("big" in case), counts  # shares of the pixels
+    assert ("conv2d_dw_cols_f32" in counts) == ("big" not in case), counts  # column panels of dW
     for other in results[1:]:
         for name, a, c in zip(("y", "dx", "dw", "db"), results[0], other):
             np.testing.assert_array_equal(a, c, err_msg=name)
