@@ -253,11 +253,42 @@ static void pack_b(const float *frame, const int32_t *rowoff, i64 rows, const in
 
 /* A packed in panels of MR rows, each k-major: panel i holds a[(i*MR + r) * rs + k * cs] at
  * [k * MR + r], rows past m as zeros. */
+#if MR == 8
+/* out[j * 8 + r] = a[r * rs + j] for r, j < 8: an 8x8 transpose in registers. */
+static inline void transpose8(const float *a, i64 rs, float *out)
+{
+    __m256 r0 = _mm256_loadu_ps(a), r1 = _mm256_loadu_ps(a + rs), r2 = _mm256_loadu_ps(a + 2 * rs);
+    __m256 r3 = _mm256_loadu_ps(a + 3 * rs), r4 = _mm256_loadu_ps(a + 4 * rs), r5 = _mm256_loadu_ps(a + 5 * rs);
+    __m256 r6 = _mm256_loadu_ps(a + 6 * rs), r7 = _mm256_loadu_ps(a + 7 * rs);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(out + 0 * 8, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(out + 1 * 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(out + 2 * 8, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(out + 3 * 8, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(out + 4 * 8, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(out + 5 * 8, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(out + 6 * 8, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(out + 7 * 8, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
 static void pack_a(const float *a, i64 m, i64 k, i64 rs, i64 cs, float *out)
 {
     for (i64 i0 = 0; i0 < m; i0 += MR) {
         i64 rows = min64(MR, m - i0);
-        for (i64 kk = 0; kk < k; kk++) {
+        i64 kk = 0;
+#if MR == 8
+        if (cs == 1 && rows == MR)  /* rows that run on (the weights): 8x8 blocks transposed */
+            for (; kk + 8 <= k; kk += 8) transpose8(a + i0 * rs + kk, rs, out + kk * MR);
+#endif
+        for (; kk < k; kk++) {
             for (i64 r = 0; r < rows; r++) out[kk * MR + r] = a[(i0 + r) * rs + kk * cs];
             for (i64 r = rows; r < MR; r++) out[kk * MR + r] = 0.0f;
         }
