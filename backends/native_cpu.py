@@ -135,10 +135,22 @@ def forward(x, weight, bias, win: Window, groups: int):
                                     _ptr(geom)), "conv2d")
         _split(planes, lib.dw_items(_ptr(geom)), y.size * (weight.size // o))
         return y
+
+    def pack(packed, part):
+        lib.pack_weights_part_f32(_ptr(weight), _ptr(geom), _ptr(packed), part.start, part.stop)
+    return _forward_packed(lib, x, weight.shape, bias, bias_ptr, geom, win, groups, pack)
+
+
+def _forward_packed(lib, x, weight_shape, bias, bias_ptr, geom, win: Window, groups: int, pack):
+    """The GEMM forward of contiguous float32 ``x`` with weights of ``weight_shape``, which
+    ``pack(packed, part)`` writes into ``packed`` as the kernels' row panels ``part`` (items
+    (group, panel of 8 output channels)); the panels are packed on the host threads (a copy,
+    so the bits do not depend on the split). ``bias`` is held so that it outlives the call."""
+    n, o = x.shape[0], weight_shape[0]
     packed = np.empty(lib.packed_weights_size(_ptr(geom)), dtype=np.float32)
-    lib.pack_weights_f32(_ptr(weight), _ptr(geom), _ptr(packed))
+    parallel_for(lambda part: pack(packed, part), lib.weight_panels(_ptr(geom)), 2 * packed.size)
     y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
-    macs = y.size * (weight.size // o)
+    macs = y.size * (int(np.prod(weight_shape)) // o)
     batch = _images_a_panel_row(lib, n, win.oh * win.ow, (x.shape[1] // groups) * _frame_pixels(win))
     if batch > 1:
         def chunks(part):  # (images, group, a panel of their output pixels): panels run across images
@@ -181,17 +193,35 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
                 "conv2d backward")
         _split(group_range, groups, macs)
         return dw
-    # The batch is cut into fixed shares (_dw_parts; fewer for a smaller batch), each
-    # summed into its own partial dW, and the partials are added in order afterwards: a
-    # thread frames and packs only its own images, and the order of the sums depends on
-    # the shapes alone, never on the thread count.
-    parts = host_threads.split(n, _dw_parts(n, win.oh * win.ow))
+    # The batch is cut into fixed shares (_dw_parts; fewer for a smaller batch; one large
+    # image: shares of its pixels), each summed into its own partial dW, and the partials
+    # are added in order afterwards: a thread frames and packs only its own share, and the
+    # order of the sums depends on the shapes alone, never on the thread count.
+    pixels = win.oh * win.ow
+    pixel_shares = min(DW_BATCH_PARTS, pixels // DW_PIXELS_A_PART) if n == 1 else 0
+    if pixel_shares >= 2:
+        parts = host_threads.split(pixels, pixel_shares)
+    else:
+        parts = host_threads.split(n, _dw_parts(n, pixels))
+    if len(parts) == 1:
+        # one share (one small image): the threads take column panels of dW instead, no partials
+        dw = np.empty((o, kh, kw, cg), dtype=np.float32)
+
+        def columns(part):
+            _ok(lib.conv2d_dw_cols_f32(_ptr(x), _ptr(grad_out), _ptr(dw), 0, n, part.start, part.stop,
+                                       _ptr(geom)), "conv2d backward")
+        _split(columns, lib.dw_col_panels(_ptr(geom)), macs)
+        return np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
     dw = np.empty((len(parts), o, kh, kw, cg), dtype=np.float32)  # the kernels' order: (ky, kx, c)
 
     def shares(part):
         for i in range(part.start, part.stop):
-            _ok(lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), parts[i].start, parts[i].stop,
-                                  _ptr(geom)), "conv2d backward")
+            if pixel_shares >= 2:
+                _ok(lib.conv2d_dw_pixels_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), 0, parts[i].start,
+                                             parts[i].stop, _ptr(geom)), "conv2d backward")
+            else:
+                _ok(lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), parts[i].start, parts[i].stop,
+                                      _ptr(geom)), "conv2d backward")
     _split(shares, len(parts), macs)
     total = dw[0]
     for partial in dw[1:]:
@@ -227,13 +257,39 @@ def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
         return None
     if (win.sh, win.sw) != (1, 1):
         return _strided_input_grad(grad_out, weight, x_shape, win, groups)
-    flipped = np.ascontiguousarray(
-        weight.reshape(groups, og, cg, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-    ).reshape(c, og, kh, kw)
     top, left = win.dh * (kh - 1) - win.pad_top, win.dw * (kw - 1) - win.pad_left
     as_forward = Window(kh, kw, 1, 1, win.dh, win.dw, top, win.dh * (kh - 1) - win.pad_bottom,
                         left, win.dw * (kw - 1) - win.pad_right, h, w)
-    return forward(grad_out, flipped, None, as_forward, groups)
+    return _forward_transposed(grad_out, weight, x_shape, as_forward, groups, range(kh - 1, -1, -1),
+                               range(kw - 1, -1, -1))
+
+
+def _forward_transposed(grad_out, weight, x_shape, as_forward: Window, groups: int, ys, xs):
+    """The forward convolution of ``grad_out`` (``as_forward``: its window, out to ``x_shape``'s
+    pixels) with the transposed weights, taps ``ys`` x ``xs`` of ``weight`` in that order: the
+    kernels pack those weights straight from ``weight`` (no flipped copy, which costs more than
+    the GEMM at batch 1 and 7x7), or ``None``."""
+    n, c, h, w = x_shape
+    o, cg, kh, kw = weight.shape
+    og = o // groups
+    ys, xs = np.array(ys, dtype=np.int64), np.array(xs, dtype=np.int64)
+    if _direct(grad_out.shape, groups):  # one dY channel a group: the direct kernels take a copy
+        flipped = np.ascontiguousarray(
+            weight.reshape(groups, og, cg, kh, kw)[:, :, :, ys, :][:, :, :, :, xs].transpose(0, 2, 1, 3, 4)
+        ).reshape(c, og, len(ys), len(xs))
+        return forward(grad_out, flipped, None, as_forward, groups)
+    lib = _lib(grad_out, weight)
+    shape = (n, og * groups) + tuple(grad_out.shape[2:])
+    if lib is None or tuple(grad_out.shape) != shape or not _offsets_fit(grad_out.shape, as_forward, groups):
+        return None
+    grad_out, weight = np.ascontiguousarray(grad_out), np.ascontiguousarray(weight)
+    conv_geom = _geometry(x_shape, o, Window(kh, kw, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1), groups)
+    geom = _geometry(grad_out.shape, c, as_forward, groups)
+
+    def pack(packed, part):
+        _ok(lib.pack_weights_t_f32(_ptr(weight), _ptr(conv_geom), _ptr(ys), len(ys), _ptr(xs), len(xs),
+                                   _ptr(packed), part.start, part.stop), "conv2d backward")
+    return _forward_packed(lib, grad_out, (c, og, len(ys), len(xs)), None, None, geom, as_forward, groups, pack)
 
 
 def _phase(size: int, k: int, stride: int, dil: int, pad: int, residue: int):
@@ -274,12 +330,11 @@ def _strided_input_grad(grad_out, weight, x_shape, win: Window, groups: int):
             if not ty or not tx:  # no tap reaches these pixels
                 dx[:, :, fy::win.sh, fx::win.sw] = 0.0
                 continue
-            sub = weight.reshape(groups, og, cg, kh, kw)[:, :, :, ty[::-1], :][:, :, :, :, tx[::-1]]
-            sub = np.ascontiguousarray(sub.transpose(0, 2, 1, 3, 4)).reshape(c, og, len(ty), len(tx))
             bottom = (ny - 1) + sy * (len(ty) - 1) + 1 - top - grad_out.shape[2]
             right = (nx - 1) + sx * (len(tx) - 1) + 1 - left - grad_out.shape[3]
-            part = forward(grad_out, sub, None, Window(len(ty), len(tx), 1, 1, sy, sx, top, bottom, left, right,
-                                                       ny, nx), groups)
+            part = _forward_transposed(grad_out, weight, (n, c, ny, nx),
+                                       Window(len(ty), len(tx), 1, 1, sy, sx, top, bottom, left, right, ny, nx),
+                                       groups, ty[::-1], tx[::-1])
             if part is None:
                 return None
             dx[:, :, fy::win.sh, fx::win.sw] = part

@@ -149,11 +149,16 @@ static void pad_frame(const float *x, const geom_t *s, float *frame)
 
 /* The same frame with channels innermost: frame[(r * wp + q) * cg + c]. The weight gradient
  * reads it, so that VL consecutive taps (ky, kx, c..c+VL-1) are one load. */
-static void pad_frame_hwc(const float *x, const geom_t *s, float *frame)
+static void pad_frame_hwc_rows(const float *x, const geom_t *s, i64 r0, i64 r1, float *frame);
+
+static void pad_frame_hwc(const float *x, const geom_t *s, float *frame) { pad_frame_hwc_rows(x, s, 0, s->hp, frame); }
+
+/* Rows [r0, r1) of that frame only, the first at frame. */
+static void pad_frame_hwc_rows(const float *x, const geom_t *s, i64 r0, i64 r1, float *frame)
 {
     i64 cg = s->cg, pitch = s->wp * cg;
-    for (i64 r = 0; r < s->hp; r++) {
-        float *row = frame + r * pitch;
+    for (i64 r = r0; r < r1; r++) {
+        float *row = frame + (r - r0) * pitch;
         i64 ir = r - s->pt;
         if (ir < 0 || ir >= s->h) { memset(row, 0, (size_t)pitch * 4); continue; }
         for (i64 q = 0; q < s->wp; q++) {
@@ -248,11 +253,42 @@ static void pack_b(const float *frame, const int32_t *rowoff, i64 rows, const in
 
 /* A packed in panels of MR rows, each k-major: panel i holds a[(i*MR + r) * rs + k * cs] at
  * [k * MR + r], rows past m as zeros. */
+#if MR == 8
+/* out[j * 8 + r] = a[r * rs + j] for r, j < 8: an 8x8 transpose in registers. */
+static inline void transpose8(const float *a, i64 rs, float *out)
+{
+    __m256 r0 = _mm256_loadu_ps(a), r1 = _mm256_loadu_ps(a + rs), r2 = _mm256_loadu_ps(a + 2 * rs);
+    __m256 r3 = _mm256_loadu_ps(a + 3 * rs), r4 = _mm256_loadu_ps(a + 4 * rs), r5 = _mm256_loadu_ps(a + 5 * rs);
+    __m256 r6 = _mm256_loadu_ps(a + 6 * rs), r7 = _mm256_loadu_ps(a + 7 * rs);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(out + 0 * 8, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(out + 1 * 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(out + 2 * 8, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(out + 3 * 8, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(out + 4 * 8, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(out + 5 * 8, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(out + 6 * 8, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(out + 7 * 8, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
 static void pack_a(const float *a, i64 m, i64 k, i64 rs, i64 cs, float *out)
 {
     for (i64 i0 = 0; i0 < m; i0 += MR) {
         i64 rows = min64(MR, m - i0);
-        for (i64 kk = 0; kk < k; kk++) {
+        i64 kk = 0;
+#if MR == 8
+        if (cs == 1 && rows == MR)  /* rows that run on (the weights): 8x8 blocks transposed */
+            for (; kk + 8 <= k; kk += 8) transpose8(a + i0 * rs + kk, rs, out + kk * MR);
+#endif
+        for (; kk < k; kk++) {
             for (i64 r = 0; r < rows; r++) out[kk * MR + r] = a[(i0 + r) * rs + kk * cs];
             for (i64 r = rows; r < MR; r++) out[kk * MR + r] = 0.0f;
         }
@@ -291,22 +327,102 @@ tile(const int nv, i64 kc, const float *restrict a, const float *restrict b, flo
     }
 }
 
+/* The same product for a panel of at most NARROW columns (the last panel of an image whose
+ * pixels leave a few over a whole number of panels: 7x7 = 48 + 1), over RP row panels of A
+ * at once (np of them live; the rest repeat the last and are not stored): each column's MR
+ * rows of a row panel in one 8-lane vector, so a k step is RP loads of A, n broadcasts and
+ * RP*n FMAs, where the register tile would spend MR broadcasts and MR FMAs a row panel on
+ * one live column. RP panels give RP*n independent sums (one would wait on each FMA's
+ * latency). Every element is summed exactly as by tile(): fma(a, b, acc) over k in order,
+ * then C, then bias. */
+#define NARROW 4
+#if V_ISA == 512
+#define RP 6            /* 6 x 4 accumulators of 32 registers */
+#else
+#define RP 3            /* 3 x 4 of 16 */
+#endif
+static inline __attribute__((always_inline)) void
+cols_tile(const int n, i64 np, i64 kc, const float *a, i64 a_stride, const float *restrict b, float *c,
+          i64 ldc, i64 m, int first, const float *bias)
+{
+#if MR < 8
+    const __m256i rows_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(MR), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#endif
+    const float *ap[RP];
+    for (int p = 0; p < RP; p++) ap[p] = a + min64(p, np - 1) * a_stride;
+    __m256 acc[RP][NARROW];
+    for (int p = 0; p < RP; p++)
+        for (int j = 0; j < n; j++) acc[p][j] = _mm256_setzero_ps();
+    for (i64 k = 0; k < kc; k++) {
+        __m256 bv[NARROW];
+        for (int j = 0; j < n; j++) bv[j] = _mm256_set1_ps(b[k * VL + j]);
+        for (int p = 0; p < RP; p++) {
+#if MR < 8
+            __m256 av = _mm256_maskload_ps(ap[p] + k * MR, rows_mask);  /* MR rows, nothing read past them */
+#else
+            __m256 av = _mm256_loadu_ps(ap[p] + k * MR);
+#endif
+            for (int j = 0; j < n; j++) acc[p][j] = _mm256_fmadd_ps(av, bv[j], acc[p][j]);
+        }
+    }
+    for (int p = 0; p < np; p++) {
+        i64 rows = min64(MR, m - p * MR);
+        float *cp = c + p * MR * ldc;
+        for (int j = 0; j < n; j++) {
+            float t[8];
+            _mm256_storeu_ps(t, acc[p][j]);
+            for (i64 r = 0; r < rows; r++) {
+                float v = t[r];
+                if (!first) v = cp[r * ldc + j] + v;
+                if (bias) v = v + bias[p * MR + r];
+                cp[r * ldc + j] = v;
+            }
+        }
+    }
+}
+
+/* A panel of n <= NARROW columns against the row panels of A, RP at a time. */
+static void narrow_times_a(i64 kc, const float *ap, i64 a_stride, const float *bp, float *c, i64 ldc, i64 m,
+                           i64 n, int first, const float *bias)
+{
+    for (i64 i0 = 0; i0 < m; i0 += RP * MR) {
+        const float *a = ap + (i0 / MR) * a_stride;
+        const float *bi = bias ? bias + i0 : 0;
+        i64 np = min64(RP, ceil_div(m - i0, MR));
+        float *ci = c + i0 * ldc;
+        switch (n) {
+        case 1: cols_tile(1, np, kc, a, a_stride, bp, ci, ldc, m - i0, first, bi); break;
+        case 2: cols_tile(2, np, kc, a, a_stride, bp, ci, ldc, m - i0, first, bi); break;
+        case 3: cols_tile(3, np, kc, a, a_stride, bp, ci, ldc, m - i0, first, bi); break;
+        default: cols_tile(4, np, kc, a, a_stride, bp, ci, ldc, m - i0, first, bi); break;
+        }
+    }
+}
+
+/* tile() for n columns of the panel b (nv vectors wide). */
+static inline __attribute__((always_inline)) void
+tile_any(int nv, i64 kc, const float *a, const float *b, float *c, i64 ldc, i64 m, i64 n, int first,
+         const float *bias)
+{
+    switch (nv) {
+    case 1: tile(1, kc, a, b, c, ldc, m, n, first, bias); break;
+#if NV > 2
+    case 2: tile(2, kc, a, b, c, ldc, m, n, first, bias); break;
+#endif
+    default: tile(NV, kc, a, b, c, ldc, m, n, first, bias); break;
+    }
+}
+
 /* One column panel of width nv*VL against every row panel of A, over one kc block. */
 static void panel_times_a(int nv, i64 kc, const float *ap, i64 a_stride, const float *bp, float *c, i64 ldc,
                           i64 m, i64 n, int first, const float *bias)
 {
+    if (n <= NARROW) { narrow_times_a(kc, ap, a_stride, bp, c, ldc, m, n, first, bias); return; }
     for (i64 i0 = 0; i0 < m; i0 += MR) {
         const float *a = ap + (i0 / MR) * a_stride;
         const float *bi = bias ? bias + i0 : 0;
         i64 rows = min64(MR, m - i0);
-        float *ci = c + i0 * ldc;
-        switch (nv) {
-        case 1: tile(1, kc, a, bp, ci, ldc, rows, n, first, bi); break;
-#if NV > 2
-        case 2: tile(2, kc, a, bp, ci, ldc, rows, n, first, bi); break;
-#endif
-        default: tile(NV, kc, a, bp, ci, ldc, rows, n, first, bi); break;
-        }
+        tile_any(nv, kc, a, bp, c + i0 * ldc, ldc, rows, n, first, bi);
     }
 }
 
@@ -323,16 +439,12 @@ static void panels_times_a(i64 run, i64 kc, const float *ap, i64 a_stride, const
         i64 rows = min64(MR, m - i0);
         for (i64 q = 0; q < run; q++) {
             const float *b = bp + q * KC * NR;
-            float *ci = c[q] + i0 * ldc[q];
-            switch ((int)ceil_div(n[q], VL)) {
-            case 1: tile(1, kc, a, b, ci, ldc[q], rows, n[q], first, bi); break;
-#if NV > 2
-            case 2: tile(2, kc, a, b, ci, ldc[q], rows, n[q], first, bi); break;
-#endif
-            default: tile(NV, kc, a, b, ci, ldc[q], rows, n[q], first, bi); break;
-            }
+            if (n[q] <= NARROW) continue;  /* below, RP row panels at a time */
+            tile_any((int)ceil_div(n[q], VL), kc, a, b, c[q] + i0 * ldc[q], ldc[q], rows, n[q], first, bi);
         }
     }
+    for (i64 q = 0; q < run; q++)
+        if (n[q] <= NARROW) narrow_times_a(kc, ap, a_stride, bp + q * KC * NR, c[q], ldc[q], m, n[q], first, bias);
 }
 
 /* Blocks of the reduction: as equal as possible, none longer than KC. */
@@ -352,6 +464,57 @@ void pack_weights_f32(const float *w, const i64 *g, float *out)
     geom_t s = read_geom(g);
     for (i64 gi = 0; gi < s.groups; gi++)
         pack_a(w + gi * s.og * s.kg, s.og, s.kg, s.kg, 1, out + gi * ceil_div(s.og, MR) * MR * s.kg);
+}
+
+/* Row panels of packed weights, all groups: the items of pack_weights_f32 and pack_weights_t_f32. */
+i64 weight_panels(const i64 *g)
+{
+    geom_t s = read_geom(g);
+    return s.groups * ceil_div(s.og, MR);
+}
+
+/* pack_weights_f32 for the row panels [i0, i1) (items (group, row panel)) only, so that
+ * threads can pack disjoint shares. */
+void pack_weights_part_f32(const float *w, const i64 *g, float *out, i64 i0, i64 i1)
+{
+    geom_t s = read_geom(g);
+    i64 rp = ceil_div(s.og, MR);
+    for (i64 i = i0; i < i1; i++) {
+        i64 gi = i / rp, r0 = (i % rp) * MR;
+        pack_a(w + (gi * s.og + r0) * s.kg, min64(MR, s.og - r0), s.kg, s.kg, 1, out + i * MR * s.kg);
+    }
+}
+
+/* The weights of an input gradient as a forward convolution of dY, packed straight from w
+ * (O, C/groups, kh, kw) of the convolution geometry g, without the flipped, transposed copy:
+ * rows are the input channels c of a group, columns (o, ty, tx) for the taps ys[ty], xs[tx]
+ * (in the order given: reversed for the flip; a strided convolution's phase gives a subset).
+ * Row panels [i0, i1) of the items (group, panel of MR input channels); the layout is
+ * pack_weights_f32's for a convolution of C outputs, O inputs and nty x ntx taps. */
+int pack_weights_t_f32(const float *w, const i64 *g, const i64 *ys, i64 nty, const i64 *xs, i64 ntx,
+                       float *out, i64 i0, i64 i1)
+{
+    geom_t s = read_geom(g);
+    i64 rp = ceil_div(s.cg, MR), taps = s.kh * s.kw, nt = nty * ntx, k = s.og * nt;
+    i64 *tl = malloc((size_t)nt * sizeof(i64));  /* the taps in their new order, as offsets into one kernel */
+    if (!tl) return -1;
+    for (i64 ty = 0; ty < nty; ty++)
+        for (i64 tx = 0; tx < ntx; tx++) tl[ty * ntx + tx] = ys[ty] * s.kw + xs[tx];
+    /* o outermost: w is read in order (a share's channels of each o are one run), each panel
+     * written in order; panel by panel would read w in strides past the prefetchers' reach */
+    for (i64 oo = 0; oo < s.og; oo++)
+        for (i64 i = i0; i < i1; i++) {
+            i64 gi = i / rp, c0 = (i % rp) * MR, rows = min64(MR, s.cg - c0);
+            float *restrict o = out + i * MR * k + oo * nt * MR;
+            const float *restrict src = w + ((gi * s.og + oo) * s.cg + c0) * taps;
+            if (taps == 1 && rows == MR) { memcpy(o, src, MR * 4); continue; }  /* 1x1: a row's run */
+            for (i64 r = 0; r < rows; r++)
+                for (i64 t = 0; t < nt; t++) o[t * MR + r] = src[r * taps + tl[t]];
+            for (i64 r = rows; r < MR; r++)
+                for (i64 t = 0; t < nt; t++) o[t * MR + r] = 0.0f;
+        }
+    free(tl);
+    return 0;
 }
 
 /* Work items of conv2d_fwd_f32: (image, group, panel of NR output pixels), in that order. */
@@ -384,7 +547,9 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
     int32_t *taps = tap_offsets(&s, 0), *pix = pixel_offsets(&s);
     if (!frame || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
     i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), panels = ceil_div(s.p, NR), framed = -1;
-    i64 run_max = ob > 1 ? 1 : panel_run(&s), rp = ceil_div(s.og, MR);
+    /* cut into channel blocks (one small image), a thread's share of A is read once for all
+     * of its panels: a run across every panel of the block */
+    i64 run_max = ob > 1 ? GEMM_NC : panel_run(&s), rp = ceil_div(s.og, MR);
     float *c[GEMM_NC];
     i64 ldc[GEMM_NC], n[GEMM_NC], j0s[GEMM_NC];
     for (i64 w = w0; w < w1;) {
@@ -539,7 +704,20 @@ static i64 dw_batch(const geom_t *s, i64 share)
 /* dW = sum over the images [n0, n1) of dY . col^T, overwritten. Its columns are in (ky, kx, c)
  * order: dW is (O, kh, kw, C/groups), which the caller turns into (O, C/groups, kh, kw). The
  * images are taken a few at a time (dw_batch), their pixels one reduction in KC blocks. */
+int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, i64 t0, i64 t1, const i64 *g);
+
 int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, const i64 *g)
+{
+    return conv2d_dw_cols_f32(x, dy, dw, n0, n1, 0, ceil_div(read_geom(g).kg, NR), g);
+}
+
+/* Column panels of NR taps of each group's dW (the parts of conv2d_dw_cols_f32). */
+i64 dw_col_panels(const i64 *g) { return ceil_div(read_geom(g).kg, NR); }
+
+/* conv2d_dw_f32 for the column panels [t0, t1) of each group's dW only: threads given
+ * disjoint panels share one share of the batch (a small image, batch 1) with no partial sums;
+ * each element is summed exactly as by conv2d_dw_f32. */
+int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, i64 t0, i64 t1, const i64 *g)
 {
     geom_t s = read_geom(g);
     i64 fsize = s.cg * s.hp * s.wp, batch = dw_batch(&s, n1 - n0), kmax = batch * s.p;
@@ -560,7 +738,7 @@ int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, co
             pack_a_images(dy + (c0 * s.o + gi * s.og) * s.p, s.o * s.p, s.og, s.p, nb, ap);
             for (i64 b = 0; b < blocks; b++) {
                 i64 p0 = kc_start(k, blocks, b), kc = kc_start(k, blocks, b + 1) - p0;
-                for (i64 j0 = 0; j0 < s.kg; j0 += NR) {
+                for (i64 j0 = t0 * NR; j0 < min64(s.kg, t1 * NR); j0 += NR) {
                     i64 cols = min64(NR, s.kg - j0);
                     int nv = (int)ceil_div(cols, VL);
                     pack_b(frame, pix + p0, kc, taps + j0, nv, 1, bp);
@@ -571,6 +749,42 @@ int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, co
         }
     }
     free(frame); free(bp); free(ap); free(taps); free(one); free(pix);
+    return 0;
+}
+
+/* dW of one image nn over its output pixels [q0, q1) only, overwritten (the layout of
+ * conv2d_dw_f32): a batch of one cut into fixed shares of pixels, so that threads share it;
+ * the caller adds the shares' partial dW in order. The frame holds only the rows the
+ * share's taps read. */
+int conv2d_dw_pixels_f32(const float *x, const float *dy, float *dw, i64 nn, i64 q0, i64 q1, const i64 *g)
+{
+    geom_t s = read_geom(g);
+    i64 k = q1 - q0, blocks = kc_blocks(k), a_stride = k * MR;
+    i64 r0 = (q0 / s.ow) * s.sh, r1 = ((q1 - 1) / s.ow) * s.sh + s.dh * (s.kh - 1) + 1;  /* frame rows read */
+    float *frame = scratch((size_t)(s.cg * (r1 - r0) * s.wp + 2 * VL));
+    float *bp = scratch((size_t)(KC * NR));
+    float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * k));
+    int32_t *taps = tap_offsets(&s, 1), *one = pixel_offsets(&s);
+    if (!frame || !bp || !ap || !taps || !one) {
+        free(frame); free(bp); free(ap); free(taps); free(one);
+        return -1;
+    }
+    for (i64 j = q0; j < q1; j++) one[j] = (int32_t)((one[j] - r0 * s.wp) * s.cg);
+    for (i64 gi = 0; gi < s.groups; gi++) {
+        float *dwg = dw + gi * s.og * s.kg;
+        pad_frame_hwc_rows(x + (nn * s.c + gi * s.cg) * s.h * s.w, &s, r0, r1, frame);
+        pack_a(dy + (nn * s.o + gi * s.og) * s.p + q0, s.og, k, s.p, 1, ap);
+        for (i64 b = 0; b < blocks; b++) {
+            i64 p0 = kc_start(k, blocks, b), kc = kc_start(k, blocks, b + 1) - p0;
+            for (i64 j0 = 0; j0 < s.kg; j0 += NR) {
+                i64 cols = min64(NR, s.kg - j0);
+                int nv = (int)ceil_div(cols, VL);
+                pack_b(frame, one + q0 + p0, kc, taps + j0, nv, 1, bp);
+                panel_times_a(nv, kc, ap + p0 * MR, a_stride, bp, dwg + j0, s.kg, s.og, cols, b == 0, 0);
+            }
+        }
+    }
+    free(frame); free(bp); free(ap); free(taps); free(one);
     return 0;
 }
 

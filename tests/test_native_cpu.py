@@ -44,6 +44,14 @@ CASES = {
     "depthwise": (2, 16, 9, 9, 16, 3, 1, 1, 1, 16),  # 1 channel a group: the direct kernels
     "pointwise": (2, 20, 7, 7, 33, 1, 1, 0, 1, 1),
     "batch1_tall": (1, 4, 50, 3, 8, (3, 1), (1, 1), (1, 0), 1, 1),
+    # batch 1, few pixels: a full panel and a nearly empty one, channel blocks, dx weights
+    # packed straight from W (several row panels, groups, phases)
+    "b1_pointwise_7": (1, 40, 7, 7, 70, 1, 1, 0, 1, 1),
+    "b1_dilated_14": (1, 16, 14, 14, 24, 3, 1, 2, 2, 2),
+    "b1_strided_groups": (1, 12, 9, 9, 18, 3, 2, 1, 1, 3),
+    # one large image: dW in shares of its pixels (not whole rows: 1763 pixels in two)
+    "b1_big_stem": (1, 3, 81, 85, 8, 3, 2, 1, 1, 1),
+    "b1_big_dilated_groups": (1, 6, 50, 50, 4, 3, 1, 2, 2, 2),
 }
 
 
@@ -97,13 +105,15 @@ def test_native_float32_equals_float64_im2col(case, monkeypatch):
     if case == "depthwise":
         assert counts.get("dw_conv_fwd_f32", 0) >= 1 and counts.get("dw_conv_dw_f32", 0) >= 1, counts
     else:
-        assert _forward_calls(counts) >= 1 and counts.get("conv2d_dw_f32", 0) >= 1, counts
+        dw_calls = sum(counts.get(e, 0) for e in ("conv2d_dw_f32", "conv2d_dw_pixels_f32", "conv2d_dw_cols_f32"))
+        assert _forward_calls(counts) >= 1 and dw_calls >= 1, counts
     for name, got, want in zip(("y", "dx", "dw", "db"), (y, dx, dw, db), _float64_im2col(x, wt, b, gy, kw)):
         assert got.dtype == np.float32 and got.shape == want.shape, name
         assert_rel(got, want, 1e-5, f"{case} {name}")
 
 
-@pytest.mark.parametrize("case", ["tails", "strided", "dilated_same", "groups"])
+@pytest.mark.parametrize("case", ["tails", "strided", "dilated_same", "groups", "b1_pointwise_7", "b1_dilated_14",
+                                  "b1_strided_groups", "b1_big_stem"])
 def test_native_float32_matches_torch(case):
     torch = torch_or_skip()
     x, wt, b, gy, kw = _data(case)
@@ -127,10 +137,12 @@ def test_input_gradient_takes_the_c_kernels_for_any_stride(monkeypatch):
     assert _forward_calls(counts) == 4, counts
 
 
-@pytest.mark.parametrize("case", ["deep_k", "pointwise", "big_pad", "batch1_tall"])
+@pytest.mark.parametrize("case", ["deep_k", "pointwise", "big_pad", "batch1_tall", "b1_pointwise_7", "b1_dilated_14"])
 def test_panels_across_images_give_the_per_image_bits(case, monkeypatch):
     """Images with few output pixels share column panels (conv2d_fwd_batched_f32): each
-    output is summed as by the per-image kernel, so the results are the same bits."""
+    output is summed as by the per-image kernel, so the results are the same bits. Per
+    image, a last panel of at most 4 columns (49 = 48 + 1, 196 = 4 * 48 + 4) goes through
+    the narrow kernel, across images through the register tile: the same bits too."""
     x, wt, b, gy, kw = _data(case)
     x, gy = np.concatenate([x] * 5), np.concatenate([gy] * 5)
     counts = _calls(monkeypatch)
@@ -155,7 +167,7 @@ def test_few_channel_input_gradient_with_a_large_frame_takes_the_numpy_path(monk
     assert _forward_calls(counts) == 0, counts
     monkeypatch.setattr(native_cpu, "FEW_ROWS_FRAME_BYTES", 1 << 40)
     dx_c, _, _ = ops.conv2d_backward(gy, x, wt, stride=2, padding=3, need_weight_grad=False)
-    assert counts.get("pack_weights_f32") == 4, counts  # one forward a phase
+    assert counts.get("pack_weights_t_f32") == 4, counts  # one forward a phase, weights packed from W
     assert_rel(dx_c, dx, 1e-5, "dx")
 
 
@@ -173,6 +185,30 @@ def test_one_small_image_splits_output_channels_with_the_same_bits(threads, monk
     whole = ops.conv2d(x, wt, b, padding=1)
     np.testing.assert_array_equal(split, whole)
     assert_rel(split, ops.conv2d(*(a.astype(np.float64) for a in (x, wt, b)), padding=1), 1e-5, "y")
+
+
+@pytest.mark.parametrize("case", ["b1_pointwise_7", "b1_dilated_14", "b1_strided_groups", "b1_big_stem",
+                                  "b1_big_dilated_groups"])
+def test_one_image_gives_the_same_bits_for_any_thread_count(case, monkeypatch):
+    """Batch 1 with few pixels: channel blocks whose panels run together, weights (also the
+    transposed ones of dx) packed by the threads in shares, dW by column panels; with many
+    pixels, dW in fixed shares of the pixels: the bits of one thread."""
+    x, wt, b, gy, kw = _data(case)
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
+    monkeypatch.setattr(host_threads, "MIN_ITEMS_PER_THREAD", 1)  # split the packing too
+    counts = _calls(monkeypatch)
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(host_threads, "_num_threads", threads)
+        results.append((ops.conv2d(x, wt, b, **kw), *ops.conv2d_backward(gy, x, wt, **kw)))
+    assert counts.get("conv2d_fwd_split_f32", 0) >= 1 and counts.get("pack_weights_t_f32", 0) >= 1, counts
+    assert ("conv2d_dw_pixels_f32" in counts) == ("big" in case), counts  # shares of the pixels
+    assert ("conv2d_dw_cols_f32" in counts) == ("big" not in case), counts  # column panels of dW
+    for other in results[1:]:
+        for name, a, c in zip(("y", "dx", "dw", "db"), results[0], other):
+            np.testing.assert_array_equal(a, c, err_msg=name)
+    for name, got, want in zip(("y", "dx", "dw", "db"), results[0], _float64_im2col(x, wt, b, gy, kw)):
+        assert_rel(got, want, 1e-5, f"{case} {name}")
 
 
 def test_strided_input_gradient_matches_torch_float64():
