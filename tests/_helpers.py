@@ -73,3 +73,39 @@ def assert_raises(exc, call, *words):
         call()
     for word in words:
         assert word in str(info.value), f"{word!r} not in {str(info.value)!r}"
+
+
+def cpu_has(*features) -> bool:
+    """True if ``/proc/cpuinfo`` lists every one of ``features`` (e.g. ``"avx2", "fma"``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return all(feature in flags for feature in features)
+
+
+def avx2_rerun(test):
+    """Mark ``test`` (which reruns its own file under the AVX2 build) to skip inside that
+    rerun and on CPUs without AVX2 and FMA."""
+    import os
+    test = pytest.mark.skipif(not cpu_has("avx2", "fma"), reason="the AVX2 kernels need a CPU with AVX2 and FMA")(test)
+    return pytest.mark.skipif(os.environ.get("ENGINE_NATIVE_MARCH") is not None,
+                              reason="already running under a forced -march (this is the inner run)")(test)
+
+
+def run_file_under_avx2(test_file: str, cache_dir) -> dict:
+    """Run every test of ``test_file`` in a fresh pytest with the C kernels built for AVX2
+    (``ENGINE_NATIVE_MARCH=haswell``, cached in ``cache_dir``); assert they all pass and
+    return the environment used."""
+    import os
+    import re
+    import subprocess
+    import sys
+    env = {**os.environ, "ENGINE_NATIVE_MARCH": "haswell", "ENGINE_CACHE_DIR": str(cache_dir)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file],
+                          capture_output=True, text=True, env=env, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(test_file))))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert re.search(r"\d+ passed", done.stdout) and " failed" not in done.stdout
+    return env

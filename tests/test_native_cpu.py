@@ -20,6 +20,8 @@ import pytest
 from engine import backends
 from engine import ops
 from engine.backends import host_threads, native_cpu
+
+from _helpers import avx2_rerun, run_file_under_avx2
 from engine.kernels import native
 
 from _helpers import TORCH_TOL, assert_rel, from_torch, to_torch, torch_or_skip
@@ -421,27 +423,11 @@ def test_relu_kernel_equals_numpys_bit_for_bit(monkeypatch):
         ops.relu_backward(g[:1], y)
 
 
-def _cpu_has(*features):
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return all(feature in flags for feature in features)
-
-
-@pytest.mark.skipif(os.environ.get("ENGINE_NATIVE_MARCH") is not None,
-                    reason="already running under a forced -march (this is the inner run)")
-@pytest.mark.skipif(not _cpu_has("avx2", "fma"), reason="the AVX2 kernels need a CPU with AVX2 and FMA")
+@avx2_rerun
 def test_the_avx2_build_passes_this_whole_file(tmp_path):
     """The kernels built for AVX2 (-march=haswell: 8-wide vectors, a 6x16 tile, no 2x2 pooling
     kernel), as on CPUs without AVX-512, run every test of this file."""
-    env = {**os.environ, "ENGINE_NATIVE_MARCH": "haswell", "ENGINE_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                          capture_output=True, text=True, env=env, timeout=600,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert re.search(r"\d+ passed", done.stdout) and " failed" not in done.stdout
+    run_file_under_avx2(__file__, tmp_path)
     status = _run_fresh({"ENGINE_NATIVE_MARCH": "haswell", "ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
     assert status.splitlines()[0].startswith("on (AVX2, built by ")
 

@@ -14,7 +14,6 @@ several steps (NaN gradients included), and follow torch.optim.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 
@@ -26,7 +25,7 @@ from engine import backends, nn, ops, optim
 from engine.backends import host_threads, native_dense
 from engine.kernels import native
 
-from _helpers import assert_rel, from_torch, to_torch, torch_or_skip
+from _helpers import assert_rel, avx2_rerun, from_torch, run_file_under_avx2, to_torch, torch_or_skip
 
 pytestmark = pytest.mark.skipif(native.library() is None,
                                 reason=f"the C kernels are not usable here: {native.status()}")
@@ -306,27 +305,11 @@ def test_float64_and_mixed_state_take_the_numpy_update():
     assert p.data.dtype == np.float64
 
 
-def _cpu_has(*features):
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return all(feature in flags.split() for feature in features)
-
-
-@pytest.mark.skipif(os.environ.get("ENGINE_NATIVE_MARCH") is not None,
-                    reason="already running under a forced -march (this is the inner run)")
-@pytest.mark.skipif(not _cpu_has("avx2", "fma"), reason="the AVX2 kernels need a CPU with AVX2 and FMA")
+@avx2_rerun
 def test_the_avx2_build_passes_this_whole_file(tmp_path):
     """The kernels built for AVX2 (-march=haswell: 8-wide vectors, 3x3 dot-product tiles), as on
     CPUs without AVX-512, run every test of this file."""
-    env = {**os.environ, "ENGINE_NATIVE_MARCH": "haswell", "ENGINE_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                          capture_output=True, text=True, env=env, timeout=600,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert re.search(r"\d+ passed", done.stdout) and " failed" not in done.stdout
+    env = run_file_under_avx2(__file__, tmp_path)
     check = "from engine.kernels import native; print(native.status())"
     status = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env,
                             timeout=300).stdout

@@ -7,11 +7,6 @@ thread count; an empty batch; and the whole file again on the AVX2 build.
 """
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -19,7 +14,7 @@ from engine import ops
 from engine.backends import host_threads, native_cpu
 from engine.kernels import native
 
-from _helpers import TORCH_TOL, assert_rel, from_torch, to_torch, torch_or_skip
+from _helpers import TORCH_TOL, assert_rel, avx2_rerun, from_torch, run_file_under_avx2, to_torch, torch_or_skip
 
 pytestmark = pytest.mark.skipif(native.library() is None,
                                 reason=f"the C kernels are not usable here: {native.status()}")
@@ -135,23 +130,7 @@ def test_other_groups_keep_the_gemm_kernels(monkeypatch):
     assert "dw_conv_fwd_f32" not in counts and forward_calls >= 1, counts
 
 
-def _cpu_has(*features):
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return all(feature in flags for feature in features)
-
-
-@pytest.mark.skipif(os.environ.get("ENGINE_NATIVE_MARCH") is not None,
-                    reason="already running under a forced -march (this is the inner run)")
-@pytest.mark.skipif(not _cpu_has("avx2", "fma"), reason="the AVX2 kernels need a CPU with AVX2 and FMA")
+@avx2_rerun
 def test_the_avx2_build_passes_this_whole_file(tmp_path):
     """The depthwise kernels built for AVX2 (-march=haswell: 8-wide vectors, vmaskmov tails)."""
-    env = {**os.environ, "ENGINE_NATIVE_MARCH": "haswell", "ENGINE_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                          capture_output=True, text=True, env=env, timeout=600,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert re.search(r"\d+ passed", done.stdout) and " failed" not in done.stdout
+    run_file_under_avx2(__file__, tmp_path)
