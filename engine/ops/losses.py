@@ -205,8 +205,9 @@ def _cross_entropy_setup(logits, target, weight, ignore_index, reduction, label_
 def _plain_class_targets(logits, target, reduction, label_smoothing, weight, ignore_index):
     """``(xp, shifted logits)`` for the training loop's usual case, or ``None``: 2-D float logits on
     a host backend, 1-D integer labels all in ``[0, C)``, no weight, no smoothing, ``mean`` or
-    ``sum``, an ``ignore_index`` no label can equal. That case needs none of the general path's one-hot and weight arrays (a fifth
-    of a small model's step went there); anything else, errors included, goes the general way."""
+    ``sum``, an ``ignore_index`` no label can equal. That case needs none of the general path's
+    one-hot and weight arrays (a fifth of a small model's step went there); anything else,
+    errors included, goes the general way."""
     if (weight is not None or label_smoothing or reduction not in ("mean", "sum") or getattr(logits, "ndim", 0) != 2
             or getattr(target, "ndim", 0) != 1 or target.shape[0] != logits.shape[0] or logits.shape[0] == 0
             or (isinstance(ignore_index, int) and 0 <= ignore_index < logits.shape[1])):
