@@ -317,7 +317,6 @@ def _strided_input_grad(grad_out, weight, x_shape, win: Window, groups: int):
     across phases) and the result does not depend on the thread count."""
     n, c, h, w = x_shape
     o, cg, kh, kw = weight.shape
-    og = o // groups
     dx = np.empty(x_shape, dtype=np.float32)
     for ry in range(win.sh):
         fy, ny, ty, sy, top = _phase(h, kh, win.sh, win.dh, win.pad_top, ry)
@@ -406,6 +405,46 @@ def max_pool2d_backward(grad_out, idx, x_shape, win: Window):
         _ok(lib.max_pool2d_bwd_f32(_ptr(grad_out), _ptr(idx), _ptr(dx), part.start, part.stop, _ptr(geom)),
             "max_pool2d backward")
     parallel_for(planes, n * c, dx.size)
+    return dx
+
+
+def _avg_k2s2(lib, x_shape, win: Window, divisor):
+    """The geometry for the 2x2/stride-2 average-pooling kernels, or ``None`` where they do
+    not serve (other windows, padding, a divisor that is not one number, a build without
+    AVX-512)."""
+    if not isinstance(divisor, float) or (win.kh, win.kw, win.sh, win.sw) != (2, 2, 2, 2):
+        return None
+    geom = _pool_geometry(x_shape, win)
+    return geom if lib.avg_pool2d_k2s2_ok(_ptr(geom)) else None
+
+
+def avg_pool2d(x, win: Window, divisor):
+    """The means of 2x2, stride-2 windows inside the image, the generic path's bits, or ``None``."""
+    lib = _lib(x)
+    geom = _avg_k2s2(lib, x.shape, win, divisor) if lib is not None else None
+    if geom is None:
+        return None
+    n, c = x.shape[:2]
+    x = np.ascontiguousarray(x)
+    y = np.empty((n, c, win.oh, win.ow), dtype=np.float32)
+    parallel_for(lambda part: lib.avg_pool2d_k2s2_fwd_f32(_ptr(x), _ptr(y), divisor, part.start, part.stop,
+                                                          _ptr(geom)), n * c, x.size)
+    return y
+
+
+def avg_pool2d_backward(grad_out, x_shape, win: Window, divisor):
+    """``dx`` of :func:`avg_pool2d` (each pixel ``grad / divisor`` of its window), or ``None``."""
+    lib = _lib(grad_out)
+    n, c = x_shape[:2]
+    if lib is None or tuple(grad_out.shape) != (n, c, win.oh, win.ow):
+        return None
+    geom = _avg_k2s2(lib, x_shape, win, divisor)
+    if geom is None:
+        return None
+    grad_out = np.ascontiguousarray(grad_out)
+    dx = np.empty(x_shape, dtype=np.float32)
+    parallel_for(lambda part: lib.avg_pool2d_k2s2_bwd_f32(_ptr(grad_out), _ptr(dx), divisor, part.start,
+                                                          part.stop, _ptr(geom)), n * c, dx.size)
     return dx
 
 

@@ -169,6 +169,14 @@ class NumpyBackend(Backend):
             return self._generic_max_pool2d(x, win)
         return best, idx
 
+    def avg_pool2d(self, x, win: Window, divisor):
+        fast = native_cpu.avg_pool2d(x, win, divisor) if self.use_native_kernels else None  # float32 2x2/2
+        return fast if fast is not None else super().avg_pool2d(x, win, divisor)
+
+    def avg_pool2d_backward(self, grad_out, x_shape, win: Window, divisor):
+        fast = native_cpu.avg_pool2d_backward(grad_out, x_shape, win, divisor) if self.use_native_kernels else None
+        return fast if fast is not None else super().avg_pool2d_backward(grad_out, x_shape, win, divisor)
+
     def _generic_max_pool2d(self, x, win: Window):
         y, idx = super().max_pool2d(x, win)
         return y, idx.astype(_index_dtype(win), copy=False)  # one index dtype, whatever the path

@@ -992,13 +992,88 @@ static void max_pool_k2s2_bwd(const float *gy, const uint8_t *idx, float *dx, i6
         for (i64 r = 2 * s->oh; r < s->h; r++) memset(plane + r * s->w, 0, (size_t)s->w * 4);
     }
 }
+
+/* Average pooling over the same 2x2, stride-2 windows: ((x00 + x01) + x10) + x11, then / div,
+ * the generic path's order of additions, so the same bits. */
+static void avg_pool_k2s2(const float *x, float *y, float div, i64 p0, i64 p1, const pool_t *s)
+{
+    const __m512 d = _mm512_set1_ps(div);
+    for (i64 p = p0; p < p1; p++)
+        for (i64 oy = 0; oy < s->oh; oy++) {
+            const float *r0 = x + (p * s->h + 2 * oy) * s->w, *r1 = r0 + s->w;
+            float *yo = y + (p * s->oh + oy) * s->ow;
+            for (i64 ox = 0; ox < s->ow; ox += VL) {
+                i64 n = min64(VL, s->ow - ox);
+                __m512 a, b, c, e;
+                split_pairs(r0 + 2 * ox, n, &a, &b);
+                split_pairs(r1 + 2 * ox, n, &c, &e);
+                __m512 sum = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), c), e);
+                _mm512_mask_storeu_ps(yo + ox, lanes_mask(n), _mm512_div_ps(sum, d));
+            }
+        }
+}
+
+/* Its backward: each covered pixel gets 0 + g / div (a -0.0 lands as +0.0, as in the generic
+ * path's scatter-add into zeros); rows and columns no window covers get zero. */
+static void avg_pool_k2s2_bwd(const float *gy, float *dx, float div, i64 p0, i64 p1, const pool_t *s)
+{
+    const __m512i lo_ix = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi_ix = _mm512_add_epi32(lo_ix, _mm512_set1_epi32(8));
+    const __m512 d = _mm512_set1_ps(div);
+    for (i64 p = p0; p < p1; p++) {
+        float *plane = dx + p * s->h * s->w;
+        for (i64 oy = 0; oy < s->oh; oy++) {
+            const float *go = gy + (p * s->oh + oy) * s->ow;
+            for (int ky = 0; ky < 2; ky++) {
+                float *row = plane + (2 * oy + ky) * s->w;
+                for (i64 ox = 0; ox < s->ow; ox += VL) {
+                    i64 n = min64(VL, s->ow - ox);
+                    __m512 g = _mm512_add_ps(_mm512_setzero_ps(),
+                                             _mm512_div_ps(_mm512_maskz_loadu_ps(lanes_mask(n), go + ox), d));
+                    i64 cols = 2 * n;
+                    _mm512_mask_storeu_ps(row + 2 * ox, lanes_mask(cols), _mm512_permutex2var_ps(g, lo_ix, g));
+                    if (cols > VL)
+                        _mm512_mask_storeu_ps(row + 2 * ox + VL, lanes_mask(cols - VL),
+                                              _mm512_permutex2var_ps(g, hi_ix, g));
+                }
+                for (i64 q = 2 * s->ow; q < s->w; q++) row[q] = 0.0f;
+            }
+        }
+        for (i64 r = 2 * s->oh; r < s->h; r++) memset(plane + r * s->w, 0, (size_t)s->w * 4);
+    }
+}
 #else
 static int is_k2s2(const pool_t *s) { (void)s; return 0; }  /* the frame-based kernels serve */
 static void max_pool_k2s2(const float *x, float *y, uint8_t *idx, i64 p0, i64 p1, const pool_t *s)
 { (void)x; (void)y; (void)idx; (void)p0; (void)p1; (void)s; }
 static void max_pool_k2s2_bwd(const float *gy, const uint8_t *idx, float *dx, i64 p0, i64 p1, const pool_t *s)
 { (void)gy; (void)idx; (void)dx; (void)p0; (void)p1; (void)s; }
+static void avg_pool_k2s2(const float *x, float *y, float div, i64 p0, i64 p1, const pool_t *s)
+{ (void)x; (void)y; (void)div; (void)p0; (void)p1; (void)s; }
+static void avg_pool_k2s2_bwd(const float *gy, float *dx, float div, i64 p0, i64 p1, const pool_t *s)
+{ (void)gy; (void)dx; (void)div; (void)p0; (void)p1; (void)s; }
 #endif
+
+/* Average pooling, 2x2 windows of stride 2 inside the image (AVX-512 builds): 1 where the
+ * entry points below serve geometry g, else 0 (the NumPy path serves). */
+int avg_pool2d_k2s2_ok(const i64 *g)
+{
+    pool_t s = read_pool(g);
+    return is_k2s2(&s);
+}
+
+/* y = window mean for planes [p0, p1) of N*C; call only where avg_pool2d_k2s2_ok(g). */
+void avg_pool2d_k2s2_fwd_f32(const float *x, float *y, float div, i64 p0, i64 p1, const i64 *g)
+{
+    pool_t s = read_pool(g);
+    avg_pool_k2s2(x, y, div, p0, p1, &s);
+}
+
+void avg_pool2d_k2s2_bwd_f32(const float *gy, float *dx, float div, i64 p0, i64 p1, const i64 *g)
+{
+    pool_t s = read_pool(g);
+    avg_pool_k2s2_bwd(gy, dx, div, p0, p1, &s);
+}
 
 /* One tap across a row of windows: take v where it beats the best so far, or is NaN. */
 static inline __attribute__((always_inline)) void

@@ -89,6 +89,9 @@ SIGNATURES = {
     "relu_backward_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64)),
     "max_pool2d_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "max_pool2d_bwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "avg_pool2d_k2s2_ok": (ctypes.c_int, (_ptr,)),
+    "avg_pool2d_k2s2_fwd_f32": (None, (_ptr, _ptr, ctypes.c_float, _i64, _i64, _ptr)),
+    "avg_pool2d_k2s2_bwd_f32": (None, (_ptr, _ptr, ctypes.c_float, _i64, _i64, _ptr)),
     "peak_fma_f32": (_i64, (_i64, _ptr)),
     # kernels/cpu_dense.c
     "linear_tiles": (_i64, (_i64,)),

@@ -385,6 +385,49 @@ def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients(dtype, k, 
     assert ops.max_pool2d(x, 2).shape == (0, 3, 2, 2)
 
 
+AVG_POOL_CASES = {  # (N, C, H, W, avg_pool2d keyword arguments): the kernels serve the first three
+    "k2": (3, 4, 28, 28, {"kernel_size": 2}),
+    "k2_odd_edges": (2, 3, 33, 35, {"kernel_size": 2}),
+    "k2_divisor_override": (2, 2, 10, 40, {"kernel_size": 2, "divisor_override": 3}),
+    "k2_padded": (2, 2, 9, 9, {"kernel_size": 2, "padding": 1}),
+    "k3s2": (2, 2, 9, 9, {"kernel_size": 3, "stride": 2}),
+}
+
+
+@pytest.mark.parametrize("case", list(AVG_POOL_CASES))
+def test_avg_pool_kernel_equals_the_generic_path_and_torch(case, monkeypatch):
+    """2x2 stride-2 windows inside the image go through the kernels with the generic path's
+    bits (inf, NaN and -0.0 gradients included) for 1, 2 and 3 threads; other windows keep
+    the generic path. Both agree with PyTorch."""
+    torch = torch_or_skip()
+    n, c, h, w, kwargs = AVG_POOL_CASES[case]
+    r = np.random.default_rng(3)
+    x = r.standard_normal((n, c, h, w)).astype(np.float32)
+    x.reshape(-1)[::11] = np.inf
+    x.reshape(-1)[5::13] = np.nan
+    counts = _calls(monkeypatch)
+    monkeypatch.setattr(host_threads, "MIN_ITEMS_PER_THREAD", 1)
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(host_threads, "_num_threads", threads)
+        y = ops.avg_pool2d(x, **kwargs)
+        g = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
+        g.reshape(-1)[::9] = -0.0
+        results.append((y.tobytes(), ops.avg_pool2d_backward(g, x.shape, **kwargs).tobytes()))
+    assert results[0] == results[1] == results[2]
+    served = bool(counts.get("avg_pool2d_k2s2_fwd_f32")) and bool(counts.get("avg_pool2d_k2s2_bwd_f32"))
+    assert served == (case.startswith("k2") and case != "k2_padded" and native.library().native_isa() == 512)
+    monkeypatch.setattr(backends.get("numpy"), "use_native_kernels", False)
+    y0 = ops.avg_pool2d(x, **kwargs)
+    dx0 = ops.avg_pool2d_backward(g, x.shape, **kwargs)
+    assert results[0] == (y0.tobytes(), dx0.tobytes())
+    xt = to_torch(x, True)
+    yt = torch.nn.functional.avg_pool2d(xt, **kwargs)
+    np.testing.assert_array_equal(y0, from_torch(yt))
+    yt.backward(to_torch(g))
+    np.testing.assert_allclose(dx0, from_torch(xt.grad), rtol=1e-6, atol=0)
+
+
 def test_max_pool_gradient_of_minus_zero_lands_as_plus_zero_like_torch():
     """PyTorch adds each gradient to a zeroed buffer, so -0.0 arrives as +0.0 (2x2 path and generic)."""
     for k in (2, 3):
