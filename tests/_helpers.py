@@ -109,3 +109,29 @@ def run_file_under_avx2(test_file: str, cache_dir) -> dict:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert re.search(r"\d+ passed", done.stdout) and " failed" not in done.stdout
     return env
+
+
+def count_native_calls(monkeypatch) -> dict:
+    """Count the C entry points that ``engine.backends.native_cpu`` calls: ``{name: calls}``,
+    filled as the test runs. Dispatch is unchanged: the wrapper stands in only where
+    ``native_cpu._lib`` would have given the library."""
+    from engine.backends import native_cpu
+    real_lib, counts = native_cpu._lib, {}
+
+    class Counting:
+        def __init__(self, lib):
+            self._lib = lib
+
+        def __getattr__(self, name):
+            fn = getattr(self._lib, name)
+
+            def call(*args):
+                counts[name] = counts.get(name, 0) + 1
+                return fn(*args)
+            return call
+
+    def counting_lib(*arrays):
+        lib = real_lib(*arrays)
+        return Counting(lib) if lib is not None else None
+    monkeypatch.setattr(native_cpu, "_lib", counting_lib)
+    return counts

@@ -20,11 +20,10 @@ import pytest
 from engine import backends
 from engine import ops
 from engine.backends import host_threads, native_cpu
-
-from _helpers import avx2_rerun, run_file_under_avx2
 from engine.kernels import native
 
-from _helpers import TORCH_TOL, assert_rel, from_torch, to_torch, torch_or_skip
+from _helpers import (TORCH_TOL, assert_rel, avx2_rerun, count_native_calls, from_torch, run_file_under_avx2, to_torch,
+                      torch_or_skip)
 
 pytestmark = pytest.mark.skipif(native.library() is None,
                                 reason=f"the C kernels are not usable here: {native.status()}")
@@ -77,21 +76,6 @@ def _float64_im2col(x, wt, b, gy, kwargs):
     return (y, *ops.conv2d_backward(gy, x, wt, **kwargs))
 
 
-def _calls(monkeypatch):
-    """Count the C entry points called."""
-    lib, counts = native.library(), {}
-
-    class Counting:
-        def __getattr__(self, name):
-            fn = getattr(lib, name)
-
-            def call(*args):
-                counts[name] = counts.get(name, 0) + 1
-                return fn(*args)
-            return call
-    monkeypatch.setattr(native_cpu, "_lib", lambda *arrays: Counting() if all(
-        a is not None and a.dtype == np.float32 for a in arrays) else None)
-    return counts
 
 
 def _forward_calls(counts):
@@ -101,7 +85,7 @@ def _forward_calls(counts):
 @pytest.mark.parametrize("case", list(CASES))
 def test_native_float32_equals_float64_im2col(case, monkeypatch):
     x, wt, b, gy, kw = _data(case)
-    counts = _calls(monkeypatch)
+    counts = count_native_calls(monkeypatch)
     y = ops.conv2d(x, wt, b, **kw)
     dx, dw, db = ops.conv2d_backward(gy, x, wt, **kw)
     if case == "depthwise":
@@ -129,7 +113,7 @@ def test_native_float32_matches_torch(case):
 
 
 def test_input_gradient_takes_the_c_kernels_for_any_stride(monkeypatch):
-    counts = _calls(monkeypatch)
+    counts = count_native_calls(monkeypatch)
     x, wt, b, gy, kw = _data("deep_k")
     ops.conv2d_backward(gy, x, wt, need_weight_grad=False, **kw)
     assert _forward_calls(counts) == 1 and "conv2d_dw_f32" not in counts, counts
@@ -147,7 +131,7 @@ def test_panels_across_images_give_the_per_image_bits(case, monkeypatch):
     the narrow kernel, across images through the register tile: the same bits too."""
     x, wt, b, gy, kw = _data(case)
     x, gy = np.concatenate([x] * 5), np.concatenate([gy] * 5)
-    counts = _calls(monkeypatch)
+    counts = count_native_calls(monkeypatch)
     batched = (ops.conv2d(x, wt, b, **kw), ops.conv2d_backward(gy, x, wt, **kw)[0])
     assert counts.get("conv2d_fwd_batched_f32", 0) >= 1, counts
     monkeypatch.setattr(native_cpu, "BATCH_FRAME_FLOATS", 0)  # one image a panel row
@@ -161,7 +145,7 @@ def test_panels_across_images_give_the_per_image_bits(case, monkeypatch):
 def test_few_channel_input_gradient_with_a_large_frame_takes_the_numpy_path(monkeypatch):
     """dx with fewer than 4 channels a group packs more than it multiplies; past L2 (a 7x7
     stem on a 224x224 image, 64 channels of dY) W^T @ dY and col2im are faster."""
-    counts = _calls(monkeypatch)
+    counts = count_native_calls(monkeypatch)
     r = np.random.default_rng(0)
     x, wt = r.standard_normal((1, 3, 224, 224)).astype(np.float32), r.standard_normal((64, 3, 7, 7)).astype(np.float32)
     gy = r.standard_normal((1, 64, 112, 112)).astype(np.float32)
@@ -198,7 +182,7 @@ def test_one_image_gives_the_same_bits_for_any_thread_count(case, monkeypatch):
     x, wt, b, gy, kw = _data(case)
     monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
     monkeypatch.setattr(host_threads, "MIN_ITEMS_PER_THREAD", 1)  # split the packing too
-    counts = _calls(monkeypatch)
+    counts = count_native_calls(monkeypatch)
     results = []
     for threads in (1, 2, 3):
         monkeypatch.setattr(host_threads, "_num_threads", threads)
@@ -250,7 +234,7 @@ def test_non_contiguous_inputs():
 
 
 def test_float64_and_mixed_grad_dtype_stay_on_numpy(monkeypatch):
-    counts = _calls(monkeypatch)
+    counts = count_native_calls(monkeypatch)
     x, wt, b, gy, kw = _data("tails")
     ops.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **kw)
     assert counts == {}
@@ -262,7 +246,7 @@ def test_float64_and_mixed_grad_dtype_stay_on_numpy(monkeypatch):
 
 def test_use_native_kernels_false_takes_the_im2col_path(monkeypatch):
     monkeypatch.setattr(backends.get("numpy"), "use_native_kernels", False)
-    counts = _calls(monkeypatch)
+    counts = count_native_calls(monkeypatch)
     x, wt, b, gy, kw = _data("tails")
     ops.conv2d(x, wt, b, **kw)
     ops.conv2d_backward(gy, x, wt, **kw)
@@ -325,7 +309,7 @@ def test_max_pool_kernel_equals_torch_bit_for_bit(case, monkeypatch):
     x[r.random(x.shape) < 0.05] = np.nan
     x[r.random(x.shape) < 0.05] = -np.inf
     x.reshape(-1)[::7] = 0.5  # ties
-    counts = _calls(monkeypatch)
+    counts = count_native_calls(monkeypatch)
     y, idx = ops.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
     assert counts.get("max_pool2d_fwd_f32") and idx.dtype == np.uint8
     xt = to_torch(x, True)
@@ -405,7 +389,7 @@ def test_avg_pool_kernel_equals_the_generic_path_and_torch(case, monkeypatch):
     x = r.standard_normal((n, c, h, w)).astype(np.float32)
     x.reshape(-1)[::11] = np.inf
     x.reshape(-1)[5::13] = np.nan
-    counts = _calls(monkeypatch)
+    counts = count_native_calls(monkeypatch)
     monkeypatch.setattr(host_threads, "MIN_ITEMS_PER_THREAD", 1)
     results = []
     for threads in (1, 2, 3):
@@ -454,7 +438,7 @@ def test_relu_kernel_equals_numpys_bit_for_bit(monkeypatch):
     x.flat[:6] = [np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0]
     g = r.standard_normal(x.shape).astype(np.float32)
     g.flat[6:10] = [np.nan, np.inf, -np.inf, -0.0]
-    counts = _calls(monkeypatch)
+    counts = count_native_calls(monkeypatch)
     y, dx = ops.relu(x), ops.relu_backward(g, ops.relu(x))
     assert counts.get("relu_f32") and counts.get("relu_backward_f32")
     numpy_backend = backends.get("numpy")

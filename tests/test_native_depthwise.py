@@ -14,7 +14,8 @@ from engine import ops
 from engine.backends import host_threads, native_cpu
 from engine.kernels import native
 
-from _helpers import TORCH_TOL, assert_rel, avx2_rerun, from_torch, run_file_under_avx2, to_torch, torch_or_skip
+from _helpers import (TORCH_TOL, assert_rel, avx2_rerun, count_native_calls, from_torch, run_file_under_avx2, to_torch,
+                      torch_or_skip)
 
 pytestmark = pytest.mark.skipif(native.library() is None,
                                 reason=f"the C kernels are not usable here: {native.status()}")
@@ -51,20 +52,6 @@ def _data(case, seed=0):
     return x, wt, b, gy, kwargs
 
 
-def _calls(monkeypatch):
-    lib, counts = native.library(), {}
-
-    class Counting:
-        def __getattr__(self, name):
-            fn = getattr(lib, name)
-
-            def call(*args):
-                counts[name] = counts.get(name, 0) + 1
-                return fn(*args)
-            return call
-    monkeypatch.setattr(native_cpu, "_lib", lambda *arrays: Counting() if all(
-        a is not None and a.dtype == np.float32 and a.size for a in arrays) else None)
-    return counts
 
 
 def _run(x, wt, b, gy, kw):
@@ -74,7 +61,7 @@ def _run(x, wt, b, gy, kw):
 @pytest.mark.parametrize("case", list(CASES))
 def test_depthwise_kernels_equal_the_float64_im2col_path(case, monkeypatch):
     x, wt, b, gy, kw = _data(case)
-    counts = _calls(monkeypatch)
+    counts = count_native_calls(monkeypatch)
     got = _run(x, wt, b, gy, kw)
     assert {"dw_conv_fwd_f32", "dw_conv_dx_f32", "dw_conv_dw_f32"} <= set(counts), counts
     assert not {"conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_dw_f32"} & set(counts), counts
@@ -121,7 +108,7 @@ def test_depthwise_empty_batch_gives_empty_outputs_and_zero_weight_gradients():
 
 
 def test_other_groups_keep_the_gemm_kernels(monkeypatch):
-    counts = _calls(monkeypatch)
+    counts = count_native_calls(monkeypatch)
     r = np.random.default_rng(1)
     x, w = r.standard_normal((2, 8, 6, 6)).astype(np.float32), r.standard_normal((8, 2, 3, 3)).astype(np.float32)
     y = ops.conv2d(x, w, padding=1, groups=4)
