@@ -929,6 +929,18 @@ static inline void split_pairs(const float *row, i64 n, __m512 *even, __m512 *od
     *odd = _mm512_permutex2var_ps(lo, _mm512_add_epi32(ev, _mm512_set1_epi32(1)), hi);
 }
 
+/* Columns 2j and 2j+1 of a row, the first 2*n of them, from even[j] and odd[j] (the inverse of
+ * split_pairs). */
+static inline void store_pairs(float *row, i64 n, __m512 even, __m512 odd)
+{
+    const __m512i lo_ix = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi_ix = _mm512_add_epi32(lo_ix, _mm512_set1_epi32(8));
+    i64 cols = 2 * n;
+    _mm512_mask_storeu_ps(row, lanes_mask(cols), _mm512_permutex2var_ps(even, lo_ix, odd));
+    if (cols > VL)
+        _mm512_mask_storeu_ps(row + VL, lanes_mask(cols - VL), _mm512_permutex2var_ps(even, hi_ix, odd));
+}
+
 static inline void take16(__m512 v, int k, __m512 *best, __m512i *at)
 {
     __mmask16 m = _mm512_cmp_ps_mask(v, *best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
@@ -962,8 +974,6 @@ static void max_pool_k2s2(const float *x, float *y, uint8_t *idx, i64 p0, i64 p1
 /* Its backward: every covered pixel is written once (its window's gradient or zero). */
 static void max_pool_k2s2_bwd(const float *gy, const uint8_t *idx, float *dx, i64 p0, i64 p1, const pool_t *s)
 {
-    const __m512i lo_ix = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i hi_ix = _mm512_add_epi32(lo_ix, _mm512_set1_epi32(8));
     for (i64 p = p0; p < p1; p++) {
         float *plane = dx + p * s->h * s->w;
         for (i64 oy = 0; oy < s->oh; oy++) {
@@ -980,11 +990,7 @@ static void max_pool_k2s2_bwd(const float *gy, const uint8_t *idx, float *dx, i6
                         _mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(2 * ky)), g), _mm512_setzero_ps());
                     __m512 right = _mm512_add_ps(_mm512_maskz_mov_ps(
                         _mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32(2 * ky + 1)), g), _mm512_setzero_ps());
-                    i64 cols = 2 * n;
-                    _mm512_mask_storeu_ps(row + 2 * ox, lanes_mask(cols), _mm512_permutex2var_ps(left, lo_ix, right));
-                    if (cols > VL)
-                        _mm512_mask_storeu_ps(row + 2 * ox + VL, lanes_mask(cols - VL),
-                                              _mm512_permutex2var_ps(left, hi_ix, right));
+                    store_pairs(row + 2 * ox, n, left, right);
                 }
                 for (i64 q = 2 * s->ow; q < s->w; q++) row[q] = 0.0f;
             }
@@ -1017,8 +1023,6 @@ static void avg_pool_k2s2(const float *x, float *y, float div, i64 p0, i64 p1, c
  * path's scatter-add into zeros); rows and columns no window covers get zero. */
 static void avg_pool_k2s2_bwd(const float *gy, float *dx, float div, i64 p0, i64 p1, const pool_t *s)
 {
-    const __m512i lo_ix = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i hi_ix = _mm512_add_epi32(lo_ix, _mm512_set1_epi32(8));
     const __m512 d = _mm512_set1_ps(div);
     for (i64 p = p0; p < p1; p++) {
         float *plane = dx + p * s->h * s->w;
@@ -1030,11 +1034,7 @@ static void avg_pool_k2s2_bwd(const float *gy, float *dx, float div, i64 p0, i64
                     i64 n = min64(VL, s->ow - ox);
                     __m512 g = _mm512_add_ps(_mm512_setzero_ps(),
                                              _mm512_div_ps(_mm512_maskz_loadu_ps(lanes_mask(n), go + ox), d));
-                    i64 cols = 2 * n;
-                    _mm512_mask_storeu_ps(row + 2 * ox, lanes_mask(cols), _mm512_permutex2var_ps(g, lo_ix, g));
-                    if (cols > VL)
-                        _mm512_mask_storeu_ps(row + 2 * ox + VL, lanes_mask(cols - VL),
-                                              _mm512_permutex2var_ps(g, hi_ix, g));
+                    store_pairs(row + 2 * ox, n, g, g);
                 }
                 for (i64 q = 2 * s->ow; q < s->w; q++) row[q] = 0.0f;
             }
