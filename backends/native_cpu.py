@@ -5,9 +5,9 @@ AVX-512 units.
 
 Each function returns ``None`` where the kernels do not apply (another dtype,
 an empty array, no compiled library, offsets past 32 bits); the caller then
-takes the NumPy path. Work is split over the host threads (the C calls release the GIL) so
-that every output element is summed in the same order whatever the thread
-count: output pixels for the forward and the input gradient, fixed shares of
+takes the NumPy path. Work is split over the C thread pool (``native_calls``,
+``kernels/cpu_pool.c``) so that every output element is summed in the same order whatever
+the thread count: output pixels for the forward and the input gradient, fixed shares of
 the batch for the weight gradient, planes for pooling.
 """
 from __future__ import annotations
@@ -16,12 +16,15 @@ import numpy as np
 
 from ..kernels import native
 
-from . import host_threads
+from . import host_threads, native_calls
 from .base import Window
-from .host_threads import MIN_ITEMS_PER_THREAD, parallel_for
+from .native_calls import START, STOP
 
-#: Multiply-adds a thread must get before a call is split (a split costs ~20 us).
-MIN_MACS_PER_THREAD = 1 << 22
+#: Multiply-adds a thread must get before a call is split (a hand-off through the C pool
+#: costs a few microseconds, a sleeping worker's wake-up tens).
+MIN_MACS_PER_THREAD = 1 << 20
+#: Elements a thread must get before a streaming kernel (ReLU, pooling) is split.
+MIN_ELEMENTS_PER_THREAD = 1 << 16
 _INT32_MAX = (1 << 31) - 1
 #: Output pixels (all images of a share together) below which the weight gradient takes
 #: fewer than DW_BATCH_PARTS shares.
@@ -105,9 +108,22 @@ def _ok(rc: int, what: str) -> None:
                           f"memory; free some memory, or use smaller batches")
 
 
-def _split(fn, extent: int, macs: int) -> None:
-    """``parallel_for`` with one thread per ``MIN_MACS_PER_THREAD`` multiply-adds."""
-    parallel_for(fn, extent, macs * MIN_ITEMS_PER_THREAD // MIN_MACS_PER_THREAD)
+def _run(lib, name: str, args, extent: int, macs: int, what: str | None = None) -> None:
+    """Entry point ``name`` over ``[0, extent)`` on the C pool (``args`` as for
+    :func:`native_calls.run`), one thread per ``MIN_MACS_PER_THREAD`` multiply-adds; a
+    nonzero result (a failed allocation) raises, naming ``what``."""
+    rc = native_calls.run(lib, name, args, extent, native_calls.threads_for(extent, macs, MIN_MACS_PER_THREAD))
+    if what is not None:
+        _ok(rc, what)
+
+
+def _stream(lib, name: str, args, extent: int, elements: int, what: str | None = None) -> None:
+    """:func:`_run` for kernels bound by memory: one thread per ``MIN_ELEMENTS_PER_THREAD``
+    elements read or written."""
+    rc = native_calls.run(lib, name, args, extent,
+                          native_calls.threads_for(extent, elements, MIN_ELEMENTS_PER_THREAD))
+    if what is not None:
+        _ok(rc, what)
 
 
 def _direct(x_shape, groups: int) -> bool:
@@ -130,33 +146,32 @@ def forward(x, weight, bias, win: Window, groups: int):
     if _direct(x.shape, groups):
         y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
 
-        def planes(part):  # (image, group) in order
-            _ok(lib.dw_conv_fwd_f32(_ptr(x), _ptr(weight), bias_ptr, _ptr(y), part.start, part.stop,
-                                    _ptr(geom)), "conv2d")
-        _split(planes, lib.dw_items(_ptr(geom)), y.size * (weight.size // o))
+        # items: (image, group) in order
+        _run(lib, "dw_conv_fwd_f32", (_ptr(x), _ptr(weight), bias_ptr, _ptr(y), START, STOP, _ptr(geom)),
+             lib.dw_items(_ptr(geom)), y.size * (weight.size // o), "conv2d")
         return y
 
-    def pack(packed, part):
-        lib.pack_weights_part_f32(_ptr(weight), _ptr(geom), _ptr(packed), part.start, part.stop)
+    def pack(packed):
+        return "pack_weights_part_f32", (_ptr(weight), _ptr(geom), _ptr(packed), START, STOP)
     return _forward_packed(lib, x, weight.shape, bias, bias_ptr, geom, win, groups, pack)
 
 
 def _forward_packed(lib, x, weight_shape, bias, bias_ptr, geom, win: Window, groups: int, pack):
     """The GEMM forward of contiguous float32 ``x`` with weights of ``weight_shape``, which
-    ``pack(packed, part)`` writes into ``packed`` as the kernels' row panels ``part`` (items
-    (group, panel of 8 output channels)); the panels are packed on the host threads (a copy,
-    so the bits do not depend on the split). ``bias`` is held so that it outlives the call."""
+    the entry point and arguments ``pack(packed)`` returns write into ``packed`` as the
+    kernels' row panels (items (group, panel of 8 output channels)); the panels are packed
+    on the pool's threads (a copy, so the bits do not depend on the split). ``bias`` is held
+    so that it outlives the call."""
     n, o = x.shape[0], weight_shape[0]
     packed = np.empty(lib.packed_weights_size(_ptr(geom)), dtype=np.float32)
-    parallel_for(lambda part: pack(packed, part), lib.weight_panels(_ptr(geom)), 2 * packed.size)
+    entry, args = pack(packed)
+    _stream(lib, entry, args, lib.weight_panels(_ptr(geom)), 2 * packed.size, "conv2d")
     y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
     macs = y.size * (int(np.prod(weight_shape)) // o)
     batch = _images_a_panel_row(lib, n, win.oh * win.ow, (x.shape[1] // groups) * _frame_pixels(win))
-    if batch > 1:
-        def chunks(part):  # (images, group, a panel of their output pixels): panels run across images
-            _ok(lib.conv2d_fwd_batched_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop,
-                                           _ptr(geom), batch), "conv2d")
-        _split(chunks, lib.fwd_batched_items(_ptr(geom), batch), macs)
+    if batch > 1:  # items: (images, group, a panel of their output pixels): panels run across images
+        _run(lib, "conv2d_fwd_batched_f32", (_ptr(x), _ptr(packed), bias_ptr, _ptr(y), START, STOP, _ptr(geom), batch),
+             lib.fwd_batched_items(_ptr(geom), batch), macs, "conv2d")
         return y
 
     items = lib.fwd_items(_ptr(geom))
@@ -167,10 +182,9 @@ def _forward_packed(lib, x, weight_shape, bias, bias_ptr, geom, win: Window, gro
     want = MIN_ITEMS_FOR_THREADS * threads
     blocks = min(-(-(o // groups) // 8), -(-want // items)) if threads > 1 and items < want else 1
 
-    def parts(part):  # (image, group, a panel of output pixels, a block of channels) in order
-        _ok(lib.conv2d_fwd_split_f32(_ptr(x), _ptr(packed), bias_ptr, _ptr(y), part.start, part.stop, _ptr(geom),
-                                     blocks), "conv2d")
-    _split(parts, items * blocks, macs)
+    # items: (image, group, a panel of output pixels, a block of channels) in order
+    _run(lib, "conv2d_fwd_split_f32", (_ptr(x), _ptr(packed), bias_ptr, _ptr(y), START, STOP, _ptr(geom), blocks),
+         items * blocks, macs, "conv2d")
     return y
 
 
@@ -188,10 +202,8 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
         # each group's weights summed over the whole batch by one call, images in order
         dw = np.empty(weight_shape, dtype=np.float32)
 
-        def group_range(part):
-            _ok(lib.dw_conv_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw), part.start, part.stop, _ptr(geom)),
-                "conv2d backward")
-        _split(group_range, groups, macs)
+        _run(lib, "dw_conv_dw_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), START, STOP, _ptr(geom)), groups, macs,
+             "conv2d backward")
         return dw
     # The batch is cut into fixed shares (_dw_parts; fewer for a smaller batch; one large
     # image: shares of its pixels), each summed into its own partial dW, and the partials
@@ -207,22 +219,13 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
         # one share (one small image): the threads take column panels of dW instead, no partials
         dw = np.empty((o, kh, kw, cg), dtype=np.float32)
 
-        def columns(part):
-            _ok(lib.conv2d_dw_cols_f32(_ptr(x), _ptr(grad_out), _ptr(dw), 0, n, part.start, part.stop,
-                                       _ptr(geom)), "conv2d backward")
-        _split(columns, lib.dw_col_panels(_ptr(geom)), macs)
+        _run(lib, "conv2d_dw_cols_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), 0, n, START, STOP, _ptr(geom)),
+             lib.dw_col_panels(_ptr(geom)), macs, "conv2d backward")
         return np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
     dw = np.empty((len(parts), o, kh, kw, cg), dtype=np.float32)  # the kernels' order: (ky, kx, c)
-
-    def shares(part):
-        for i in range(part.start, part.stop):
-            if pixel_shares >= 2:
-                _ok(lib.conv2d_dw_pixels_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), 0, parts[i].start,
-                                             parts[i].stop, _ptr(geom)), "conv2d backward")
-            else:
-                _ok(lib.conv2d_dw_f32(_ptr(x), _ptr(grad_out), _ptr(dw[i]), parts[i].start, parts[i].stop,
-                                      _ptr(geom)), "conv2d backward")
-    _split(shares, len(parts), macs)
+    bounds = np.array([p.start for p in parts] + [parts[-1].stop], dtype=np.int64)
+    _run(lib, "conv2d_dw_shares_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), _ptr(bounds), int(pixel_shares >= 2),
+                                       START, STOP, _ptr(geom)), len(parts), macs, "conv2d backward")
     total = dw[0]
     for partial in dw[1:]:
         total += partial
@@ -244,10 +247,8 @@ def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
         grad_out, weight = np.ascontiguousarray(grad_out), np.ascontiguousarray(weight)
         dx = np.empty(x_shape, dtype=np.float32)
 
-        def planes(part):
-            _ok(lib.dw_conv_dx_f32(_ptr(grad_out), _ptr(weight), _ptr(dx), part.start, part.stop, _ptr(geom)),
-                "conv2d backward")
-        _split(planes, lib.dw_items(_ptr(geom)), grad_out.size * cg * kh * kw)
+        _run(lib, "dw_conv_dx_f32", (_ptr(grad_out), _ptr(weight), _ptr(dx), START, STOP, _ptr(geom)),
+             lib.dw_items(_ptr(geom)), grad_out.size * cg * kh * kw, "conv2d backward")
         return dx
     og = o // groups
     if cg < 4 and og * (win.oh + win.dh * kh) * (win.ow + win.dw * kw) * 4 > FEW_ROWS_FRAME_BYTES:
@@ -286,9 +287,9 @@ def _forward_transposed(grad_out, weight, x_shape, as_forward: Window, groups: i
     conv_geom = _geometry(x_shape, o, Window(kh, kw, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1), groups)
     geom = _geometry(grad_out.shape, c, as_forward, groups)
 
-    def pack(packed, part):
-        _ok(lib.pack_weights_t_f32(_ptr(weight), _ptr(conv_geom), _ptr(ys), len(ys), _ptr(xs), len(xs),
-                                   _ptr(packed), part.start, part.stop), "conv2d backward")
+    def pack(packed):
+        return "pack_weights_t_f32", (_ptr(weight), _ptr(conv_geom), _ptr(ys), len(ys), _ptr(xs), len(xs),
+                                      _ptr(packed), START, STOP)
     return _forward_packed(lib, grad_out, (c, og, len(ys), len(xs)), None, None, geom, as_forward, groups, pack)
 
 
@@ -347,7 +348,7 @@ def relu(x):
         return None
     x = np.ascontiguousarray(x)
     y = np.empty(x.shape, dtype=np.float32)
-    parallel_for(lambda part: lib.relu_f32(_ptr(x), _ptr(y), part.start, part.stop), x.size, x.size)
+    _stream(lib, "relu_f32", (_ptr(x), _ptr(y), START, STOP), x.size, x.size)
     return y
 
 
@@ -358,8 +359,7 @@ def relu_backward(grad_out, y):
         return None
     grad_out, y = np.ascontiguousarray(grad_out), np.ascontiguousarray(y)
     dx = np.empty(y.shape, dtype=np.float32)
-    parallel_for(lambda part: lib.relu_backward_f32(_ptr(grad_out), _ptr(y), _ptr(dx), part.start, part.stop),
-                 y.size, 2 * y.size)
+    _stream(lib, "relu_backward_f32", (_ptr(grad_out), _ptr(y), _ptr(dx), START, STOP), y.size, 2 * y.size)
     return dx
 
 
@@ -380,9 +380,8 @@ def max_pool2d(x, win: Window):
     y = np.empty((n, c, win.oh, win.ow), dtype=np.float32)
     idx = np.empty(y.shape, dtype=np.uint8)
 
-    def planes(part):
-        _ok(lib.max_pool2d_fwd_f32(_ptr(x), _ptr(y), _ptr(idx), part.start, part.stop, _ptr(geom)), "max_pool2d")
-    parallel_for(planes, n * c, x.size)
+    _stream(lib, "max_pool2d_fwd_f32", (_ptr(x), _ptr(y), _ptr(idx), START, STOP, _ptr(geom)), n * c, x.size,
+            "max_pool2d")
     return y, idx
 
 
@@ -401,10 +400,8 @@ def max_pool2d_backward(grad_out, idx, x_shape, win: Window):
     grad_out, idx = np.ascontiguousarray(grad_out), np.ascontiguousarray(idx)
     dx = np.empty(x_shape, dtype=np.float32)
 
-    def planes(part):
-        _ok(lib.max_pool2d_bwd_f32(_ptr(grad_out), _ptr(idx), _ptr(dx), part.start, part.stop, _ptr(geom)),
-            "max_pool2d backward")
-    parallel_for(planes, n * c, dx.size)
+    _stream(lib, "max_pool2d_bwd_f32", (_ptr(grad_out), _ptr(idx), _ptr(dx), START, STOP, _ptr(geom)), n * c,
+            dx.size, "max_pool2d backward")
     return dx
 
 
@@ -427,8 +424,8 @@ def avg_pool2d(x, win: Window, divisor):
     n, c = x.shape[:2]
     x = np.ascontiguousarray(x)
     y = np.empty((n, c, win.oh, win.ow), dtype=np.float32)
-    parallel_for(lambda part: lib.avg_pool2d_k2s2_fwd_f32(_ptr(x), _ptr(y), divisor, part.start, part.stop,
-                                                          _ptr(geom)), n * c, x.size)
+    div = np.array([divisor], dtype=np.float32)
+    _stream(lib, "avg_pool2d_k2s2_fwd_f32", (_ptr(x), _ptr(y), _ptr(div), START, STOP, _ptr(geom)), n * c, x.size)
     return y
 
 
@@ -443,8 +440,9 @@ def avg_pool2d_backward(grad_out, x_shape, win: Window, divisor):
         return None
     grad_out = np.ascontiguousarray(grad_out)
     dx = np.empty(x_shape, dtype=np.float32)
-    parallel_for(lambda part: lib.avg_pool2d_k2s2_bwd_f32(_ptr(grad_out), _ptr(dx), divisor, part.start,
-                                                          part.stop, _ptr(geom)), n * c, dx.size)
+    div = np.array([divisor], dtype=np.float32)
+    _stream(lib, "avg_pool2d_k2s2_bwd_f32", (_ptr(grad_out), _ptr(dx), _ptr(div), START, STOP, _ptr(geom)), n * c,
+            dx.size)
     return dx
 
 
@@ -462,8 +460,6 @@ def matmul(a, b):
         return None
     c = np.empty((m, n), dtype=np.float32)
 
-    def columns(part):
-        _ok(lib.gemm_f32(_ptr(a), ras, cas, _ptr(b), rbs, cbs, _ptr(c), n, m, n, k, part.start, part.stop),
-            "matmul")
-    _split(columns, lib.gemm_panels(n), m * n * k)
+    _run(lib, "gemm_f32", (_ptr(a), ras, cas, _ptr(b), rbs, cbs, _ptr(c), n, m, n, k, START, STOP),
+         lib.gemm_panels(n), m * n * k, "matmul")
     return c

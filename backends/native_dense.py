@@ -24,10 +24,14 @@ import numpy as np
 
 from ..kernels import native
 
-from .host_threads import MIN_ITEMS_PER_THREAD, parallel_for
+from . import native_calls
+from .native_calls import START, STOP
 
-#: Multiply-adds a thread must get before a product is split (a split costs ~20 us).
-MIN_MACS_PER_THREAD = 1 << 21
+#: Multiply-adds a thread must get before a product is split (on the C pool: a hand-off
+#: costs a few microseconds).
+MIN_MACS_PER_THREAD = 1 << 20
+#: Elements of a parameter a thread must get before an optimizer update is split.
+MIN_ELEMENTS_PER_THREAD = 1 << 16
 #: Products smaller than this (multiply-adds) stay with NumPy's BLAS. It is OpenBLAS's own
 #: threshold (65536 x GEMM_MULTITHREAD_THRESHOLD 4): below it OpenBLAS computes on the
 #: calling thread and is quick (LeNet-5's 64x120 by 120x84: 25 us, the kernels 37); above
@@ -52,9 +56,9 @@ def _ptr(a) -> int:
     return a.ctypes.data
 
 
-def _threads_for(macs: int) -> int:
-    """``items`` for :func:`parallel_for`: one thread per ``MIN_MACS_PER_THREAD``."""
-    return macs * MIN_ITEMS_PER_THREAD // MIN_MACS_PER_THREAD
+def _run(lib, name: str, args, extent: int, work: int, work_per_thread: int) -> None:
+    """Entry point ``name`` over ``[0, extent)`` on the C pool, one thread per ``work_per_thread``."""
+    native_calls.run(lib, name, args, extent, native_calls.threads_for(extent, work, work_per_thread))
 
 
 def linear(x, weight, bias):
@@ -68,9 +72,8 @@ def linear(x, weight, bias):
     if lib is None or (bias is not None and bias.shape != (n,)):
         return None
     y = np.empty((m, n), dtype=_F32)
-    args = (_ptr(x), _ptr(weight), _ptr(bias) if bias is not None else None, _ptr(y), m, n, k)
-    parallel_for(lambda part: lib.linear_fwd_f32(*args, part.start, part.stop), lib.linear_tiles(n),
-                 _threads_for(m * n * k))
+    args = (_ptr(x), _ptr(weight), _ptr(bias) if bias is not None else None, _ptr(y), m, n, k, START, STOP)
+    _run(lib, "linear_fwd_f32", args, lib.linear_tiles(n), m * n * k, MIN_MACS_PER_THREAD)
     return y
 
 
@@ -78,9 +81,8 @@ def _gemm(lib, a, a_strides, b, m, n, k):
     """``C (m x n) = A . B`` through ``gemm_nn_f32``: A with strides ``a_strides`` (in floats),
     B a C-contiguous (k x n) array, read in place."""
     c = np.empty((m, n), dtype=_F32)
-    args = (_ptr(a), *a_strides, _ptr(b), n, _ptr(c), n, m, n, k)
-    parallel_for(lambda part: lib.gemm_nn_f32(*args, part.start, part.stop), lib.gemm_panels(n),
-                 _threads_for(m * n * k))
+    args = (_ptr(a), *a_strides, _ptr(b), n, _ptr(c), n, m, n, k, START, STOP)
+    _run(lib, "gemm_nn_f32", args, lib.gemm_panels(n), m * n * k, MIN_MACS_PER_THREAD)
     return c
 
 
@@ -128,8 +130,9 @@ def adam_update(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1
     vmax_out = np.empty_like(p) if amsgrad else None
     vmax_in = max_exp_avg_sq if amsgrad else None
     ptrs = (_ptr(p), _ptr(grad), _ptr(exp_avg), _ptr(m_out), _ptr(exp_avg_sq), _ptr(v_out),
-            _ptr(vmax_in) if amsgrad else None, _ptr(vmax_out) if amsgrad else None, _ptr(consts), flags)
-    parallel_for(lambda part: lib.adam_f32(*ptrs, part.start, part.stop), p.size, p.size)  # memory-bound: threads only for big ones
+            _ptr(vmax_in) if amsgrad else None, _ptr(vmax_out) if amsgrad else None, _ptr(consts), flags,
+            START, STOP)
+    _run(lib, "adam_f32", ptrs, p.size, p.size, MIN_ELEMENTS_PER_THREAD)  # memory-bound: threads only for big ones
     return m_out, v_out, vmax_out
 
 
@@ -147,6 +150,6 @@ def sgd_update(p, grad, momentum_buffer, *, lr, momentum, dampening, weight_deca
     consts = np.array([weight_decay, momentum, 1 - dampening, lr], dtype=_F32)
     buf_out = np.empty_like(p) if momentum else None
     ptrs = (_ptr(p), _ptr(grad), None if first or not momentum else _ptr(momentum_buffer),
-            _ptr(buf_out) if momentum else None, _ptr(consts), flags)
-    parallel_for(lambda part: lib.sgd_f32(*ptrs, part.start, part.stop), p.size, p.size)
+            _ptr(buf_out) if momentum else None, _ptr(consts), flags, START, STOP)
+    _run(lib, "sgd_f32", ptrs, p.size, p.size, MIN_ELEMENTS_PER_THREAD)
     return (buf_out,)

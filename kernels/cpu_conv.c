@@ -788,6 +788,22 @@ int conv2d_dw_pixels_f32(const float *x, const float *dy, float *dw, i64 nn, i64
     return 0;
 }
 
+/* The weight gradient's fixed shares [i0, i1) of the batch (pixels = 0: share i is images
+ * bounds[i] to bounds[i+1] - 1, by conv2d_dw_f32) or of the pixels of image 0 (pixels = 1:
+ * by conv2d_dw_pixels_f32), share i summed into its own partial dW at dw + i * O*K. One
+ * entry point over a range of shares, so that a thread pool can split them. */
+int conv2d_dw_shares_f32(const float *x, const float *dy, float *dw, const i64 *bounds, i64 pixels, i64 i0,
+                         i64 i1, const i64 *g)
+{
+    i64 size = g[G_O] * (g[G_C] / g[G_GROUPS]) * g[G_KH] * g[G_KW];
+    for (i64 i = i0; i < i1; i++) {
+        int rc = pixels ? conv2d_dw_pixels_f32(x, dy, dw + i * size, 0, bounds[i], bounds[i + 1], g)
+                        : conv2d_dw_f32(x, dy, dw + i * size, bounds[i], bounds[i + 1], g);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 /* Plain matrices: C (M x N, row stride ldc) = A . B with A(i, k) = a[i * ras + k * cas] and
  * B(k, j) = b[k * rbs + j * cbs], for the column panels [t0, t1) of NR columns of C (each
  * thread packs its own share of B, which is read once). The same packing and register
@@ -1063,16 +1079,16 @@ int avg_pool2d_k2s2_ok(const i64 *g)
 }
 
 /* y = window mean for planes [p0, p1) of N*C; call only where avg_pool2d_k2s2_ok(g). */
-void avg_pool2d_k2s2_fwd_f32(const float *x, float *y, float div, i64 p0, i64 p1, const i64 *g)
+void avg_pool2d_k2s2_fwd_f32(const float *x, float *y, const float *div, i64 p0, i64 p1, const i64 *g)
 {
     pool_t s = read_pool(g);
-    avg_pool_k2s2(x, y, div, p0, p1, &s);
+    avg_pool_k2s2(x, y, *div, p0, p1, &s);
 }
 
-void avg_pool2d_k2s2_bwd_f32(const float *gy, float *dx, float div, i64 p0, i64 p1, const i64 *g)
+void avg_pool2d_k2s2_bwd_f32(const float *gy, float *dx, const float *div, i64 p0, i64 p1, const i64 *g)
 {
     pool_t s = read_pool(g);
-    avg_pool_k2s2_bwd(gy, dx, div, p0, p1, &s);
+    avg_pool_k2s2_bwd(gy, dx, *div, p0, p1, &s);
 }
 
 /* One tap across a row of windows: take v where it beats the best so far, or is NaN. */

@@ -55,9 +55,9 @@ from importlib import resources
 
 #: The C sources, compiled as one translation unit in this order (each file after the
 #: first may use the vector layer and helpers of those before it).
-SOURCES = ("cpu_conv.c", "cpu_dense.c", "cpu_depthwise.c", "cpu_peak.c")
+SOURCES = ("cpu_conv.c", "cpu_dense.c", "cpu_depthwise.c", "cpu_peak.c", "cpu_pool.c")
 SOURCE = "cpu_*.c"  # how messages name them
-FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-fno-math-errno")
+FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fno-math-errno")
 #: What ``native_isa()`` of a build may answer, named; 0 (neither) turns the kernels off.
 ISAS = {512: "AVX-512", 256: "AVX2"}
 #: A ``.build-*`` directory older than this (seconds) is a leftover of a killed build.
@@ -81,6 +81,7 @@ SIGNATURES = {
     "conv2d_fwd_batched_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64)),
     "conv2d_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "conv2d_dw_pixels_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _i64, _ptr)),
+    "conv2d_dw_shares_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _ptr)),
     "dw_col_panels": (_i64, (_ptr,)),
     "conv2d_dw_cols_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _ptr)),
     "gemm_panels": (_i64, (_i64,)),
@@ -90,8 +91,8 @@ SIGNATURES = {
     "max_pool2d_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "max_pool2d_bwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "avg_pool2d_k2s2_ok": (ctypes.c_int, (_ptr,)),
-    "avg_pool2d_k2s2_fwd_f32": (None, (_ptr, _ptr, ctypes.c_float, _i64, _i64, _ptr)),
-    "avg_pool2d_k2s2_bwd_f32": (None, (_ptr, _ptr, ctypes.c_float, _i64, _i64, _ptr)),
+    "avg_pool2d_k2s2_fwd_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "avg_pool2d_k2s2_bwd_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "peak_fma_f32": (_i64, (_i64, _ptr)),
     # kernels/cpu_dense.c
     "linear_tiles": (_i64, (_i64,)),
@@ -104,6 +105,9 @@ SIGNATURES = {
     "dw_conv_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "dw_conv_dx_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "dw_conv_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    # kernels/cpu_pool.c
+    "pool_run": (_i64, (_ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
+    "pool_workers": (_i64, ()),
 }
 
 _status = "not loaded yet"

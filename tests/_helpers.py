@@ -112,11 +112,12 @@ def run_file_under_avx2(test_file: str, cache_dir) -> dict:
 
 
 def count_native_calls(monkeypatch) -> dict:
-    """Count the C entry points that ``engine.backends.native_cpu`` calls: ``{name: calls}``,
-    filled as the test runs. Dispatch is unchanged: the wrapper stands in only where
-    ``native_cpu._lib`` would have given the library."""
-    from engine.backends import native_cpu
-    real_lib, counts = native_cpu._lib, {}
+    """Count the C entry points that ``engine.backends.native_cpu`` calls, directly or
+    through the C thread pool (``native_calls.run``): ``{name: calls}``, filled as the test
+    runs. Dispatch is unchanged: the wrapper stands in only where ``native_cpu._lib`` would
+    have given the library, and the pool is handed the real one."""
+    from engine.backends import native_calls, native_cpu
+    real_lib, real_run, counts = native_cpu._lib, native_calls.run, {}
 
     class Counting:
         def __init__(self, lib):
@@ -133,5 +134,12 @@ def count_native_calls(monkeypatch) -> dict:
     def counting_lib(*arrays):
         lib = real_lib(*arrays)
         return Counting(lib) if lib is not None else None
+
+    def counting_run(lib, name, *args):
+        if isinstance(lib, Counting):
+            counts[name] = counts.get(name, 0) + 1
+            lib = lib._lib
+        return real_run(lib, name, *args)
+    monkeypatch.setattr(native_calls, "run", counting_run)
     monkeypatch.setattr(native_cpu, "_lib", counting_lib)
     return counts

@@ -91,7 +91,7 @@ def test_native_float32_equals_float64_im2col(case, monkeypatch):
     if case == "depthwise":
         assert counts.get("dw_conv_fwd_f32", 0) >= 1 and counts.get("dw_conv_dw_f32", 0) >= 1, counts
     else:
-        dw_calls = sum(counts.get(e, 0) for e in ("conv2d_dw_f32", "conv2d_dw_pixels_f32", "conv2d_dw_cols_f32"))
+        dw_calls = sum(counts.get(e, 0) for e in ("conv2d_dw_shares_f32", "conv2d_dw_cols_f32"))
         assert _forward_calls(counts) >= 1 and dw_calls >= 1, counts
     for name, got, want in zip(("y", "dx", "dw", "db"), (y, dx, dw, db), _float64_im2col(x, wt, b, gy, kw)):
         assert got.dtype == np.float32 and got.shape == want.shape, name
@@ -116,7 +116,7 @@ def test_input_gradient_takes_the_c_kernels_for_any_stride(monkeypatch):
     counts = count_native_calls(monkeypatch)
     x, wt, b, gy, kw = _data("deep_k")
     ops.conv2d_backward(gy, x, wt, need_weight_grad=False, **kw)
-    assert _forward_calls(counts) == 1 and "conv2d_dw_f32" not in counts, counts
+    assert _forward_calls(counts) == 1 and "conv2d_dw_shares_f32" not in counts, counts
     counts.clear()
     x, wt, b, gy, kw = _data("strided")  # stride 2, 5x5: four phases, each one forward call
     ops.conv2d_backward(gy, x, wt, need_weight_grad=False, **kw)
@@ -188,7 +188,7 @@ def test_one_image_gives_the_same_bits_for_any_thread_count(case, monkeypatch):
         monkeypatch.setattr(host_threads, "_num_threads", threads)
         results.append((ops.conv2d(x, wt, b, **kw), *ops.conv2d_backward(gy, x, wt, **kw)))
     assert counts.get("conv2d_fwd_split_f32", 0) >= 1 and counts.get("pack_weights_t_f32", 0) >= 1, counts
-    assert ("conv2d_dw_pixels_f32" in counts) == ("big" in case), counts  # shares of the pixels
+    assert ("conv2d_dw_shares_f32" in counts) == ("big" in case), counts  # shares of the pixels (one image)
     assert ("conv2d_dw_cols_f32" in counts) == ("big" not in case), counts  # column panels of dW
     for other in results[1:]:
         for name, a, c in zip(("y", "dx", "dw", "db"), results[0], other):
@@ -239,7 +239,7 @@ def test_float64_and_mixed_grad_dtype_stay_on_numpy(monkeypatch):
     ops.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **kw)
     assert counts == {}
     dx, dw, _ = ops.conv2d_backward(gy.astype(np.float64), x, wt, **kw)  # float64 gradient of a float32 conv
-    assert "conv2d_dw_f32" not in counts
+    assert "conv2d_dw_shares_f32" not in counts
     ref = _float64_im2col(x, wt, b, gy, kw)
     assert_rel(dw, ref[2], 1e-5, "dw")
 

@@ -64,7 +64,7 @@ def test_depthwise_kernels_equal_the_float64_im2col_path(case, monkeypatch):
     counts = count_native_calls(monkeypatch)
     got = _run(x, wt, b, gy, kw)
     assert {"dw_conv_fwd_f32", "dw_conv_dx_f32", "dw_conv_dw_f32"} <= set(counts), counts
-    assert not {"conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_dw_f32"} & set(counts), counts
+    assert not {"conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_dw_shares_f32"} & set(counts), counts
     want = _run(*(a.astype(np.float64) for a in (x, wt, b, gy)), kw)
     for name, g, w in zip(("y", "dx", "dw", "db"), got, want):
         assert g.dtype == np.float32 and g.shape == w.shape, name

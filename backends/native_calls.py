@@ -1,0 +1,101 @@
+"""Calling a C kernel over a range of work items, split over the C thread pool.
+
+Every threaded entry point of ``kernels/cpu_*.c`` takes ``(..., start, stop, ...)``: a
+range of its work items (elements, planes, panels, shares of the batch). :func:`run` cuts
+``[0, extent)`` into contiguous parts, as :func:`host_threads.split` does, and has
+``pool_run`` of ``kernels/cpu_pool.c`` call the entry point once per part, on the calling
+thread and the pool's spinning workers. A hand-off there costs about a microsecond,
+against 30-60 us through a Python thread pool, so layers of a few hundred microseconds
+(LeNet-5, batch-1 inference) use both cores too. The kernels never let the split change
+their results, so neither does the thread count.
+
+Only entry points whose arguments are all pointers or integers can go through the pool
+(``pool_run`` passes int64s); :func:`run` checks that against ``native.SIGNATURES``.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+from ..kernels import native
+from . import host_threads
+
+
+class _Slot:
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: Placeholders in :func:`run`'s ``args`` for a part's first item and one past its last.
+START, STOP = _Slot("START"), _Slot("STOP")
+
+#: Whether :func:`run` uses the C pool; ``False`` (or ``$ENGINE_NATIVE_POOL=0``) splits the
+#: same parts over the Python host threads instead (the bench compares the two).
+USE_POOL = os.environ.get("ENGINE_NATIVE_POOL", "1") != "0"
+#: Arguments ``pool_run`` can pass (kernels/cpu_pool.c, POOL_MAX_ARGS).
+MAX_ARGS = 16
+_INTEGER_CLASS = (ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int)
+_entries: dict = {}
+
+
+def _entry(lib, name: str):
+    """``(address, returns_int)`` of entry point ``name``, checked to suit ``pool_run``."""
+    key = (id(lib), name)
+    found = _entries.get(key)
+    if found is None:
+        restype, argtypes = native.SIGNATURES[name]
+        if len(argtypes) > MAX_ARGS or any(t not in _INTEGER_CLASS for t in argtypes) \
+                or restype not in (None, ctypes.c_int):
+            raise TypeError(f"{name}: pool_run passes up to {MAX_ARGS} integer or pointer arguments and "
+                            f"returns an int or nothing; the signature is {restype} {argtypes}")
+        found = (ctypes.cast(getattr(lib, name), ctypes.c_void_p).value, restype is not None)
+        _entries[key] = found
+    return found
+
+
+def threads_for(extent: int, work: int, work_per_thread: int) -> int:
+    """How many parts to cut ``extent`` items into: one per ``work_per_thread`` of ``work``,
+    at most :func:`host_threads.get_num_threads` and ``extent``; 1 inside a host worker
+    thread (no nesting)."""
+    if getattr(host_threads._inside, "worker", False):
+        return 1
+    return max(1, min(host_threads.get_num_threads(), extent, work // work_per_thread))
+
+
+def run(lib, name: str, args, extent: int, parts: int) -> int:
+    """Call entry point ``name`` of ``lib`` with ``args`` (pointers as ints, ints, ``None``
+    for a null pointer; :data:`START` and :data:`STOP` where the range goes) once per part of
+    ``[0, extent)`` cut into ``parts``, on up to ``parts`` threads. Returns the first nonzero
+    result of a part (0 for entry points that return nothing)."""
+    if extent <= 0:
+        return 0
+    address, returns_int = _entry(lib, name)
+    values = (ctypes.c_longlong * MAX_ARGS)()
+    start = stop = -1
+    for i, a in enumerate(args):
+        if a is START:
+            start = i
+        elif a is STOP:
+            stop = i
+        elif a is not None:
+            values[i] = int(a)
+    if start < 0 or stop < 0:
+        raise ValueError(f"{name}: args must hold START and STOP, got {args!r}")
+    if USE_POOL:
+        return lib.pool_run(address, values, len(args), start, stop, int(returns_int), extent, parts)
+    return _run_on_host_threads(getattr(lib, name), list(values)[:len(args)], start, stop, extent, parts)
+
+
+def _run_on_host_threads(fn, values, start: int, stop: int, extent: int, parts: int) -> int:
+    """The same parts on the Python host threads (:func:`host_threads.parallel_for`)."""
+    results = []
+
+    def part(p):
+        a = list(values)
+        a[start], a[stop] = p.start, p.stop
+        results.append(fn(*a) or 0)
+    host_threads.parallel_for(part, extent, parts * host_threads.MIN_ITEMS_PER_THREAD)
+    return next((r for r in results if r), 0)
