@@ -98,8 +98,7 @@ def _images_a_panel_row(lib, n: int, pixels: int, frame_floats: int) -> int:
     return best
 
 
-def _ptr(a) -> int:
-    return a.ctypes.data
+_ptr = native_calls.address
 
 
 def _ok(rc: int, what: str) -> None:

@@ -52,8 +52,7 @@ def _lib(*arrays):
     return native.library()
 
 
-def _ptr(a) -> int:
-    return a.ctypes.data
+_ptr = native_calls.address
 
 
 def _run(lib, name: str, args, extent: int, work: int, work_per_thread: int) -> None:

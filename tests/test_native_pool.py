@@ -176,3 +176,11 @@ def test_a_forked_child_runs_on_a_fresh_pool():
         answer = f.read()
     os.waitpid(pid, 0)
     assert answer == b"1"
+
+
+def test_address_is_the_first_element_whatever_the_array():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    ro = a.copy()
+    ro.flags.writeable = False
+    for arr in (a, ro, a[:, 1:], a[1:], np.empty(0, np.float32), np.float32(3) * np.ones(1, np.float32)):
+        assert native_calls.address(arr) == arr.ctypes.data
