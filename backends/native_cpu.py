@@ -37,6 +37,10 @@ MIN_ITEMS_FOR_THREADS = 4
 FEW_ROWS_FRAME_BYTES = 1 << 20
 #: The most floats of image frames the batched forward holds at once (16 MiB).
 BATCH_FRAME_FLOATS = 1 << 22
+#: When stride-1 layers with at most two row panels of output channels a group take the
+#: direct kernel of ``kernels/cpu_direct.c`` (the same bits as the GEMM path): ``"auto"``
+#: where its cost model says it wins, ``"always"`` wherever it serves, ``"never"``.
+DIRECT = "auto"
 #: The weight gradient sums this many fixed shares of the batch apart, then adds them up
 #: (8: an even split for 1, 2, 4 or 8 threads).
 DW_BATCH_PARTS = 8
@@ -155,6 +159,12 @@ def forward(x, weight, bias, win: Window, groups: int):
     return _forward_packed(lib, x, weight.shape, bias, bias_ptr, geom, win, groups, pack)
 
 
+def _takes_direct(lib, geom) -> bool:
+    if DIRECT == "always":
+        return bool(lib.direct_serves(_ptr(geom)))
+    return DIRECT == "auto" and bool(lib.direct_wins(_ptr(geom)))
+
+
 def _forward_packed(lib, x, weight_shape, bias, bias_ptr, geom, win: Window, groups: int, pack):
     """The GEMM forward of contiguous float32 ``x`` with weights of ``weight_shape``, which
     the entry point and arguments ``pack(packed)`` returns write into ``packed`` as the
@@ -167,6 +177,10 @@ def _forward_packed(lib, x, weight_shape, bias, bias_ptr, geom, win: Window, gro
     _stream(lib, entry, args, lib.weight_panels(_ptr(geom)), 2 * packed.size, "conv2d")
     y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
     macs = y.size * (int(np.prod(weight_shape)) // o)
+    if _takes_direct(lib, geom):  # stride 1, few output channels: no packing of the image
+        _run(lib, "conv2d_fwd_direct_f32", (_ptr(x), _ptr(packed), bias_ptr, _ptr(y), START, STOP, _ptr(geom)),
+             lib.direct_items(_ptr(geom)), macs, "conv2d")
+        return y
     batch = _images_a_panel_row(lib, n, win.oh * win.ow, (x.shape[1] // groups) * _frame_pixels(win))
     if batch > 1:  # items: (images, group, a panel of their output pixels): panels run across images
         _run(lib, "conv2d_fwd_batched_f32", (_ptr(x), _ptr(packed), bias_ptr, _ptr(y), START, STOP, _ptr(geom), batch),

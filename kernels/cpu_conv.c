@@ -128,21 +128,25 @@ static i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
 static i64 min64(i64 a, i64 b) { return a < b ? a : b; }
 
 /* The padded frame of cg channels of one image: frame[c][r][q] = x[c][r - pt][q - pl],
- * zero outside the image. A negative pt/pl crops instead. */
+ * zero outside the image. A negative pt/pl crops instead. Zeroed with one memset where
+ * there is padding, rows copied with vector loads and stores: small images (LeNet-5's
+ * 10x10) have rows of a few floats, and a libc call per row (or three, with the padding)
+ * cost as much as the multiply-adds of a one-panel layer. */
 static void pad_frame(const float *x, const geom_t *s, float *frame)
 {
+    i64 q0 = s->pl > 0 ? s->pl : 0;                       /* first column fed by the image */
+    i64 q1 = min64(s->wp, s->pl + s->w);                  /* one past the last */
+    i64 r0 = s->pt > 0 ? s->pt : 0, r1 = min64(s->hp, s->pt + s->h);
+    if (q0 > 0 || q1 < s->wp || r0 > 0 || r1 < s->hp || q1 <= q0 || r1 <= r0)
+        memset(frame, 0, (size_t)(s->cg * s->hp * s->wp) * 4);
+    if (q1 <= q0) return;
     for (i64 c = 0; c < s->cg; c++) {
-        const float *src = x + c * s->h * s->w;
-        float *dst = frame + c * s->hp * s->wp;
-        i64 q0 = s->pl > 0 ? s->pl : 0;                       /* first column fed by the image */
-        i64 q1 = min64(s->wp, s->pl + s->w);                  /* one past the last */
-        for (i64 r = 0; r < s->hp; r++) {
-            float *row = dst + r * s->wp;
-            i64 ir = r - s->pt;
-            if (ir < 0 || ir >= s->h || q1 <= q0) { memset(row, 0, (size_t)s->wp * 4); continue; }
-            if (q0 > 0) memset(row, 0, (size_t)q0 * 4);
-            memcpy(row + q0, src + ir * s->w + (q0 - s->pl), (size_t)(q1 - q0) * 4);
-            if (q1 < s->wp) memset(row + q1, 0, (size_t)(s->wp - q1) * 4);
+        const float *src = x + c * s->h * s->w + (q0 - s->pl);
+        float *dst = frame + c * s->hp * s->wp + q0;
+        for (i64 r = r0; r < r1; r++) {
+            const float *in = src + (r - s->pt) * s->w;
+            float *out = dst + r * s->wp;
+            for (i64 q = 0; q < q1 - q0; q += VL) v_storen(out + q, v_loadn(in + q, q1 - q0 - q), q1 - q0 - q);
         }
     }
 }

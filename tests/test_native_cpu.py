@@ -79,7 +79,8 @@ def _float64_im2col(x, wt, b, gy, kwargs):
 
 
 def _forward_calls(counts):
-    return sum(counts.get(entry, 0) for entry in ("conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_fwd_batched_f32"))
+    return sum(counts.get(entry, 0) for entry in (
+        "conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_fwd_batched_f32", "conv2d_fwd_direct_f32"))
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -131,6 +132,7 @@ def test_panels_across_images_give_the_per_image_bits(case, monkeypatch):
     the narrow kernel, across images through the register tile: the same bits too."""
     x, wt, b, gy, kw = _data(case)
     x, gy = np.concatenate([x] * 5), np.concatenate([gy] * 5)
+    monkeypatch.setattr(native_cpu, "DIRECT", "never")  # the GEMM path's kernels (cpu_direct.c has its own tests)
     counts = count_native_calls(monkeypatch)
     batched = (ops.conv2d(x, wt, b, **kw), ops.conv2d_backward(gy, x, wt, **kw)[0])
     assert counts.get("conv2d_fwd_batched_f32", 0) >= 1, counts
@@ -181,7 +183,8 @@ def test_one_image_gives_the_same_bits_for_any_thread_count(case, monkeypatch):
     pixels, dW in fixed shares of the pixels: the bits of one thread."""
     x, wt, b, gy, kw = _data(case)
     monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
-    monkeypatch.setattr(host_threads, "MIN_ITEMS_PER_THREAD", 1)  # split the packing too
+    monkeypatch.setattr(native_cpu, "MIN_ELEMENTS_PER_THREAD", 1)  # split the packing too
+    monkeypatch.setattr(native_cpu, "DIRECT", "never")  # the GEMM path's kernels (cpu_direct.c has its own tests)
     counts = count_native_calls(monkeypatch)
     results = []
     for threads in (1, 2, 3):
@@ -390,7 +393,7 @@ def test_avg_pool_kernel_equals_the_generic_path_and_torch(case, monkeypatch):
     x.reshape(-1)[::11] = np.inf
     x.reshape(-1)[5::13] = np.nan
     counts = count_native_calls(monkeypatch)
-    monkeypatch.setattr(host_threads, "MIN_ITEMS_PER_THREAD", 1)
+    monkeypatch.setattr(native_cpu, "MIN_ELEMENTS_PER_THREAD", 1)
     results = []
     for threads in (1, 2, 3):
         monkeypatch.setattr(host_threads, "_num_threads", threads)
