@@ -43,6 +43,12 @@ def backend_for(*arrays, where: str):
 
 def pair(value, name: str, where: str, minimum: int = 1) -> tuple[int, int]:
     """``value`` (an int or a pair of ints) as a pair, each at least ``minimum``."""
+    kind = type(value)  # plain ints and tuples of them first: numbers.Integral is an ABC check (~1 us)
+    if kind is int or (kind is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int):
+        value = (value, value) if kind is int else value
+        if value[0] < minimum or value[1] < minimum:
+            raise ValueError(f"{where}: {name} must be >= {minimum}, got {value!r}")
+        return value
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         value = (int(value), int(value))
     elif isinstance(value, (tuple, list)) and len(value) == 2 and all(

@@ -59,7 +59,7 @@ class _ConvTransposeNd(Module):
 
     def forward(self, input, output_size=None):
         layout = "(N, C, H, W)" if self._ndim == 2 else "(N, C, L)"
-        check_channels(self._label(), input, self._ndim, self.in_channels, layout)
+        check_channels(self, input, self._ndim, self.in_channels, layout)
         op = self._output_padding_for(input, output_size)
         functional = F.conv_transpose2d if self._ndim == 2 else F.conv_transpose1d
         with renamed_errors(functional.__name__, self):

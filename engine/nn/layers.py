@@ -61,8 +61,14 @@ def _init_parameters(weight, bias, init, where):
 
 
 def check_channels(label, x, spatial, channels, layout):
-    """``x`` is ``(N, C, *S)`` or unbatched ``(C, *S)`` with ``len(S) == spatial`` and ``C == channels``."""
+    """``x`` is ``(N, C, *S)`` or unbatched ``(C, *S)`` with ``len(S) == spatial`` and ``C == channels``.
+    ``label`` names the layer in errors: a string, or the module (its ``_label()`` is then
+    formatted only for an error, not on every call)."""
     ndim = getattr(x, "ndim", None)
+    if ndim is not None and ndim in (spatial + 1, spatial + 2) and x.shape[-spatial - 1] == channels:
+        return
+    if not isinstance(label, str):
+        label = label._label()
     if ndim is None:
         raise TypeError(f"{label}: input must be a Tensor or an array, got {type(x).__name__}")
     if ndim not in (spatial + 1, spatial + 2):
@@ -111,7 +117,7 @@ class _ConvNd(Module):
         return self.padding if isinstance(self.padding, str) or self._ndim == 2 else self.padding[0]
 
     def forward(self, input):
-        check_channels(self._label(), input, self._ndim, self.in_channels, self._layout)
+        check_channels(self, input, self._ndim, self.in_channels, self._layout)
         padding = self._padding_for_conv()
         if self.padding_mode != "zeros":
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
