@@ -12,6 +12,8 @@ the batch for the weight gradient, planes for pooling.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..kernels import native
@@ -141,12 +143,12 @@ def forward(x, weight, bias, win: Window, groups: int):
     if lib is None or not _offsets_fit(x.shape, win, groups):
         return None
     n, o = x.shape[0], weight.shape[0]
-    geom = _geometry(x.shape, o, win, groups)
     # Contiguous copies held in names: a temporary would be freed before the C call reads it.
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     bias = np.ascontiguousarray(bias) if bias is not None else None
     bias_ptr = _ptr(bias) if bias is not None else None
     if _direct(x.shape, groups):
+        geom = _geometry(x.shape, o, win, groups)
         y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
 
         # items: (image, group) in order
@@ -154,9 +156,11 @@ def forward(x, weight, bias, win: Window, groups: int):
              lib.dw_items(_ptr(geom)), y.size * (weight.size // o), "conv2d")
         return y
 
+    plan = _forward_plan(lib, tuple(x.shape), tuple(weight.shape), win, groups)
+
     def pack(packed):
-        return "pack_weights_part_f32", (_ptr(weight), _ptr(geom), _ptr(packed), START, STOP)
-    return _forward_packed(lib, x, weight.shape, bias, bias_ptr, geom, win, groups, pack)
+        return "pack_weights_part_f32", (_ptr(weight), plan.geom_ptr, _ptr(packed), START, STOP)
+    return _forward_packed(lib, x, plan, bias_ptr, pack)
 
 
 def _takes_direct(lib, geom) -> bool:
@@ -165,39 +169,71 @@ def _takes_direct(lib, geom) -> bool:
     return DIRECT == "auto" and bool(lib.direct_wins(_ptr(geom)))
 
 
-def _forward_packed(lib, x, weight_shape, bias, bias_ptr, geom, win: Window, groups: int, pack):
-    """The GEMM forward of contiguous float32 ``x`` with weights of ``weight_shape``, which
-    the entry point and arguments ``pack(packed)`` returns write into ``packed`` as the
-    kernels' row panels (items (group, panel of 8 output channels)); the panels are packed
-    on the pool's threads (a copy, so the bits do not depend on the split). ``bias`` is held
-    so that it outlives the call."""
-    n, o = x.shape[0], weight_shape[0]
-    packed = np.empty(lib.packed_weights_size(_ptr(geom)), dtype=np.float32)
+class _ForwardPlan:
+    """What a GEMM forward of one geometry does, worked out once (:func:`_forward_plan`): the
+    geometry array and its address, the packed weights' size, the kernel, its items and parts."""
+    __slots__ = ("geom", "geom_ptr", "out_shape", "packed_size", "panels", "pack_parts", "entry", "items",
+                 "extra", "parts")
+
+
+#: Plans by shapes and the settings they depend on; a batch-1 forward spends more time
+#: deciding than multiplying when each decision is a ctypes call.
+_plans: dict = {}
+_MAX_PLANS = 512
+
+
+def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _ForwardPlan:
+    """The plan of the GEMM forward of ``x_shape`` with weights of ``weight_shape`` (cached)."""
+    inside = bool(getattr(host_threads._inside, "worker", False))
+    key = (id(lib), x_shape, weight_shape, win, groups, DIRECT, host_threads.get_num_threads(), inside,
+           MIN_MACS_PER_THREAD, MIN_ELEMENTS_PER_THREAD, BATCH_FRAME_FLOATS, MIN_ITEMS_FOR_THREADS)
+    plan = _plans.get(key)
+    if plan is not None:
+        return plan
+    n, o = x_shape[0], weight_shape[0]
+    plan = _ForwardPlan()
+    plan.geom = _geometry(x_shape, o, win, groups)
+    plan.geom_ptr = gp = _ptr(plan.geom)
+    plan.out_shape = (n, o, win.oh, win.ow)
+    plan.packed_size = lib.packed_weights_size(gp)
+    plan.panels = lib.weight_panels(gp)
+    plan.pack_parts = native_calls.threads_for(plan.panels, 2 * plan.packed_size, MIN_ELEMENTS_PER_THREAD)
+    macs = n * win.oh * win.ow * math.prod(weight_shape)
+    if _takes_direct(lib, plan.geom):  # stride 1, few output channels: no packing of the image
+        plan.entry, plan.items, plan.extra = "conv2d_fwd_direct_f32", lib.direct_items(gp), None
+    elif (batch := _images_a_panel_row(lib, n, win.oh * win.ow, (x_shape[1] // groups) * _frame_pixels(win))) > 1:
+        # items: (images, group, a panel of their output pixels): panels run across images
+        plan.entry, plan.items, plan.extra = "conv2d_fwd_batched_f32", lib.fwd_batched_items(gp, batch), batch
+    else:
+        items = lib.fwd_items(gp)
+        # Few panels for the threads that will run (one small image): cut each panel's output
+        # channels into blocks of row panels too, so that every thread gets work and reads only
+        # its share of the weights; the sums, and so the bits, are the same either way.
+        threads = min(host_threads.get_num_threads(), max(1, macs // MIN_MACS_PER_THREAD))
+        want = MIN_ITEMS_FOR_THREADS * threads
+        blocks = min(-(-(o // groups) // 8), -(-want // items)) if threads > 1 and items < want else 1
+        # items: (image, group, a panel of output pixels, a block of channels) in order
+        plan.entry, plan.items, plan.extra = "conv2d_fwd_split_f32", items * blocks, blocks
+    plan.parts = native_calls.threads_for(plan.items, macs, MIN_MACS_PER_THREAD)
+    if len(_plans) >= _MAX_PLANS:
+        _plans.clear()
+    _plans[key] = plan
+    return plan
+
+
+def _forward_packed(lib, x, plan: _ForwardPlan, bias_ptr, pack):
+    """The GEMM forward of contiguous float32 ``x`` by ``plan``, with weights that the entry
+    point and arguments ``pack(packed)`` returns write into ``packed`` as the kernels' row
+    panels (items (group, panel of 8 output channels)); the panels are packed on the pool's
+    threads (a copy, so the bits do not depend on the split)."""
+    packed = np.empty(plan.packed_size, dtype=np.float32)
     entry, args = pack(packed)
-    _stream(lib, entry, args, lib.weight_panels(_ptr(geom)), 2 * packed.size, "conv2d")
-    y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
-    macs = y.size * (int(np.prod(weight_shape)) // o)
-    if _takes_direct(lib, geom):  # stride 1, few output channels: no packing of the image
-        _run(lib, "conv2d_fwd_direct_f32", (_ptr(x), _ptr(packed), bias_ptr, _ptr(y), START, STOP, _ptr(geom)),
-             lib.direct_items(_ptr(geom)), macs, "conv2d")
-        return y
-    batch = _images_a_panel_row(lib, n, win.oh * win.ow, (x.shape[1] // groups) * _frame_pixels(win))
-    if batch > 1:  # items: (images, group, a panel of their output pixels): panels run across images
-        _run(lib, "conv2d_fwd_batched_f32", (_ptr(x), _ptr(packed), bias_ptr, _ptr(y), START, STOP, _ptr(geom), batch),
-             lib.fwd_batched_items(_ptr(geom), batch), macs, "conv2d")
-        return y
-
-    items = lib.fwd_items(_ptr(geom))
-    # Few panels for the threads that will run (one small image): cut each panel's output
-    # channels into blocks of row panels too, so that every thread gets work and reads only
-    # its share of the weights; the sums, and so the bits, are the same either way.
-    threads = min(host_threads.get_num_threads(), max(1, macs // MIN_MACS_PER_THREAD))
-    want = MIN_ITEMS_FOR_THREADS * threads
-    blocks = min(-(-(o // groups) // 8), -(-want // items)) if threads > 1 and items < want else 1
-
-    # items: (image, group, a panel of output pixels, a block of channels) in order
-    _run(lib, "conv2d_fwd_split_f32", (_ptr(x), _ptr(packed), bias_ptr, _ptr(y), START, STOP, _ptr(geom), blocks),
-         items * blocks, macs, "conv2d")
+    _ok(native_calls.run(lib, entry, args, plan.panels, plan.pack_parts), "conv2d")
+    y = np.empty(plan.out_shape, dtype=np.float32)
+    args = (_ptr(x), _ptr(packed), bias_ptr, _ptr(y), START, STOP, plan.geom_ptr)
+    if plan.extra is not None:
+        args += (plan.extra,)
+    _ok(native_calls.run(lib, plan.entry, args, plan.items, plan.parts), "conv2d")
     return y
 
 
@@ -298,12 +334,12 @@ def _forward_transposed(grad_out, weight, x_shape, as_forward: Window, groups: i
         return None
     grad_out, weight = np.ascontiguousarray(grad_out), np.ascontiguousarray(weight)
     conv_geom = _geometry(x_shape, o, Window(kh, kw, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1), groups)
-    geom = _geometry(grad_out.shape, c, as_forward, groups)
+    plan = _forward_plan(lib, tuple(grad_out.shape), (c, og, len(ys), len(xs)), as_forward, groups)
 
     def pack(packed):
         return "pack_weights_t_f32", (_ptr(weight), _ptr(conv_geom), _ptr(ys), len(ys), _ptr(xs), len(xs),
                                       _ptr(packed), START, STOP)
-    return _forward_packed(lib, grad_out, (c, og, len(ys), len(xs)), None, None, geom, as_forward, groups, pack)
+    return _forward_packed(lib, grad_out, plan, None, pack)
 
 
 def _phase(size: int, k: int, stride: int, dil: int, pad: int, residue: int):

@@ -184,3 +184,24 @@ def test_address_is_the_first_element_whatever_the_array():
     ro.flags.writeable = False
     for arr in (a, ro, a[:, 1:], a[1:], np.empty(0, np.float32), np.float32(3) * np.ones(1, np.float32)):
         assert native_calls.address(arr) == arr.ctypes.data
+
+
+def test_forward_plans_follow_the_settings_they_depend_on(monkeypatch):
+    """A cached forward plan is keyed by the shapes and the settings that decide it: a
+    changed thread count or threshold gives a new plan, and the results stay the same bits."""
+    x, w, b = _conv_case(2)
+    native_cpu._plans.clear()
+    first = ops.conv2d(x, w, b, padding=1)
+    assert len(native_cpu._plans) == 1
+    again = ops.conv2d(x, w, b, padding=1)
+    assert len(native_cpu._plans) == 1 and again.tobytes() == first.tobytes()
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
+    before = engine.get_num_threads()
+    try:
+        engine.set_num_threads(3)
+        split = ops.conv2d(x, w, b, padding=1)
+    finally:
+        engine.set_num_threads(before)
+    assert len(native_cpu._plans) == 2 and split.tobytes() == first.tobytes()
+    plan = next(p for k, p in native_cpu._plans.items() if 3 in k[6:7])
+    assert plan.parts == min(3, plan.items)
