@@ -83,6 +83,9 @@ def run(lib, name: str, args, extent: int, parts: int) -> int:
     if extent <= 0:
         return 0
     address, returns_int = _entry(lib, name)
+    if parts <= 1:  # one part: a plain ctypes call, no job to publish
+        r = getattr(lib, name)(*[0 if a is START else extent if a is STOP else a for a in args])
+        return (r or 0) if returns_int else 0
     values = (ctypes.c_longlong * MAX_ARGS)()
     start = stop = -1
     for i, a in enumerate(args):
