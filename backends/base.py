@@ -167,6 +167,14 @@ class Backend:
         return None
 
     # -- element-wise ------------------------------------------------------
+    def batch_norm_apply(self, x, mean, scale, bias):
+        """``(x - mean) * scale (+ bias)`` with ``mean``, ``scale``, ``bias`` (``(C,)``, bias
+        optional) broadcast over the channels of ``x (N, C, *)``: batch normalisation's map."""
+        xp = self.xp
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        y = (x - xp.reshape(mean, shape)) * xp.reshape(scale, shape)
+        return y if bias is None else y + xp.reshape(bias, shape)
+
     def relu(self, x):
         """``max(x, 0)``; NaN stays NaN, as in PyTorch."""
         xp = self.xp

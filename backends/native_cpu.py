@@ -412,6 +412,24 @@ def relu_backward(grad_out, y):
     return dx
 
 
+def batch_norm_apply(x, mean, scale, bias):
+    """``(x - mean) * scale (+ bias)`` per channel of a float32 ``x (N, C, *)``, the NumPy
+    expression's bits in one pass, or ``None``."""
+    lib = _lib(x, mean, scale) if bias is None else _lib(x, mean, scale, bias)
+    if lib is None or x.ndim < 2:
+        return None
+    c = x.shape[1]
+    if any(a is not None and tuple(a.shape) != (c,) for a in (mean, scale, bias)):
+        return None
+    x, mean, scale = np.ascontiguousarray(x), np.ascontiguousarray(mean), np.ascontiguousarray(scale)
+    bias = np.ascontiguousarray(bias) if bias is not None else None
+    y = np.empty(x.shape, dtype=np.float32)
+    hw = x.size // (x.shape[0] * c)
+    _stream(lib, "bn_apply_f32", (_ptr(x), _ptr(mean), _ptr(scale), None if bias is None else _ptr(bias), _ptr(y),
+                                  c, hw, START, STOP), x.shape[0] * c, 2 * x.size)
+    return y
+
+
 def _pool_geometry(x_shape, win: Window):
     _, _, h, w = x_shape
     return np.array([h, w, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw, win.pad_top, win.pad_left,

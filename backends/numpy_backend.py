@@ -49,6 +49,10 @@ class NumpyBackend(Backend):
         np.add.at(target, key, values)
         return target
 
+    def batch_norm_apply(self, x, mean, scale, bias):
+        fast = native_cpu.batch_norm_apply(x, mean, scale, bias) if self.use_native_kernels else None
+        return fast if fast is not None else super().batch_norm_apply(x, mean, scale, bias)
+
     def relu(self, x):
         fast = native_cpu.relu(x) if self.use_native_kernels else None  # float32: one threaded pass
         return fast if fast is not None else super().relu(x)

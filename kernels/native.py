@@ -55,7 +55,8 @@ from importlib import resources
 
 #: The C sources, compiled as one translation unit in this order (each file after the
 #: first may use the vector layer and helpers of those before it).
-SOURCES = ("cpu_conv.c", "cpu_dense.c", "cpu_depthwise.c", "cpu_direct.c", "cpu_peak.c", "cpu_pool.c")
+SOURCES = ("cpu_conv.c", "cpu_dense.c", "cpu_depthwise.c", "cpu_direct.c", "cpu_norm.c", "cpu_peak.c",
+           "cpu_pool.c")
 SOURCE = "cpu_*.c"  # how messages name them
 FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fno-math-errno")
 #: What ``native_isa()`` of a build may answer, named; 0 (neither) turns the kernels off.
@@ -110,6 +111,8 @@ SIGNATURES = {
     "direct_wins": (ctypes.c_int, (_ptr,)),
     "direct_items": (_i64, (_ptr,)),
     "conv2d_fwd_direct_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    # kernels/cpu_norm.c
+    "bn_apply_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64)),
     # kernels/cpu_pool.c
     "pool_run": (_i64, (_ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
     "pool_workers": (_i64, ()),

@@ -84,6 +84,7 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, t
         mean = xp.mean(x, axis=axes)
         centred = x - xp.reshape(mean, shape)
         var = xp.mean(centred * centred, axis=axes)
+        del centred
         invstd = 1.0 / xp.sqrt(var + eps)
         if running_mean is not None:
             running_mean[...] = (1 - momentum) * running_mean + momentum * mean
@@ -93,12 +94,9 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, t
         if running_mean is None or running_var is None:
             raise ValueError(f"{where}: running_mean and running_var are needed when training=False")
         mean = running_mean
-        centred = x - xp.reshape(mean, shape)
         invstd = 1.0 / xp.sqrt(running_var + eps)
     scale = invstd if weight is None else invstd * weight
-    y = centred * xp.reshape(scale, shape)
-    if bias is not None:
-        y = y + xp.reshape(bias, shape)
+    y = backend.batch_norm_apply(x, mean, scale, bias)  # (x - mean) * scale (+ bias), per channel
     return (y, mean, invstd) if return_stats else y
 
 
