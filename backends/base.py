@@ -175,6 +175,10 @@ class Backend:
         y = (x - xp.reshape(mean, shape)) * xp.reshape(scale, shape)
         return y if bias is None else y + xp.reshape(bias, shape)
 
+    def channel_sum(self, x):
+        """The sum of ``x (N, C, *)`` over every axis but the channels: ``(C,)``."""
+        return self.xp.sum(x, axis=(0,) + tuple(range(2, x.ndim)))
+
     def relu(self, x):
         """``max(x, 0)``; NaN stays NaN, as in PyTorch."""
         xp = self.xp

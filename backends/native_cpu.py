@@ -430,6 +430,19 @@ def batch_norm_apply(x, mean, scale, bias):
     return y
 
 
+def channel_sum(x):
+    """The sum of a float32 ``x (N, C, *)`` over every axis but 1, ``(C,)`` (a bias gradient),
+    summed in float64 per channel, or ``None``."""
+    lib = _lib(x)
+    if lib is None or x.ndim < 2 or x.shape[1] == 0:
+        return None
+    x = np.ascontiguousarray(x)
+    n, c = x.shape[:2]
+    db = np.empty(c, dtype=np.float32)
+    _stream(lib, "channel_sum_f32", (_ptr(x), _ptr(db), n, c, x.size // (n * c), START, STOP), c, x.size)
+    return db
+
+
 def _pool_geometry(x_shape, win: Window):
     _, _, h, w = x_shape
     return np.array([h, w, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw, win.pad_top, win.pad_left,

@@ -53,6 +53,10 @@ class NumpyBackend(Backend):
         fast = native_cpu.batch_norm_apply(x, mean, scale, bias) if self.use_native_kernels else None
         return fast if fast is not None else super().batch_norm_apply(x, mean, scale, bias)
 
+    def channel_sum(self, x):
+        fast = native_cpu.channel_sum(x) if self.use_native_kernels else None
+        return fast if fast is not None else super().channel_sum(x)
+
     def relu(self, x):
         fast = native_cpu.relu(x) if self.use_native_kernels else None  # float32: one threaded pass
         return fast if fast is not None else super().relu(x)

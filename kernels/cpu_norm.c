@@ -1,4 +1,4 @@
-/* Batch normalisation's per-channel affine map on the CPU, float32:
+/* Per-channel maps and sums on the CPU, float32. Batch normalisation's affine map:
  *
  *     y[n, c, i] = (x[n, c, i] - mean[c]) * scale[c] (+ bias[c])
  *
@@ -43,6 +43,45 @@ void bn_apply_f32(const float *x, const float *mean, const float *scale, const f
             if (bias) t = v_add(t, b);
             v_storen(out + i, t, hw - i);
         }
+    }
+}
+
+/* db[c] = sum over n and the plane of dy[n, c, :] for the channels [c0, c1) of dy (N, C, HW):
+ * a convolution's bias gradient. Each channel is summed in float64 (VL lanes, images in
+ * order, then the lanes in order), so it is more accurate than a float32 sum and the same
+ * whatever the split of the channels between threads. */
+void channel_sum_f32(const float *dy, float *db, i64 n, i64 c, i64 hw, i64 c0, i64 c1)
+{
+    for (i64 ch = c0; ch < c1; ch++) {
+        double lanes[VL];
+#if V_ISA == 512
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+        for (i64 img = 0; img < n; img++) {
+            const float *in = dy + (img * c + ch) * hw;
+            for (i64 i = 0; i < hw; i += VL) {
+                __m512 v = v_loadn(in + i, hw - i);
+                lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+                hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+            }
+        }
+        _mm512_storeu_pd(lanes, lo);
+        _mm512_storeu_pd(lanes + 8, hi);
+#else
+        __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+        for (i64 img = 0; img < n; img++) {
+            const float *in = dy + (img * c + ch) * hw;
+            for (i64 i = 0; i < hw; i += VL) {
+                __m256 v = v_loadn(in + i, hw - i);
+                lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+                hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+            }
+        }
+        _mm256_storeu_pd(lanes, lo);
+        _mm256_storeu_pd(lanes + 4, hi);
+#endif
+        double total = 0.0;
+        for (int j = 0; j < VL; j++) total += lanes[j];
+        db[ch] = (float)total;
     }
 }
 

@@ -113,6 +113,7 @@ SIGNATURES = {
     "conv2d_fwd_direct_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     # kernels/cpu_norm.c
     "bn_apply_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64)),
+    "channel_sum_f32": (None, (_ptr, _ptr, _i64, _i64, _i64, _i64, _i64)),
     # kernels/cpu_pool.c
     "pool_run": (_i64, (_ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
     "pool_workers": (_i64, ()),

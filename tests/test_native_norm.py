@@ -84,3 +84,38 @@ def test_other_dtypes_and_shapes_keep_the_array_api_path():
 @avx2_rerun
 def test_the_avx2_build_passes_this_whole_file(tmp_path):
     run_file_under_avx2(__file__, tmp_path)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (64, 32, 28, 28), (3, 5, 17), (1, 4, 1, 1), (7, 9)])
+def test_channel_sum_is_the_float64_sum_rounded_once(shape, monkeypatch):
+    """A bias gradient: each channel summed in float64 (so the float64 sum rounded to float32,
+    to within the order of the float64 additions), the same bits on 1-3 threads."""
+    r = np.random.default_rng(5)
+    x = (r.standard_normal(shape) * 10).astype(np.float32)
+    want = x.astype(np.float64).sum(axis=(0,) + tuple(range(2, x.ndim)))
+    monkeypatch.setattr(native_cpu, "MIN_ELEMENTS_PER_THREAD", 1)
+    before, outs = engine.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            engine.set_num_threads(threads)
+            outs.append(native_cpu.channel_sum(x))
+    finally:
+        engine.set_num_threads(before)
+    assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
+    np.testing.assert_allclose(outs[0], want, rtol=1e-6, atol=1e-6 * np.abs(x).sum() / x.shape[1])
+    # inf and NaN come through as in a plain sum
+    x.reshape(-1)[0] = np.inf
+    assert np.isinf(native_cpu.channel_sum(x)[0])
+    x.reshape(-1)[0] = np.nan
+    assert np.isnan(native_cpu.channel_sum(x)[0])
+
+
+def test_conv_bias_gradient_takes_the_channel_sum(monkeypatch):
+    r = np.random.default_rng(6)
+    x, w = r.standard_normal((4, 3, 9, 9)).astype(np.float32), r.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    g = r.standard_normal((4, 5, 9, 9)).astype(np.float32)
+    counts = count_native_calls(monkeypatch)
+    _, _, db = ops.conv2d_backward(g, x, w, padding=1)
+    assert counts.get("channel_sum_f32") == 1, counts
+    np.testing.assert_allclose(db, g.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-6, atol=1e-5)
+    assert native_cpu.channel_sum(np.ones((0, 3, 2, 2), np.float32)) is None  # empty: the array-API path

@@ -169,7 +169,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     expected = (x.shape[0], weight.shape[0], win.oh, win.ow)
     if tuple(grad_out.shape) != expected:
         raise ValueError(f"{where}: grad_out must have shape {expected}, got {tuple(grad_out.shape)}")
-    db = xp.sum(grad_out, axis=(0, 2, 3)) if has_bias else None
+    db = backend.channel_sum(grad_out) if has_bias else None
     if columns is not None and not isinstance(columns, Im2colColumns):
         raise TypeError(f"{where}: columns must come from conv2d(..., keep_columns=True), "
                         f"got {type(columns).__name__}")

@@ -126,7 +126,7 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     cg = cin // groups
     kcols = (o // groups) * win.kh * win.kw
     w_mat = xp.reshape(weight, (groups, cg, kcols))
-    db = xp.sum(grad_out, axis=(0, 2, 3)) if has_bias else None
+    db = backend.channel_sum(grad_out) if has_bias else None
     if _is_plain_gemm(win, x.shape, y_shape):
         g = xp.reshape(grad_out, (n, groups, o // groups, h * w))
         xs = xp.reshape(x, (n, groups, cg, h * w))
