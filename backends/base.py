@@ -189,6 +189,25 @@ class Backend:
         xp = self.xp
         return grad_out * xp.astype(y > 0, grad_out.dtype)
 
+    def tanh(self, x):
+        """The hyperbolic tangent, element-wise."""
+        return self.xp.tanh(x)
+
+    def tanh_backward(self, grad_out, y):
+        """``grad_out * (1 - y * y)``: the gradient of tanh given its output ``y``."""
+        return grad_out * (1 - y * y)
+
+    def sigmoid(self, x):
+        """``1 / (1 + exp(-x))`` without overflow: ``e = exp(-|x|)``, then ``1 / (1 + e)``
+        where ``x >= 0`` and ``e / (1 + e)`` elsewhere (full relative accuracy in the tail)."""
+        xp = self.xp
+        e = xp.exp(-xp.abs(x))
+        return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+    def sigmoid_backward(self, grad_out, y):
+        """``grad_out * y * (1 - y)``: the gradient of sigmoid given its output ``y``."""
+        return grad_out * y * (1 - y)
+
     def erf(self, x):
         """The error function, element-wise, which the standard lacks (GELU needs it).
 

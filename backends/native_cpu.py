@@ -543,3 +543,58 @@ def matmul(a, b):
     _run(lib, "gemm_f32", (_ptr(a), ras, cas, _ptr(b), rbs, cbs, _ptr(c), n, m, n, k, START, STOP),
          lib.gemm_panels(n), m * n * k, "matmul")
     return c
+
+
+# ------------------------------------------------------------------------------ tanh and sigmoid
+#: What one element of tanh or sigmoid costs, in the elements of a copy that
+#: :data:`MIN_ELEMENTS_PER_THREAD` counts (an exp, a division, a few dozen vector
+#: operations); the backward kernels read two arrays and write one, as ReLU's.
+TRANSCENDENTAL_COST = 4
+#: Arrays smaller than this stay with NumPy: a call into the kernels costs a few microseconds,
+#: NumPy's time for this many elements of tanh or the backward expressions; sigmoid is
+#: NumPy's five passes and an exp, so the kernel pays much earlier.
+MIN_ELEMENTS = {"tanh_f32": 1 << 13, "tanh_backward_f32": 1 << 13, "sigmoid_f32": 1 << 10,
+                "sigmoid_backward_f32": 1 << 13}
+
+
+def _unary(kernel: str, x):
+    lib = _lib(x)
+    if lib is None or not isinstance(x, np.ndarray) or x.size < MIN_ELEMENTS[kernel]:
+        return None  # NumPy scalars and small arrays stay NumPy's
+    y = np.empty(x.shape, dtype=np.float32)  # before the copy: ascontiguousarray makes a 0-d array 1-d
+    x = np.ascontiguousarray(x)
+    _stream(lib, kernel, (_ptr(x), _ptr(y), START, STOP), x.size, TRANSCENDENTAL_COST * x.size)
+    return y
+
+
+def _from_output(kernel: str, grad_out, y):
+    lib = _lib(grad_out, y)
+    if (lib is None or grad_out.shape != y.shape or y.size < MIN_ELEMENTS[kernel]
+            or not isinstance(grad_out, np.ndarray) or not isinstance(y, np.ndarray)):
+        return None  # broadcasting, small arrays, NumPy scalars: NumPy's expression
+    dx = np.empty(y.shape, dtype=np.float32)
+    grad_out, y = np.ascontiguousarray(grad_out), np.ascontiguousarray(y)
+    _stream(lib, kernel, (_ptr(grad_out), _ptr(y), _ptr(dx), START, STOP), y.size, 3 * y.size)
+    return dx
+
+
+def tanh(x):
+    """``tanh(x)`` for a float32 array (within a few ulp of the exact value, see
+    docs/cpu-kernels.md; not ``np.tanh``'s bits), or ``None`` (another dtype, fewer than
+    ``MIN_ELEMENTS`` elements)."""
+    return _unary("tanh_f32", x)
+
+
+def tanh_backward(grad_out, y):
+    """``grad_out * (1 - y * y)`` for float32 arrays of one shape, NumPy's bits, or ``None``."""
+    return _from_output("tanh_backward_f32", grad_out, y)
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))`` for a float32 array (within a few ulp of the exact value), or ``None``."""
+    return _unary("sigmoid_f32", x)
+
+
+def sigmoid_backward(grad_out, y):
+    """``grad_out * y * (1 - y)`` for float32 arrays of one shape, NumPy's bits, or ``None``."""
+    return _from_output("sigmoid_backward_f32", grad_out, y)

@@ -1,6 +1,7 @@
 """NumPy backend: the default, on the CPU: float32 convolutions, max pooling and ReLU in the
 C kernels of kernels/cpu_conv.c where they are built (linear layers and Adam/SGD updates in
-kernels/cpu_dense.c), everything else through NumPy and its BLAS."""
+kernels/cpu_dense.c, tanh and sigmoid in kernels/cpu_activations.c), everything else through
+NumPy and its BLAS."""
 from __future__ import annotations
 
 import numpy as np
@@ -64,6 +65,25 @@ class NumpyBackend(Backend):
     def relu_backward(self, grad_out, y):
         fast = native_cpu.relu_backward(grad_out, y) if self.use_native_kernels else None
         return fast if fast is not None else super().relu_backward(grad_out, y)
+
+    # float32 tanh and sigmoid through kernels/cpu_activations.c: one threaded pass each
+    # (the backward kernels are NumPy's expressions bit for bit; the forward ones within a
+    # few ulp, not NumPy's bits); else the array-API expressions of the base class
+    def tanh(self, x):
+        fast = native_cpu.tanh(x) if self.use_native_kernels else None
+        return fast if fast is not None else super().tanh(x)
+
+    def tanh_backward(self, grad_out, y):
+        fast = native_cpu.tanh_backward(grad_out, y) if self.use_native_kernels else None
+        return fast if fast is not None else super().tanh_backward(grad_out, y)
+
+    def sigmoid(self, x):
+        fast = native_cpu.sigmoid(x) if self.use_native_kernels else None
+        return fast if fast is not None else super().sigmoid(x)
+
+    def sigmoid_backward(self, grad_out, y):
+        fast = native_cpu.sigmoid_backward(grad_out, y) if self.use_native_kernels else None
+        return fast if fast is not None else super().sigmoid_backward(grad_out, y)
 
     def conv2d_fused(self, x, weight, bias, win: Window, groups: int):
         # float32 through the C kernels (im2col inside the GEMM's packing); else None

@@ -56,7 +56,7 @@ from importlib import resources
 #: The C sources, compiled as one translation unit in this order (each file after the
 #: first may use the vector layer and helpers of those before it).
 SOURCES = ("cpu_conv.c", "cpu_dense.c", "cpu_depthwise.c", "cpu_direct.c", "cpu_norm.c", "cpu_peak.c",
-           "cpu_pool.c")
+           "cpu_pool.c", "cpu_activations.c")
 SOURCE = "cpu_*.c"  # how messages name them
 FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fno-math-errno")
 #: What ``native_isa()`` of a build may answer, named; 0 (neither) turns the kernels off.
@@ -117,6 +117,11 @@ SIGNATURES = {
     # kernels/cpu_pool.c
     "pool_run": (_i64, (_ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
     "pool_workers": (_i64, ()),
+    # kernels/cpu_activations.c
+    "tanh_f32": (None, (_ptr, _ptr, _i64, _i64)),
+    "tanh_backward_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64)),
+    "sigmoid_f32": (None, (_ptr, _ptr, _i64, _i64)),
+    "sigmoid_backward_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64)),
 }
 
 _status = "not loaded yet"
