@@ -550,17 +550,25 @@ def matmul(a, b):
 #: :data:`MIN_ELEMENTS_PER_THREAD` counts (an exp, a division, a few dozen vector
 #: operations); the backward kernels read two arrays and write one, as ReLU's.
 TRANSCENDENTAL_COST = 4
-#: Arrays smaller than this stay with NumPy: a call into the kernels costs a few microseconds,
-#: NumPy's time for this many elements of tanh or the backward expressions; sigmoid is
-#: NumPy's five passes and an exp, so the kernel pays much earlier.
-MIN_ELEMENTS = {"tanh_f32": 1 << 13, "tanh_backward_f32": 1 << 13, "sigmoid_f32": 1 << 10,
-                "sigmoid_backward_f32": 1 << 13}
+#: Arrays smaller than this stay with NumPy: a call into the kernels costs 5-8 us (the pool's
+#: hand-off, the arrays' addresses), which np.tanh (vectorised already) and NumPy's
+#: three-pass backward expressions make up only from about 2^16 elements (on 2 threads;
+#: bench/results/scripts/activations_bench.py); NumPy's sigmoid is five passes and an exp,
+#: so its kernel pays from a thousand elements.
+MIN_ELEMENTS = {"tanh_f32": 1 << 16, "tanh_backward_f32": 1 << 16, "sigmoid_f32": 1 << 10,
+                "sigmoid_backward_f32": 1 << 16}
+
+
+def _big_float32(kernel: str, *arrays) -> bool:
+    """Cheap checks first: small arrays (most calls of a small model) must lose no time here."""
+    return all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in arrays) \
+        and arrays[0].size >= MIN_ELEMENTS[kernel]
 
 
 def _unary(kernel: str, x):
-    lib = _lib(x)
-    if lib is None or not isinstance(x, np.ndarray) or x.size < MIN_ELEMENTS[kernel]:
-        return None  # NumPy scalars and small arrays stay NumPy's
+    lib = _lib(x) if _big_float32(kernel, x) else None
+    if lib is None:
+        return None  # NumPy scalars, small arrays, other dtypes: NumPy's
     y = np.empty(x.shape, dtype=np.float32)  # before the copy: ascontiguousarray makes a 0-d array 1-d
     x = np.ascontiguousarray(x)
     _stream(lib, kernel, (_ptr(x), _ptr(y), START, STOP), x.size, TRANSCENDENTAL_COST * x.size)
@@ -568,10 +576,10 @@ def _unary(kernel: str, x):
 
 
 def _from_output(kernel: str, grad_out, y):
-    lib = _lib(grad_out, y)
-    if (lib is None or grad_out.shape != y.shape or y.size < MIN_ELEMENTS[kernel]
-            or not isinstance(grad_out, np.ndarray) or not isinstance(y, np.ndarray)):
-        return None  # broadcasting, small arrays, NumPy scalars: NumPy's expression
+    ok = _big_float32(kernel, grad_out, y) and grad_out.shape == y.shape
+    lib = _lib(grad_out, y) if ok else None
+    if lib is None:
+        return None  # broadcasting, small arrays, NumPy scalars, other dtypes: NumPy's expression
     dx = np.empty(y.shape, dtype=np.float32)
     grad_out, y = np.ascontiguousarray(grad_out), np.ascontiguousarray(y)
     _stream(lib, kernel, (_ptr(grad_out), _ptr(y), _ptr(dx), START, STOP), y.size, 3 * y.size)

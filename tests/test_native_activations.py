@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(native.library() is None,
                                 reason=f"the C kernels are not usable here: {native.status()}")
 
 #: Largest errors measured over all 2^32 float32 inputs against float64 (docs/cpu-kernels.md);
-#: NumPy's own float32 np.tanh measured 1.36 there, the array-API sigmoid 3.2.
+#: 2.57 and 2.41 (NumPy's own float32 np.tanh measured 1.37 there, the array-API sigmoid 3.64).
 TANH_ULPS = 2.6
 SIGMOID_ULPS = 2.5
 #: Odd lengths: shorter than one vector, a vector and a tail, several vectors and a tail.
@@ -190,12 +190,14 @@ def test_small_arrays_stay_with_numpy(monkeypatch):
     monkeypatch.setattr(native_cpu, "MIN_ELEMENTS", REAL_MIN_ELEMENTS)
     counts = count_native_calls(monkeypatch)
     x = np.random.default_rng(10).standard_normal((64, 120)).astype(np.float32)  # LeNet-5's fc1 output
-    assert x.size < min(REAL_MIN_ELEMENTS.values()) or x.size >= REAL_MIN_ELEMENTS["sigmoid_f32"]
+    assert REAL_MIN_ELEMENTS["sigmoid_f32"] <= x.size < min(REAL_MIN_ELEMENTS[k] for k in (
+        "tanh_f32", "tanh_backward_f32", "sigmoid_backward_f32"))
     np.testing.assert_array_equal(ops.tanh(x), np.tanh(x))
-    ops.tanh_backward(x, x), ops.sigmoid_backward(x, x)
+    np.testing.assert_array_equal(ops.tanh_backward(x, x), x * (1 - x * x))
+    ops.sigmoid_backward(x, x)
     assert not counts, counts
-    ops.sigmoid(x)
-    assert counts == ({"sigmoid_f32": 1} if x.size >= REAL_MIN_ELEMENTS["sigmoid_f32"] else {}), counts
+    ops.sigmoid(x)  # NumPy's five passes cost more than a call, even here
+    assert counts == {"sigmoid_f32": 1}, counts
     big = np.ones((64, 6, 28, 28), np.float32)
     ops.tanh(big), ops.tanh_backward(big, big), ops.sigmoid_backward(big, big)
     assert {"tanh_f32", "tanh_backward_f32", "sigmoid_backward_f32"} <= set(counts), counts

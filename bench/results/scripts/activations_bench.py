@@ -1,7 +1,10 @@
 """tanh and sigmoid, forward and backward, at LeNet-5's shapes: the C kernels
-(kernels/cpu_activations.c) on 1 and 2 threads, the NumPy expressions they replace, and
-PyTorch CPU, interleaved in one process (medians); then the LeNet-5 training step (batch 64,
-Adam) with the kernels and with the NumPy expressions, interleaved.
+(kernels/cpu_activations.c) on 1 and 2 threads and as the engine dispatches them, and the
+NumPy expressions they replace, interleaved in one process (medians), then PyTorch CPU on the
+same arrays in the same process; then the LeNet-5 training step (batch 64, Adam) with the
+kernels and with the NumPy expressions, interleaved, and PyTorch's after them. (Interleaved
+with torch call by call, the engine's spinning pool workers and torch's slowed each other
+several-fold on a loaded 2-core machine.)
 
     PYTHONPATH=. python bench/results/scripts/activations_bench.py [--rounds 31] [--steps 41]
 """
@@ -34,9 +37,9 @@ def micro(rounds: int) -> None:
     b = _numpy_backend()
     threads_default = host_threads.get_num_threads()
     r = np.random.default_rng(0)
-    cols = ("C 1thr", "C 2thr", "engine", "NumPy", "torch")
+    cols = ("C 1thr", "C 2thr", "engine", "NumPy", "torch", "torch 1t")
     print(f"{'op':18s} {'shape':17s}" + "".join(f"{k:>9s}" for k in cols)
-          + "  NumPy/eng torch/eng")
+          + "  NumPy/eng torch/eng t1t/eng")
     print("(us, medians; C 1thr / C 2thr: the kernel at every size on one thread / split in two; engine: ops.* as "
           "dispatched, on the default threads)")
     for shape in SHAPES:
@@ -72,10 +75,16 @@ def micro(rounds: int) -> None:
                 host_threads.set_num_threads(threads_default)
                 samples["engine"].append(_time(ours, inner))
                 samples["NumPy"].append(_time(numpy_expr, inner))
-                samples["torch"].append(_time(theirs, inner))
+            time.sleep(0.01)  # the pool's workers go to sleep: their spinning slows torch's threads badly
+            for key, threads in (("torch", 2), ("torch 1t", 1)):
+                torch.set_num_threads(threads)
+                for _ in range(rounds):
+                    samples[key].append(_time(theirs, inner))
+            torch.set_num_threads(2)
             med = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
             print(f"{name:18s} {str(shape):17s}" + "".join(f"{med[k]:9.1f}" for k in cols)
-                  + f"  {med['NumPy'] / med['engine']:8.2f}  {med['torch'] / med['engine']:8.2f}")
+                  + f"  {med['NumPy'] / med['engine']:8.2f}  {med['torch'] / med['engine']:8.2f}"
+                  + f"  {med['torch 1t'] / med['engine']:6.2f}")
 
 
 def _numpy_backend():
@@ -103,6 +112,20 @@ def lenet_step(steps: int) -> None:
         opt.step()
         return loss
 
+    import torch
+    tnn = torch.nn
+    tmodel = tnn.Sequential(tnn.Conv2d(1, 6, 5, padding=2), tnn.Tanh(), tnn.AvgPool2d(2), tnn.Conv2d(6, 16, 5),
+                            tnn.Tanh(), tnn.AvgPool2d(2), tnn.Flatten(), tnn.Linear(400, 120), tnn.Tanh(),
+                            tnn.Linear(120, 84), tnn.Tanh(), tnn.Linear(84, 10))
+    topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+    tx, tt = torch.from_numpy(x), torch.from_numpy(t)
+
+    def torch_step():
+        topt.zero_grad()
+        loss = tnn.functional.cross_entropy(tmodel(tx), tt)
+        loss.backward()
+        topt.step()
+
     names = ("tanh", "tanh_backward", "sigmoid", "sigmoid_backward")
 
     def use_numpy(on):
@@ -113,7 +136,8 @@ def lenet_step(steps: int) -> None:
                 b.__dict__.pop(n, None)
     for _ in range(5):
         step()
-    samples = {"C kernels": [], "NumPy activations": []}
+        torch_step()
+    samples = {"C kernels": [], "NumPy activations": [], "PyTorch": [], "PyTorch 1 thread": []}
     for _ in range(steps):
         for key, on in (("C kernels", False), ("NumPy activations", True)):
             use_numpy(on)
@@ -121,12 +145,21 @@ def lenet_step(steps: int) -> None:
             step()
             samples[key].append(time.perf_counter() - t0)
     use_numpy(False)
+    time.sleep(0.01)
+    for key, threads in (("PyTorch", 2), ("PyTorch 1 thread", 1)):
+        torch.set_num_threads(threads)
+        for _ in range(steps):  # apart: torch's and the pool's spinning threads slow each other down
+            t0 = time.perf_counter()
+            torch_step()
+            samples[key].append(time.perf_counter() - t0)
+    torch.set_num_threads(2)
     med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
     p10 = {k: float(np.percentile(v, 10)) * 1e3 for k, v in samples.items()}
     for k in samples:
         print(f"LeNet-5 step, batch 64, Adam, {k:18s} median {med[k]:6.2f} ms  (10th pct {p10[k]:6.2f} ms)")
-    print(f"  NumPy activations / C kernels: {med['NumPy activations'] / med['C kernels']:.3f} (medians), "
-          f"{p10['NumPy activations'] / p10['C kernels']:.3f} (10th percentiles)")
+    for k in ("NumPy activations", "PyTorch", "PyTorch 1 thread"):
+        print(f"  {k} / C kernels: {med[k] / med['C kernels']:.3f} (medians), "
+              f"{p10[k] / p10['C kernels']:.3f} (10th percentiles)")
 
 
 def main(argv=None) -> int:
