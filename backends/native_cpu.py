@@ -393,7 +393,7 @@ def _strided_input_grad(grad_out, weight, x_shape, win: Window, groups: int):
 def relu(x):
     """``max(x, 0)`` (NaN kept) for a float32 array, or ``None``."""
     lib = _lib(x)
-    if lib is None:
+    if lib is None or x.ndim == 0:  # (ascontiguousarray would make a 0-d array 1-d)
         return None
     x = np.ascontiguousarray(x)
     y = np.empty(x.shape, dtype=np.float32)
@@ -404,7 +404,7 @@ def relu(x):
 def relu_backward(grad_out, y):
     """``grad_out * (y > 0)`` for float32 arrays of one shape, or ``None``."""
     lib = _lib(grad_out, y)
-    if lib is None or grad_out.shape != y.shape:
+    if lib is None or grad_out.shape != y.shape or y.ndim == 0:
         return None
     grad_out, y = np.ascontiguousarray(grad_out), np.ascontiguousarray(y)
     dx = np.empty(y.shape, dtype=np.float32)

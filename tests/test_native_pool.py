@@ -205,3 +205,11 @@ def test_forward_plans_follow_the_settings_they_depend_on(monkeypatch):
     assert len(native_cpu._plans) == 2 and split.tobytes() == first.tobytes()
     plan = next(p for k, p in native_cpu._plans.items() if 3 in k[6:7])
     assert plan.parts == min(3, plan.items)
+
+
+def test_relu_of_a_0d_array_keeps_its_shape():
+    x = np.array(-2.5, dtype=np.float32)
+    y = ops.relu(x)
+    assert y.shape == () and float(y) == 0.0
+    g = ops.relu_backward(np.array(1.0, dtype=np.float32), np.array(3.0, dtype=np.float32))
+    assert g.shape == () and float(g) == 1.0
