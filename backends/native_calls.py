@@ -112,3 +112,19 @@ def _run_on_host_threads(fn, values, start: int, stop: int, extent: int, parts: 
         results.append(fn(*a) or 0)
     host_threads.parallel_for(part, extent, parts * host_threads.MIN_ITEMS_PER_THREAD)
     return next((r for r in results if r), 0)
+
+
+def quiesce() -> None:
+    """Send the C pool's spinning workers to sleep now. The bench calls it before it times
+    another library's call, which should not share a core with them."""
+    lib = native.library()
+    if lib is not None:
+        lib.pool_quiesce()
+
+
+def warm() -> None:
+    """Wake the C pool's workers and wait (at most 2 ms) until they spin, the state a run of
+    kernel calls keeps them in. The bench calls it before it times an engine call."""
+    lib = native.library()
+    if lib is not None:
+        lib.pool_warm()

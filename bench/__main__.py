@@ -326,7 +326,10 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
          f"load average {meta['load_average_start']}"
          + "".join(f"; {v}={os.environ[v]}" for v in machine.SPIN_LIMITS if os.environ.get(v)))
     if args.backend == "numpy":
-        emit(f"engine C kernels (kernels/cpu_conv.c): {meta.get('native_kernels')}")
+        from engine.backends import native_calls
+        emit(f"engine C kernels (kernels/cpu_*.c): {meta.get('native_kernels')}; their thread pool "
+             f"({'C, kernels/cpu_pool.c' if native_calls.USE_POOL else 'Python host threads, ENGINE_NATIVE_POOL=0'}) "
+             f"is warmed before each engine call and put to sleep before each PyTorch call, outside the times")
     peak_gflops = None
     if args.backend == "numpy" and not args.no_peak:
         peak = machine.fma_peak(settings.n, suite.peak_ms)

@@ -181,6 +181,17 @@ def check_path(path: Path, ref: dict, tol: float, timers: Timers, result: Result
 
 
 # ------------------------------------------------------------------------------- timing
+def _ready(path: Path) -> None:
+    """Before timing ``path``: the engine's C thread pool as a run of engine calls keeps it
+    (workers spinning for the next job) for an engine path; asleep for a peer's (PyTorch),
+    whose threads should not share a core with ours. Neither is part of the time."""
+    from engine.backends import native_calls
+    if path.role == "peer":
+        native_calls.quiesce()
+    else:
+        native_calls.warm()
+
+
 def interleaved(paths: list[Path], results: list[Result], timers: Timers, warmup: int, repeat: int,
                 tick: Callable[[], None] | None = None) -> None:
     """Warm up, then ``repeat`` rounds calling each path once per round; the
@@ -190,12 +201,14 @@ def interleaved(paths: list[Path], results: list[Result], timers: Timers, warmup
     for _ in range(warmup):
         for p in paths:
             timers.sync(p.timer)
+            _ready(p)
             timers.measure(p.timer, p.run)
     k = len(paths)
     for r in range(repeat):
         for i in range(k):
             j = (i + r) % k
             timers.sync(paths[j].timer)
+            _ready(paths[j])
             results[j].times.append(timers.measure(paths[j].timer, paths[j].run))
         if tick is not None:
             tick()

@@ -50,6 +50,8 @@ static struct {
     _Atomic int done;                /* parts finished of the current job */
     _Atomic i64 rc;                  /* the first nonzero return of the current job's parts */
     _Atomic int sleepers;
+    _Atomic int spinning;            /* workers spinning for a job */
+    _Atomic uint32_t nap, rouse;     /* bumped by pool_quiesce and pool_warm */
 } pool = {.caller = PTHREAD_MUTEX_INITIALIZER, .sleep_lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
         .once = PTHREAD_ONCE_INIT};
 
@@ -110,33 +112,65 @@ static void pool_work(uint32_t gen)
     }
 }
 
-/* arg: the generation before the job the worker is started for, so that it takes part in it. */
+/* arg: the generation before the job the worker is started for, so that it takes part in it.
+ * A worker spins for the next job until POOL_SPIN_NS have passed or pool_quiesce() is called,
+ * then sleeps until a job or pool_warm() comes. */
 static void *pool_worker(void *arg)
 {
     uint32_t seen = (uint32_t)(uintptr_t)arg;
     for (;;) {
         i64 t0 = pool_now_ns();
-        uint32_t gen;
+        uint32_t gen, nap = atomic_load(&pool.nap), rouse = atomic_load(&pool.rouse);
+        int sleep = 0;
+        atomic_fetch_add(&pool.spinning, 1);
         for (unsigned spins = 1;; spins++) {
             gen = (uint32_t)(atomic_load_explicit(&pool.claim, memory_order_acquire) >> 32);
             if (gen != seen) break;
             /* Yield, not just pause: a worker woken onto the caller's core (or onto a core a
              * BLAS thread needs) must not hold it while it waits. */
             if (spins & 7) pool_relax(); else sched_yield();
-            if ((spins & 63) == 0 && pool_now_ns() - t0 > POOL_SPIN_NS) {
-                pthread_mutex_lock(&pool.sleep_lock);
-                atomic_fetch_add(&pool.sleepers, 1);  /* seq_cst: the caller reads it after publishing */
-                while ((gen = (uint32_t)(atomic_load(&pool.claim) >> 32)) == seen)
-                    pthread_cond_wait(&pool.wake, &pool.sleep_lock);
-                atomic_fetch_sub(&pool.sleepers, 1);
-                pthread_mutex_unlock(&pool.sleep_lock);
+            if ((spins & 63) == 0 && (pool_now_ns() - t0 > POOL_SPIN_NS || atomic_load(&pool.nap) != nap)) {
+                sleep = 1;
                 break;
             }
+        }
+        atomic_fetch_sub(&pool.spinning, 1);
+        if (sleep) {
+            pthread_mutex_lock(&pool.sleep_lock);
+            atomic_fetch_add(&pool.sleepers, 1);  /* seq_cst: the caller reads it after publishing */
+            while ((gen = (uint32_t)(atomic_load(&pool.claim) >> 32)) == seen && atomic_load(&pool.rouse) == rouse)
+                pthread_cond_wait(&pool.wake, &pool.sleep_lock);
+            atomic_fetch_sub(&pool.sleepers, 1);
+            pthread_mutex_unlock(&pool.sleep_lock);
+            if (gen == seen) continue;  /* roused without a job: spin again */
         }
         seen = gen;
         pool_work(gen);
     }
     return NULL;
+}
+
+static void pool_wake_sleepers(void)
+{
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.sleep_lock);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.sleep_lock);
+    }
+}
+
+/* Send spinning workers to sleep now (the bench, before it times another library's call,
+ * which should not share a core with them). */
+void pool_quiesce(void) { atomic_fetch_add(&pool.nap, 1); }
+
+/* Wake sleeping workers and wait (at most 2 ms) until every one spins: the state a run of
+ * kernel calls keeps them in (the bench, before it times an engine call). */
+void pool_warm(void)
+{
+    atomic_fetch_add(&pool.rouse, 1);
+    pool_wake_sleepers();
+    i64 t0 = pool_now_ns();
+    while (atomic_load(&pool.spinning) < pool.workers && pool_now_ns() - t0 < 2000000) pool_relax();
 }
 
 /* In a forked child only the forking thread exists: forget the workers (and any lock a
@@ -148,6 +182,7 @@ static void pool_after_fork_child(void)
     pthread_cond_init(&pool.wake, NULL);
     pool.workers = 0;
     atomic_store(&pool.sleepers, 0);
+    atomic_store(&pool.spinning, 0);
 }
 
 static void pool_register_fork(void) { pthread_atfork(NULL, NULL, pool_after_fork_child); }
@@ -181,11 +216,7 @@ i64 pool_run(void *fn, const i64 *args, i64 nargs, i64 start_slot, i64 stop_slot
     atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
     atomic_store_explicit(&pool.rc, 0, memory_order_relaxed);
     atomic_store(&pool.claim, (uint64_t)gen << 32 | (uint64_t)parts << 16);  /* seq_cst: publishes job */
-    if (atomic_load(&pool.sleepers) > 0) {
-        pthread_mutex_lock(&pool.sleep_lock);
-        pthread_cond_broadcast(&pool.wake);
-        pthread_mutex_unlock(&pool.sleep_lock);
-    }
+    pool_wake_sleepers();
     pool_work(gen);
     while (atomic_load_explicit(&pool.done, memory_order_acquire) < parts) pool_relax();
     i64 rc = atomic_load(&pool.rc);
@@ -193,7 +224,8 @@ i64 pool_run(void *fn, const i64 *args, i64 nargs, i64 start_slot, i64 stop_slot
     return rc;
 }
 
-/* Workers started so far (for tests). */
+/* Workers started so far, and those spinning for a job now (for tests). */
 i64 pool_workers(void) { return pool.workers; }
+i64 pool_spinning(void) { return atomic_load(&pool.spinning); }
 
 #endif  /* V_ISA */

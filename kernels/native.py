@@ -117,6 +117,9 @@ SIGNATURES = {
     # kernels/cpu_pool.c
     "pool_run": (_i64, (_ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),
     "pool_workers": (_i64, ()),
+    "pool_spinning": (_i64, ()),
+    "pool_quiesce": (None, ()),
+    "pool_warm": (None, ()),
     # kernels/cpu_activations.c
     "tanh_f32": (None, (_ptr, _ptr, _i64, _i64)),
     "tanh_backward_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64)),

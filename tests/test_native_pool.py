@@ -213,3 +213,22 @@ def test_relu_of_a_0d_array_keeps_its_shape():
     assert y.shape == () and float(y) == 0.0
     g = ops.relu_backward(np.array(1.0, dtype=np.float32), np.array(3.0, dtype=np.float32))
     assert g.shape == () and float(g) == 1.0
+
+
+def test_quiesce_sends_workers_to_sleep_and_warm_wakes_them():
+    callback = _PART(lambda start, stop: 0)
+    _pool_run(callback, 4, 2)  # at least one worker exists and spins after its job
+    workers = lib.pool_workers()
+    assert workers >= 1
+    native_calls.quiesce()
+    deadline = time.monotonic() + 2
+    while lib.pool_spinning() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert lib.pool_spinning() == 0
+    woke = []
+    for _ in range(5):  # a worker descheduled past its 200 us of spinning goes back to sleep: retry
+        native_calls.warm()
+        woke.append(lib.pool_spinning())
+    assert workers in woke, woke
+    x, w, b = _conv_case(3)
+    assert ops.conv2d(x, w, b, padding=1).tobytes() == ops.conv2d(x, w, b, padding=1).tobytes()
