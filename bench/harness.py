@@ -181,15 +181,29 @@ def check_path(path: Path, ref: dict, tol: float, timers: Timers, result: Result
 
 
 # ------------------------------------------------------------------------------- timing
-def _ready(path: Path) -> None:
-    """Before timing ``path``: the engine's C thread pool as a run of engine calls keeps it
-    (workers spinning for the next job) for an engine path; asleep for a peer's (PyTorch),
-    whose threads should not share a core with ours. Neither is part of the time."""
+#: How long PyTorch's idle OpenMP workers keep spinning after a parallel region with libgomp's
+#: default GOMP_SPINCOUNT: up to ~11 ms of CPU measured here (2 threads, after a 2000x2000
+#: matmul); an engine call timed sooner would share a core with one.
+PEER_IDLE_S = 0.02
+
+
+def _ready(path: Path, timers: "Timers", last_role: list) -> None:
+    """Before timing ``path``, give it the threads a run of its own library's calls would
+    see, and no other library's spinning threads: for PyTorch on the CPU (a peer), the
+    engine's C pool asleep and PyTorch's OpenMP workers woken by a small parallel op; for an
+    engine path, PyTorch's workers left to fall asleep (:data:`PEER_IDLE_S` after a PyTorch
+    call) and the engine's pool woken. None of it is in the time."""
     from engine.backends import native_calls
     if path.role == "peer":
         native_calls.quiesce()
+        if path.timer == "host":
+            torch = timers._torch_mod()
+            torch.ones(1 << 20).add_(1.0)  # past PyTorch's grain size: runs on its threads
     else:
+        if last_role and last_role[0] == "peer" and path.timer == "host":
+            time.sleep(PEER_IDLE_S)
         native_calls.warm()
+    last_role[:] = [path.role]
 
 
 def interleaved(paths: list[Path], results: list[Result], timers: Timers, warmup: int, repeat: int,
@@ -198,17 +212,18 @@ def interleaved(paths: list[Path], results: list[Result], timers: Timers, warmup
     starting path rotates every round so no path always runs first."""
     if not paths:
         return
+    last_role: list = []
     for _ in range(warmup):
         for p in paths:
             timers.sync(p.timer)
-            _ready(p)
+            _ready(p, timers, last_role)
             timers.measure(p.timer, p.run)
     k = len(paths)
     for r in range(repeat):
         for i in range(k):
             j = (i + r) % k
             timers.sync(paths[j].timer)
-            _ready(paths[j])
+            _ready(paths[j], timers, last_role)
             results[j].times.append(timers.measure(paths[j].timer, paths[j].run))
         if tick is not None:
             tick()

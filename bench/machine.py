@@ -34,30 +34,25 @@ def set_thread_env(n: int) -> dict:
 
 
 #: Spin limits set when two threading runtimes are interleaved (unless set already):
-#: OpenBLAS workers spin 2**4 cycles after a call, libgomp (PyTorch) workers 1000 rounds.
-SPIN_LIMITS = {"OPENBLAS_THREAD_TIMEOUT": "4", "GOMP_SPINCOUNT": "1000"}
+#: OpenBLAS workers spin 2**4 cycles after a call. PyTorch's libgomp keeps its default.
+SPIN_LIMITS = {"OPENBLAS_THREAD_TIMEOUT": "4"}
 
 
 def set_spin_limits(threads: int, peer: bool) -> dict:
-    """Let idle BLAS and OpenMP workers sleep almost at once when NumPy's and
-    PyTorch's calls are interleaved on several threads.
+    """Let idle OpenBLAS workers sleep almost at once when NumPy's and PyTorch's calls are
+    interleaved on several threads (by default OpenBLAS spins ~2**28 cycles, ~0.1 s, after
+    every call, and on a 2-core machine steals the core PyTorch needs: its SimpleCNN.conv1
+    forward 0.23 -> 4.5 ms interleaved; with the limit 0.22 -> 0.21). The engine sets the
+    same limit for itself on import.
 
-    By default OpenBLAS spins ~2**28 cycles (~0.1 s) after every call and libgomp
-    spins for milliseconds, so on a 2-core machine each library's idle workers
-    steal the cores the other needs. Measured here (2 threads, quiet machine,
-    median of 20; alone -> interleaved one call each):
+    PyTorch's OpenMP workers keep libgomp's default spinning (a few ms after each parallel
+    region): an earlier bench set ``GOMP_SPINCOUNT=1000``, which slowed PyTorch itself (its
+    SimpleCNN training step 27.6 -> 33.5 ms, batch-1 inference 0.27 -> 0.31 ms, alone, one
+    run each). Instead the harness lets PyTorch's workers fall asleep before it times an
+    engine call, and wakes them before a PyTorch call (``harness._ready``).
 
-    ======================  ============  ===============  ======================
-    op                      defaults      THREAD_TIMEOUT=4  + GOMP_SPINCOUNT=1000
-    ======================  ============  ===============  ======================
-    torch conv core1 fwd    0.23 -> 4.5   0.22 -> 0.21      0.25 -> 0.26
-    numpy GEMM core3 fwd    22 -> 29      22.6 -> 29.8      22.8 -> 22.7
-    ======================  ============  ===============  ======================
-
-    The price: PyTorch's tiniest op alone is ~10 % slower (core1 0.22 -> 0.25 ms).
-    Only when >1 thread, PyTorch installed and the peer wanted, before NumPy and
-    PyTorch load; a variable already set is left alone. Returns what to restore.
-    """
+    Only when >1 thread, PyTorch installed and the peer wanted, before NumPy and PyTorch
+    load; a variable already set is left alone. Returns what to restore."""
     import importlib.util
     if threads <= 1 or not peer or "numpy" in sys.modules or "torch" in sys.modules:
         return {}
