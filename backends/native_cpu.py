@@ -12,6 +12,7 @@ the batch for the weight gradient, planes for pooling.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -31,9 +32,6 @@ _INT32_MAX = (1 << 31) - 1
 #: Output pixels (all images of a share together) below which the weight gradient takes
 #: fewer than DW_BATCH_PARTS shares.
 DW_PIXELS_A_PART = 768
-#: Forward work items a thread should get; with fewer, each panel's output channels are cut
-#: into blocks as well.
-MIN_ITEMS_FOR_THREADS = 4
 #: An input gradient with fewer than 4 channels a group takes the NumPy path when the
 #: frame of dY it would pack from is larger than this (about L2).
 FEW_ROWS_FRAME_BYTES = 1 << 20
@@ -102,6 +100,81 @@ def _images_a_panel_row(lib, n: int, pixels: int, frame_floats: int) -> int:
         if idle(b) <= 0.05:
             break
     return best
+
+
+def _share_load(cols: tuple, tail: tuple, planes: int, tail_planes: int, row_panels: int, threads: int,
+                ob: int) -> float:
+    """The work of the busiest of ``threads`` contiguous, equal-count shares of the forward's
+    items (plane, block of ``ob``, panel) over an even split's. ``cols`` are the columns of a
+    plane's panels, ``tail`` those of the last ``tail_planes`` planes (a short last chunk of
+    images; zeros for its empty panels); an item's work is its columns times its rows."""
+    rows = [row_panels * (b + 1) // ob - row_panels * b // ob for b in range(ob)]
+
+    def prefix(cs):
+        within = [0]
+        for r in rows:
+            for c in cs:
+                within.append(within[-1] + r * c)
+        return within
+    full, last = prefix(cols), prefix(tail)
+    head, per_plane = planes - tail_planes, ob * len(cols)
+
+    def done(i):  # work of the first i items
+        p, j = divmod(i, per_plane)
+        if p < head:
+            return p * full[-1] + full[j]
+        return head * full[-1] + (p - head) * last[-1] + (last[j] if p < planes else 0)
+    bounds = [0] + [part.stop for part in host_threads.split(planes * per_plane, threads)]
+    return max(done(b) - done(a) for a, b in zip(bounds, bounds[1:])) / (done(planes * per_plane) / threads)
+
+
+def _channel_blocks(cols: tuple, tail: tuple, planes: int, tail_planes: int, row_panels: int,
+                    threads: int) -> tuple:
+    """``(blocks, score)``: how many blocks of row panels (output channels) the forward cuts each
+    column panel into, so that the threads' equal-count shares of the items carry nearly equal
+    work: :func:`_share_load` plus 1% a block past the first (each block packs the panels of B
+    again), made least; 1 on one thread. VGG conv4_2 at batch 1 (784 pixels: 16 panels and
+    one of 16 columns) split by panels gave 2 threads 9 and 7.3 panels; cut in 2, each thread
+    takes every panel for half the channels (and reads half of the weights). The sums do not
+    depend on the blocks, so neither do the bits."""
+    if threads <= 1:
+        return 1, 1.0
+    best, best_score = 1, None
+    for ob in range(1, min(row_panels, 4 * threads) + 1):
+        score = _share_load(cols, tail, planes, tail_planes, row_panels, threads, ob) + 0.01 * (ob - 1)
+        if best_score is None or score < best_score - 1e-9:
+            best, best_score = ob, score
+    return best, best_score
+
+
+@functools.lru_cache(maxsize=256)
+def _split_plan(batch: int, nr: int, n: int, pixels: int, frame_floats: int, frame_limit: int, groups: int,
+                row_panels: int, threads: int) -> tuple:
+    """``(batch, blocks)`` for the GEMM forward: images a panel row (``batch``, the fewest that
+    fill the panels, or, on several threads when it leaves a short last chunk, the fewest more
+    that divide ``n`` and fill them as well, if the shares come out more even: 8 images of
+    17x17 by 3 are chunks of 3, 3 and 2, which 2 threads share as 4.6 and 3.4 images, by 4
+    evenly) and blocks of output channels (:func:`_channel_blocks`). Shapes and threads
+    decide, never the bits: every output is summed the same way in any case."""
+    def fill(b):
+        return b * pixels / (-(-b * pixels // nr) * nr)
+    candidates = [batch]
+    if batch > 1 and threads > 1 and n % batch:
+        for b in range(batch + 1, n + 1):
+            if b * frame_floats > frame_limit or b * frame_floats >= _INT32_MAX:
+                break
+            if n % b == 0 and fill(b) >= min(0.95, fill(batch)):
+                candidates.append(b)
+                break
+    best = None
+    for b in candidates:
+        cols = tuple(min(nr, b * pixels - j) for j in range(0, b * pixels, nr))
+        last = n - (-(-n // b) - 1) * b  # images in the last chunk
+        tail = tuple(max(0, min(nr, last * pixels - j)) for j in range(0, b * pixels, nr))
+        blocks, score = _channel_blocks(cols, tail, -(-n // b) * groups, groups, row_panels, threads)
+        if best is None or score < best[0] - 1e-9:
+            best = (score, b, blocks)
+    return best[1], best[2]
 
 
 _ptr = native_calls.address
@@ -186,7 +259,7 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
     """The plan of the GEMM forward of ``x_shape`` with weights of ``weight_shape`` (cached)."""
     inside = bool(getattr(host_threads._inside, "worker", False))
     key = (id(lib), x_shape, weight_shape, win, groups, DIRECT, host_threads.get_num_threads(), inside,
-           MIN_MACS_PER_THREAD, MIN_ELEMENTS_PER_THREAD, BATCH_FRAME_FLOATS, MIN_ITEMS_FOR_THREADS)
+           MIN_MACS_PER_THREAD, MIN_ELEMENTS_PER_THREAD, BATCH_FRAME_FLOATS, _split_plan)  # tests patch it
     plan = _plans.get(key)
     if plan is not None:
         return plan
@@ -200,20 +273,23 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
     plan.pack_parts = native_calls.threads_for(plan.panels, 2 * plan.packed_size, MIN_ELEMENTS_PER_THREAD)
     macs = n * win.oh * win.ow * math.prod(weight_shape)
     if _takes_direct(lib, plan.geom):  # stride 1, few output channels: no packing of the image
-        plan.entry, plan.items, plan.extra = "conv2d_fwd_direct_f32", lib.direct_items(gp), None
-    elif (batch := _images_a_panel_row(lib, n, win.oh * win.ow, (x_shape[1] // groups) * _frame_pixels(win))) > 1:
-        # items: (images, group, a panel of their output pixels): panels run across images
-        plan.entry, plan.items, plan.extra = "conv2d_fwd_batched_f32", lib.fwd_batched_items(gp, batch), batch
+        plan.entry, plan.items, plan.extra = "conv2d_fwd_direct_f32", lib.direct_items(gp), ()
     else:
-        items = lib.fwd_items(gp)
-        # Few panels for the threads that will run (one small image): cut each panel's output
-        # channels into blocks of row panels too, so that every thread gets work and reads only
-        # its share of the weights; the sums, and so the bits, are the same either way.
-        threads = min(host_threads.get_num_threads(), max(1, macs // MIN_MACS_PER_THREAD))
-        want = MIN_ITEMS_FOR_THREADS * threads
-        blocks = min(-(-(o // groups) // 8), -(-want // items)) if threads > 1 and items < want else 1
-        # items: (image, group, a panel of output pixels, a block of channels) in order
-        plan.entry, plan.items, plan.extra = "conv2d_fwd_split_f32", items * blocks, blocks
+        # Panels that threads would share unevenly (few of them, a narrow last one, a short
+        # last chunk of images): another number of images a panel row, or each panel's output
+        # channels cut into blocks of row panels too; the sums, and so the bits, are the same
+        # either way.
+        pixels, frame_floats = win.oh * win.ow, (x_shape[1] // groups) * _frame_pixels(win)
+        threads = 1 if inside else min(host_threads.get_num_threads(), max(1, macs // MIN_MACS_PER_THREAD))
+        batch, blocks = _split_plan(_images_a_panel_row(lib, n, pixels, frame_floats), lib.native_nr(), n, pixels,
+                                    frame_floats, BATCH_FRAME_FLOATS, groups, -(-(o // groups) // 8), threads)
+        if batch > 1:
+            # items: (images, group, block of channels, a panel of their output pixels): panels run across images
+            plan.entry, plan.items = "conv2d_fwd_batched_f32", lib.fwd_batched_items(gp, batch) * blocks
+            plan.extra = (batch, blocks)
+        else:
+            # items: (image, group, block of channels, a panel of output pixels) in order
+            plan.entry, plan.items, plan.extra = "conv2d_fwd_split_f32", lib.fwd_items(gp) * blocks, (blocks,)
     plan.parts = native_calls.threads_for(plan.items, macs, MIN_MACS_PER_THREAD)
     if len(_plans) >= _MAX_PLANS:
         _plans.clear()
@@ -230,9 +306,7 @@ def _forward_packed(lib, x, plan: _ForwardPlan, bias_ptr, pack):
     entry, args = pack(packed)
     _ok(native_calls.run(lib, entry, args, plan.panels, plan.pack_parts), "conv2d")
     y = np.empty(plan.out_shape, dtype=np.float32)
-    args = (_ptr(x), _ptr(packed), bias_ptr, _ptr(y), START, STOP, plan.geom_ptr)
-    if plan.extra is not None:
-        args += (plan.extra,)
+    args = (_ptr(x), _ptr(packed), bias_ptr, _ptr(y), START, STOP, plan.geom_ptr) + plan.extra
     _ok(native_calls.run(lib, plan.entry, args, plan.items, plan.parts), "conv2d")
     return y
 

@@ -17,7 +17,8 @@
  * it uses the forward entry point (the caller prepares those weights).
  *
  * Every output element is summed in the same order (k ascending inside
- * blocks of KC, the blocks in turn; for dW the images of a share in turn)
+ * blocks of KC_FWD for the forward, KC for dW, the blocks in turn; for dW the images of a
+ * share in turn)
  * whatever the split of the work between threads, so results do not depend
  * on the thread count. Needs AVX-512F, or AVX2 and FMA; native_isa() says which this build
  * has (512, 256, or 0 for neither).
@@ -99,6 +100,11 @@ static inline vf v_permute2(const float *p, const int32_t *perm)
 #define NR (NV * VL)    /* columns of the register tile */
 #define PANEL_RUN_A_FLOATS (1 << 17)  /* 512 KiB of packed weights: half of Zen 4's L2 */
 #define KC 128          /* depth of a packed B micro-panel: 128 x 48 floats = 24 KiB (AVX2: 8 KiB), in L1 */
+/* The forward's depth: 384 x 48 floats = 72 KiB, in L2, which streams B to the tile as fast as
+ * L1 does, while C is read and written a third as often and a tile's fixed costs are spread
+ * over three times the work: 2-5% faster than 128 on one thread on most of the sweep's layers
+ * (ResNet layer3 3x3, 1 thread: 102 -> 108 GFLOP/s; 256 and 512 fall between). */
+#define KC_FWD 384
 
 int native_isa(void) { return V_ISA; }
 
@@ -300,16 +306,20 @@ static void pack_a(const float *a, i64 m, i64 k, i64 rs, i64 cs, float *out)
     }
 }
 
-/* C[m x n] (row stride ldc) = (first ? 0 : C) + A_panel . B_panel (+ bias[r] when bias). */
+/* C[m x n] (row stride ldc) = (first ? 0 : C) + A_panel . B_panel (+ bias[r] when bias).
+ * next: the A panel the following tile reads (or a again), fetched into L1 a line every
+ * other k step: a new row panel of a large A comes from L3, and its first lines would
+ * otherwise stall the tile (VGG conv4_2, 1 thread: 3% of the time). */
 static inline __attribute__((always_inline)) void
 tile(const int nv, i64 kc, const float *restrict a, const float *restrict b, float *c, i64 ldc,
-     i64 m, i64 n, int first, const float *bias)
+     i64 m, i64 n, int first, const float *bias, const float *next)
 {
     vf acc[MR][NV];
     for (int r = 0; r < MR; r++)
         for (int v = 0; v < nv; v++) acc[r][v] = v_zero();
     for (i64 k = 0; k < kc; k++) {
         vf bv[NV];
+        _mm_prefetch((const char *)(next + k * MR), _MM_HINT_T0);
         for (int v = 0; v < nv; v++) bv[v] = v_load(b + v * VL);
         for (int r = 0; r < MR; r++) {
             vf ar = v_set1(a[r]);
@@ -406,14 +416,14 @@ static void narrow_times_a(i64 kc, const float *ap, i64 a_stride, const float *b
 /* tile() for n columns of the panel b (nv vectors wide). */
 static inline __attribute__((always_inline)) void
 tile_any(int nv, i64 kc, const float *a, const float *b, float *c, i64 ldc, i64 m, i64 n, int first,
-         const float *bias)
+         const float *bias, const float *next)
 {
     switch (nv) {
-    case 1: tile(1, kc, a, b, c, ldc, m, n, first, bias); break;
+    case 1: tile(1, kc, a, b, c, ldc, m, n, first, bias, next); break;
 #if NV > 2
-    case 2: tile(2, kc, a, b, c, ldc, m, n, first, bias); break;
+    case 2: tile(2, kc, a, b, c, ldc, m, n, first, bias, next); break;
 #endif
-    default: tile(NV, kc, a, b, c, ldc, m, n, first, bias); break;
+    default: tile(NV, kc, a, b, c, ldc, m, n, first, bias, next); break;
     }
 }
 
@@ -426,33 +436,37 @@ static void panel_times_a(int nv, i64 kc, const float *ap, i64 a_stride, const f
         const float *a = ap + (i0 / MR) * a_stride;
         const float *bi = bias ? bias + i0 : 0;
         i64 rows = min64(MR, m - i0);
-        tile_any(nv, kc, a, bp, c + i0 * ldc, ldc, rows, n, first, bi);
+        tile_any(nv, kc, a, bp, c + i0 * ldc, ldc, rows, n, first, bi, i0 + MR < m ? a + a_stride : a);
     }
 }
 
-/* A run of column panels (bp holds them KC * NR floats apart; panel q is n[q] columns wide,
+/* A run of column panels (bp holds them KC_FWD * NR floats apart; panel q is n[q] columns wide,
  * written to c[q] with row stride ldc[q]) against every row panel of A, over one kc block:
  * each row panel of A, in L1, meets every panel of the run, in L2, so A is read once per run,
  * not once per panel. Every tile sums as in panel_times_a. */
 static void panels_times_a(i64 run, i64 kc, const float *ap, i64 a_stride, const float *bp, float *const *c,
                            const i64 *ldc, i64 m, const i64 *n, int first, const float *bias)
 {
+    i64 last = run - 1;  /* the last panel through the register tile */
+    while (last > 0 && n[last] <= NARROW) last--;
     for (i64 i0 = 0; i0 < m; i0 += MR) {
         const float *a = ap + (i0 / MR) * a_stride;
         const float *bi = bias ? bias + i0 : 0;
         i64 rows = min64(MR, m - i0);
         for (i64 q = 0; q < run; q++) {
-            const float *b = bp + q * KC * NR;
+            const float *b = bp + q * KC_FWD * NR;
             if (n[q] <= NARROW) continue;  /* below, RP row panels at a time */
-            tile_any((int)ceil_div(n[q], VL), kc, a, b, c[q] + i0 * ldc[q], ldc[q], rows, n[q], first, bi);
+            tile_any((int)ceil_div(n[q], VL), kc, a, b, c[q] + i0 * ldc[q], ldc[q], rows, n[q], first, bi,
+                     q == last && i0 + MR < m ? a + a_stride : a);  /* a row panel's last tile: the next */
         }
     }
     for (i64 q = 0; q < run; q++)
-        if (n[q] <= NARROW) narrow_times_a(kc, ap, a_stride, bp + q * KC * NR, c[q], ldc[q], m, n[q], first, bias);
+        if (n[q] <= NARROW) narrow_times_a(kc, ap, a_stride, bp + q * KC_FWD * NR, c[q], ldc[q], m, n[q], first, bias);
 }
 
-/* Blocks of the reduction: as equal as possible, none longer than KC. */
+/* Blocks of the reduction: as equal as possible, none longer than KC (the forward's: KC_FWD). */
 static i64 kc_blocks(i64 k) { return ceil_div(k, KC); }
+static i64 fwd_kc_blocks(i64 k) { return ceil_div(k, KC_FWD); }
 static i64 kc_start(i64 k, i64 blocks, i64 b) { return (k * b) / blocks; }
 
 /* Floats of the packed weights that conv2d_fwd_f32 takes (all groups). */
@@ -536,6 +550,31 @@ static i64 panel_run(const geom_t *s)
     return ceil_div(s->og, MR) * MR * s->kg > PANEL_RUN_A_FLOATS ? GEMM_NC : 1;
 }
 
+/* Without padding, the taps read only inside the image (1x1 convolutions; any kernel with
+ * padding 0): the forward then packs straight from x, whose channels are a frame of pitch w
+ * (rows and columns past the taps' reach unread), and copies nothing. A frame of one
+ * ResNet-50 1x1 input (256 channels of 56x56) is 3.2 MB, past L2, and copying it took about
+ * as long as multiplying it. Offsets within 32 bits. */
+static int reads_image(const geom_t *s, i64 images)
+{
+    return s->pt == 0 && s->pl == 0 && s->hp <= s->h && s->wp <= s->w &&
+           ((images - 1) * s->c + s->cg) * s->h * s->w < ((i64)1 << 31) - 2 * VL;
+}
+
+/* The geometry the offset tables are made for: the frame's, or, reading x itself, the image's. */
+static geom_t source_geom(geom_t s, int direct)
+{
+    if (direct) { s.hp = s.h; s.wp = s.w; }
+    return s;
+}
+
+/* Reading x itself, the permute path of pack_b may read 2*VL - 1 floats past the last offset:
+ * allowed where x goes on that far past the channels (first) of image nn's group gi. */
+static int slack_after(const geom_t *s, i64 nn, i64 gi)
+{
+    return ((nn * s->c + (gi + 1) * s->cg) * s->h * s->w + 2 * VL) <= s->n * s->c * s->h * s->w;
+}
+
 /* y (N, O, OH, OW) for the work items [w0, w1): every output element of an item, bias (O,)
  * or NULL added. A thread given a few panels of an image pads that image's frame itself. */
 /* conv2d_fwd_f32 with each panel's output channels cut into `ob` blocks of whole row panels:
@@ -546,11 +585,13 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
                          const i64 *g, i64 ob)
 {
     geom_t s = read_geom(g);
-    float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
-    float *bp = scratch((size_t)(GEMM_NC * KC * NR));
-    int32_t *taps = tap_offsets(&s, 0), *pix = pixel_offsets(&s);
-    if (!frame || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
-    i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), panels = ceil_div(s.p, NR), framed = -1;
+    int direct = reads_image(&s, 1);
+    geom_t so = source_geom(s, direct);
+    float *frame = direct ? 0 : scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
+    float *bp = scratch((size_t)(GEMM_NC * KC_FWD * NR));
+    int32_t *taps = tap_offsets(&so, 0), *pix = pixel_offsets(&so);
+    if ((!frame && !direct) || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
+    i64 a_stride = s.kg * MR, blocks = fwd_kc_blocks(s.kg), panels = ceil_div(s.p, NR), framed = -1;
     /* cut into channel blocks (one small image), a thread's share of A is read once for all
      * of its panels: a run across every panel of the block */
     i64 run_max = ob > 1 ? GEMM_NC : panel_run(&s), rp = ceil_div(s.og, MR);
@@ -563,10 +604,12 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
         i64 run = min64(min64(run_max, w1 - w), panels - panel);
         i64 r0 = (rp * blk / ob) * MR, r1 = min64(s.og, (rp * (blk + 1) / ob) * MR);
         if (r1 <= r0) { w += run; continue; }
-        if (plane != framed) {  /* a thread given a few panels of an image frames it itself, once */
+        if (plane != framed && !direct) {  /* a thread given a few panels of an image frames it itself, once */
             pad_frame(x + (nn * s.c + gi * s.cg) * s.h * s.w, &s, frame);
             framed = plane;
         }
+        const float *src = direct ? x + (nn * s.c + gi * s.cg) * s.h * s.w : frame;
+        int slack = direct ? slack_after(&s, nn, gi) : 1;
         const float *ap = wpacked + gi * rp * a_stride + (r0 / MR) * a_stride;
         float *yg = y + (nn * s.o + gi * s.og + r0) * s.p;
         const float *bg = bias ? bias + gi * s.og + r0 : 0;
@@ -577,7 +620,7 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
         for (i64 b = 0; b < blocks; b++) {
             i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
             for (i64 q = 0; q < run; q++)
-                pack_b(frame, taps + k0, kc, pix + j0s[q], (int)ceil_div(n[q], VL), 1, bp + q * KC * NR);
+                pack_b(src, taps + k0, kc, pix + j0s[q], (int)ceil_div(n[q], VL), slack, bp + q * KC_FWD * NR);
             panels_times_a(run, kc, ap + k0 * MR, a_stride, bp, c, ldc, r1 - r0, n, b == 0, b == blocks - 1 ? bg : 0);
         }
         w += run;
@@ -595,8 +638,9 @@ int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, floa
 /* Columns of the register tile (the pixels of a panel); the Python side picks batch sizes by it. */
 i64 native_nr(void) { return NR; }
 
-/* Work items of conv2d_fwd_batched_f32: (chunk of `batch` images, group, panel of NR pixels of
- * the chunk's batch * OH * OW), in that order; panels past a short last chunk are empty. */
+/* Work items of conv2d_fwd_batched_f32 with ob = 1: (chunk of `batch` images, group, panel of NR
+ * pixels of the chunk's batch * OH * OW), in that order; panels past a short last chunk are
+ * empty. With ob blocks of output channels there are ob times as many. */
 i64 fwd_batched_items(const i64 *g, i64 batch)
 {
     geom_t s = read_geom(g);
@@ -607,17 +651,22 @@ i64 fwd_batched_items(const i64 *g, i64 batch)
  * 14x14): the frames of `batch` images lie one after another, so a panel's NR columns run on
  * from one image into the next and no panel is left mostly empty. The tiles write a panel
  * buffer, copied out image by image. Each output element is summed exactly as by
- * conv2d_fwd_f32 (the same blocks of k, in turn). */
+ * conv2d_fwd_f32 (the same blocks of k, in turn). As in conv2d_fwd_split_f32, each panel's
+ * output channels may be cut into `ob` blocks of whole row panels, items (chunk, group, block,
+ * panel), so that threads get even shares (8 images of 7x7: 8 full panels and one of 8
+ * columns, 9 items, which 2 threads would take as 5 and 4); the sums are the same. */
 int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
-                           const i64 *g, i64 batch)
+                           const i64 *g, i64 batch, i64 ob)
 {
     geom_t s = read_geom(g);
-    i64 fsize = s.cg * s.hp * s.wp, cols_chunk = batch * s.p, panels = ceil_div(cols_chunk, NR);
+    int direct = reads_image(&s, batch);  /* the images' channels straight from x, s.c * h * w apart */
+    geom_t so = source_geom(s, direct);
+    i64 fsize = direct ? s.c * s.h * s.w : s.cg * s.hp * s.wp, cols_chunk = batch * s.p, panels = ceil_div(cols_chunk, NR);
     i64 og_r = ceil_div(s.og, MR) * MR;
-    float *frame = scratch((size_t)(batch * fsize + 2 * VL));
-    float *bp = scratch((size_t)(GEMM_NC * KC * NR)), *cbuf = scratch((size_t)(GEMM_NC * og_r * NR));
-    int32_t *taps = tap_offsets(&s, 0), *pix = scratch((size_t)(panels * NR)), *one = pixel_offsets(&s);
-    if (!frame || !bp || !cbuf || !taps || !pix || !one) {
+    float *frame = direct ? 0 : scratch((size_t)(batch * fsize + 2 * VL));
+    float *bp = scratch((size_t)(GEMM_NC * KC_FWD * NR)), *cbuf = scratch((size_t)(GEMM_NC * og_r * NR));
+    int32_t *taps = tap_offsets(&so, 0), *pix = scratch((size_t)(panels * NR)), *one = pixel_offsets(&so);
+    if ((!frame && !direct) || !bp || !cbuf || !taps || !pix || !one) {
         free(frame); free(bp); free(cbuf); free(taps); free(pix); free(one);
         return -1;
     }
@@ -625,28 +674,33 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
         i64 jj = min64(j, cols_chunk - 1);  /* past the end: repeat the last pixel */
         pix[j] = (int32_t)((jj / s.p) * fsize + one[jj % s.p]);
     }
-    i64 a_stride = s.kg * MR, blocks = kc_blocks(s.kg), framed = -1;
-    i64 run_max = panel_run(&s);
+    i64 a_stride = s.kg * MR, blocks = fwd_kc_blocks(s.kg), framed = -1, rp = ceil_div(s.og, MR);
+    i64 run_max = ob > 1 ? GEMM_NC : panel_run(&s);
     float *c[GEMM_NC];
     i64 ldc[GEMM_NC], n[GEMM_NC], j0s[GEMM_NC];
     for (i64 w = w0; w < w1;) {
-        i64 plane = w / panels, chunk = plane / s.groups, gi = plane % s.groups;
-        i64 run = min64(min64(run_max, w1 - w), (plane + 1) * panels - w);
+        i64 plane = w / (panels * ob), blk = w % (panels * ob) / panels, panel = w % panels;
+        i64 chunk = plane / s.groups, gi = plane % s.groups;
+        i64 run = min64(min64(run_max, w1 - w), panels - panel);
+        i64 r0 = (rp * blk / ob) * MR, r1 = min64(s.og, (rp * (blk + 1) / ob) * MR);  /* output channels */
         i64 n0 = chunk * batch, nb = min64(batch, s.n - n0);
-        if (plane != framed) {
+        if (r1 <= r0) { w += run; continue; }
+        if (plane != framed && !direct) {
             for (i64 i = 0; i < nb; i++) pad_frame(x + ((n0 + i) * s.c + gi * s.cg) * s.h * s.w, &s, frame + i * fsize);
             framed = plane;
         }
-        const float *ap = wpacked + gi * ceil_div(s.og, MR) * a_stride;
-        const float *bg = bias ? bias + gi * s.og : 0;
+        const float *src = direct ? x + (n0 * s.c + gi * s.cg) * s.h * s.w : frame;
+        int slack = direct ? slack_after(&s, n0 + nb - 1, gi) : 1;
+        const float *ap = wpacked + (gi * rp + r0 / MR) * a_stride;
+        const float *bg = bias ? bias + gi * s.og + r0 : 0;
         i64 live = 0;  /* panels of the run with columns (a short last chunk has fewer) */
         for (i64 q = 0; q < run; q++) {
-            i64 j0 = (w + q - plane * panels) * NR, cols = min64(NR, nb * s.p - j0);
+            i64 j0 = (panel + q) * NR, cols = min64(NR, nb * s.p - j0);
             if (cols <= 0) break;
             i64 p0 = j0 % s.p;
             j0s[live] = j0; n[live] = cols;
             if (p0 + cols <= s.p) {  /* inside one image: straight into y */
-                c[live] = y + ((n0 + j0 / s.p) * s.o + gi * s.og) * s.p + p0; ldc[live] = s.p;
+                c[live] = y + ((n0 + j0 / s.p) * s.o + gi * s.og + r0) * s.p + p0; ldc[live] = s.p;
             } else {
                 c[live] = cbuf + live * og_r * NR; ldc[live] = NR;
             }
@@ -655,15 +709,15 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
         for (i64 b = 0; b < blocks && live; b++) {
             i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
             for (i64 q = 0; q < live; q++)
-                pack_b(frame, taps + k0, kc, pix + j0s[q], (int)ceil_div(n[q], VL), 1, bp + q * KC * NR);
-            panels_times_a(live, kc, ap + k0 * MR, a_stride, bp, c, ldc, s.og, n, b == 0, b == blocks - 1 ? bg : 0);
+                pack_b(src, taps + k0, kc, pix + j0s[q], (int)ceil_div(n[q], VL), slack, bp + q * KC_FWD * NR);
+            panels_times_a(live, kc, ap + k0 * MR, a_stride, bp, c, ldc, r1 - r0, n, b == 0, b == blocks - 1 ? bg : 0);
         }
         for (i64 q = 0; q < live; q++) {
             if (ldc[q] != NR) continue;
             for (i64 j = 0; j < n[q];) {  /* a panel across images: copy out image by image */
                 i64 nn = n0 + (j0s[q] + j) / s.p, p0 = (j0s[q] + j) % s.p, cnt = min64(n[q] - j, s.p - p0);
-                float *yo = y + (nn * s.o + gi * s.og) * s.p + p0;
-                for (i64 o = 0; o < s.og; o++) memcpy(yo + o * s.p, c[q] + o * NR + j, (size_t)cnt * 4);
+                float *yo = y + (nn * s.o + gi * s.og + r0) * s.p + p0;
+                for (i64 o = 0; o < r1 - r0; o++) memcpy(yo + o * s.p, c[q] + o * NR + j, (size_t)cnt * 4);
                 j += cnt;
             }
         }

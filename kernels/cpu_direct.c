@@ -4,7 +4,7 @@
  *
  * Compiled after kernels/cpu_conv.c in one translation unit (kernels/native.py, SOURCES):
  * it uses that file's vector layer, geometry, packed weights (pack_weights_*: panels of MR
- * rows, k-major) and reduction blocks (kc_blocks, kc_start).
+ * rows, k-major) and the forward's reduction blocks (fwd_kc_blocks, kc_start).
  *
  * Why: the GEMM path packs each KC x NR micro-panel of im2col columns (loads, permutes or
  * gathers, and a store) and then uses it once per row panel of weights. With one or two
@@ -127,7 +127,7 @@ int conv2d_fwd_direct_f32(const float *x, const float *wpacked, const float *bia
 {
     geom_t s = read_geom(g);
     i64 rows = direct_rows(&s), nvec = ceil_div(s.ow, VL);
-    i64 rv_max = rows * nvec, blocks = kc_blocks(s.kg), a_stride = s.kg * MR, rp = ceil_div(s.og, MR);
+    i64 rv_max = rows * nvec, blocks = fwd_kc_blocks(s.kg), a_stride = s.kg * MR, rp = ceil_div(s.og, MR);
     i64 row_blocks = ceil_div(s.oh, rows), framed = -1;
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
     int32_t *taps = tap_offsets(&s, 0);

@@ -79,7 +79,7 @@ SIGNATURES = {
     "native_nr": (_i64, ()),
     "conv2d_fwd_split_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64)),
     "fwd_batched_items": (_i64, (_ptr, _i64)),
-    "conv2d_fwd_batched_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64)),
+    "conv2d_fwd_batched_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64, _i64)),
     "conv2d_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "conv2d_dw_pixels_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _i64, _ptr)),
     "conv2d_dw_shares_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _ptr)),

@@ -44,6 +44,11 @@ CASES = {
     "groups": (2, 12, 8, 8, 24, 3, 1, 1, 1, 3),  # weight-gradient panels of several groups
     "depthwise": (2, 16, 9, 9, 16, 3, 1, 1, 1, 16),  # 1 channel a group: the direct kernels
     "pointwise": (2, 20, 7, 7, 33, 1, 1, 0, 1, 1),
+    # no padding: the forward packs straight from x (no frame), rows and columns past the
+    # taps' reach unread, the last image's last group without the permute's slack
+    "unpadded": (3, 10, 13, 11, 12, 5, 1, 0, 1, 1),
+    "unpadded_strided_groups": (3, 8, 14, 15, 10, 3, 2, 0, 1, 2),
+    "unpadded_dilated": (2, 6, 12, 13, 7, 3, 1, 0, 2, 1),
     "batch1_tall": (1, 4, 50, 3, 8, (3, 1), (1, 1), (1, 0), 1, 1),
     # batch 1, few pixels: a full panel and a nearly empty one, channel blocks, dx weights
     # packed straight from W (several row panels, groups, phases)
@@ -124,7 +129,8 @@ def test_input_gradient_takes_the_c_kernels_for_any_stride(monkeypatch):
     assert _forward_calls(counts) == 4, counts
 
 
-@pytest.mark.parametrize("case", ["deep_k", "pointwise", "big_pad", "batch1_tall", "b1_pointwise_7", "b1_dilated_14"])
+@pytest.mark.parametrize("case", ["deep_k", "pointwise", "big_pad", "batch1_tall", "b1_pointwise_7", "b1_dilated_14",
+                                  "unpadded_strided_groups"])
 def test_panels_across_images_give_the_per_image_bits(case, monkeypatch):
     """Images with few output pixels share column panels (conv2d_fwd_batched_f32): each
     output is summed as by the per-image kernel, so the results are the same bits. Per
@@ -169,10 +175,49 @@ def test_one_small_image_splits_output_channels_with_the_same_bits(threads, monk
     monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
     monkeypatch.setattr(host_threads, "_num_threads", threads)
     split = ops.conv2d(x, wt, b, padding=1)
-    monkeypatch.setattr(native_cpu, "MIN_ITEMS_FOR_THREADS", 0)  # one block of channels
+    monkeypatch.setattr(native_cpu, "_channel_blocks", lambda *args: 1)  # one block of channels
     whole = ops.conv2d(x, wt, b, padding=1)
     np.testing.assert_array_equal(split, whole)
     assert_rel(split, ops.conv2d(*(a.astype(np.float64) for a in (x, wt, b)), padding=1), 1e-5, "y")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_panels_across_images_split_output_channels_with_the_same_bits(threads, monkeypatch):
+    """8 images of 7x7 share 9 panels (8 full, one of 8 columns), which threads would take
+    unevenly: each panel's output channels are cut into blocks (conv2d_fwd_batched_f32 with
+    blocks); the sums, and so the bits, are those of one block, and of the per-image kernel."""
+    r = np.random.default_rng(1)
+    x, wt = r.standard_normal((8, 24, 7, 7)).astype(np.float32), r.standard_normal((70, 24, 3, 3)).astype(np.float32)
+    b = r.standard_normal(70).astype(np.float32)
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
+    monkeypatch.setattr(host_threads, "_num_threads", threads)
+    counts = count_native_calls(monkeypatch)
+    blocks = []
+    real = native_cpu._channel_blocks
+    monkeypatch.setattr(native_cpu, "_channel_blocks", lambda *args: blocks.append(real(*args)) or blocks[-1])
+    split = ops.conv2d(x, wt, b, padding=1)
+    assert counts.get("conv2d_fwd_batched_f32", 0) >= 1, counts
+    assert len(blocks) == 1 and (blocks[0] == 1 if threads == 1 else native_cpu.native.library().native_nr() != 48
+                                 or blocks[0] > 1), blocks  # AVX2's 32-column panels may split evenly
+    monkeypatch.setattr(native_cpu, "_channel_blocks", lambda *args: 4)  # uneven: 9 row panels (AVX2: 12)
+    four = ops.conv2d(x, wt, b, padding=1)
+    monkeypatch.setattr(native_cpu, "_channel_blocks", lambda *args: 1)
+    whole = ops.conv2d(x, wt, b, padding=1)
+    monkeypatch.setattr(native_cpu, "BATCH_FRAME_FLOATS", 0)  # one image a panel row
+    single = ops.conv2d(x, wt, b, padding=1)
+    for other in (four, whole, single):
+        np.testing.assert_array_equal(split, other)
+    assert_rel(split, ops.conv2d(*(a.astype(np.float64) for a in (x, wt, b)), padding=1), 1e-5, "y")
+
+
+def test_channel_blocks_even_out_the_threads_shares():
+    """The blocks depend on the panels' widths and the threads: one thread or an even split
+    needs none; 17 panels with a narrow last one (VGG conv4_2 at batch 1) on 2 threads get 2."""
+    assert native_cpu._channel_blocks((48,) * 16 + (16,), 1, 64, 1) == 1
+    assert native_cpu._channel_blocks((48,) * 6 + (1,), 8, 16, 2) == 1  # 8 images: 4 each
+    assert native_cpu._channel_blocks((48,) * 16 + (16,), 1, 64, 2) == 2
+    assert native_cpu._channel_blocks((48, 1), 1, 64, 3) == 3  # batch 1, 7x7
+    assert native_cpu._channel_blocks((48,) * 8 + (8,), 1, 1, 2) == 1  # one row panel: nothing to cut
 
 
 @pytest.mark.parametrize("case", ["b1_pointwise_7", "b1_dilated_14", "b1_strided_groups", "b1_big_stem",
