@@ -261,6 +261,26 @@ static void pack_b(const float *frame, const int32_t *rowoff, i64 rows, const in
     }
 }
 
+/* pack_b, and the lines that the same rows of the columns `ahead` (NR of them: the next
+ * panel) will read asked into L2 meanwhile: the next pack finds them there while the tiles
+ * of this panel run. Each row of a forward panel is its own stretch of the frame (a tap of
+ * one channel), hundreds of stretches, more than the hardware prefetchers follow. */
+static void pack_b_ahead(const float *frame, const int32_t *rowoff, i64 rows, const int32_t *coloff, int nv,
+                         int permute_ok, const int32_t *ahead, float *out)
+{
+    for (int v = 0; v < nv; v++) {
+        fetch_t f = classify(coloff + v * VL, permute_ok);
+        int32_t lo = ahead[v * VL], hi = ahead[v * VL + VL - 1];
+        float *o = out + v * VL;
+        for (i64 r = 0; r < rows; r++, o += nv * VL) {
+            const float *row = frame + rowoff[r];
+            _mm_prefetch((const char *)(row + lo), _MM_HINT_T1);
+            _mm_prefetch((const char *)(row + hi), _MM_HINT_T1);
+            v_store(o, fetch(row, &f));
+        }
+    }
+}
+
 /* A packed in panels of MR rows, each k-major: panel i holds a[(i*MR + r) * rs + k * cs] at
  * [k * MR + r], rows past m as zeros. */
 #if MR == 8
@@ -619,8 +639,12 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
         }
         for (i64 b = 0; b < blocks; b++) {
             i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
-            for (i64 q = 0; q < run; q++)
-                pack_b(src, taps + k0, kc, pix + j0s[q], (int)ceil_div(n[q], VL), slack, bp + q * KC_FWD * NR);
+            for (i64 q = 0; q < run; q++) {
+                int nv = (int)ceil_div(n[q], VL);
+                if (run == 1 && panel + 1 < panels)  /* one panel at a time: fetch the next one's meanwhile */
+                    pack_b_ahead(src, taps + k0, kc, pix + j0s[q], nv, slack, pix + j0s[q] + NR, bp);
+                else pack_b(src, taps + k0, kc, pix + j0s[q], nv, slack, bp + q * KC_FWD * NR);
+            }
             panels_times_a(run, kc, ap + k0 * MR, a_stride, bp, c, ldc, r1 - r0, n, b == 0, b == blocks - 1 ? bg : 0);
         }
         w += run;
@@ -708,8 +732,12 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
         }
         for (i64 b = 0; b < blocks && live; b++) {
             i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
-            for (i64 q = 0; q < live; q++)
-                pack_b(src, taps + k0, kc, pix + j0s[q], (int)ceil_div(n[q], VL), slack, bp + q * KC_FWD * NR);
+            for (i64 q = 0; q < live; q++) {
+                int nv = (int)ceil_div(n[q], VL);
+                if (live == 1 && panel + 1 < panels)  /* one panel at a time: fetch the next one's meanwhile */
+                    pack_b_ahead(src, taps + k0, kc, pix + j0s[q], nv, slack, pix + j0s[q] + NR, bp);
+                else pack_b(src, taps + k0, kc, pix + j0s[q], nv, slack, bp + q * KC_FWD * NR);
+            }
             panels_times_a(live, kc, ap + k0 * MR, a_stride, bp, c, ldc, r1 - r0, n, b == 0, b == blocks - 1 ? bg : 0);
         }
         for (i64 q = 0; q < live; q++) {
