@@ -175,7 +175,7 @@ def test_one_small_image_splits_output_channels_with_the_same_bits(threads, monk
     monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
     monkeypatch.setattr(host_threads, "_num_threads", threads)
     split = ops.conv2d(x, wt, b, padding=1)
-    monkeypatch.setattr(native_cpu, "_channel_blocks", lambda *args: 1)  # one block of channels
+    monkeypatch.setattr(native_cpu, "_forward_plan", lambda batch, *args: (batch, 1))  # one block of channels
     whole = ops.conv2d(x, wt, b, padding=1)
     np.testing.assert_array_equal(split, whole)
     assert_rel(split, ops.conv2d(*(a.astype(np.float64) for a in (x, wt, b)), padding=1), 1e-5, "y")
@@ -192,32 +192,41 @@ def test_panels_across_images_split_output_channels_with_the_same_bits(threads, 
     monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
     monkeypatch.setattr(host_threads, "_num_threads", threads)
     counts = count_native_calls(monkeypatch)
-    blocks = []
-    real = native_cpu._channel_blocks
-    monkeypatch.setattr(native_cpu, "_channel_blocks", lambda *args: blocks.append(real(*args)) or blocks[-1])
+    plans = []
+    real = native_cpu._forward_plan.__wrapped__
+    monkeypatch.setattr(native_cpu, "_forward_plan", lambda *args: plans.append(real(*args)) or plans[-1])
     split = ops.conv2d(x, wt, b, padding=1)
     assert counts.get("conv2d_fwd_batched_f32", 0) >= 1, counts
-    assert len(blocks) == 1 and (blocks[0] == 1 if threads == 1 else native_cpu.native.library().native_nr() != 48
-                                 or blocks[0] > 1), blocks  # AVX2's 32-column panels may split evenly
-    monkeypatch.setattr(native_cpu, "_channel_blocks", lambda *args: 4)  # uneven: 9 row panels (AVX2: 12)
+    assert len(plans) == 1 and (plans[0][1] == 1 if threads == 1 else native_cpu.native.library().native_nr() != 48
+                                or plans[0][1] > 1), plans  # AVX2's 32-column panels may split evenly
+    monkeypatch.setattr(native_cpu, "_forward_plan", lambda batch, *args: (batch, 4))  # 9 row panels (AVX2: 12)
     four = ops.conv2d(x, wt, b, padding=1)
-    monkeypatch.setattr(native_cpu, "_channel_blocks", lambda *args: 1)
+    monkeypatch.setattr(native_cpu, "_forward_plan", lambda batch, *args: (3, 2))  # chunks of 3, 3 and 2 images
+    threes = ops.conv2d(x, wt, b, padding=1)
+    monkeypatch.setattr(native_cpu, "_forward_plan", lambda batch, *args: (batch, 1))
     whole = ops.conv2d(x, wt, b, padding=1)
     monkeypatch.setattr(native_cpu, "BATCH_FRAME_FLOATS", 0)  # one image a panel row
     single = ops.conv2d(x, wt, b, padding=1)
-    for other in (four, whole, single):
+    for other in (four, threes, whole, single):
         np.testing.assert_array_equal(split, other)
     assert_rel(split, ops.conv2d(*(a.astype(np.float64) for a in (x, wt, b)), padding=1), 1e-5, "y")
 
 
-def test_channel_blocks_even_out_the_threads_shares():
-    """The blocks depend on the panels' widths and the threads: one thread or an even split
-    needs none; 17 panels with a narrow last one (VGG conv4_2 at batch 1) on 2 threads get 2."""
-    assert native_cpu._channel_blocks((48,) * 16 + (16,), 1, 64, 1) == 1
-    assert native_cpu._channel_blocks((48,) * 6 + (1,), 8, 16, 2) == 1  # 8 images: 4 each
-    assert native_cpu._channel_blocks((48,) * 16 + (16,), 1, 64, 2) == 2
-    assert native_cpu._channel_blocks((48, 1), 1, 64, 3) == 3  # batch 1, 7x7
-    assert native_cpu._channel_blocks((48,) * 8 + (8,), 1, 1, 2) == 1  # one row panel: nothing to cut
+def test_forward_plan_evens_out_the_threads_shares():
+    """Blocks of channels and images a panel row depend on the panels' widths and the threads:
+    one thread or an even split needs none; 17 panels with a narrow last one (VGG conv4_2 at
+    batch 1) on 2 threads get 2 blocks; 8 images of 17x17 go 4 (not 3) a panel row."""
+    blocks = native_cpu._channel_blocks
+    full = (48,) * 16 + (16,)
+    assert blocks(full, full, 1, 1, 64, 1)[0] == 1
+    assert blocks((48,) * 6 + (1,), (48,) * 6 + (1,), 8, 1, 16, 2)[0] == 1  # 8 images: 4 each
+    assert blocks(full, full, 1, 1, 64, 2)[0] == 2
+    assert blocks((48, 1), (48, 1), 1, 1, 64, 3)[0] == 3  # batch 1, 7x7
+    assert blocks((48,) * 8 + (8,), (48,) * 8 + (8,), 1, 1, 1, 2)[0] == 1  # one row panel: nothing to cut
+    plan = native_cpu._forward_plan.__wrapped__
+    assert plan(3, 48, 8, 289, 1000, 1 << 22, 1, 16, 2) == (4, 1)
+    assert plan(3, 48, 8, 289, 1000, 1 << 22, 1, 16, 1) == (3, 1)
+    assert plan(3, 48, 8, 289, 1000, 3000, 1, 16, 2)[0] == 3  # 4 frames would pass the limit
 
 
 @pytest.mark.parametrize("case", ["b1_pointwise_7", "b1_dilated_14", "b1_strided_groups", "b1_big_stem",
