@@ -99,6 +99,10 @@ static inline vf v_permute2(const float *p, const int32_t *perm)
 
 #define NR (NV * VL)    /* columns of the register tile */
 #define PANEL_RUN_A_FLOATS (1 << 17)  /* 512 KiB of packed weights: half of Zen 4's L2 */
+/* Frames (or images read in place) past 768 KiB do not stay in L2 between panels: the forward
+ * then asks for the next panel's lines while packing (pack_b_ahead); smaller ones gain nothing
+ * from it (VGG conv1_1, 613 KiB: 3% slower with it). */
+#define AHEAD_SOURCE_FLOATS (3 << 16)
 #define KC 128          /* depth of a packed B micro-panel: 128 x 48 floats = 24 KiB (AVX2: 8 KiB), in L1 */
 /* The forward's depth: 384 x 48 floats = 72 KiB, in L2, which streams B to the tile as fast as
  * L1 does, while C is read and written a third as often and a tile's fixed costs are spread
@@ -607,6 +611,7 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
     geom_t s = read_geom(g);
     int direct = reads_image(&s, 1);
     geom_t so = source_geom(s, direct);
+    int ahead = s.cg * so.hp * so.wp > AHEAD_SOURCE_FLOATS;
     float *frame = direct ? 0 : scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
     float *bp = scratch((size_t)(GEMM_NC * KC_FWD * NR));
     int32_t *taps = tap_offsets(&so, 0), *pix = pixel_offsets(&so);
@@ -641,7 +646,7 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
             i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
             for (i64 q = 0; q < run; q++) {
                 int nv = (int)ceil_div(n[q], VL);
-                if (run == 1 && panel + 1 < panels)  /* one panel at a time: fetch the next one's meanwhile */
+                if (ahead && run == 1 && panel + 1 < panels)  /* one panel at a time: fetch the next one's meanwhile */
                     pack_b_ahead(src, taps + k0, kc, pix + j0s[q], nv, slack, pix + j0s[q] + NR, bp);
                 else pack_b(src, taps + k0, kc, pix + j0s[q], nv, slack, bp + q * KC_FWD * NR);
             }
@@ -687,6 +692,7 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
     geom_t so = source_geom(s, direct);
     i64 fsize = direct ? s.c * s.h * s.w : s.cg * s.hp * s.wp, cols_chunk = batch * s.p, panels = ceil_div(cols_chunk, NR);
     i64 og_r = ceil_div(s.og, MR) * MR;
+    int ahead = batch * s.cg * so.hp * so.wp > AHEAD_SOURCE_FLOATS;
     float *frame = direct ? 0 : scratch((size_t)(batch * fsize + 2 * VL));
     float *bp = scratch((size_t)(GEMM_NC * KC_FWD * NR)), *cbuf = scratch((size_t)(GEMM_NC * og_r * NR));
     int32_t *taps = tap_offsets(&so, 0), *pix = scratch((size_t)(panels * NR)), *one = pixel_offsets(&so);
@@ -734,7 +740,7 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
             i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
             for (i64 q = 0; q < live; q++) {
                 int nv = (int)ceil_div(n[q], VL);
-                if (live == 1 && panel + 1 < panels)  /* one panel at a time: fetch the next one's meanwhile */
+                if (ahead && live == 1 && panel + 1 < panels)  /* one panel at a time: fetch the next one's meanwhile */
                     pack_b_ahead(src, taps + k0, kc, pix + j0s[q], nv, slack, pix + j0s[q] + NR, bp);
                 else pack_b(src, taps + k0, kc, pix + j0s[q], nv, slack, bp + q * KC_FWD * NR);
             }
