@@ -597,11 +597,14 @@ static i64 panel_run(const geom_t *s)
  * padding 0): the forward then packs straight from x, whose channels are a frame of pitch w
  * (rows and columns past the taps' reach unread), and copies nothing. A frame of one
  * ResNet-50 1x1 input (256 channels of 56x56) is 3.2 MB, past L2, and copying it took about
- * as long as multiplying it. Offsets within 32 bits. */
+ * as long as multiplying it. Offsets within 32 bits. Strided, only a smaller image: of a large
+ * one (ResNet layer2's 1x1/2, 64 channels of 56x56), the strided reads of x were 5-9% slower
+ * than a copy, which then stays in L2. */
 static int reads_image(const geom_t *s, i64 images)
 {
     return s->pt == 0 && s->pl == 0 && s->hp <= s->h && s->wp <= s->w &&
-           ((images - 1) * s->c + s->cg) * s->h * s->w < ((i64)1 << 31) - 2 * VL;
+           ((images - 1) * s->c + s->cg) * s->h * s->w < ((i64)1 << 31) - 2 * VL &&
+           ((s->sh == 1 && s->sw == 1) || s->cg * s->h * s->w <= AHEAD_SOURCE_FLOATS);
 }
 
 /* The geometry the offset tables are made for: the frame's, or, reading x itself, the image's. */
