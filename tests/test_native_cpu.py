@@ -175,7 +175,7 @@ def test_one_small_image_splits_output_channels_with_the_same_bits(threads, monk
     monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
     monkeypatch.setattr(host_threads, "_num_threads", threads)
     split = ops.conv2d(x, wt, b, padding=1)
-    monkeypatch.setattr(native_cpu, "_forward_plan", lambda batch, *args: (batch, 1))  # one block of channels
+    monkeypatch.setattr(native_cpu, "_split_plan", lambda batch, *args: (batch, 1))  # one block of channels
     whole = ops.conv2d(x, wt, b, padding=1)
     np.testing.assert_array_equal(split, whole)
     assert_rel(split, ops.conv2d(*(a.astype(np.float64) for a in (x, wt, b)), padding=1), 1e-5, "y")
@@ -193,17 +193,17 @@ def test_panels_across_images_split_output_channels_with_the_same_bits(threads, 
     monkeypatch.setattr(host_threads, "_num_threads", threads)
     counts = count_native_calls(monkeypatch)
     plans = []
-    real = native_cpu._forward_plan.__wrapped__
-    monkeypatch.setattr(native_cpu, "_forward_plan", lambda *args: plans.append(real(*args)) or plans[-1])
+    real = native_cpu._split_plan.__wrapped__
+    monkeypatch.setattr(native_cpu, "_split_plan", lambda *args: plans.append(real(*args)) or plans[-1])
     split = ops.conv2d(x, wt, b, padding=1)
     assert counts.get("conv2d_fwd_batched_f32", 0) >= 1, counts
     assert len(plans) == 1 and (plans[0][1] == 1 if threads == 1 else native_cpu.native.library().native_nr() != 48
                                 or plans[0][1] > 1), plans  # AVX2's 32-column panels may split evenly
-    monkeypatch.setattr(native_cpu, "_forward_plan", lambda batch, *args: (batch, 4))  # 9 row panels (AVX2: 12)
+    monkeypatch.setattr(native_cpu, "_split_plan", lambda batch, *args: (batch, 4))  # 9 row panels (AVX2: 12)
     four = ops.conv2d(x, wt, b, padding=1)
-    monkeypatch.setattr(native_cpu, "_forward_plan", lambda batch, *args: (3, 2))  # chunks of 3, 3 and 2 images
+    monkeypatch.setattr(native_cpu, "_split_plan", lambda batch, *args: (3, 2))  # chunks of 3, 3 and 2 images
     threes = ops.conv2d(x, wt, b, padding=1)
-    monkeypatch.setattr(native_cpu, "_forward_plan", lambda batch, *args: (batch, 1))
+    monkeypatch.setattr(native_cpu, "_split_plan", lambda batch, *args: (batch, 1))
     whole = ops.conv2d(x, wt, b, padding=1)
     monkeypatch.setattr(native_cpu, "BATCH_FRAME_FLOATS", 0)  # one image a panel row
     single = ops.conv2d(x, wt, b, padding=1)
@@ -223,7 +223,7 @@ def test_forward_plan_evens_out_the_threads_shares():
     assert blocks(full, full, 1, 1, 64, 2)[0] == 2
     assert blocks((48, 1), (48, 1), 1, 1, 64, 3)[0] == 3  # batch 1, 7x7
     assert blocks((48,) * 8 + (8,), (48,) * 8 + (8,), 1, 1, 1, 2)[0] == 1  # one row panel: nothing to cut
-    plan = native_cpu._forward_plan.__wrapped__
+    plan = native_cpu._split_plan.__wrapped__
     assert plan(3, 48, 8, 289, 1000, 1 << 22, 1, 16, 2) == (4, 1)
     assert plan(3, 48, 8, 289, 1000, 1 << 22, 1, 16, 1) == (3, 1)
     assert plan(3, 48, 8, 289, 1000, 3000, 1, 16, 2)[0] == 3  # 4 frames would pass the limit
