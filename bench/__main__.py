@@ -329,7 +329,8 @@ def _run(args, argv, settings, suite, paths, shapes_override, ops) -> int:
         from engine.backends import native_calls
         emit(f"engine C kernels (kernels/cpu_*.c): {meta.get('native_kernels')}; their thread pool "
              f"({'C, kernels/cpu_pool.c' if native_calls.USE_POOL else 'Python host threads, ENGINE_NATIVE_POOL=0'}) "
-             f"is warmed before each engine call and put to sleep before each PyTorch call, outside the times")
+             f"is put to sleep before each PyTorch call; every timed call follows an untimed "
+             f"{harness.BURST_S * 1e3:.0f} ms burst of the same call (none if it takes > {harness.BURST_SKIP_S:g} s)")
     peak_gflops = None
     if args.backend == "numpy" and not args.no_peak:
         peak = machine.fma_peak(settings.n, suite.peak_ms)

@@ -39,6 +39,9 @@ class Path:
     workspace: int | None = None  # im2col bytes (one workspace chunk), when the path has one
     workspace_note: str = ""
     note: str = ""
+    #: run untimed for :data:`BURST_S` before each timed call (:func:`_ready`); off where
+    #: extra calls would change what is reported (an epoch count, the accuracy after them)
+    burst: bool = True
 
 
 @dataclass
@@ -181,49 +184,63 @@ def check_path(path: Path, ref: dict, tol: float, timers: Timers, result: Result
 
 
 # ------------------------------------------------------------------------------- timing
-#: How long PyTorch's idle OpenMP workers keep spinning after a parallel region with libgomp's
-#: default GOMP_SPINCOUNT: up to ~11 ms of CPU measured here (2 threads, after a 2000x2000
-#: matmul); an engine call timed sooner would share a core with one.
-PEER_IDLE_S = 0.02
+#: Before each timed call, the path runs untimed for at least this long (one call at least):
+#: PyTorch's idle OpenMP workers keep spinning up to ~11 ms of CPU after a parallel region
+#: (libgomp's default GOMP_SPINCOUNT; 2 threads, after a 2000x2000 matmul), so a call timed
+#: right after another library's would share a core with them, and a path called once after
+#: a pause starts on cold caches and idle cores. The burst gives every path, engine or
+#: PyTorch, the state a loop of its own calls runs in.
+BURST_S = 0.02
+#: A path whose last call took longer than this gets no burst (an epoch, a naive loop):
+#: at that length the state before the call is a small part of its time.
+BURST_SKIP_S = 0.5
 
 
-def _ready(path: Path, timers: "Timers", last_role: list) -> None:
-    """Before timing ``path``, give it the threads a run of its own library's calls would
-    see, and no other library's spinning threads: for PyTorch on the CPU (a peer), the
-    engine's C pool asleep and PyTorch's OpenMP workers woken by a small parallel op; for an
-    engine path, PyTorch's workers left to fall asleep (:data:`PEER_IDLE_S` after a PyTorch
-    call) and the engine's pool woken. None of it is in the time."""
+def _ready(path: Path, timers: "Timers", last_s: float | None) -> None:
+    """Before timing ``path``: put the engine's C pool to sleep before a PyTorch call (its
+    workers spin 200 µs after a call) and wake it before an engine call, then run ``path``
+    untimed for :data:`BURST_S` unless its last call took over :data:`BURST_SKIP_S` (or the
+    path opts out, ``Path.burst``).
+    The same for every path; none of it is in the time."""
     from engine.backends import native_calls
     if path.role == "peer":
         native_calls.quiesce()
-        if path.timer == "host":
-            torch = timers._torch_mod()
-            torch.ones(1 << 20).add_(1.0)  # past PyTorch's grain size: runs on its threads
     else:
-        if last_role and last_role[0] == "peer" and path.timer == "host":
-            time.sleep(PEER_IDLE_S)
         native_calls.warm()
-    last_role[:] = [path.role]
+    if not path.burst or (last_s is not None and last_s > BURST_SKIP_S):
+        return
+    start = time.perf_counter()
+    while True:
+        path.run()
+        timers.sync(path.timer)
+        if time.perf_counter() - start >= BURST_S:
+            return
 
 
 def interleaved(paths: list[Path], results: list[Result], timers: Timers, warmup: int, repeat: int,
                 tick: Callable[[], None] | None = None) -> None:
-    """Warm up, then ``repeat`` rounds calling each path once per round; the
-    starting path rotates every round so no path always runs first."""
+    """Warm up, then ``repeat`` rounds calling each path once per round (each timed call
+    after its burst, :func:`_ready`); the starting path rotates every round so no path
+    always runs first."""
     if not paths:
         return
-    last_role: list = []
+
+    def last_s(res: Result) -> float | None:
+        if res.times:
+            return res.times[-1]
+        return res.first_ms / 1e3 if res.first_ms is not None else None
+
     for _ in range(warmup):
-        for p in paths:
+        for p, res in zip(paths, results):
             timers.sync(p.timer)
-            _ready(p, timers, last_role)
+            _ready(p, timers, last_s(res))
             timers.measure(p.timer, p.run)
     k = len(paths)
     for r in range(repeat):
         for i in range(k):
             j = (i + r) % k
             timers.sync(paths[j].timer)
-            _ready(paths[j], timers, last_role)
+            _ready(paths[j], timers, last_s(results[j]))
             results[j].times.append(timers.measure(paths[j].timer, paths[j].run))
         if tick is not None:
             tick()
@@ -336,7 +353,8 @@ def _estimate_naive(case: Case, res: Result, timers: Timers, policy: Policy) -> 
         res.note = f"(checked on batch {nb}) " + res.note
         return
     scale = case.batch / nb  # naive's work is linear in the batch: scale by FLOPs
-    sub = Result(op=case.op, case=case.name, shape=case.shape, path="naive", role="naive")
+    sub = Result(op=case.op, case=case.name, shape=case.shape, path="naive", role="naive",
+                 first_ms=res.first_ms)  # its checked call: long calls skip the burst
     interleaved([path], [sub], timers, 0, max(1, min(policy.repeat, 3)))
     res.times = [t * scale for t in sub.times]
     res.first_ms = None

@@ -46,10 +46,10 @@ def set_spin_limits(threads: int, peer: bool) -> dict:
     same limit for itself on import.
 
     PyTorch's OpenMP workers keep libgomp's default spinning (a few ms after each parallel
-    region): an earlier bench set ``GOMP_SPINCOUNT=1000``, which slowed PyTorch itself (its
-    SimpleCNN training step 27.6 -> 33.5 ms, batch-1 inference 0.27 -> 0.31 ms, alone, one
-    run each). Instead the harness lets PyTorch's workers fall asleep before it times an
-    engine call, and wakes them before a PyTorch call (``harness._ready``).
+    region): ``GOMP_SPINCOUNT=1000`` slowed PyTorch itself (its SimpleCNN training step
+    alone 27-28 -> 33-34 ms in two runs here). Instead every timed call, engine or PyTorch,
+    comes after an untimed burst of the same call (``harness._ready``), which outlasts the
+    other library's spinning.
 
     Only when >1 thread, PyTorch installed and the peer wanted, before NumPy and PyTorch
     load; a variable already set is left alone. Returns what to restore."""

@@ -1033,7 +1033,7 @@ def epoch_case(env: Env, op: str, s: EpochShape) -> EpochCase:
 
     tag = f"{s.model}, {n_train:,} images"
     paths = [Path("gemm", run, lambda y: {"y": env.host(y.data)}, check=check, timer=env.engine_timer(),
-                  note=f"engine.fit, 1 epoch, DataLoader(shuffle), Adam: {tag}")]
+                  note=f"engine.fit, 1 epoch, DataLoader(shuffle), Adam: {tag}", burst=False)]
     tstate = None
     if env.torch_device is not None:
         torch = env.torch
@@ -1060,7 +1060,8 @@ def epoch_case(env: Env, op: str, s: EpochShape) -> EpochCase:
             finally:
                 tmodel.train()
         paths.append(Path(env.peer_name, trun, lambda y: {"y": env.thost(y)}, check=tcheck, role="peer",
-                          timer=env.peer_timer(), note=f"torch.nn twin, same initial weights, torch.optim.Adam: {tag}"))
+                          timer=env.peer_timer(), note=f"torch.nn twin, same initial weights, torch.optim.Adam: {tag}",
+                          burst=False))
     if env.inject_broken:
         paths.insert(0, _broken(paths[0]))
 

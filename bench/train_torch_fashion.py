@@ -117,8 +117,9 @@ def main(argv=None):
                    help="BLAS thread counts to time the engine with, e.g. 1,2 (needs threadpoolctl)")
     args = p.parse_args(argv)
     if (args.compare_steps or args.layer_times) and "torch" not in sys.modules:
-        # engine and PyTorch interleaved: PyTorch's OpenMP workers must not spin while the
-        # engine runs (bench/machine.py, set_spin_limits); libgomp reads this when torch loads
+        # engine and PyTorch alternate block by block here, with no burst between them (unlike
+        # python -m engine.bench): PyTorch's OpenMP workers must not spin into the engine's
+        # block; libgomp reads this when torch loads
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
     if args.compare_steps:
         return compare_steps(args)

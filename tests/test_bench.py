@@ -163,3 +163,32 @@ def test_plot_written_when_matplotlib_installed(tmp_path):
     png = tmp_path / "p.png"
     main(FAST + ["--ops", "conv2d_fwd", "--paths", "naive", "gemm", "--plot", str(png)])
     assert png.stat().st_size > 1000
+
+
+def test_every_timed_call_follows_a_burst_of_its_own_calls():
+    """The harness runs each path untimed for BURST_S before each timed call (so no path is
+    timed on idle cores or beside the other library's spinning workers), not for long calls
+    (last one over BURST_SKIP_S) nor for a path that opts out."""
+    calls = {"a": 0, "b": 0, "c": 0}
+
+    def runner(key):
+        def run():
+            calls[key] += 1
+        return run
+
+    paths = [harness.Path("a", runner("a"), role="engine"),
+             harness.Path("b", runner("b"), role="peer"),
+             harness.Path("c", runner("c"), role="engine", burst=False)]
+    results = [harness.Result(op="x", case="x", shape="x", path=p.name, role=p.role) for p in paths]
+    harness.interleaved(paths, results, harness.Timers(backends.get("numpy")), warmup=0, repeat=2)
+    # a zero-time call repeats until the burst has lasted BURST_S: far more than 2 timed calls
+    assert calls["a"] > 10 and calls["b"] > 10
+    assert calls["c"] == 2 and len(results[2].times) == 2
+
+    slow = {"n": 0}
+
+    def slow_run():
+        slow["n"] += 1
+    res = harness.Result(op="x", case="x", shape="x", path="s", role="engine", first_ms=2e3 * harness.BURST_SKIP_S)
+    harness.interleaved([harness.Path("s", slow_run)], [res], harness.Timers(backends.get("numpy")), warmup=0, repeat=1)
+    assert slow["n"] == 1  # its last call (the checked one) was long: timed with no burst first
