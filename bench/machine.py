@@ -47,7 +47,8 @@ def set_spin_limits(threads: int, peer: bool) -> dict:
 
     PyTorch's OpenMP workers keep libgomp's default spinning (a few ms after each parallel
     region): ``GOMP_SPINCOUNT=1000`` slowed PyTorch itself (its SimpleCNN training step
-    alone 27-28 -> 33-34 ms in two runs here). Instead every timed call, engine or PyTorch,
+    alone 27.5 -> 33.6 and 35.2 -> 37.2 ms in two runs here,
+    bench/results/torch-spincount-20261207.txt). Instead every timed call, engine or PyTorch,
     comes after an untimed burst of the same call (``harness._ready``), which outlasts the
     other library's spinning.
 
