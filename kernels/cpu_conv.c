@@ -512,6 +512,27 @@ static i64 kc_blocks(i64 k) { return ceil_div(k, KC); }
 static i64 fwd_kc_blocks(i64 k) { return ceil_div(k, KC_FWD); }
 static i64 kc_start(i64 k, i64 blocks, i64 b) { return (k * b) / blocks; }
 
+/* C[q] (+)= A . B[q] for the `run` panels of one panel row, block by block of the reduction:
+ * each block packs its panels (one panel at a time, `ahead` fetches the next one's lines
+ * meanwhile) and runs them through the register tile; the bias joins in the last block. */
+static void forward_panel_row(const float *src, const int32_t *taps, const int32_t *pix, const i64 *j0s,
+                              i64 run, int ahead, int slack, i64 kg, const float *ap, i64 a_stride,
+                              float *bp, float *const *c, const i64 *ldc, i64 m, const i64 *n,
+                              const float *bias)
+{
+    i64 blocks = fwd_kc_blocks(kg);
+    for (i64 b = 0; b < blocks; b++) {
+        i64 k0 = kc_start(kg, blocks, b), kc = kc_start(kg, blocks, b + 1) - k0;
+        for (i64 q = 0; q < run; q++) {
+            int nv = (int)ceil_div(n[q], VL);
+            if (ahead && run == 1)
+                pack_b_ahead(src, taps + k0, kc, pix + j0s[q], nv, slack, pix + j0s[q] + NR, bp);
+            else pack_b(src, taps + k0, kc, pix + j0s[q], nv, slack, bp + q * KC_FWD * NR);
+        }
+        panels_times_a(run, kc, ap + k0 * MR, a_stride, bp, c, ldc, m, n, b == 0, b == blocks - 1 ? bias : 0);
+    }
+}
+
 /* Floats of the packed weights that conv2d_fwd_f32 takes (all groups). */
 i64 packed_weights_size(const i64 *g)
 {
@@ -638,7 +659,7 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
     float *bp = scratch((size_t)(GEMM_NC * KC_FWD * NR));
     int32_t *taps = tap_offsets(&so, 0), *pix = pixel_offsets(&so);
     if ((!frame && !direct) || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
-    i64 a_stride = s.kg * MR, blocks = fwd_kc_blocks(s.kg), panels = ceil_div(s.p, NR), framed = -1;
+    i64 a_stride = s.kg * MR, panels = ceil_div(s.p, NR), framed = -1;
     /* cut into channel blocks (one small image), a thread's share of A is read once for all
      * of its panels: a run across every panel of the block */
     i64 run_max = ob > 1 ? GEMM_NC : panel_run(&s), rp = ceil_div(s.og, MR);
@@ -664,16 +685,8 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
             j0s[q] = (panel + q) * NR;
             c[q] = yg + j0s[q]; ldc[q] = s.p; n[q] = min64(NR, s.p - j0s[q]);
         }
-        for (i64 b = 0; b < blocks; b++) {
-            i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
-            for (i64 q = 0; q < run; q++) {
-                int nv = (int)ceil_div(n[q], VL);
-                if (ahead && run == 1 && panel + 1 < panels)  /* one panel at a time: fetch the next one's meanwhile */
-                    pack_b_ahead(src, taps + k0, kc, pix + j0s[q], nv, slack, pix + j0s[q] + NR, bp);
-                else pack_b(src, taps + k0, kc, pix + j0s[q], nv, slack, bp + q * KC_FWD * NR);
-            }
-            panels_times_a(run, kc, ap + k0 * MR, a_stride, bp, c, ldc, r1 - r0, n, b == 0, b == blocks - 1 ? bg : 0);
-        }
+        forward_panel_row(src, taps, pix, j0s, run, ahead && panel + 1 < panels, slack, s.kg, ap, a_stride,
+                          bp, c, ldc, r1 - r0, n, bg);
         w += run;
     }
     free(frame); free(bp); free(taps); free(pix);
@@ -726,7 +739,7 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
         i64 jj = min64(j, cols_chunk - 1);  /* past the end: repeat the last pixel */
         pix[j] = (int32_t)((jj / s.p) * fsize + one[jj % s.p]);
     }
-    i64 a_stride = s.kg * MR, blocks = fwd_kc_blocks(s.kg), framed = -1, rp = ceil_div(s.og, MR);
+    i64 a_stride = s.kg * MR, framed = -1, rp = ceil_div(s.og, MR);
     i64 run_max = ob > 1 ? GEMM_NC : panel_run(&s);
     float *c[GEMM_NC];
     i64 ldc[GEMM_NC], n[GEMM_NC], j0s[GEMM_NC];
@@ -758,16 +771,9 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
             }
             live++;
         }
-        for (i64 b = 0; b < blocks && live; b++) {
-            i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
-            for (i64 q = 0; q < live; q++) {
-                int nv = (int)ceil_div(n[q], VL);
-                if (ahead && live == 1 && panel + 1 < panels)  /* one panel at a time: fetch the next one's meanwhile */
-                    pack_b_ahead(src, taps + k0, kc, pix + j0s[q], nv, slack, pix + j0s[q] + NR, bp);
-                else pack_b(src, taps + k0, kc, pix + j0s[q], nv, slack, bp + q * KC_FWD * NR);
-            }
-            panels_times_a(live, kc, ap + k0 * MR, a_stride, bp, c, ldc, r1 - r0, n, b == 0, b == blocks - 1 ? bg : 0);
-        }
+        if (live)
+            forward_panel_row(src, taps, pix, j0s, live, ahead && panel + 1 < panels, slack, s.kg, ap, a_stride,
+                              bp, c, ldc, r1 - r0, n, bg);
         for (i64 q = 0; q < live; q++) {
             if (ldc[q] != NR) continue;
             for (i64 j = 0; j < n[q];) {  /* a panel across images: copy out image by image */
