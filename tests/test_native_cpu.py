@@ -278,6 +278,33 @@ def test_results_do_not_depend_on_the_thread_count(case, monkeypatch):
             np.testing.assert_array_equal(a, c, err_msg=name)
 
 
+def test_weight_gradient_shares_split_evenly_over_2_4_or_8_threads(monkeypatch):
+    """The weight gradient's fixed shares of a batch are 2, 4 or 8 (3 on 2 threads would
+    leave a thread idle a third of the time); the shapes alone decide, so the bits do not
+    depend on the thread count, and they match PyTorch."""
+    for n, pixels in ((1, 5000), (8, 289), (3, 1024), (6, 1024), (7, 1024), (64, 196), (2, 49)):
+        assert native_cpu._dw_parts(n, pixels) in (2, 4, 8), (n, pixels)
+    assert native_cpu._dw_parts(8, 289) == 2 and native_cpu._dw_parts(5, 1024) == 4
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 5, 17, 17)).astype(np.float32)  # 8 x 289 pixels: 3 shares before
+    wt = rng.standard_normal((6, 5, 7, 1)).astype(np.float32)
+    gy = rng.standard_normal((8, 6, 17, 17)).astype(np.float32)
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
+    calls = count_native_calls(monkeypatch)
+    dws = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(host_threads, "_num_threads", threads)
+        dws.append(ops.conv2d_backward(gy, x, wt, padding=(3, 0), need_input_grad=False)[1])
+    assert calls.get("conv2d_dw_shares_f32") == 3
+    for other in dws[1:]:
+        np.testing.assert_array_equal(dws[0], other)
+    torch = torch_or_skip()
+    wtt = to_torch(wt.astype(np.float64), True)
+    torch.nn.functional.conv2d(to_torch(x.astype(np.float64)), wtt, padding=(3, 0)).backward(
+        to_torch(gy.astype(np.float64)))
+    assert_rel(dws[0], from_torch(wtt.grad), TORCH_TOL["float32"], "7x1 dW")
+
+
 def test_non_contiguous_inputs():
     x, wt, b, gy, kw = _data("tails")
     xs = np.asfortranarray(x)[:, :, ::-1, :][:, :, ::-1, :]  # same values, other strides
