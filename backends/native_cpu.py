@@ -329,11 +329,15 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
     n = x.shape[0]
     macs = grad_out.size * cg * kh * kw
     if _direct(x.shape, groups):
-        # each group's weights summed over the whole batch by one call, images in order
+        # each weight summed over the whole batch by one item, images in order; items are
+        # groups, or blocks of a group's output channels where there are few groups (one
+        # input channel: one group), so that threads share the layer; the same bits either way
+        og = o // groups
+        per_item = og if groups >= 8 else -(-og // min(og, 8 // groups))
         dw = np.empty(weight_shape, dtype=np.float32)
 
-        _run(lib, "dw_conv_dw_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), START, STOP, _ptr(geom)), groups, macs,
-             "conv2d backward")
+        _run(lib, "dw_conv_dw_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), START, STOP, per_item, _ptr(geom)),
+             groups * -(-og // per_item), macs, "conv2d backward")
         return dw
     # The batch is cut into fixed shares (_dw_parts; fewer for a smaller batch; one large
     # image: shares of its pixels), each summed into its own partial dW, and the partials

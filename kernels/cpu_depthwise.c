@@ -325,41 +325,45 @@ static void dwk_dw_chunk(const float *dyw, const float *f, const i64 *off, int t
     }
 }
 
-/* dW (O, C/groups, kh, kw) of the groups [g0, g1), summed over every image in order from
- * x (N, C, H, W) and dy (N, O, OH, OW); overwritten. Each weight's sum runs in VL lanes over
- * the wide rows, images in turn, and the lanes are added in order at the end. */
-int dw_conv_dw_f32(const float *x, const float *dy, float *dw, i64 g0, i64 g1, const i64 *g)
+/* dW (O, C/groups, kh, kw) of the items [i0, i1), summed over every image in order from
+ * x (N, C, H, W) and dy (N, O, OH, OW); overwritten. Item i is group i / blocks, its output
+ * channels [b * ob, b * ob + ob) for b = i % blocks (blocks = ceil(O/groups / ob)), so that
+ * threads share a layer of few groups (one input channel: one group). Each weight's sum runs
+ * in VL lanes over the wide rows, images in turn, and the lanes are added in order at the
+ * end: the same bits for any ob and any split. */
+int dw_conv_dw_f32(const float *x, const float *dy, float *dw, i64 i0, i64 i1, i64 ob, const i64 *g)
 {
     dwg_t d = dwk_geom(g);
     const geom_t *s = &d.s;
-    i64 T = d.taps, nacc = s->og * s->cg * T;
-    float *fr = scratch((size_t)(s->cg * d.chan)), *dyw = scratch((size_t)(s->og * d.lr));
+    i64 T = d.taps, blocks = ceil_div(s->og, ob), nacc = ob * s->cg * T;
+    float *fr = scratch((size_t)(s->cg * d.chan)), *dyw = scratch((size_t)(ob * d.lr));
     i64 *off = scratch((size_t)(2 * T));
     vf *acc = scratch((size_t)(nacc * VL));
     if (!fr || !dyw || !off || !acc) { free(fr); free(dyw); free(off); free(acc); return -1; }
     memset(fr, 0, (size_t)(s->cg * d.chan) * 4);
-    memset(dyw, 0, (size_t)(s->og * d.lr) * 4);
+    memset(dyw, 0, (size_t)(ob * d.lr) * 4);
     for (i64 t = 0; t < T; t++) off[t] = dwk_tap(&d, t);
     i64 chunks = ceil_div(T, 12), per = ceil_div(T, chunks);  /* taps summed at once: <= 12 */
-    for (i64 gi = g0; gi < g1; gi++) {
+    for (i64 i = i0; i < i1; i++) {
+        i64 gi = i / blocks, o0 = (i % blocks) * ob, on = min64(ob, s->og - o0);
         memset(acc, 0, (size_t)(nacc * VL) * 4);
         for (i64 n = 0; n < s->n; n++) {
             for (i64 c = 0; c < s->cg; c++)
                 dwk_frame(x + (n * s->c + gi * s->cg + c) * s->h * s->w, &d, fr + c * d.chan);
-            for (i64 o = 0; o < s->og; o++)
-                dwk_wide_dy(dy + (n * s->o + gi * s->og + o) * s->p, &d, dyw + o * d.lr);
-            for (i64 o = 0; o < s->og; o++)
+            for (i64 o = 0; o < on; o++)
+                dwk_wide_dy(dy + (n * s->o + gi * s->og + o0 + o) * s->p, &d, dyw + o * d.lr);
+            for (i64 o = 0; o < on; o++)
                 for (i64 c = 0; c < s->cg; c++)
                     for (i64 t0 = 0; t0 < T; t0 += per)
                         dwk_dw_chunk(dyw + o * d.lr, fr + c * d.chan, off + t0, (int)min64(per, T - t0), d.lr,
                                      acc + (o * s->cg + c) * T + t0);
         }
-        for (i64 o = 0; o < s->og; o++)
+        for (i64 o = 0; o < on; o++)
             for (i64 k = 0; k < s->cg * T; k++) {
                 const float *lanes = (const float *)&acc[o * s->cg * T + k];
                 float sum = 0.0f;
                 for (int l = 0; l < VL; l++) sum += lanes[l];
-                dw[(gi * s->og + o) * s->cg * T + k] = sum;
+                dw[(gi * s->og + o0 + o) * s->cg * T + k] = sum;
             }
     }
     free(fr); free(dyw); free(off); free(acc);

@@ -105,7 +105,7 @@ SIGNATURES = {
     "dw_items": (_i64, (_ptr,)),
     "dw_conv_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "dw_conv_dx_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
-    "dw_conv_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "dw_conv_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _i64, _ptr)),
     # kernels/cpu_direct.c
     "direct_serves": (ctypes.c_int, (_ptr,)),
     "direct_wins": (ctypes.c_int, (_ptr,)),

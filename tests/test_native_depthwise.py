@@ -54,6 +54,29 @@ def _data(case, seed=0):
 
 
 
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_one_input_channel_weight_gradient_is_shared_by_output_channel_blocks(threads, monkeypatch):
+    """One input channel (one group): dW's output channels are cut into blocks that threads
+    share; every weight is still summed over the whole batch by one item, so the bits equal
+    one item for all channels (ob = O) and the float64 path's values."""
+    r = np.random.default_rng(5)
+    x = r.standard_normal((3, 1, 15, 13)).astype(np.float32)
+    wt = r.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    gy = r.standard_normal((3, 6, 15, 13)).astype(np.float32)
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
+    monkeypatch.setattr(host_threads, "_num_threads", threads)
+    dw = ops.conv2d_backward(gy, x, wt, padding=1, need_input_grad=False, has_bias=False)[1]
+    lib = native.library()
+    geom = native_cpu._geometry(x.shape, 6, native_cpu.Window(3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 15, 13), 1)
+    whole = np.empty_like(wt)
+    assert lib.dw_conv_dw_f32(native_cpu._ptr(x), native_cpu._ptr(gy), native_cpu._ptr(whole), 0, 1, 6,
+                              native_cpu._ptr(geom)) == 0
+    np.testing.assert_array_equal(dw, whole)
+    want = ops.conv2d_backward(gy.astype(np.float64), x.astype(np.float64), wt.astype(np.float64), padding=1,
+                               need_input_grad=False, has_bias=False)[1]
+    assert_rel(dw, want, 1e-5, "dW")
+
 def _run(x, wt, b, gy, kw):
     return (ops.conv2d(x, wt, b, **kw), *ops.conv2d_backward(gy, x, wt, **kw))
 
