@@ -41,6 +41,10 @@ BATCH_FRAME_FLOATS = 1 << 22
 #: direct kernel of ``kernels/cpu_direct.c`` (the same bits as the GEMM path): ``"auto"``
 #: where its cost model says it wins, ``"always"`` wherever it serves, ``"never"``.
 DIRECT = "auto"
+#: When layers with 9-16 output channels a group (AVX-512) take the kernel with the output
+#: channels in the vector (``conv2d_fwd_cv_f32``, the same bits as the GEMM path): ``"auto"``
+#: where its cost model says it wins (``cv_wins``), ``"always"`` wherever it serves, ``"never"``.
+CHANNEL_VECTOR = "auto"
 #: The weight gradient sums this many fixed shares of the batch apart, then adds them up
 #: (8: an even split for 1, 2, 4 or 8 threads).
 DW_BATCH_PARTS = 8
@@ -243,6 +247,12 @@ def forward(x, weight, bias, win: Window, groups: int):
     return _forward_packed(lib, x, plan, bias_ptr, pack)
 
 
+def _takes_channel_vector(lib, geom_ptr) -> bool:
+    if CHANNEL_VECTOR == "always":
+        return bool(lib.cv_serves(geom_ptr))
+    return CHANNEL_VECTOR == "auto" and bool(lib.cv_wins(geom_ptr))
+
+
 def _takes_direct(lib, geom) -> bool:
     if DIRECT == "always":
         return bool(lib.direct_serves(_ptr(geom)))
@@ -265,8 +275,8 @@ _MAX_PLANS = 512
 def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _ForwardPlan:
     """The plan of the GEMM forward of ``x_shape`` with weights of ``weight_shape`` (cached)."""
     inside = bool(getattr(host_threads._inside, "worker", False))
-    key = (id(lib), x_shape, weight_shape, win, groups, DIRECT, host_threads.get_num_threads(), inside,
-           MIN_MACS_PER_THREAD, MIN_ELEMENTS_PER_THREAD, BATCH_FRAME_FLOATS, _split_plan)  # tests patch it
+    key = (id(lib), x_shape, weight_shape, win, groups, DIRECT, CHANNEL_VECTOR, host_threads.get_num_threads(),
+           inside, MIN_MACS_PER_THREAD, MIN_ELEMENTS_PER_THREAD, BATCH_FRAME_FLOATS, _split_plan)  # tests patch it
     plan = _plans.get(key)
     if plan is not None:
         return plan
@@ -279,7 +289,9 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
     plan.panels = lib.weight_panels(gp)
     plan.pack_parts = native_calls.threads_for(plan.panels, 2 * plan.packed_size, MIN_ELEMENTS_PER_THREAD)
     macs = n * win.oh * win.ow * math.prod(weight_shape)
-    if _takes_direct(lib, plan.geom):  # stride 1, few output channels: no packing of the image
+    if _takes_channel_vector(lib, gp):  # 9-16 output channels: one vector a pixel
+        plan.entry, plan.items, plan.extra = "conv2d_fwd_cv_f32", lib.cv_items(gp), ()
+    elif _takes_direct(lib, plan.geom):  # stride 1, few output channels: no packing of the image
         plan.entry, plan.items, plan.extra = "conv2d_fwd_direct_f32", lib.direct_items(gp), ()
     else:
         # Panels that threads would share unevenly (few of them, a narrow last one, a short

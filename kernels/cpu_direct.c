@@ -1,6 +1,7 @@
 /* A direct stride-1 convolution for layers with few output channels (a group's at most two
- * row panels of the register tile): LeNet-5's second layer, and the input gradient of a
- * layer with few input channels (run as a forward of dY with the transposed weights).
+ * row panels of the register tile): the input gradient of a layer with few input channels
+ * (run as a forward of dY with the transposed weights), such as LeNet-5's second layer's.
+ * After it, conv2d_fwd_cv_f32: 9-16 output channels in the vector, any stride.
  *
  * Compiled after kernels/cpu_conv.c in one translation unit (kernels/native.py, SOURCES):
  * it uses that file's vector layer, geometry, packed weights (pack_weights_*: panels of MR
@@ -171,6 +172,133 @@ int conv2d_fwd_direct_f32(const float *x, const float *wpacked, const float *bia
         }
     }
     free(frame); free(taps); free(rv);
+    return 0;
+}
+
+/* Output channels in the vector: for a group of VL/2 < O/groups <= VL output channels (LeNet-5's
+ * second layer and the NumPy course's 5x5/2, 16 each) and any stride or dilation. A vector holds
+ * one output pixel's channels; CV_PIX pixels of an output row are summed at once, each
+ * multiply-add a vector of weights (one tap, every channel) times one input value broadcast
+ * from the padded frame. Nothing is packed but the weights (a vector a tap, once a group), and
+ * no lane idles at the row ends, which both the GEMM path (packing, gathers on strided rows)
+ * and the stride-1 direct tile above (rows of 7 or 10 pixels in 16 lanes) pay for.
+ *
+ * Every output element is the GEMM path's: fma(w, x, acc) over k in W's column order from
+ * zero, the bias after; one reduction block only (kg <= KC_FWD), so the same bits. */
+#define CV_PIX 12
+
+int cv_serves(const i64 *g)
+{
+#if V_ISA == 512
+    geom_t s = read_geom(g);
+    return 2 * s.og > VL && s.og <= VL && s.kg <= KC_FWD && s.ow >= 1 && s.oh >= 1;
+#else
+    (void)g;
+    return 0;
+#endif
+}
+
+/* Whether it should also beat the other paths: a reduction of at least 64 taps (with fewer,
+ * storing each pixel's channels one by one costs more than the multiply-adds: ResNet-20's
+ * 3->16 stem, 1.4x the direct tile's time), and either a stride (the GEMM path gathers) or
+ * rows that leave a fifth or more of the direct tile's lanes idle (LeNet-5's rows of 10; a
+ * 32-pixel row fills two vectors, and the direct tile was 10% faster there). */
+int cv_wins(const i64 *g)
+{
+    if (!cv_serves(g)) return 0;
+    geom_t s = read_geom(g);
+    i64 lanes = ceil_div(s.ow, VL) * VL;
+    return s.kg >= 64 && (s.sh != 1 || s.sw != 1 || 5 * s.ow < 4 * lanes);
+}
+
+/* Work items: (image, group, output row), in that order. */
+i64 cv_items(const i64 *g)
+{
+    geom_t s = read_geom(g);
+    return s.n * s.groups * s.oh;
+}
+
+/* tile[p][lane] = sum over the kc taps of wv[k][lane] * src[p * sw + taps[k]], p < np. */
+static inline __attribute__((always_inline)) void
+cv_tile(const int np, const i64 sw, i64 kc, const float *restrict wv, const float *src, const int32_t *taps,
+        float *tile)
+{
+    vf acc[CV_PIX];
+    for (int p = 0; p < np; p++) acc[p] = v_zero();
+    for (i64 k = 0; k < kc; k++) {
+        vf w = v_load(wv + k * VL);
+        const float *xk = src + taps[k];
+        for (int p = 0; p < np; p++) acc[p] = v_fma(w, v_set1(xk[p * sw]), acc[p]);
+    }
+    for (int p = 0; p < np; p++) v_store(tile + p * VL, acc[p]);
+}
+
+#define CV_NP_CASES(sw)                                                                       \
+    switch (np) {                                                                             \
+    case 1: cv_tile(1, sw, kc, wv, src, taps, tile); return;                                  \
+    case 2: cv_tile(2, sw, kc, wv, src, taps, tile); return;                                  \
+    case 3: cv_tile(3, sw, kc, wv, src, taps, tile); return;                                  \
+    case 4: cv_tile(4, sw, kc, wv, src, taps, tile); return;                                  \
+    case 5: cv_tile(5, sw, kc, wv, src, taps, tile); return;                                  \
+    case 6: cv_tile(6, sw, kc, wv, src, taps, tile); return;                                  \
+    case 7: cv_tile(7, sw, kc, wv, src, taps, tile); return;                                  \
+    case 8: cv_tile(8, sw, kc, wv, src, taps, tile); return;                                  \
+    case 9: cv_tile(9, sw, kc, wv, src, taps, tile); return;                                  \
+    case 10: cv_tile(10, sw, kc, wv, src, taps, tile); return;                                \
+    case 11: cv_tile(11, sw, kc, wv, src, taps, tile); return;                                \
+    default: cv_tile(CV_PIX, sw, kc, wv, src, taps, tile); return;                            \
+    }
+
+/* cv_tile for np <= CV_PIX pixels sw apart (strides 1 and 2 with the stride a constant). */
+static void cv_tile_any(int np, i64 sw, i64 kc, const float *wv, const float *src, const int32_t *taps,
+                        float *tile)
+{
+    if (sw == 1) { CV_NP_CASES(1) }
+    if (sw == 2) { CV_NP_CASES(2) }
+    CV_NP_CASES(sw)
+}
+
+/* y (N, O, OH, OW) for the work items [w0, w1) of cv_items, from weights packed as for
+ * conv2d_fwd_split_f32; bias (O,) or NULL. Only where cv_serves. */
+int conv2d_fwd_cv_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
+                      const i64 *g)
+{
+    geom_t s = read_geom(g);
+    i64 rp = ceil_div(s.og, MR), a_stride = s.kg * MR, framed = -1, weights_of = -1;
+    float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
+    float *wv = scratch((size_t)(s.kg * VL)), *tile = scratch((size_t)(CV_PIX * VL));
+    int32_t *taps = tap_offsets(&s, 0);
+    if (!frame || !wv || !tile || !taps) { free(frame); free(wv); free(tile); free(taps); return -1; }
+    for (i64 w = w0; w < w1; w++) {
+        i64 plane = w / s.oh, oy = w % s.oh, nn = plane / s.groups, gi = plane % s.groups;
+        if (plane != framed) {  /* the thread's items run on through an image: frame it once */
+            pad_frame(x + (nn * s.c + gi * s.cg) * s.h * s.w, &s, frame);
+            framed = plane;
+        }
+        if (gi != weights_of) {  /* the group's weights, one vector a tap: wv[k][r] = W[r][k] */
+            memset(wv, 0, (size_t)(s.kg * VL) * 4);
+            for (i64 ip = 0; ip < rp; ip++)
+                for (i64 k = 0; k < s.kg; k++)
+                    for (i64 r = 0; r < MR && ip * MR + r < s.og; r++)
+                        wv[k * VL + ip * MR + r] = wpacked[(gi * rp + ip) * a_stride + k * MR + r];
+            weights_of = gi;
+        }
+        const float *src = frame + oy * s.sh * s.wp;
+        float *yrow = y + (nn * s.o + gi * s.og) * s.p + oy * s.ow;
+        const float *bg = bias ? bias + gi * s.og : 0;
+        for (i64 ox0 = 0; ox0 < s.ow; ox0 += CV_PIX) {
+            int np = (int)min64(CV_PIX, s.ow - ox0);
+            cv_tile_any(np, s.sw, s.kg, wv, src + ox0 * s.sw, taps, tile);
+            for (i64 r = 0; r < s.og; r++) {
+                float *out = yrow + r * s.p + ox0;
+                if (bg)
+                    for (int p = 0; p < np; p++) out[p] = tile[p * VL + r] + bg[r];
+                else
+                    for (int p = 0; p < np; p++) out[p] = tile[p * VL + r];
+            }
+        }
+    }
+    free(frame); free(wv); free(tile); free(taps);
     return 0;
 }
 

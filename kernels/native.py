@@ -111,6 +111,10 @@ SIGNATURES = {
     "direct_wins": (ctypes.c_int, (_ptr,)),
     "direct_items": (_i64, (_ptr,)),
     "conv2d_fwd_direct_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    "cv_serves": (ctypes.c_int, (_ptr,)),
+    "cv_wins": (ctypes.c_int, (_ptr,)),
+    "cv_items": (_i64, (_ptr,)),
+    "conv2d_fwd_cv_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     # kernels/cpu_norm.c
     "bn_apply_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64)),
     "channel_sum_f32": (None, (_ptr, _ptr, _i64, _i64, _i64, _i64, _i64)),

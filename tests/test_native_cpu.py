@@ -85,7 +85,8 @@ def _float64_im2col(x, wt, b, gy, kwargs):
 
 def _forward_calls(counts):
     return sum(counts.get(entry, 0) for entry in (
-        "conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_fwd_batched_f32", "conv2d_fwd_direct_f32"))
+        "conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_fwd_batched_f32", "conv2d_fwd_direct_f32",
+        "conv2d_fwd_cv_f32"))
 
 
 @pytest.mark.parametrize("case", list(CASES))

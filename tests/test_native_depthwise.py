@@ -137,7 +137,7 @@ def test_other_groups_keep_the_gemm_kernels(monkeypatch):
     y = ops.conv2d(x, w, padding=1, groups=4)
     ops.conv2d_backward(np.ones(y.shape, np.float32), x, w, padding=1, groups=4)
     forward_calls = sum(counts.get(e, 0) for e in ("conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_fwd_batched_f32",
-                                                    "conv2d_fwd_direct_f32"))
+                                                    "conv2d_fwd_direct_f32", "conv2d_fwd_cv_f32"))
     assert "dw_conv_fwd_f32" not in counts and forward_calls >= 1, counts
 
 

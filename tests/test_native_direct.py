@@ -59,8 +59,10 @@ def _case(name, seed=0):
 
 @pytest.fixture(autouse=True)
 def _always_direct(monkeypatch):
-    """Every case through the direct kernel wherever it serves (its cost model aside)."""
+    """Every case through the direct kernel wherever it serves (its cost model aside), not
+    the channel-vector kernel (tests/test_native_channel_vector.py), which comes first."""
     monkeypatch.setattr(native_cpu, "DIRECT", "always")
+    monkeypatch.setattr(native_cpu, "CHANNEL_VECTOR", "never")
 
 
 def test_every_case_is_served_by_the_direct_kernel():

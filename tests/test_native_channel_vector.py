@@ -1,0 +1,131 @@
+"""The kernel with the output channels in the vector (kernels/cpu_direct.c, conv2d_fwd_cv_f32:
+9-16 output channels a group on AVX-512): the same bits as the GEMM path wherever it serves,
+any stride, dilation, groups and padding, forward and as the input gradient, on 1-3 threads;
+float64's and PyTorch's values; its cost model; the AVX2 build, which never takes it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine
+from engine import ops
+from engine.backends import native_cpu
+from engine.backends.base import Window
+from engine.kernels import native
+
+from _helpers import avx2_rerun, count_native_calls, run_file_under_avx2
+
+lib = native.library()
+pytestmark = pytest.mark.skipif(lib is None, reason=f"C kernels unavailable: {native.status()}")
+AVX512 = lib is not None and lib.native_isa() == 512
+
+# (x shape, weight shape, stride, padding, dilation, groups)
+CASES = {
+    "lenet-c3": ((4, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1),
+    "course-5x5/2": ((3, 8, 14, 14), (16, 8, 5, 5), 2, 2, 1, 1),
+    "nine-3x3/3": ((2, 7, 17, 23), (9, 7, 3, 3), 3, 1, 1, 1),
+    "twelve-dilated": ((2, 5, 13, 30), (12, 5, 3, 3), (2, 1), (1, 3), (1, 2), 1),
+    "grouped": ((2, 8, 11, 12), (26, 4, 3, 5), 1, (2, 1), 1, 2),  # 13 a group
+    "wide-rows": ((1, 3, 5, 40), (16, 3, 5, 5), 1, 2, 1, 1),  # 40 pixels: chunks of 12 and a tail
+    "one-pixel": ((2, 4, 5, 5), (10, 4, 5, 5), 1, 0, 1, 1),
+    "max-depth": ((1, 24, 6, 9), (16, 24, 4, 4), 2, 1, 1, 1),  # 384 taps: one block, the most
+}
+
+
+def _case(name, seed=0):
+    xs, ws, stride, padding, dilation, groups = CASES[name]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def _geom(xs, ws, kh_kw=(3, 3), stride=1, pad=1):
+    oh, ow = (xs[2] + 2 * pad - kh_kw[0]) // stride + 1, (xs[3] + 2 * pad - kh_kw[1]) // stride + 1
+    win = Window(kh_kw[0], kh_kw[1], stride, stride, 1, 1, pad, pad, pad, pad, oh, ow)
+    return native_cpu._ptr(native_cpu._geometry(xs, ws[0], win, 1))
+
+
+@pytest.fixture(autouse=True)
+def _always(monkeypatch):
+    """Every case through the kernel wherever it serves (its cost model aside)."""
+    monkeypatch.setattr(native_cpu, "CHANNEL_VECTOR", "always")
+
+
+def test_it_serves_9_to_16_channels_a_group_and_384_taps_on_avx512_only():
+    for ws, want in (((9, 4, 3, 3), True), ((16, 4, 3, 3), True), ((8, 4, 3, 3), False), ((17, 4, 3, 3), False)):
+        geom = native_cpu._geometry((1, 4, 9, 9), ws[0], Window(3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 9, 9), 1)
+        assert bool(lib.cv_serves(native_cpu._ptr(geom))) == (want and AVX512), ws
+    geom = native_cpu._geometry((1, 48, 9, 9), 16, Window(3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 9, 9), 1)  # 432 taps
+    assert not lib.cv_serves(native_cpu._ptr(geom))
+
+
+@pytest.mark.skipif(not AVX512, reason="the AVX2 build never takes this kernel")
+def test_cost_model():
+    """It wins on LeNet-5's second layer (rows of 10) and the NumPy course's 5x5/2 (a stride),
+    not on 32-pixel rows (the direct tile fills its lanes) nor with fewer than 64 taps."""
+    xs = (8, 6, 14, 14)
+    assert lib.cv_wins(_geom(xs, (16, 6, 5, 5), (5, 5), 1, 0))
+    assert lib.cv_wins(_geom((8, 8, 14, 14), (16, 8, 5, 5), (5, 5), 2, 2))
+    assert not lib.cv_wins(_geom((8, 16, 32, 32), (16, 16, 3, 3)))
+    assert not lib.cv_wins(_geom((8, 3, 32, 32), (16, 3, 3, 3), (3, 3), 2, 1))  # 27 taps
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_channel_vector_gives_the_gemm_paths_bits(name, monkeypatch):
+    x, w, b, kw = _case(name)
+    counts = count_native_calls(monkeypatch)
+    got = ops.conv2d(x, w, b, **kw)
+    assert counts.get("conv2d_fwd_cv_f32", 0) == (1 if AVX512 else 0), counts
+    monkeypatch.setattr(native_cpu, "CHANNEL_VECTOR", "never")
+    monkeypatch.setattr(native_cpu, "DIRECT", "never")
+    gemm = ops.conv2d(x, w, b, **kw)
+    assert got.tobytes() == gemm.tobytes()
+    no_bias = ops.conv2d(x, w, None, **kw)
+    monkeypatch.setattr(native_cpu, "CHANNEL_VECTOR", "always")
+    assert ops.conv2d(x, w, None, **kw).tobytes() == no_bias.tobytes()
+    ref = ops.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_input_gradient_through_it(monkeypatch):
+    """12 input channels: the input gradient is a forward of dY with 12 output channels."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 12, 9, 10)).astype(np.float32)
+    w = rng.standard_normal((20, 12, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((2, 20, 9, 10)).astype(np.float32)
+    counts = count_native_calls(monkeypatch)
+    dx, _, _ = ops.conv2d_backward(g, x, w, padding=1)
+    assert counts.get("conv2d_fwd_cv_f32", 0) == (1 if AVX512 else 0), counts
+    monkeypatch.setattr(native_cpu, "CHANNEL_VECTOR", "never")
+    assert dx.tobytes() == ops.conv2d_backward(g, x, w, padding=1)[0].tobytes()
+
+
+@pytest.mark.parametrize("name", ["course-5x5/2", "twelve-dilated", "grouped"])
+def test_channel_vector_matches_torch(name):
+    torch = pytest.importorskip("torch")
+    x, w, b, kw = _case(name, seed=1)
+    got = ops.conv2d(x, w, b, **kw)
+    want = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                      torch.from_numpy(b).double(), **kw).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_bits_do_not_depend_on_the_thread_count(monkeypatch):
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
+    x, w, b, kw = _case("nine-3x3/3")
+    before = engine.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3):
+            engine.set_num_threads(threads)
+            outs.append(ops.conv2d(x, w, b, **kw).tobytes())
+    finally:
+        engine.set_num_threads(before)
+    assert outs[0] == outs[1] == outs[2]
+
+
+@avx2_rerun
+def test_the_avx2_build_passes_this_whole_file(tmp_path):
+    run_file_under_avx2(__file__, tmp_path)
