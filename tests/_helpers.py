@@ -143,3 +143,30 @@ def count_native_calls(monkeypatch) -> dict:
     monkeypatch.setattr(native_calls, "run", counting_run)
     monkeypatch.setattr(native_cpu, "_lib", counting_lib)
     return counts
+
+
+def assert_conv2d_matches_torch_float64(x, w, b, **kwargs):
+    """``ops.conv2d`` in float32 against PyTorch's float64 convolution of the same arrays."""
+    from engine import ops
+    torch = torch_or_skip()
+    got = ops.conv2d(x, w, b, **kwargs)
+    want = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                      torch.from_numpy(b).double(), **kwargs).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def conv2d_bits_over_threads(monkeypatch, x, w, b, threads=(1, 2, 3), **kwargs) -> list:
+    """``ops.conv2d``'s output bytes on each thread count, every call split (a threshold of 1)."""
+    import engine
+    from engine import ops
+    from engine.backends import native_cpu
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
+    before = engine.get_num_threads()
+    try:
+        outs = []
+        for n in threads:
+            engine.set_num_threads(n)
+            outs.append(ops.conv2d(x, w, b, **kwargs).tobytes())
+    finally:
+        engine.set_num_threads(before)
+    return outs

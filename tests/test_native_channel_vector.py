@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine
 from engine import ops
 from engine.backends import native_cpu
 from engine.backends.base import Window
 from engine.kernels import native
 
-from _helpers import avx2_rerun, count_native_calls, run_file_under_avx2
+from _helpers import (assert_conv2d_matches_torch_float64, avx2_rerun, conv2d_bits_over_threads,
+                      count_native_calls, run_file_under_avx2)
 
 lib = native.library()
 pytestmark = pytest.mark.skipif(lib is None, reason=f"C kernels unavailable: {native.status()}")
@@ -104,25 +104,13 @@ def test_input_gradient_through_it(monkeypatch):
 
 @pytest.mark.parametrize("name", ["course-5x5/2", "twelve-dilated", "grouped"])
 def test_channel_vector_matches_torch(name):
-    torch = pytest.importorskip("torch")
     x, w, b, kw = _case(name, seed=1)
-    got = ops.conv2d(x, w, b, **kw)
-    want = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
-                                      torch.from_numpy(b).double(), **kw).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert_conv2d_matches_torch_float64(x, w, b, **kw)
 
 
 def test_bits_do_not_depend_on_the_thread_count(monkeypatch):
-    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
     x, w, b, kw = _case("nine-3x3/3")
-    before = engine.get_num_threads()
-    try:
-        outs = []
-        for threads in (1, 2, 3):
-            engine.set_num_threads(threads)
-            outs.append(ops.conv2d(x, w, b, **kw).tobytes())
-    finally:
-        engine.set_num_threads(before)
+    outs = conv2d_bits_over_threads(monkeypatch, x, w, b, **kw)
     assert outs[0] == outs[1] == outs[2]
 
 
