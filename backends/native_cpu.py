@@ -247,16 +247,13 @@ def forward(x, weight, bias, win: Window, groups: int):
     return _forward_packed(lib, x, plan, bias_ptr, pack)
 
 
-def _takes_channel_vector(lib, geom_ptr) -> bool:
-    if CHANNEL_VECTOR == "always":
-        return bool(lib.cv_serves(geom_ptr))
-    return CHANNEL_VECTOR == "auto" and bool(lib.cv_wins(geom_ptr))
-
-
-def _takes_direct(lib, geom) -> bool:
-    if DIRECT == "always":
-        return bool(lib.direct_serves(_ptr(geom)))
-    return DIRECT == "auto" and bool(lib.direct_wins(_ptr(geom)))
+def _takes(setting: str, serves, wins, geom_ptr) -> bool:
+    """Whether a special forward kernel runs, by its setting (:data:`DIRECT`,
+    :data:`CHANNEL_VECTOR`): ``"always"`` wherever it ``serves``, ``"auto"`` where its
+    cost model ``wins``, ``"never"``."""
+    if setting == "always":
+        return bool(serves(geom_ptr))
+    return setting == "auto" and bool(wins(geom_ptr))
 
 
 class _ForwardPlan:
@@ -289,9 +286,9 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
     plan.panels = lib.weight_panels(gp)
     plan.pack_parts = native_calls.threads_for(plan.panels, 2 * plan.packed_size, MIN_ELEMENTS_PER_THREAD)
     macs = n * win.oh * win.ow * math.prod(weight_shape)
-    if _takes_channel_vector(lib, gp):  # 9-16 output channels: one vector a pixel
+    if _takes(CHANNEL_VECTOR, lib.cv_serves, lib.cv_wins, gp):  # 9-16 output channels: one vector a pixel
         plan.entry, plan.items, plan.extra = "conv2d_fwd_cv_f32", lib.cv_items(gp), ()
-    elif _takes_direct(lib, plan.geom):  # stride 1, few output channels: no packing of the image
+    elif _takes(DIRECT, lib.direct_serves, lib.direct_wins, gp):  # stride 1, few output channels: no packing
         plan.entry, plan.items, plan.extra = "conv2d_fwd_direct_f32", lib.direct_items(gp), ()
     else:
         # Panels that threads would share unevenly (few of them, a narrow last one, a short
