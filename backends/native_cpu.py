@@ -45,6 +45,11 @@ DIRECT = "auto"
 #: channels in the vector (``conv2d_fwd_cv_f32``, the same bits as the GEMM path): ``"auto"``
 #: where its cost model says it wins (``cv_wins``), ``"always"`` wherever it serves, ``"never"``.
 CHANNEL_VECTOR = "auto"
+#: When 3x3 stride-1 layers (forward, and the stride-1 input gradient) take Winograd's
+#: F(2x2, 3x3) of ``kernels/cpu_winograd.c`` (2.25x fewer multiply-adds, other rounding
+#: than the GEMM path): ``"auto"`` where its cost model says it wins (``wino_wins``),
+#: ``"always"`` wherever it serves, ``"never"``.
+WINOGRAD = "auto"
 #: The weight gradient sums this many fixed shares of the batch apart, then adds them up
 #: (8: an even split for 1, 2, 4 or 8 threads).
 DW_BATCH_PARTS = 8
@@ -243,7 +248,8 @@ def forward(x, weight, bias, win: Window, groups: int):
     plan = _forward_plan(lib, tuple(x.shape), tuple(weight.shape), win, groups)
 
     def pack(packed):
-        return "pack_weights_part_f32", (_ptr(weight), plan.geom_ptr, _ptr(packed), START, STOP)
+        entry = "wino_pack_weights_f32" if plan.entry == WINO_ENTRY else "pack_weights_part_f32"
+        return entry, (_ptr(weight), plan.geom_ptr, _ptr(packed), START, STOP)
     return _forward_packed(lib, x, plan, bias_ptr, pack)
 
 
@@ -272,8 +278,9 @@ _MAX_PLANS = 512
 def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _ForwardPlan:
     """The plan of the GEMM forward of ``x_shape`` with weights of ``weight_shape`` (cached)."""
     inside = bool(getattr(host_threads._inside, "worker", False))
-    key = (id(lib), x_shape, weight_shape, win, groups, DIRECT, CHANNEL_VECTOR, host_threads.get_num_threads(),
-           inside, MIN_MACS_PER_THREAD, MIN_ELEMENTS_PER_THREAD, BATCH_FRAME_FLOATS, _split_plan)  # tests patch it
+    key = (id(lib), x_shape, weight_shape, win, groups, DIRECT, CHANNEL_VECTOR, WINOGRAD,
+           host_threads.get_num_threads(), inside, MIN_MACS_PER_THREAD, MIN_ELEMENTS_PER_THREAD, BATCH_FRAME_FLOATS,
+           _split_plan)  # tests patch it
     plan = _plans.get(key)
     if plan is not None:
         return plan
@@ -286,7 +293,14 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
     plan.panels = lib.weight_panels(gp)
     plan.pack_parts = native_calls.threads_for(plan.panels, 2 * plan.packed_size, MIN_ELEMENTS_PER_THREAD)
     macs = n * win.oh * win.ow * math.prod(weight_shape)
-    if _takes(CHANNEL_VECTOR, lib.cv_serves, lib.cv_wins, gp):  # 9-16 output channels: one vector a pixel
+    threads = 1 if inside else min(host_threads.get_num_threads(), max(1, macs // MIN_MACS_PER_THREAD))
+    if _takes(WINOGRAD, lib.wino_serves, lib.wino_wins, gp):  # 3x3 stride 1: 16 GEMMs of transformed tiles
+        plan.packed_size = lib.wino_packed_size(gp)
+        plan.pack_parts = native_calls.threads_for(plan.panels, 2 * plan.packed_size, MIN_ELEMENTS_PER_THREAD)
+        kblocks = _wino_channel_blocks(groups, lib.wino_blocks(gp), n * -(-win.oh // 2) * -(-win.ow // 2),
+                                       lib.native_nr(), plan.panels // groups, threads)
+        plan.entry, plan.items, plan.extra = WINO_ENTRY, lib.wino_items(gp, kblocks), (kblocks,)
+    elif _takes(CHANNEL_VECTOR, lib.cv_serves, lib.cv_wins, gp):  # 9-16 output channels: one vector a pixel
         plan.entry, plan.items, plan.extra = "conv2d_fwd_cv_f32", lib.cv_items(gp), ()
     elif _takes(DIRECT, lib.direct_serves, lib.direct_wins, gp):  # stride 1, few output channels: no packing
         plan.entry, plan.items, plan.extra = "conv2d_fwd_direct_f32", lib.direct_items(gp), ()
@@ -296,7 +310,6 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
         # channels cut into blocks of row panels too; the sums, and so the bits, are the same
         # either way.
         pixels, frame_floats = win.oh * win.ow, (x_shape[1] // groups) * _frame_pixels(win)
-        threads = 1 if inside else min(host_threads.get_num_threads(), max(1, macs // MIN_MACS_PER_THREAD))
         batch, blocks = _split_plan(_images_a_panel_row(lib, n, pixels, frame_floats), lib.native_nr(), n, pixels,
                                     frame_floats, BATCH_FRAME_FLOATS, groups, -(-(o // groups) // 8), threads)
         if batch > 1:
@@ -311,6 +324,50 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
         _plans.clear()
     _plans[key] = plan
     return plan
+
+
+WINO_ENTRY = "conv2d_fwd_wino_f32"
+#: What each forward entry point is, in words (the benchmark's notes).
+KERNEL_WORDS = {
+    WINO_ENTRY: "Winograd F(2x2,3x3): 16 GEMMs of transformed tiles",
+    "conv2d_fwd_cv_f32": "output channels in the vector",
+    "conv2d_fwd_direct_f32": "direct stride-1 tile, no packing",
+    "conv2d_fwd_batched_f32": "im2col inside the GEMM's packing, panels across images",
+    "conv2d_fwd_split_f32": "im2col inside the GEMM's packing",
+    "dw_conv_fwd_f32": "depthwise loops",
+}
+
+
+def forward_kernel(x_shape, weight_shape, win: Window, groups: int) -> str | None:
+    """The entry point a float32 forward of these shapes takes now (settings, threads), or
+    ``None`` without the C kernels."""
+    lib = native.library()
+    if lib is None or not _offsets_fit(x_shape, win, groups):
+        return None
+    if _direct(x_shape, groups):
+        return "dw_conv_fwd_f32"
+    return _forward_plan(lib, tuple(x_shape), tuple(weight_shape), win, groups).entry
+
+
+@functools.lru_cache(maxsize=256)
+def _wino_channel_blocks(groups: int, blocks: int, tiles: int, nr: int, row_panels: int, threads: int) -> int:
+    """Blocks of output channels a Winograd tile block is cut into, so that the threads'
+    contiguous, equal-count shares of the items (group, tile block, channel block) carry nearly
+    equal work (tiles times row panels); each block past the first transforms the tiles'
+    patches again (2% a block in the score). 1 on one thread. The sums do not depend on it."""
+    if threads <= 1:
+        return 1
+    cols = [tiles * (b + 1) // blocks - tiles * b // blocks for b in range(blocks)] * groups
+    best, best_score = 1, None
+    for kb in range(1, min(row_panels, 4 * threads) + 1):
+        rows = [row_panels * (b + 1) // kb - row_panels * b // kb for b in range(kb)]
+        work = [c * r for c in cols for r in rows]
+        bounds = [0] + [part.stop for part in host_threads.split(len(work), threads)]
+        busiest = max(sum(work[a:b]) for a, b in zip(bounds, bounds[1:]))
+        score = busiest / (sum(work) / threads) + 0.02 * (kb - 1)
+        if best_score is None or score < best_score - 1e-9:
+            best, best_score = kb, score
+    return best
 
 
 def _forward_packed(lib, x, plan: _ForwardPlan, bias_ptr, pack):
@@ -433,6 +490,9 @@ def _forward_transposed(grad_out, weight, x_shape, as_forward: Window, groups: i
     plan = _forward_plan(lib, tuple(grad_out.shape), (c, og, len(ys), len(xs)), as_forward, groups)
 
     def pack(packed):
+        if plan.entry == WINO_ENTRY:  # 3x3 taps: ys and xs have 3 each
+            return "wino_pack_weights_t_f32", (_ptr(weight), _ptr(conv_geom), _ptr(ys), _ptr(xs), _ptr(packed),
+                                               START, STOP)
         return "pack_weights_t_f32", (_ptr(weight), _ptr(conv_geom), _ptr(ys), len(ys), _ptr(xs), len(xs),
                                       _ptr(packed), START, STOP)
     return _forward_packed(lib, grad_out, plan, None, pack)

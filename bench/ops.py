@@ -277,6 +277,16 @@ def _device(x):
     return device(x)
 
 
+def _forward_kernel_words(s: ConvShape) -> str:
+    """Which C kernel the engine's float32 forward of ``s`` takes, in words."""
+    from engine.backends import native_cpu
+    from engine.ops._common import _window
+    pads = (s.pad, s.pad, s.pad_w, s.pad_w)
+    win = _window((s.n, s.c, s.h, s.w), (s.k, s.kw), (s.stride, s.stride), pads, (s.dilation, s.dilation), "bench")
+    entry = native_cpu.forward_kernel((s.n, s.c, s.h, s.w), (s.o, s.c // s.groups, s.k, s.kw), win, s.groups)
+    return native_cpu.KERNEL_WORDS.get(entry, entry or "none")
+
+
 def _engine_conv_run(env: Env, op, method, s: ConvShape, x, w, b, g):
     geo = dict(stride=s.stride, padding=s.padding, dilation=s.dilation, groups=s.groups, method=method)
     be = env.backend
@@ -412,7 +422,7 @@ def conv_case(env: Env, op: str, s: ConvShape) -> Case:
             note = ("col2im of tensordot(W, g), per group" if method == "strided"
                     else "conv2d_backward(need_weight_grad=False, has_bias=False)")
         elif method == "gemm" and native_active(env):
-            note = "C kernels: im2col inside the GEMM's packing"
+            note = "C kernels: " + _forward_kernel_words(s) if op == "conv2d_fwd" else "C kernels"
         paths.append(Path(method, run, outputs, timer=env.engine_timer(), workspace=ws, note=note))
     if env.torch_device is not None:
         run, outputs = _torch_conv_run(env, op, s, x64, w64, b64, g64)

@@ -55,8 +55,8 @@ from importlib import resources
 
 #: The C sources, compiled as one translation unit in this order (each file after the
 #: first may use the vector layer and helpers of those before it).
-SOURCES = ("cpu_conv.c", "cpu_dense.c", "cpu_depthwise.c", "cpu_direct.c", "cpu_norm.c", "cpu_peak.c",
-           "cpu_pool.c", "cpu_activations.c")
+SOURCES = ("cpu_conv.c", "cpu_dense.c", "cpu_depthwise.c", "cpu_direct.c", "cpu_winograd.c", "cpu_norm.c",
+           "cpu_peak.c", "cpu_pool.c", "cpu_activations.c")
 SOURCE = "cpu_*.c"  # how messages name them
 FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fno-math-errno")
 #: What ``native_isa()`` of a build may answer, named; 0 (neither) turns the kernels off.
@@ -115,6 +115,15 @@ SIGNATURES = {
     "cv_wins": (ctypes.c_int, (_ptr,)),
     "cv_items": (_i64, (_ptr,)),
     "conv2d_fwd_cv_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    # kernels/cpu_winograd.c
+    "wino_serves": (ctypes.c_int, (_ptr,)),
+    "wino_wins": (ctypes.c_int, (_ptr,)),
+    "wino_items": (_i64, (_ptr, _i64)),
+    "wino_blocks": (_i64, (_ptr,)),
+    "wino_packed_size": (_i64, (_ptr,)),
+    "wino_pack_weights_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64)),
+    "wino_pack_weights_t_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64)),
+    "conv2d_fwd_wino_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64)),
     # kernels/cpu_norm.c
     "bn_apply_f32": (None, (_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64)),
     "channel_sum_f32": (None, (_ptr, _ptr, _i64, _i64, _i64, _i64, _i64)),

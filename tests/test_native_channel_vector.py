@@ -49,8 +49,10 @@ def _geom(xs, ws, kh_kw=(3, 3), stride=1, pad=1):
 
 @pytest.fixture(autouse=True)
 def _always(monkeypatch):
-    """Every case through the kernel wherever it serves (its cost model aside)."""
+    """Every case through the kernel wherever it serves (its cost model aside); Winograd's
+    kernel, which comes first, never (it rounds otherwise than the GEMM path)."""
     monkeypatch.setattr(native_cpu, "CHANNEL_VECTOR", "always")
+    monkeypatch.setattr(native_cpu, "WINOGRAD", "never")
 
 
 def test_it_serves_9_to_16_channels_a_group_and_384_taps_on_avx512_only():

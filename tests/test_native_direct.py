@@ -60,9 +60,11 @@ def _case(name, seed=0):
 @pytest.fixture(autouse=True)
 def _always_direct(monkeypatch):
     """Every case through the direct kernel wherever it serves (its cost model aside), not
-    the channel-vector kernel (tests/test_native_channel_vector.py), which comes first."""
+    the channel-vector kernel (tests/test_native_channel_vector.py) or Winograd's
+    (tests/test_native_winograd.py), which come first."""
     monkeypatch.setattr(native_cpu, "DIRECT", "always")
     monkeypatch.setattr(native_cpu, "CHANNEL_VECTOR", "never")
+    monkeypatch.setattr(native_cpu, "WINOGRAD", "never")
 
 
 def test_every_case_is_served_by_the_direct_kernel():

@@ -203,7 +203,7 @@ def test_forward_plans_follow_the_settings_they_depend_on(monkeypatch):
     finally:
         engine.set_num_threads(before)
     assert len(native_cpu._plans) == 2 and split.tobytes() == first.tobytes()
-    plan = next(p for k, p in native_cpu._plans.items() if 3 in k[7:8])  # the thread count
+    plan = next(p for k, p in native_cpu._plans.items() if 3 in k[8:9])  # the thread count
     assert plan.parts == min(3, plan.items)
 
 
