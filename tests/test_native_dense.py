@@ -134,6 +134,28 @@ def test_linear_results_do_not_depend_on_the_thread_count(case, small_products_t
             np.testing.assert_array_equal(a, c)
 
 
+def test_a_batch_of_one_is_split_by_its_weights_with_the_same_bits(monkeypatch):
+    """A matrix-vector product is bound by reading the weights: SimpleCNN's 3136 -> 128 at
+    batch 1 (401k multiply-adds, under MIN_MACS_PER_THREAD) still goes to two threads, and
+    gives one thread's bits, which are also row 0's bits inside a batch."""
+    x, w, b, _ = _linear_data("simplecnn_fc1")
+    parts = []
+    real_run = native_dense.native_calls.run
+    monkeypatch.setattr(native_dense.native_calls, "run",
+                        lambda lib, name, args, extent, n: parts.append(n) or real_run(lib, name, args, extent, n))
+    before = host_threads.get_num_threads()
+    try:
+        host_threads.set_num_threads(1)
+        one = native_dense.linear(x[:1], w, b)
+        host_threads.set_num_threads(2)
+        two = native_dense.linear(x[:1], w, b)
+    finally:
+        host_threads.set_num_threads(before)
+    assert parts == [1, 2]
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one[0], native_dense.linear(x, w, b)[0])
+
+
 def test_where_the_kernels_do_not_apply_numpy_answers(small_products_too):
     x, w, b, g = _linear_data("tails")
     ref = x.astype(np.float64) @ w.astype(np.float64).T + b
