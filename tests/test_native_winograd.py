@@ -92,6 +92,25 @@ def test_input_gradient_matches_torch_float64(name, monkeypatch):
     np.testing.assert_allclose(dx, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
+def test_strided_input_gradient_phases_of_three_taps_take_it(monkeypatch):
+    """A 5x5 stride-2 layer's input gradient runs by phases; the even phase sees taps 0, 2
+    and 4 one output apart: a 3x3 stride-1 forward of dY, its weights picked from the 5x5
+    kernel (ys, xs = 4, 2, 0)."""
+    torch = torch_or_skip()
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 6, 15, 13)).astype(np.float32)
+    w = rng.standard_normal((10, 6, 5, 5)).astype(np.float32)
+    g = rng.standard_normal((2, 10, 7, 6)).astype(np.float32)
+    counts = count_native_calls(monkeypatch)
+    dx, _, _ = ops.conv2d_backward(g, x, w, stride=2, padding=1)
+    assert counts.get("wino_pack_weights_t_f32", 0) == (1 if AVX512 else 0), counts
+    xt = torch.from_numpy(x).double().requires_grad_(True)
+    torch.nn.functional.conv2d(xt, torch.from_numpy(w).double(), stride=2, padding=1).backward(
+        torch.from_numpy(g).double())
+    want = xt.grad.numpy()
+    np.testing.assert_allclose(dx, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 def test_it_rounds_no_worse_than_the_gemm_path(monkeypatch):
     """Against float64, the largest error stays within 3x the GEMM path's on a wide layer
     (the transforms add and subtract up to 9 products, so the errors differ)."""
