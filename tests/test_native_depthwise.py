@@ -86,7 +86,9 @@ def test_depthwise_kernels_equal_the_float64_im2col_path(case, monkeypatch):
     x, wt, b, gy, kw = _data(case)
     counts = count_native_calls(monkeypatch)
     got = _run(x, wt, b, gy, kw)
-    assert {"dw_conv_fwd_f32", "dw_conv_dx_f32", "dw_conv_dw_f32"} <= set(counts), counts
+    assert {"dw_conv_fwd_f32", "dw_conv_dw_f32"} <= set(counts), counts
+    # the input gradient: its own loops, or (depthwise, stride 1) the forward's on dY
+    assert "dw_conv_dx_f32" in counts or counts["dw_conv_fwd_f32"] == 2, counts
     assert not {"conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_dw_shares_f32"} & set(counts), counts
     want = _run(*(a.astype(np.float64) for a in (x, wt, b, gy)), kw)
     for name, g, w in zip(("y", "dx", "dw", "db"), got, want):
@@ -145,3 +147,23 @@ def test_other_groups_keep_the_gemm_kernels(monkeypatch):
 def test_the_avx2_build_passes_this_whole_file(tmp_path):
     """The depthwise kernels built for AVX2 (-march=haswell: 8-wide vectors, vmaskmov tails)."""
     run_file_under_avx2(__file__, tmp_path)
+
+
+@pytest.mark.parametrize("case, as_forward", [("3x3", False), ("1x7", True), ("13x13", True), ("same", True),
+                                              ("5x5_s2", False), ("mult2_s2", False)])
+def test_stride_1_depthwise_input_gradient_runs_as_the_forward_of_dy(case, as_forward, monkeypatch):
+    """Depthwise at stride 1 with a kernel reaching 4 or more pixels (or rows 56 wide): the
+    forward's loops on dY with the flipped taps (they compute only the image's rows and unroll
+    3x3 and 5x5); else, and for strides and channel multipliers, the input-gradient loops. The
+    two agree with float64 either way."""
+    x, wt, b, gy, kw = _data(case)
+    counts = count_native_calls(monkeypatch)
+    dx = ops.conv2d_backward(gy, x, wt, **kw)[0]
+    assert ("dw_conv_dx_f32" not in counts) == as_forward, counts
+    monkeypatch.setattr(native_cpu, "DW_DX_AS_FORWARD_SPAN", 10 ** 6)
+    monkeypatch.setattr(native_cpu, "DW_DX_AS_FORWARD_WIDTH", 10 ** 6)
+    own_loops = ops.conv2d_backward(gy, x, wt, **kw)[0]
+    want = ops.conv2d_backward(*(a.astype(np.float64) for a in (gy, x, wt)), **kw)[0]
+    assert_rel(dx, want, 1e-5, "dx")
+    assert_rel(own_loops, want, 1e-5, "dx by the input-gradient loops")
+
