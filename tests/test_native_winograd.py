@@ -25,6 +25,7 @@ CASES = {
     "odd-7x7": ((2, 8, 7, 7), 16, 1, 1),          # 4x4 tiles, the last row and column half outside
     "no-pad": ((3, 40, 9, 11), 33, 0, 1),         # 7x9 outputs, 33 channels: a short last row panel
     "pad-2": ((1, 5, 6, 13), 12, 2, 1),           # tiles reaching two pixels past every edge
+    "pad-3": ((2, 20, 9, 8), 24, 3, 1),           # its input gradient: a forward with padding -1 (a crop)
     "deep": ((1, 130, 6, 5), 20, 1, 1),           # 130 channels: two chunks of V
     "grouped": ((2, 16, 8, 8), 16, 1, 2),
     "many-tiles": ((3, 9, 17, 40), 10, 1, 1),     # 20 tiles a row: runs across vectors, 540 tiles
@@ -75,7 +76,7 @@ def test_without_bias_it_is_the_biased_output_less_the_bias():
     np.testing.assert_allclose(with_bias - b[:, None, None], without, rtol=0, atol=1e-5 * np.abs(without).max())
 
 
-@pytest.mark.parametrize("name", ["odd-7x7", "pad-2", "grouped", "deep"])
+@pytest.mark.parametrize("name", ["odd-7x7", "pad-2", "pad-3", "grouped", "deep"])
 def test_input_gradient_matches_torch_float64(name, monkeypatch):
     """The stride-1 input gradient is a forward of dY with the flipped weights, which Winograd's
     kernel takes too, weights transformed straight from w (wino_pack_weights_t_f32)."""
