@@ -297,14 +297,10 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
     plan.geom = _geometry(x_shape, o, win, groups)
     plan.geom_ptr = gp = _ptr(plan.geom)
     plan.out_shape = (n, o, win.oh, win.ow)
-    plan.packed_size = lib.packed_weights_size(gp)
     plan.panels = lib.weight_panels(gp)
-    plan.pack_parts = native_calls.threads_for(plan.panels, 2 * plan.packed_size, MIN_ELEMENTS_PER_THREAD)
     macs = n * win.oh * win.ow * math.prod(weight_shape)
     threads = 1 if inside else min(host_threads.get_num_threads(), max(1, macs // MIN_MACS_PER_THREAD))
     if _takes(WINOGRAD, lib.wino_serves, lib.wino_wins, gp):  # 3x3 stride 1: 16 GEMMs of transformed tiles
-        plan.packed_size = lib.wino_packed_size(gp)
-        plan.pack_parts = native_calls.threads_for(plan.panels, 2 * plan.packed_size, MIN_ELEMENTS_PER_THREAD)
         kblocks = _wino_channel_blocks(groups, lib.wino_blocks(gp), n * -(-win.oh // 2) * -(-win.ow // 2),
                                        lib.native_nr(), plan.panels // groups, threads)
         plan.entry, plan.items, plan.extra = WINO_ENTRY, lib.wino_items(gp, kblocks), (kblocks,)
@@ -328,6 +324,9 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
             # items: (image, group, block of channels, a panel of output pixels) in order
             plan.entry, plan.items, plan.extra = "conv2d_fwd_split_f32", lib.fwd_items(gp) * blocks, (blocks,)
     plan.parts = native_calls.threads_for(plan.items, macs, MIN_MACS_PER_THREAD)
+    # Winograd's kernel takes the weights transformed (U, 16 points a kernel); the others packed
+    plan.packed_size = (lib.wino_packed_size if plan.entry == WINO_ENTRY else lib.packed_weights_size)(gp)
+    plan.pack_parts = native_calls.threads_for(plan.panels, 2 * plan.packed_size, MIN_ELEMENTS_PER_THREAD)
     if len(_plans) >= _MAX_PLANS:
         _plans.clear()
     _plans[key] = plan

@@ -279,11 +279,7 @@ def _device(x):
 
 def _forward_kernel_words(s: ConvShape) -> str:
     """Which C kernel the engine's float32 forward of ``s`` takes, in words."""
-    from engine.backends import native_cpu
-    from engine.ops._common import _window
-    pads = (s.pad, s.pad, s.pad_w, s.pad_w)
-    win = _window((s.n, s.c, s.h, s.w), (s.k, s.kw), (s.stride, s.stride), pads, (s.dilation, s.dilation), "bench")
-    entry = native_cpu.forward_kernel((s.n, s.c, s.h, s.w), (s.o, s.c // s.groups, s.k, s.kw), win, s.groups)
+    entry = native_cpu.forward_kernel((s.n, s.c, s.h, s.w), (s.o, s.c // s.groups, s.k, s.kw), _window(s), s.groups)
     return native_cpu.KERNEL_WORDS.get(entry, entry or "none")
 
 

@@ -51,6 +51,11 @@ int wino_serves(const i64 *g)
 #endif
 }
 
+/* 2x2 output tiles of the whole batch. */
+static i64 wino_tiles(const geom_t *s) { return s->n * ceil_div(s->oh, 2) * ceil_div(s->ow, 2); }
+
+static i64 wino_tile_blocks(const geom_t *s) { return ceil_div(wino_tiles(s), NR); }
+
 /* Whether it should also beat the GEMM path (bench/results/winograd-vs-gemm-20261207.txt: this
  * 2-core Zen 4, forward and input gradient): channels enough for the 16 GEMMs to outweigh the
  * transforms (16 -> 16 tied; 16 -> 32 and 32 -> 32 won, 0.7-0.85x the time), tiles enough to
@@ -62,13 +67,11 @@ int wino_wins(const i64 *g)
 {
     if (!wino_serves(g)) return 0;
     geom_t s = read_geom(g);
-    i64 tiles = s.n * ceil_div(s.oh, 2) * ceil_div(s.ow, 2), pixels = s.n * s.p;
+    i64 tiles = wino_tiles(&s), pixels = s.n * s.p;
     int fits = 16 * tiles <= 5 * pixels;  /* at most 1.25 times the outputs */
     return s.cg >= 16 && s.og >= 16 && s.cg * s.og >= 512 && tiles >= 64 &&
            (fits || (s.cg >= 256 && s.og >= 256));
 }
-
-static i64 wino_tile_blocks(const geom_t *s) { return ceil_div(s->n * ceil_div(s->oh, 2) * ceil_div(s->ow, 2), NR); }
 
 /* Work items of conv2d_fwd_wino_f32: (group, tile block, one of kblocks blocks of output
  * channels), in that order. */
@@ -373,7 +376,7 @@ int conv2d_fwd_wino_f32(const float *x, const float *u, const float *bias, float
 {
 #if V_ISA == 512
     geom_t s = read_geom(g);
-    i64 blocks = wino_tile_blocks(&s), tiles = s.n * ceil_div(s.oh, 2) * ceil_div(s.ow, 2);
+    i64 blocks = wino_tile_blocks(&s), tiles = wino_tiles(&s);
     i64 rp = ceil_div(s.og, MR), a_stride = MR * s.cg, plane = rp * a_stride, chunks = ceil_div(s.cg, WINO_KC);
     i64 max_rows = ceil_div(rp, kblocks) * MR;
     i64 m_point = max_rows * NR + VL;

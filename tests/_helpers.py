@@ -155,6 +155,14 @@ def assert_conv2d_matches_torch_float64(x, w, b, **kwargs):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
+def torch_conv2d_input_grad_float64(x, w, g, **kwargs):
+    """PyTorch's float64 input gradient of ``conv2d(x, w, **kwargs)`` for the output gradient ``g``."""
+    torch = torch_or_skip()
+    xt = torch.from_numpy(x).double().requires_grad_(True)
+    torch.nn.functional.conv2d(xt, torch.from_numpy(w).double(), **kwargs).backward(torch.from_numpy(g).double())
+    return xt.grad.numpy()
+
+
 def conv2d_bits_over_threads(monkeypatch, x, w, b, threads=(1, 2, 3), **kwargs) -> list:
     """``ops.conv2d``'s output bytes on each thread count, every call split (a threshold of 1)."""
     import engine

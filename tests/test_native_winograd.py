@@ -14,7 +14,7 @@ from engine.backends.base import Window
 from engine.kernels import native
 
 from _helpers import (assert_conv2d_matches_torch_float64, avx2_rerun, conv2d_bits_over_threads,
-                      count_native_calls, run_file_under_avx2, torch_or_skip)
+                      count_native_calls, run_file_under_avx2, torch_conv2d_input_grad_float64)
 
 lib = native.library()
 pytestmark = pytest.mark.skipif(lib is None, reason=f"C kernels unavailable: {native.status()}")
@@ -80,16 +80,12 @@ def test_without_bias_it_is_the_biased_output_less_the_bias():
 def test_input_gradient_matches_torch_float64(name, monkeypatch):
     """The stride-1 input gradient is a forward of dY with the flipped weights, which Winograd's
     kernel takes too, weights transformed straight from w (wino_pack_weights_t_f32)."""
-    torch = torch_or_skip()
     x, w, b, kw = _case(name, seed=3)
     g = np.cos(ops.conv2d(x, w, b, **kw))
     counts = count_native_calls(monkeypatch)
     dx, _, _ = ops.conv2d_backward(g, x, w, **kw)
     assert counts.get("wino_pack_weights_t_f32", 0) == (1 if AVX512 else 0), counts
-    xt = torch.from_numpy(x).double().requires_grad_(True)
-    y = torch.nn.functional.conv2d(xt, torch.from_numpy(w).double(), torch.from_numpy(b).double(), **kw)
-    y.backward(torch.from_numpy(g).double())
-    want = xt.grad.numpy()
+    want = torch_conv2d_input_grad_float64(x, w, g, **kw)
     np.testing.assert_allclose(dx, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
@@ -97,7 +93,6 @@ def test_strided_input_gradient_phases_of_three_taps_take_it(monkeypatch):
     """A 5x5 stride-2 layer's input gradient runs by phases; the even phase sees taps 0, 2
     and 4 one output apart: a 3x3 stride-1 forward of dY, its weights picked from the 5x5
     kernel (ys, xs = 4, 2, 0)."""
-    torch = torch_or_skip()
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 6, 15, 13)).astype(np.float32)
     w = rng.standard_normal((10, 6, 5, 5)).astype(np.float32)
@@ -105,10 +100,7 @@ def test_strided_input_gradient_phases_of_three_taps_take_it(monkeypatch):
     counts = count_native_calls(monkeypatch)
     dx, _, _ = ops.conv2d_backward(g, x, w, stride=2, padding=1)
     assert counts.get("wino_pack_weights_t_f32", 0) == (1 if AVX512 else 0), counts
-    xt = torch.from_numpy(x).double().requires_grad_(True)
-    torch.nn.functional.conv2d(xt, torch.from_numpy(w).double(), stride=2, padding=1).backward(
-        torch.from_numpy(g).double())
-    want = xt.grad.numpy()
+    want = torch_conv2d_input_grad_float64(x, w, g, stride=2, padding=1)
     np.testing.assert_allclose(dx, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 

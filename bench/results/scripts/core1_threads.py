@@ -6,23 +6,13 @@ medians of 30. Cycles a 16-wide output vector assume 3.6 GHz (the FMA probe's 11
 one thread at one 512-bit FMA a cycle).
 Run: python bench/results/scripts/core1_threads.py
 """
-import time
-
 import numpy as np
 import torch
 
 import engine
 from engine import ops
 
-
-def burst_time(f):
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 0.02:
-        f()
-    t = time.perf_counter()
-    f()
-    return time.perf_counter() - t
-
+from _burst import burst_time
 
 rng = np.random.default_rng(0)
 w = rng.standard_normal((32, 1, 3, 3)).astype("float32")

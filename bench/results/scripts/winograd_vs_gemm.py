@@ -7,8 +7,6 @@ the three are interleaved, medians of 7; ``wins`` is what ``wino_wins`` picks fo
 (for the input gradient: for the forward of dY it runs as).
 Run: python bench/results/scripts/winograd_vs_gemm.py
 """
-import time
-
 import numpy as np
 import torch
 
@@ -16,6 +14,8 @@ import engine
 from engine.backends import native_cpu
 from engine.backends.base import Window
 from engine.kernels import native
+
+from _burst import burst_time
 
 LAYERS = [  # (name, N, C, H, O)
     ("SimpleCNN conv2 b8", 8, 32, 14, 64),
@@ -34,15 +34,6 @@ LAYERS = [  # (name, N, C, H, O)
     ("7x7, 64 channels b128", 128, 64, 7, 64),
     ("16->32 at 28x28 b128", 128, 16, 28, 32),
 ]
-
-
-def burst_time(f):
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 0.02:
-        f()
-    t = time.perf_counter()
-    f()
-    return time.perf_counter() - t
 
 
 def median_ms(times):
