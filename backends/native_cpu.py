@@ -391,6 +391,25 @@ def _forward_packed(lib, x, plan: _ForwardPlan, bias_ptr, pack):
     return y
 
 
+#: Whether the weight gradient's GEMM writes dW in W's own (c, ky, kx) column order: "auto"
+#: (where the batch has at most :data:`DW_W_ORDER_PIXELS` pixels per output channel of a
+#: group), "always" or "never". In W's order each vector of taps is gathered from the frame;
+#: in the other, (ky, kx, c), it is one load, and dW is transposed afterwards: one pass over
+#: dW, which costs as much as the GEMM where the batch has few pixels (ResNet layer4 at batch
+#: 1: 3.0 ms -> 1.6), while the gathers cost 12-70% more than the loads and the transpose at
+#: 49+ pixels per channel (``bench/results/dw-order-20261207.txt``). The bits are the same.
+DW_W_ORDER = "auto"
+DW_W_ORDER_PIXELS = 2
+
+
+def _dw_in_w_order(pixels: int, og: int) -> bool:
+    """Whether dW of a batch with ``pixels`` output pixels in all and ``og`` output channels a
+    group is computed in W's column order (:data:`DW_W_ORDER`)."""
+    if DW_W_ORDER in ("always", "never"):
+        return DW_W_ORDER == "always"
+    return pixels <= DW_W_ORDER_PIXELS * og
+
+
 def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
     """``dW`` with ``weight_shape``, summed over the batch, or ``None``."""
     lib = _lib(grad_out, x)
@@ -417,6 +436,7 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
     # are added in order afterwards: a thread frames and packs only its own share, and the
     # order of the sums depends on the shapes alone, never on the thread count.
     pixels = win.oh * win.ow
+    w_order = _dw_in_w_order(n * pixels, o // groups)
     pixel_shares = 0
     if n == 1 and pixels >= DW_PIXELS_A_PART:
         pixel_shares = _even_shares(min(DW_BATCH_PARTS, pixels // DW_PIXELS_A_PART))
@@ -426,19 +446,19 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
         parts = host_threads.split(n, _dw_parts(n, pixels))
     if len(parts) == 1:
         # one share (one small image): the threads take column panels of dW instead, no partials
-        dw = np.empty((o, kh, kw, cg), dtype=np.float32)
+        dw = np.empty((o, cg, kh, kw) if w_order else (o, kh, kw, cg), dtype=np.float32)
 
-        _run(lib, "conv2d_dw_cols_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), 0, n, START, STOP, _ptr(geom)),
-             lib.dw_col_panels(_ptr(geom)), macs, "conv2d backward")
-        return np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
-    dw = np.empty((len(parts), o, kh, kw, cg), dtype=np.float32)  # the kernels' order: (ky, kx, c)
+        _run(lib, "conv2d_dw_cols_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), 0, n, START, STOP, int(w_order),
+                                         _ptr(geom)), lib.dw_col_panels(_ptr(geom)), macs, "conv2d backward")
+        return dw if w_order else np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
+    dw = np.empty((len(parts), o) + ((cg, kh, kw) if w_order else (kh, kw, cg)), dtype=np.float32)
     bounds = np.array([p.start for p in parts] + [parts[-1].stop], dtype=np.int64)
     _run(lib, "conv2d_dw_shares_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), _ptr(bounds), int(pixel_shares >= 2),
-                                       START, STOP, _ptr(geom)), len(parts), macs, "conv2d backward")
+                                       int(w_order), START, STOP, _ptr(geom)), len(parts), macs, "conv2d backward")
     total = dw[0]
     for partial in dw[1:]:
         total += partial
-    return np.ascontiguousarray(total.transpose(0, 3, 1, 2))
+    return total if w_order else np.ascontiguousarray(total.transpose(0, 3, 1, 2))
 
 
 def input_grad(grad_out, weight, x_shape, win: Window, groups: int):

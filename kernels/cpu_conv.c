@@ -185,18 +185,24 @@ static void pad_frame_hwc_rows(const float *x, const geom_t *s, i64 r0, i64 r1, 
     }
 }
 
-/* Offsets of the taps into a frame: in W's column order (c, ky, kx) into the channel-major
- * frame, c*hp*wp + ky*dh*wp + kx*dw; or, channels_innermost, in (ky, kx, c) order into the
- * frame of pad_frame_hwc, (ky*dh*wp + kx*dw)*cg + c. Pixel p sits at oy*sh*wp + ox*sw (times
- * cg in the channels-innermost frame). Both tables run on to a whole number of panels,
- * repeating their last offset, so that a partial panel reads valid memory. */
-static int32_t *tap_offsets(const geom_t *s, int channels_innermost)
+/* Offsets of the taps into a frame: TAPS_W_ORDER, in W's column order (c, ky, kx) into the
+ * channel-major frame, c*hp*wp + ky*dh*wp + kx*dw; TAPS_HWC, in (ky, kx, c) order into the
+ * frame of pad_frame_hwc, (ky*dh*wp + kx*dw)*cg + c; TAPS_W_ORDER_HWC, in W's order into
+ * that frame (vectors of taps then gathered). Pixel p sits at oy*sh*wp + ox*sw (times cg in
+ * the channels-innermost frame). The tables run on to a whole number of panels, repeating
+ * their last offset, so that a partial panel reads valid memory. */
+enum { TAPS_W_ORDER = 0, TAPS_HWC = 1, TAPS_W_ORDER_HWC = 2 };
+static int32_t *tap_offsets(const geom_t *s, int order)
 {
     i64 len = ceil_div(s->kg, NR) * NR;
     int32_t *t = scratch((size_t)len);
     if (!t) return NULL;
     i64 k = 0;
-    if (channels_innermost) {
+    if (order == TAPS_W_ORDER_HWC) {
+        for (i64 c = 0; c < s->cg; c++)
+            for (i64 ky = 0; ky < s->kh; ky++)
+                for (i64 kx = 0; kx < s->kw; kx++) t[k++] = (int32_t)((ky * s->dh * s->wp + kx * s->dw) * s->cg + c);
+    } else if (order == TAPS_HWC) {
         for (i64 ky = 0; ky < s->kh; ky++)
             for (i64 kx = 0; kx < s->kw; kx++)
                 for (i64 c = 0; c < s->cg; c++) t[k++] = (int32_t)((ky * s->dh * s->wp + kx * s->dw) * s->cg + c);
@@ -657,7 +663,7 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
     int ahead = s.cg * so.hp * so.wp > AHEAD_SOURCE_FLOATS;
     float *frame = direct ? 0 : scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
     float *bp = scratch((size_t)(GEMM_NC * KC_FWD * NR));
-    int32_t *taps = tap_offsets(&so, 0), *pix = pixel_offsets(&so);
+    int32_t *taps = tap_offsets(&so, TAPS_W_ORDER), *pix = pixel_offsets(&so);
     if ((!frame && !direct) || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
     i64 a_stride = s.kg * MR, panels = ceil_div(s.p, NR), framed = -1;
     /* cut into channel blocks (one small image), a thread's share of A is read once for all
@@ -730,7 +736,7 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
     int ahead = batch * s.cg * so.hp * so.wp > AHEAD_SOURCE_FLOATS;
     float *frame = direct ? 0 : scratch((size_t)(batch * fsize + 2 * VL));
     float *bp = scratch((size_t)(GEMM_NC * KC_FWD * NR)), *cbuf = scratch((size_t)(GEMM_NC * og_r * NR));
-    int32_t *taps = tap_offsets(&so, 0), *pix = scratch((size_t)(panels * NR)), *one = pixel_offsets(&so);
+    int32_t *taps = tap_offsets(&so, TAPS_W_ORDER), *pix = scratch((size_t)(panels * NR)), *one = pixel_offsets(&so);
     if ((!frame && !direct) || !bp || !cbuf || !taps || !pix || !one) {
         free(frame); free(bp); free(cbuf); free(taps); free(pix); free(one);
         return -1;
@@ -821,14 +827,19 @@ static i64 dw_batch(const geom_t *s, i64 share)
     return b < 1 ? 1 : b;
 }
 
-/* dW = sum over the images [n0, n1) of dY . col^T, overwritten. Its columns are in (ky, kx, c)
- * order: dW is (O, kh, kw, C/groups), which the caller turns into (O, C/groups, kh, kw). The
- * images are taken a few at a time (dw_batch), their pixels one reduction in KC blocks. */
-int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, i64 t0, i64 t1, const i64 *g);
+/* dW = sum over the images [n0, n1) of dY . col^T, overwritten. w_order: its columns are in
+ * W's own (c, ky, kx) order, dW is (O, C/groups, kh, kw), and the packing gathers each vector
+ * of taps from the channels-innermost frame; else they are in (ky, kx, c) order, read with
+ * whole-vector loads, dW is (O, kh, kw, C/groups) and the caller transposes it (a pass over
+ * dW that costs as much as the GEMM where the batch has few pixels). The images are taken a
+ * few at a time (dw_batch), their pixels one reduction in KC blocks. The sums are the same
+ * bits in either order. */
+int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, i64 t0, i64 t1, i64 w_order,
+                       const i64 *g);
 
-int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, const i64 *g)
+int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, i64 w_order, const i64 *g)
 {
-    return conv2d_dw_cols_f32(x, dy, dw, n0, n1, 0, ceil_div(read_geom(g).kg, NR), g);
+    return conv2d_dw_cols_f32(x, dy, dw, n0, n1, 0, ceil_div(read_geom(g).kg, NR), w_order, g);
 }
 
 /* Column panels of NR taps of each group's dW (the parts of conv2d_dw_cols_f32). */
@@ -837,14 +848,16 @@ i64 dw_col_panels(const i64 *g) { return ceil_div(read_geom(g).kg, NR); }
 /* conv2d_dw_f32 for the column panels [t0, t1) of each group's dW only: threads given
  * disjoint panels share one share of the batch (a small image, batch 1) with no partial sums;
  * each element is summed exactly as by conv2d_dw_f32. */
-int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, i64 t0, i64 t1, const i64 *g)
+int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, i64 t0, i64 t1, i64 w_order,
+                       const i64 *g)
 {
     geom_t s = read_geom(g);
     i64 fsize = s.cg * s.hp * s.wp, batch = dw_batch(&s, n1 - n0), kmax = batch * s.p;
     float *frame = scratch((size_t)(batch * fsize + 2 * VL));
     float *bp = scratch((size_t)(KC * NR));
     float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * kmax));
-    int32_t *taps = tap_offsets(&s, 1), *one = pixel_offsets(&s), *pix = scratch((size_t)kmax);
+    int32_t *taps = tap_offsets(&s, w_order ? TAPS_W_ORDER_HWC : TAPS_HWC), *one = pixel_offsets(&s);
+    int32_t *pix = scratch((size_t)kmax);
     if (!frame || !bp || !ap || !taps || !one || !pix) {
         free(frame); free(bp); free(ap); free(taps); free(one); free(pix);
         return -1;
@@ -876,7 +889,8 @@ int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n
  * conv2d_dw_f32): a batch of one cut into fixed shares of pixels, so that threads share it;
  * the caller adds the shares' partial dW in order. The frame holds only the rows the
  * share's taps read. */
-int conv2d_dw_pixels_f32(const float *x, const float *dy, float *dw, i64 nn, i64 q0, i64 q1, const i64 *g)
+int conv2d_dw_pixels_f32(const float *x, const float *dy, float *dw, i64 nn, i64 q0, i64 q1, i64 w_order,
+                         const i64 *g)
 {
     geom_t s = read_geom(g);
     i64 k = q1 - q0, blocks = kc_blocks(k), a_stride = k * MR;
@@ -884,7 +898,7 @@ int conv2d_dw_pixels_f32(const float *x, const float *dy, float *dw, i64 nn, i64
     float *frame = scratch((size_t)(s.cg * (r1 - r0) * s.wp + 2 * VL));
     float *bp = scratch((size_t)(KC * NR));
     float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * k));
-    int32_t *taps = tap_offsets(&s, 1), *one = pixel_offsets(&s);
+    int32_t *taps = tap_offsets(&s, w_order ? TAPS_W_ORDER_HWC : TAPS_HWC), *one = pixel_offsets(&s);
     if (!frame || !bp || !ap || !taps || !one) {
         free(frame); free(bp); free(ap); free(taps); free(one);
         return -1;
@@ -912,13 +926,13 @@ int conv2d_dw_pixels_f32(const float *x, const float *dy, float *dw, i64 nn, i64
  * bounds[i] to bounds[i+1] - 1, by conv2d_dw_f32) or of the pixels of image 0 (pixels = 1:
  * by conv2d_dw_pixels_f32), share i summed into its own partial dW at dw + i * O*K. One
  * entry point over a range of shares, so that a thread pool can split them. */
-int conv2d_dw_shares_f32(const float *x, const float *dy, float *dw, const i64 *bounds, i64 pixels, i64 i0,
-                         i64 i1, const i64 *g)
+int conv2d_dw_shares_f32(const float *x, const float *dy, float *dw, const i64 *bounds, i64 pixels, i64 w_order,
+                         i64 i0, i64 i1, const i64 *g)
 {
     i64 size = g[G_O] * (g[G_C] / g[G_GROUPS]) * g[G_KH] * g[G_KW];
     for (i64 i = i0; i < i1; i++) {
-        int rc = pixels ? conv2d_dw_pixels_f32(x, dy, dw + i * size, 0, bounds[i], bounds[i + 1], g)
-                        : conv2d_dw_f32(x, dy, dw + i * size, bounds[i], bounds[i + 1], g);
+        int rc = pixels ? conv2d_dw_pixels_f32(x, dy, dw + i * size, 0, bounds[i], bounds[i + 1], w_order, g)
+                        : conv2d_dw_f32(x, dy, dw + i * size, bounds[i], bounds[i + 1], w_order, g);
         if (rc) return rc;
     }
     return 0;

@@ -131,7 +131,7 @@ int conv2d_fwd_direct_f32(const float *x, const float *wpacked, const float *bia
     i64 rv_max = rows * nvec, blocks = fwd_kc_blocks(s.kg), a_stride = s.kg * MR, rp = ceil_div(s.og, MR);
     i64 row_blocks = ceil_div(s.oh, rows), framed = -1;
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
-    int32_t *taps = tap_offsets(&s, 0);
+    int32_t *taps = tap_offsets(&s, TAPS_W_ORDER);
     i64 *rv = scratch((size_t)(3 * rv_max * 2));  /* per row-vector: frame offset, output offset, lanes */
     if (!frame || !taps || !rv) { free(frame); free(taps); free(rv); return -1; }
     for (i64 w = w0; w < w1; w++) {
@@ -267,7 +267,7 @@ int conv2d_fwd_cv_f32(const float *x, const float *wpacked, const float *bias, f
     i64 rp = ceil_div(s.og, MR), a_stride = s.kg * MR, framed = -1, weights_of = -1;
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
     float *wv = scratch((size_t)(s.kg * VL)), *tile = scratch((size_t)(CV_PIX * VL));
-    int32_t *taps = tap_offsets(&s, 0);
+    int32_t *taps = tap_offsets(&s, TAPS_W_ORDER);
     if (!frame || !wv || !tile || !taps) { free(frame); free(wv); free(tile); free(taps); return -1; }
     for (i64 w = w0; w < w1; w++) {
         i64 plane = w / s.oh, oy = w % s.oh, nn = plane / s.groups, gi = plane % s.groups;

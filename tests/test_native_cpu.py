@@ -281,6 +281,37 @@ def test_results_do_not_depend_on_the_thread_count(case, monkeypatch):
             np.testing.assert_array_equal(a, c, err_msg=name)
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c != "depthwise"])
+def test_weight_gradient_in_w_order_gives_the_same_bits(case, monkeypatch):
+    """dW written in W's (c, ky, kx) column order (taps gathered) and in (ky, kx, c) order then
+    transposed: the same sums, so the same bits, through the column panels (one share), the
+    shares of a batch (x4 images) and the shares of one large image's pixels."""
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
+    counts = count_native_calls(monkeypatch)
+    x, wt, b, gy, kw = _data(case)
+    for batch in (1, 4):
+        xb, gyb = np.concatenate([x] * batch), np.concatenate([gy] * batch)
+        dws = {}
+        for order in ("never", "always"):
+            monkeypatch.setattr(native_cpu, "DW_W_ORDER", order)
+            dws[order] = ops.conv2d_backward(gyb, xb, wt, need_input_grad=False, **kw)[1]
+        assert dws["always"].flags.c_contiguous and dws["always"].shape == wt.shape
+        np.testing.assert_array_equal(dws["always"], dws["never"], err_msg=f"{case} x{batch}")
+    assert counts.get("conv2d_dw_shares_f32", 0) + counts.get("conv2d_dw_cols_f32", 0) == 4, counts
+    if case == "tails":
+        assert_rel(dws["always"], _float64_im2col(xb, wt, b, gyb, kw)[2], 1e-5, "dw")
+
+
+def test_weight_gradient_order_rule():
+    """W's order where the batch has at most DW_W_ORDER_PIXELS pixels per output channel of a
+    group (batch-1 512-channel layers), the transpose elsewhere."""
+    assert native_cpu._dw_in_w_order(49, 512)  # ResNet layer4 at batch 1
+    assert native_cpu._dw_in_w_order(8 * 49, 512)  # and at batch 8
+    assert native_cpu._dw_in_w_order(289, 192)  # Inception 7x1 at batch 1
+    assert not native_cpu._dw_in_w_order(729, 128)  # AlexNet conv2 (2 groups of 128) at batch 1
+    assert not native_cpu._dw_in_w_order(128 * 256, 32)  # ResNet-20 stage2 at batch 128
+
+
 def test_weight_gradient_shares_split_evenly_over_2_4_or_8_threads(monkeypatch):
     """The weight gradient's fixed shares of a batch are 2, 4 or 8 (3 on 2 threads would
     leave a thread idle a third of the time); the shapes alone decide, so the bits do not
