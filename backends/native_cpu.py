@@ -50,6 +50,15 @@ CHANNEL_VECTOR = "auto"
 #: than the GEMM path): ``"auto"`` where its cost model says it wins (``wino_wins``),
 #: ``"always"`` wherever it serves, ``"never"``.
 WINOGRAD = "auto"
+#: When a GEMM forward (or an input gradient run as one) packs its weights block by block as
+#: the tiles go, straight from W, instead of in a pass of its own before
+#: (``conv2d_fwd_split_inline_f32``, the same bits): ``"auto"`` for one image of at most
+#: :data:`INLINE_PACK_PANELS` column panels whose threads each take their own output channels
+#: (or one thread), where every weight meets one run of panels and the pass would only write
+#: A to memory and read it back (9.4 MB each way for 512 channels, 3x3); ``"always"`` wherever
+#: the batch is one image; ``"never"``.
+INLINE_PACK = "auto"
+INLINE_PACK_PANELS = 8
 #: A depthwise stride-1 input gradient (one output channel a group) runs as the forward of dY
 #: with the flipped taps (``dw_conv_fwd_f32``) where the kernel reaches this many pixels past
 #: its first (5x5, 7x7, a dilated 3x3) or the output is this wide; else the input-gradient
@@ -258,7 +267,7 @@ def forward(x, weight, bias, win: Window, groups: int):
     def pack(packed):
         entry = "wino_pack_weights_f32" if plan.entry == WINO_ENTRY else "pack_weights_part_f32"
         return entry, (_ptr(weight), plan.geom_ptr, _ptr(packed), START, STOP)
-    return _forward_packed(lib, x, plan, bias_ptr, pack)
+    return _forward_packed(lib, x, plan, bias_ptr, pack, (weight, plan.geom_ptr, None, None))
 
 
 def _takes(setting: str, serves, wins, geom_ptr) -> bool:
@@ -274,7 +283,7 @@ class _ForwardPlan:
     """What a GEMM forward of one geometry does, worked out once (:func:`_forward_plan`): the
     geometry array and its address, the packed weights' size, the kernel, its items and parts."""
     __slots__ = ("geom", "geom_ptr", "out_shape", "packed_size", "panels", "pack_parts", "entry", "items",
-                 "extra", "parts")
+                 "extra", "parts", "inline")
 
 
 #: Plans by shapes and the settings they depend on; a batch-1 forward spends more time
@@ -288,7 +297,7 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
     inside = bool(getattr(host_threads._inside, "worker", False))
     key = (id(lib), x_shape, weight_shape, win, groups, DIRECT, CHANNEL_VECTOR, WINOGRAD,
            host_threads.get_num_threads(), inside, MIN_MACS_PER_THREAD, MIN_ELEMENTS_PER_THREAD, BATCH_FRAME_FLOATS,
-           _split_plan)  # tests patch it
+           _split_plan, INLINE_PACK)  # tests patch _split_plan
     plan = _plans.get(key)
     if plan is not None:
         return plan
@@ -324,6 +333,9 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
             # items: (image, group, block of channels, a panel of output pixels) in order
             plan.entry, plan.items, plan.extra = "conv2d_fwd_split_f32", lib.fwd_items(gp) * blocks, (blocks,)
     plan.parts = native_calls.threads_for(plan.items, macs, MIN_MACS_PER_THREAD)
+    plan.inline = plan.entry == "conv2d_fwd_split_f32" and n == 1 and (INLINE_PACK == "always" or (
+        INLINE_PACK == "auto" and lib.fwd_items(gp) // groups <= INLINE_PACK_PANELS
+        and (plan.extra[0] > 1 or plan.parts == 1)))
     # Winograd's kernel takes the weights transformed (U, 16 points a kernel); the others packed
     plan.packed_size = (lib.wino_packed_size if plan.entry == WINO_ENTRY else lib.packed_weights_size)(gp)
     plan.pack_parts = native_calls.threads_for(plan.panels, 2 * plan.packed_size, MIN_ELEMENTS_PER_THREAD)
@@ -377,11 +389,22 @@ def _wino_channel_blocks(groups: int, blocks: int, tiles: int, nr: int, row_pane
     return best
 
 
-def _forward_packed(lib, x, plan: _ForwardPlan, bias_ptr, pack):
+def _forward_packed(lib, x, plan: _ForwardPlan, bias_ptr, pack, inline):
     """The GEMM forward of contiguous float32 ``x`` by ``plan``, with weights that the entry
     point and arguments ``pack(packed)`` returns write into ``packed`` as the kernels' row
     panels (items (group, panel of 8 output channels)); the panels are packed on the pool's
-    threads (a copy, so the bits do not depend on the split)."""
+    threads (a copy, so the bits do not depend on the split). Where the plan packs as the
+    tiles go (``plan.inline``), the kernel packs from ``inline``: ``(weight, the address of
+    its convolution's geometry, ys, xs)``, ys and xs the taps of an input gradient's transposed
+    weights, or ``None`` for the forward's own."""
+    if plan.inline:
+        weight, weight_geom_ptr, ys, xs = inline
+        taps = (None, 0, None, 0) if ys is None else (_ptr(ys), len(ys), _ptr(xs), len(xs))
+        y = np.empty(plan.out_shape, dtype=np.float32)
+        args = (_ptr(x), _ptr(weight), bias_ptr, _ptr(y), START, STOP, plan.geom_ptr) + plan.extra + (
+            weight_geom_ptr,) + taps
+        _ok(native_calls.run(lib, "conv2d_fwd_split_inline_f32", args, plan.items, plan.parts), "conv2d")
+        return y
     packed = np.empty(plan.packed_size, dtype=np.float32)
     entry, args = pack(packed)
     _ok(native_calls.run(lib, entry, args, plan.panels, plan.pack_parts), "conv2d")
@@ -533,7 +556,7 @@ def _forward_transposed(grad_out, weight, x_shape, as_forward: Window, groups: i
                                                START, STOP)
         return "pack_weights_t_f32", (_ptr(weight), _ptr(conv_geom), _ptr(ys), len(ys), _ptr(xs), len(xs),
                                       _ptr(packed), START, STOP)
-    return _forward_packed(lib, grad_out, plan, None, pack)
+    return _forward_packed(lib, grad_out, plan, None, pack, (weight, _ptr(conv_geom), ys, xs))
 
 
 def _phase(size: int, k: int, stride: int, dil: int, pad: int, residue: int):

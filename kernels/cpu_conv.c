@@ -518,13 +518,56 @@ static i64 kc_blocks(i64 k) { return ceil_div(k, KC); }
 static i64 fwd_kc_blocks(i64 k) { return ceil_div(k, KC_FWD); }
 static i64 kc_start(i64 k, i64 blocks, i64 b) { return (k * b) / blocks; }
 
+/* Weights packed as the tiles go, block by block of the reduction, into an L2-sized buffer:
+ * for one image with few panels, where each block of A meets a single run of panels, a
+ * packing pass of its own would write all of A to memory and read it back once more (9.4 MB
+ * each way for 512 channels, 3x3). w is W (O, C/groups, kh, kw) of the convolution wg; tl
+ * NULL: A is W's rows of group gi as they are (a forward); else A is the transposed weights
+ * of wg's input gradient, as pack_weights_t_f32 packs them: rows the input channels, columns
+ * (o, t) for the nt taps tl[t]. The values, so the sums and bits, are those of the packed A. */
+typedef struct {
+    const float *w;
+    geom_t wg;
+    const i64 *tl;
+    i64 nt, gi, r0, r1;  /* the group and the rows [r0, r1) packed (r0 a multiple of MR) */
+    float *buf;          /* ceil((r1 - r0) / MR) * MR * KC_FWD floats */
+} a_inline_t;
+
+/* Columns [k0, k1) of a's rows, as pack_a packs them: MR-row panels (k1 - k0) * MR apart,
+ * k-major, rows past r1 zero. */
+static void pack_a_inline(const a_inline_t *a, i64 k0, i64 k1)
+{
+    const geom_t *g = &a->wg;
+    i64 kc = k1 - k0;
+    if (!a->tl) {
+        pack_a(a->w + (a->gi * g->og + a->r0) * g->kg + k0, a->r1 - a->r0, kc, g->kg, 1, a->buf);
+        return;
+    }
+    i64 taps = g->kh * g->kw;
+    for (i64 k = k0; k < k1;) {  /* o outermost: each o's rows are one run of w */
+        i64 oo = k / a->nt, t0 = k % a->nt, t1 = min64(a->nt, t0 + k1 - k);
+        for (i64 c0 = a->r0; c0 < a->r1; c0 += MR) {
+            i64 rows = min64(MR, a->r1 - c0);
+            float *restrict o = a->buf + (c0 - a->r0) * kc + (k - k0) * MR;
+            const float *restrict src = a->w + ((a->gi * g->og + oo) * g->cg + c0) * taps;
+            if (taps == 1 && rows == MR) { memcpy(o, src, MR * 4); continue; }  /* 1x1: a row's run */
+            for (i64 t = t0; t < t1; t++, o += MR) {
+                for (i64 r = 0; r < rows; r++) o[r] = src[r * taps + a->tl[t]];
+                for (i64 r = rows; r < MR; r++) o[r] = 0.0f;
+            }
+        }
+        k += t1 - t0;
+    }
+}
+
 /* C[q] (+)= A . B[q] for the `run` panels of one panel row, block by block of the reduction:
  * each block packs its panels (one panel at a time, `ahead` fetches the next one's lines
- * meanwhile) and runs them through the register tile; the bias joins in the last block. */
+ * meanwhile) and runs them through the register tile; the bias joins in the last block. A is
+ * packed at ap (row panels a_stride apart), or, `in` given, packed block by block into in->buf. */
 static void forward_panel_row(const float *src, const int32_t *taps, const int32_t *pix, const i64 *j0s,
                               i64 run, int ahead, int slack, i64 kg, const float *ap, i64 a_stride,
-                              float *bp, float *const *c, const i64 *ldc, i64 m, const i64 *n,
-                              const float *bias)
+                              const a_inline_t *in, float *bp, float *const *c, const i64 *ldc, i64 m,
+                              const i64 *n, const float *bias)
 {
     i64 blocks = fwd_kc_blocks(kg);
     for (i64 b = 0; b < blocks; b++) {
@@ -535,7 +578,13 @@ static void forward_panel_row(const float *src, const int32_t *taps, const int32
                 pack_b_ahead(src, taps + k0, kc, pix + j0s[q], nv, slack, pix + j0s[q] + NR, bp);
             else pack_b(src, taps + k0, kc, pix + j0s[q], nv, slack, bp + q * KC_FWD * NR);
         }
-        panels_times_a(run, kc, ap + k0 * MR, a_stride, bp, c, ldc, m, n, b == 0, b == blocks - 1 ? bias : 0);
+        const float *bias_b = b == blocks - 1 ? bias : 0;
+        if (in) {
+            pack_a_inline(in, k0, k0 + kc);
+            panels_times_a(run, kc, in->buf, kc * MR, bp, c, ldc, m, n, b == 0, bias_b);
+        } else {
+            panels_times_a(run, kc, ap + k0 * MR, a_stride, bp, c, ldc, m, n, b == 0, bias_b);
+        }
     }
 }
 
@@ -654,8 +703,8 @@ static int slack_after(const geom_t *s, i64 nn, i64 gi)
  * work items (image, group, block, panel) in that order, so that one image with few pixels
  * (batch 1, 7x7: a full panel and a 1-column one) still gives every thread an even share. Every output element is summed
  * as with ob = 1: a tile's sums do not depend on which rows share a call. */
-int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
-                         const i64 *g, i64 ob)
+static int fwd_split(const float *x, const float *wpacked, a_inline_t *in, const float *bias, float *y, i64 w0,
+                     i64 w1, const i64 *g, i64 ob)
 {
     geom_t s = read_geom(g);
     int direct = reads_image(&s, 1);
@@ -664,11 +713,16 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
     float *frame = direct ? 0 : scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
     float *bp = scratch((size_t)(GEMM_NC * KC_FWD * NR));
     int32_t *taps = tap_offsets(&so, TAPS_W_ORDER), *pix = pixel_offsets(&so);
-    if ((!frame && !direct) || !bp || !taps || !pix) { free(frame); free(bp); free(taps); free(pix); return -1; }
+    if (in) in->buf = scratch((size_t)(ceil_div(s.og, MR) * MR * KC_FWD));
+    if ((!frame && !direct) || !bp || !taps || !pix || (in && !in->buf)) {
+        free(frame); free(bp); free(taps); free(pix);
+        if (in) free(in->buf);
+        return -1;
+    }
     i64 a_stride = s.kg * MR, panels = ceil_div(s.p, NR), framed = -1;
     /* cut into channel blocks (one small image), a thread's share of A is read once for all
-     * of its panels: a run across every panel of the block */
-    i64 run_max = ob > 1 ? GEMM_NC : panel_run(&s), rp = ceil_div(s.og, MR);
+     * of its panels: a run across every panel of the block (packing A as it goes, the same) */
+    i64 run_max = ob > 1 || in ? GEMM_NC : panel_run(&s), rp = ceil_div(s.og, MR);
     float *c[GEMM_NC];
     i64 ldc[GEMM_NC], n[GEMM_NC], j0s[GEMM_NC];
     for (i64 w = w0; w < w1;) {
@@ -684,7 +738,8 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
         }
         const float *src = direct ? x + (nn * s.c + gi * s.cg) * s.h * s.w : frame;
         int slack = direct ? slack_after(&s, nn, gi) : 1;
-        const float *ap = wpacked + gi * rp * a_stride + (r0 / MR) * a_stride;
+        const float *ap = in ? 0 : wpacked + gi * rp * a_stride + (r0 / MR) * a_stride;
+        if (in) { in->gi = gi; in->r0 = r0; in->r1 = r1; }
         float *yg = y + (nn * s.o + gi * s.og + r0) * s.p;
         const float *bg = bias ? bias + gi * s.og + r0 : 0;
         for (i64 q = 0; q < run; q++) {
@@ -692,11 +747,39 @@ int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias
             c[q] = yg + j0s[q]; ldc[q] = s.p; n[q] = min64(NR, s.p - j0s[q]);
         }
         forward_panel_row(src, taps, pix, j0s, run, ahead && panel + 1 < panels, slack, s.kg, ap, a_stride,
-                          bp, c, ldc, r1 - r0, n, bg);
+                          in, bp, c, ldc, r1 - r0, n, bg);
         w += run;
     }
     free(frame); free(bp); free(taps); free(pix);
+    if (in) free(in->buf);
     return 0;
+}
+
+int conv2d_fwd_split_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
+                         const i64 *g, i64 ob)
+{
+    return fwd_split(x, wpacked, 0, bias, y, w0, w1, g, ob);
+}
+
+/* conv2d_fwd_split_f32 with the weights packed as the tiles go (a_inline_t): straight from w,
+ * the weights of the convolution wg, as they are (ys NULL: this forward's own weights, wg =
+ * g) or transposed for its input gradient with the taps ys x xs (as pack_weights_t_f32).
+ * For a batch of one image with few panels, where every row of A meets one run of panels. */
+int conv2d_fwd_split_inline_f32(const float *x, const float *w, const float *bias, float *y, i64 w0, i64 w1,
+                                const i64 *g, i64 ob, const i64 *wg, const i64 *ys, i64 nty, const i64 *xs, i64 ntx)
+{
+    a_inline_t in = {.w = w, .wg = read_geom(wg), .tl = 0, .nt = nty * ntx};
+    i64 *tl = 0;
+    if (ys) {
+        tl = malloc((size_t)(nty * ntx) * sizeof(i64));
+        if (!tl) return -1;
+        for (i64 ty = 0; ty < nty; ty++)
+            for (i64 tx = 0; tx < ntx; tx++) tl[ty * ntx + tx] = ys[ty] * in.wg.kw + xs[tx];
+        in.tl = tl;
+    }
+    int rc = fwd_split(x, 0, &in, bias, y, w0, w1, g, ob);
+    free(tl);
+    return rc;
 }
 
 int conv2d_fwd_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
@@ -778,7 +861,7 @@ int conv2d_fwd_batched_f32(const float *x, const float *wpacked, const float *bi
             live++;
         }
         if (live)
-            forward_panel_row(src, taps, pix, j0s, live, ahead && panel + 1 < panels, slack, s.kg, ap, a_stride,
+            forward_panel_row(src, taps, pix, j0s, live, ahead && panel + 1 < panels, slack, s.kg, ap, a_stride, 0,
                               bp, c, ldc, r1 - r0, n, bg);
         for (i64 q = 0; q < live; q++) {
             if (ldc[q] != NR) continue;

@@ -20,6 +20,7 @@ import pytest
 from engine import backends
 from engine import ops
 from engine.backends import host_threads, native_cpu
+from engine.backends.base import Window
 from engine.kernels import native
 
 from _helpers import (TORCH_TOL, assert_rel, avx2_rerun, count_native_calls, from_torch, run_file_under_avx2, to_torch,
@@ -85,8 +86,8 @@ def _float64_im2col(x, wt, b, gy, kwargs):
 
 def _forward_calls(counts):
     return sum(counts.get(entry, 0) for entry in (
-        "conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_fwd_batched_f32", "conv2d_fwd_direct_f32",
-        "conv2d_fwd_cv_f32"))
+        "conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_fwd_split_inline_f32", "conv2d_fwd_batched_f32",
+        "conv2d_fwd_direct_f32", "conv2d_fwd_cv_f32"))
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -242,6 +243,7 @@ def test_one_image_gives_the_same_bits_for_any_thread_count(case, monkeypatch):
     monkeypatch.setattr(native_cpu, "MIN_ELEMENTS_PER_THREAD", 1)  # split the packing too
     monkeypatch.setattr(native_cpu, "DIRECT", "never")  # the GEMM path's kernels (cpu_direct.c has its own tests,
     monkeypatch.setattr(native_cpu, "WINOGRAD", "never")  # and so has cpu_winograd.c)
+    monkeypatch.setattr(native_cpu, "INLINE_PACK", "never")  # the packing pass (the other: its own test)
     counts = count_native_calls(monkeypatch)
     results = []
     for threads in (1, 2, 3):
@@ -255,6 +257,49 @@ def test_one_image_gives_the_same_bits_for_any_thread_count(case, monkeypatch):
             np.testing.assert_array_equal(a, c, err_msg=name)
     for name, got, want in zip(("y", "dx", "dw", "db"), results[0], _float64_im2col(x, wt, b, gy, kw)):
         assert_rel(got, want, 1e-5, f"{case} {name}")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c != "depthwise"])
+def test_weights_packed_as_the_tiles_go_give_the_same_bits(case, monkeypatch):
+    """One image: the forward and the input gradient (its transposed weights, phases of a
+    strided one too) with the weights packed block by block inside the GEMM give the bits of
+    the packing pass, on 1, 2 and 3 threads (channel blocks or not)."""
+    x, wt, b, gy, kw = _data(case)
+    x, gy = x[:1], gy[:1]
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
+    monkeypatch.setattr(native_cpu, "MIN_ELEMENTS_PER_THREAD", 1)
+    for setting in ("DIRECT", "CHANNEL_VECTOR", "WINOGRAD"):  # the GEMM's split forward for every case
+        monkeypatch.setattr(native_cpu, setting, "never")
+    counts = count_native_calls(monkeypatch)
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(host_threads, "_num_threads", threads)
+        results = {}
+        for setting in ("never", "always"):
+            monkeypatch.setattr(native_cpu, "INLINE_PACK", setting)
+            results[setting] = (ops.conv2d(x, wt, b, **kw),
+                                ops.conv2d_backward(gy, x, wt, need_weight_grad=False, **kw)[0])
+        for name, a, c in zip(("y", "dx"), results["never"], results["always"]):
+            np.testing.assert_array_equal(a, c, err_msg=f"{case} {name} on {threads} threads")
+    assert counts.get("conv2d_fwd_split_inline_f32", 0) >= 3, counts
+    if case in ("tails", "strided", "b1_pointwise_7"):
+        for name, got, want in zip(("y", "dx"), results["always"], _float64_im2col(x, wt, b, gy, kw)):
+            assert_rel(got, want, 1e-5, f"{case} {name}")
+
+
+def test_inline_packing_rule(monkeypatch):
+    """"auto" packs as the tiles go for one image of at most INLINE_PACK_PANELS panels whose
+    threads take their own channel blocks; not for a batch, nor for many panels."""
+    lib = native.library()
+    monkeypatch.setattr(host_threads, "_num_threads", 2)
+
+    def inline(n, c, h, o, k, p):
+        win = Window(k, k, 1, 1, 1, 1, p, p, p, p, h, h)
+        plan = native_cpu._forward_plan(lib, (n, c, h, h), (o, c, k, k), win, 1)
+        return plan.entry == "conv2d_fwd_split_f32" and plan.inline
+    assert inline(1, 512, 7, 512, 3, 1)  # ResNet layer4 at batch 1 (2 panels)
+    assert inline(1, 512, 7, 2048, 1, 0)  # ResNet-50's 1x1 512->2048
+    assert not inline(8, 512, 7, 512, 1, 0)  # a batch
+    assert not inline(1, 512, 28, 512, 1, 0)  # 17 panels: each weight meets several runs
 
 
 def test_strided_input_gradient_matches_torch_float64():

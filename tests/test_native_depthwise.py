@@ -89,7 +89,8 @@ def test_depthwise_kernels_equal_the_float64_im2col_path(case, monkeypatch):
     assert {"dw_conv_fwd_f32", "dw_conv_dw_f32"} <= set(counts), counts
     # the input gradient: its own loops, or (depthwise, stride 1) the forward's on dY
     assert "dw_conv_dx_f32" in counts or counts["dw_conv_fwd_f32"] == 2, counts
-    assert not {"conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_dw_shares_f32"} & set(counts), counts
+    assert not {"conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_fwd_split_inline_f32",
+                "conv2d_dw_shares_f32"} & set(counts), counts
     want = _run(*(a.astype(np.float64) for a in (x, wt, b, gy)), kw)
     for name, g, w in zip(("y", "dx", "dw", "db"), got, want):
         assert g.dtype == np.float32 and g.shape == w.shape, name
@@ -139,7 +140,8 @@ def test_other_groups_keep_the_gemm_kernels(monkeypatch):
     y = ops.conv2d(x, w, padding=1, groups=4)
     ops.conv2d_backward(np.ones(y.shape, np.float32), x, w, padding=1, groups=4)
     forward_calls = sum(counts.get(e, 0) for e in ("conv2d_fwd_f32", "conv2d_fwd_split_f32", "conv2d_fwd_batched_f32",
-                                                    "conv2d_fwd_direct_f32", "conv2d_fwd_cv_f32"))
+                                                    "conv2d_fwd_split_inline_f32", "conv2d_fwd_direct_f32",
+                                                    "conv2d_fwd_cv_f32"))
     assert "dw_conv_fwd_f32" not in counts and forward_calls >= 1, counts
 
 
