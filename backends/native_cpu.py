@@ -41,7 +41,7 @@ BATCH_FRAME_FLOATS = 1 << 22
 #: direct kernel of ``kernels/cpu_direct.c`` (the same bits as the GEMM path): ``"auto"``
 #: where its cost model says it wins, ``"always"`` wherever it serves, ``"never"``.
 DIRECT = "auto"
-#: When layers with 9-16 output channels a group (AVX-512) take the kernel with the output
+#: When layers with 9-64 output channels a group (AVX-512) take the kernel with the output
 #: channels in the vector (``conv2d_fwd_cv_f32``, the same bits as the GEMM path): ``"auto"``
 #: where its cost model says it wins (``cv_wins``), ``"always"`` wherever it serves, ``"never"``.
 CHANNEL_VECTOR = "auto"
@@ -313,7 +313,7 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
         kblocks = _wino_channel_blocks(groups, lib.wino_blocks(gp), n * -(-win.oh // 2) * -(-win.ow // 2),
                                        lib.native_nr(), plan.panels // groups, threads)
         plan.entry, plan.items, plan.extra = WINO_ENTRY, lib.wino_items(gp, kblocks), (kblocks,)
-    elif _takes(CHANNEL_VECTOR, lib.cv_serves, lib.cv_wins, gp):  # 9-16 output channels: one vector a pixel
+    elif _takes(CHANNEL_VECTOR, lib.cv_serves, lib.cv_wins, gp):  # 9-64 output channels: 1-4 vectors a pixel
         plan.entry, plan.items, plan.extra = "conv2d_fwd_cv_f32", lib.cv_items(gp), ()
     elif _takes(DIRECT, lib.direct_serves, lib.direct_wins, gp):  # stride 1, few output channels: no packing
         plan.entry, plan.items, plan.extra = "conv2d_fwd_direct_f32", lib.direct_items(gp), ()

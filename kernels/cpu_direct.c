@@ -1,7 +1,7 @@
 /* A direct stride-1 convolution for layers with few output channels (a group's at most two
  * row panels of the register tile): the input gradient of a layer with few input channels
  * (run as a forward of dY with the transposed weights), such as LeNet-5's second layer's.
- * After it, conv2d_fwd_cv_f32: 9-16 output channels in the vector, any stride.
+ * After it, conv2d_fwd_cv_f32: 9-64 output channels in the vector, any stride.
  *
  * Compiled after kernels/cpu_conv.c in one translation unit (kernels/native.py, SOURCES):
  * it uses that file's vector layer, geometry, packed weights (pack_weights_*: panels of MR
@@ -175,23 +175,30 @@ int conv2d_fwd_direct_f32(const float *x, const float *wpacked, const float *bia
     return 0;
 }
 
-/* Output channels in the vector: for a group of VL/2 < O/groups <= VL output channels (LeNet-5's
- * second layer and the NumPy course's 5x5/2, 16 each) and any stride or dilation. A vector holds
- * one output pixel's channels; CV_PIX pixels of an output row are summed at once, each
- * multiply-add a vector of weights (one tap, every channel) times one input value broadcast
- * from the padded frame. Nothing is packed but the weights (a vector a tap, once a group), and
- * no lane idles at the row ends, which both the GEMM path (packing, gathers on strided rows)
- * and the stride-1 direct tile above (rows of 7 or 10 pixels in 16 lanes) pay for.
+/* Output channels in the vector: for a group of VL/2 < O/groups <= 4*VL output channels (LeNet-5's
+ * second layer and the NumPy course's 5x5/2, 16 each; ResNet-20's 3x3/2 into 64) and any stride
+ * or dilation. One to four vectors hold one output pixel's channels; up to CV_PIX pixels of an
+ * output row (fewer as the vectors get more: the accumulators fill the registers) are summed at
+ * once, each multiply-add a vector of weights (one tap, VL channels) times one input value
+ * broadcast from the padded frame. Nothing is packed but the weights (vectors a tap, once a
+ * group), and no lane idles at the row ends, which both the GEMM path (packing, permutes and
+ * gathers on strided rows) and the stride-1 direct tile above (rows of 7 or 10 pixels in 16
+ * lanes) pay for.
  *
  * Every output element is the GEMM path's: fma(w, x, acc) over k in W's column order from
  * zero, the bias after; one reduction block only (kg <= KC_FWD), so the same bits. */
 #define CV_PIX 12
+#define CV_VECS 4
+
+/* Vectors of output channels a pixel, and the pixels a tile sums at once for that many. */
+static int cv_vecs(const geom_t *s) { return (int)ceil_div(s->og, VL); }
+static int cv_pixels(int nvc) { return nvc <= 2 ? CV_PIX : nvc == 3 ? 8 : 6; }
 
 int cv_serves(const i64 *g)
 {
 #if V_ISA == 512
     geom_t s = read_geom(g);
-    return 2 * s.og > VL && s.og <= VL && s.kg <= KC_FWD && s.ow >= 1 && s.oh >= 1;
+    return 2 * s.og > VL && s.og <= CV_VECS * VL && s.kg <= KC_FWD && s.ow >= 1 && s.oh >= 1;
 #else
     (void)g;
     return 0;
@@ -200,15 +207,17 @@ int cv_serves(const i64 *g)
 
 /* Whether it should also beat the other paths: a reduction of at least 64 taps (with fewer,
  * storing each pixel's channels one by one costs more than the multiply-adds: ResNet-20's
- * 3->16 stem, 1.4x the direct tile's time), and either a stride (the GEMM path gathers) or
- * rows that leave a fifth or more of the direct tile's lanes idle (LeNet-5's rows of 10; a
- * 32-pixel row fills two vectors, and the direct tile was 10% faster there). */
+ * 3->16 stem, 1.4x the direct tile's time), and either a stride (the GEMM path permutes or
+ * gathers while packing) or, one vector of channels, rows that leave a fifth or more of the
+ * direct tile's lanes idle (LeNet-5's rows of 10; a 32-pixel row fills two vectors, and the
+ * direct tile was 10% faster there). */
 int cv_wins(const i64 *g)
 {
     if (!cv_serves(g)) return 0;
     geom_t s = read_geom(g);
     i64 lanes = ceil_div(s.ow, VL) * VL;
-    return s.kg >= 64 && (s.sh != 1 || s.sw != 1 || 5 * s.ow < 4 * lanes);
+    if (s.kg < 64) return 0;
+    return s.sh != 1 || s.sw != 1 || (s.og <= VL && 5 * s.ow < 4 * lanes);
 }
 
 /* Work items: (image, group, output row), in that order. */
@@ -218,44 +227,50 @@ i64 cv_items(const i64 *g)
     return s.n * s.groups * s.oh;
 }
 
-/* tile[p][lane] = sum over the kc taps of wv[k][lane] * src[p * sw + taps[k]], p < np. */
+/* tile[p][v*VL + lane] = sum over the kc taps of wv[k][v*VL + lane] * src[p * sw + taps[k]],
+ * p < np, v < nvc. */
 static inline __attribute__((always_inline)) void
-cv_tile(const int np, const i64 sw, i64 kc, const float *restrict wv, const float *src, const int32_t *taps,
-        float *tile)
+cv_tile(const int nvc, const int np, const i64 sw, i64 kc, const float *restrict wv, const float *src,
+        const int32_t *taps, float *tile)
 {
-    vf acc[CV_PIX];
-    for (int p = 0; p < np; p++) acc[p] = v_zero();
+    vf acc[CV_VECS][CV_PIX];
+    for (int v = 0; v < nvc; v++)
+        for (int p = 0; p < np; p++) acc[v][p] = v_zero();
     for (i64 k = 0; k < kc; k++) {
-        vf w = v_load(wv + k * VL);
+        vf w[CV_VECS];
+        for (int v = 0; v < nvc; v++) w[v] = v_load(wv + (k * nvc + v) * VL);
         const float *xk = src + taps[k];
-        for (int p = 0; p < np; p++) acc[p] = v_fma(w, v_set1(xk[p * sw]), acc[p]);
+        for (int p = 0; p < np; p++) {
+            vf xv = v_set1(xk[p * sw]);
+            for (int v = 0; v < nvc; v++) acc[v][p] = v_fma(w[v], xv, acc[v][p]);
+        }
     }
-    for (int p = 0; p < np; p++) v_store(tile + p * VL, acc[p]);
+    for (int p = 0; p < np; p++)
+        for (int v = 0; v < nvc; v++) v_store(tile + (p * nvc + v) * VL, acc[v][p]);
 }
 
-#define CV_NP_CASES(sw)                                                                       \
-    switch (np) {                                                                             \
-    case 1: cv_tile(1, sw, kc, wv, src, taps, tile); return;                                  \
-    case 2: cv_tile(2, sw, kc, wv, src, taps, tile); return;                                  \
-    case 3: cv_tile(3, sw, kc, wv, src, taps, tile); return;                                  \
-    case 4: cv_tile(4, sw, kc, wv, src, taps, tile); return;                                  \
-    case 5: cv_tile(5, sw, kc, wv, src, taps, tile); return;                                  \
-    case 6: cv_tile(6, sw, kc, wv, src, taps, tile); return;                                  \
-    case 7: cv_tile(7, sw, kc, wv, src, taps, tile); return;                                  \
-    case 8: cv_tile(8, sw, kc, wv, src, taps, tile); return;                                  \
-    case 9: cv_tile(9, sw, kc, wv, src, taps, tile); return;                                  \
-    case 10: cv_tile(10, sw, kc, wv, src, taps, tile); return;                                \
-    case 11: cv_tile(11, sw, kc, wv, src, taps, tile); return;                                \
-    default: cv_tile(CV_PIX, sw, kc, wv, src, taps, tile); return;                            \
+#define CV_CASE(nvc, np, sw) case np: cv_tile(nvc, np, sw, kc, wv, src, taps, tile); return;
+#define CV_NP_6(nvc, sw) CV_CASE(nvc, 1, sw) CV_CASE(nvc, 2, sw) CV_CASE(nvc, 3, sw) CV_CASE(nvc, 4, sw) \
+    CV_CASE(nvc, 5, sw) CV_CASE(nvc, 6, sw)
+#define CV_NP_8(nvc, sw) CV_NP_6(nvc, sw) CV_CASE(nvc, 7, sw) CV_CASE(nvc, 8, sw)
+#define CV_NP_12(nvc, sw) CV_NP_8(nvc, sw) CV_CASE(nvc, 9, sw) CV_CASE(nvc, 10, sw) CV_CASE(nvc, 11, sw) \
+    CV_CASE(nvc, 12, sw)
+#define CV_CASES(sw)                                                          \
+    switch (nvc) {                                                            \
+    case 1: switch (np) { CV_NP_12(1, sw) } return;                           \
+    case 2: switch (np) { CV_NP_12(2, sw) } return;                           \
+    case 3: switch (np) { CV_NP_8(3, sw) } return;                            \
+    default: switch (np) { CV_NP_6(4, sw) } return;                           \
     }
 
-/* cv_tile for np <= CV_PIX pixels sw apart (strides 1 and 2 with the stride a constant). */
-static void cv_tile_any(int np, i64 sw, i64 kc, const float *wv, const float *src, const int32_t *taps,
+/* cv_tile for nvc vectors of channels and np <= cv_pixels(nvc) pixels sw apart (strides 1 and
+ * 2 with the stride a constant). */
+static void cv_tile_any(int nvc, int np, i64 sw, i64 kc, const float *wv, const float *src, const int32_t *taps,
                         float *tile)
 {
-    if (sw == 1) { CV_NP_CASES(1) }
-    if (sw == 2) { CV_NP_CASES(2) }
-    CV_NP_CASES(sw)
+    if (sw == 1) { CV_CASES(1) }
+    if (sw == 2) { CV_CASES(2) }
+    CV_CASES(sw)
 }
 
 /* y (N, O, OH, OW) for the work items [w0, w1) of cv_items, from weights packed as for
@@ -264,9 +279,10 @@ int conv2d_fwd_cv_f32(const float *x, const float *wpacked, const float *bias, f
                       const i64 *g)
 {
     geom_t s = read_geom(g);
-    i64 rp = ceil_div(s.og, MR), a_stride = s.kg * MR, framed = -1, weights_of = -1;
+    int nvc = cv_vecs(&s), pix = cv_pixels(nvc);
+    i64 rp = ceil_div(s.og, MR), a_stride = s.kg * MR, width = nvc * VL, framed = -1, weights_of = -1;
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
-    float *wv = scratch((size_t)(s.kg * VL)), *tile = scratch((size_t)(CV_PIX * VL));
+    float *wv = scratch((size_t)(s.kg * width)), *tile = scratch((size_t)(pix * width));
     int32_t *taps = tap_offsets(&s, TAPS_W_ORDER);
     if (!frame || !wv || !tile || !taps) { free(frame); free(wv); free(tile); free(taps); return -1; }
     for (i64 w = w0; w < w1; w++) {
@@ -275,26 +291,26 @@ int conv2d_fwd_cv_f32(const float *x, const float *wpacked, const float *bias, f
             pad_frame(x + (nn * s.c + gi * s.cg) * s.h * s.w, &s, frame);
             framed = plane;
         }
-        if (gi != weights_of) {  /* the group's weights, one vector a tap: wv[k][r] = W[r][k] */
-            memset(wv, 0, (size_t)(s.kg * VL) * 4);
+        if (gi != weights_of) {  /* the group's weights, nvc vectors a tap: wv[k][r] = W[r][k] */
+            memset(wv, 0, (size_t)(s.kg * width) * 4);
             for (i64 ip = 0; ip < rp; ip++)
                 for (i64 k = 0; k < s.kg; k++)
                     for (i64 r = 0; r < MR && ip * MR + r < s.og; r++)
-                        wv[k * VL + ip * MR + r] = wpacked[(gi * rp + ip) * a_stride + k * MR + r];
+                        wv[k * width + ip * MR + r] = wpacked[(gi * rp + ip) * a_stride + k * MR + r];
             weights_of = gi;
         }
         const float *src = frame + oy * s.sh * s.wp;
         float *yrow = y + (nn * s.o + gi * s.og) * s.p + oy * s.ow;
         const float *bg = bias ? bias + gi * s.og : 0;
-        for (i64 ox0 = 0; ox0 < s.ow; ox0 += CV_PIX) {
-            int np = (int)min64(CV_PIX, s.ow - ox0);
-            cv_tile_any(np, s.sw, s.kg, wv, src + ox0 * s.sw, taps, tile);
+        for (i64 ox0 = 0; ox0 < s.ow; ox0 += pix) {
+            int np = (int)min64(pix, s.ow - ox0);
+            cv_tile_any(nvc, np, s.sw, s.kg, wv, src + ox0 * s.sw, taps, tile);
             for (i64 r = 0; r < s.og; r++) {
                 float *out = yrow + r * s.p + ox0;
                 if (bg)
-                    for (int p = 0; p < np; p++) out[p] = tile[p * VL + r] + bg[r];
+                    for (int p = 0; p < np; p++) out[p] = tile[p * width + r] + bg[r];
                 else
-                    for (int p = 0; p < np; p++) out[p] = tile[p * VL + r];
+                    for (int p = 0; p < np; p++) out[p] = tile[p * width + r];
             }
         }
     }

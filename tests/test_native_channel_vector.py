@@ -1,5 +1,5 @@
 """The kernel with the output channels in the vector (kernels/cpu_direct.c, conv2d_fwd_cv_f32:
-9-16 output channels a group on AVX-512): the same bits as the GEMM path wherever it serves,
+9-64 output channels a group on AVX-512, in 1-4 vectors): the same bits as the GEMM path wherever it serves,
 any stride, dilation, groups and padding, forward and as the input gradient, on 1-3 threads;
 float64's and PyTorch's values; its cost model; the AVX2 build, which never takes it."""
 from __future__ import annotations
@@ -29,6 +29,12 @@ CASES = {
     "wide-rows": ((1, 3, 5, 40), (16, 3, 5, 5), 1, 2, 1, 1),  # 40 pixels: chunks of 12 and a tail
     "one-pixel": ((2, 4, 5, 5), (10, 4, 5, 5), 1, 0, 1, 1),
     "max-depth": ((1, 24, 6, 9), (16, 24, 4, 4), 2, 1, 1, 1),  # 384 taps: one block, the most
+    # two to four vectors of channels: tiles of 12, 8 and 6 pixels and their tails
+    "two-vectors-3x3/2": ((3, 8, 16, 29), (32, 8, 3, 3), 2, 1, 1, 1),  # rows of 15: 12 + 3
+    "three-vectors-17": ((2, 5, 9, 11), (40, 5, 3, 3), 1, 1, 1, 1),  # 40: a part-full third vector
+    "four-vectors-resnet20": ((4, 32, 16, 16), (64, 32, 3, 3), 2, 1, 1, 1),  # rows of 8: 6 + 2
+    "four-vectors-grouped-dilated": ((2, 6, 13, 17), (98, 3, 3, 3), (1, 2), 2, 2, 2),  # 49 a group
+    "stem-7x7/2": ((1, 3, 37, 41), (64, 3, 7, 7), 2, 3, 1, 1),  # 147 taps, rows of 21
 }
 
 
@@ -55,8 +61,9 @@ def _always(monkeypatch):
     monkeypatch.setattr(native_cpu, "WINOGRAD", "never")
 
 
-def test_it_serves_9_to_16_channels_a_group_and_384_taps_on_avx512_only():
-    for ws, want in (((9, 4, 3, 3), True), ((16, 4, 3, 3), True), ((8, 4, 3, 3), False), ((17, 4, 3, 3), False)):
+def test_it_serves_9_to_64_channels_a_group_and_384_taps_on_avx512_only():
+    for ws, want in (((9, 4, 3, 3), True), ((16, 4, 3, 3), True), ((8, 4, 3, 3), False), ((17, 4, 3, 3), True),
+                     ((64, 4, 3, 3), True), ((65, 4, 3, 3), False)):
         geom = native_cpu._geometry((1, 4, 9, 9), ws[0], Window(3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 9, 9), 1)
         assert bool(lib.cv_serves(native_cpu._ptr(geom))) == (want and AVX512), ws
     geom = native_cpu._geometry((1, 48, 9, 9), 16, Window(3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 9, 9), 1)  # 432 taps
@@ -66,12 +73,16 @@ def test_it_serves_9_to_16_channels_a_group_and_384_taps_on_avx512_only():
 @pytest.mark.skipif(not AVX512, reason="the AVX2 build never takes this kernel")
 def test_cost_model():
     """It wins on LeNet-5's second layer (rows of 10) and the NumPy course's 5x5/2 (a stride),
-    not on 32-pixel rows (the direct tile fills its lanes) nor with fewer than 64 taps."""
+    ResNet-20's 3x3/2 into 64 channels and a 7x7/2 stem (strides), not on 32-pixel rows (the
+    direct tile fills its lanes), nor on stride 1 past 16 channels, nor with fewer than 64 taps."""
     xs = (8, 6, 14, 14)
     assert lib.cv_wins(_geom(xs, (16, 6, 5, 5), (5, 5), 1, 0))
     assert lib.cv_wins(_geom((8, 8, 14, 14), (16, 8, 5, 5), (5, 5), 2, 2))
     assert not lib.cv_wins(_geom((8, 16, 32, 32), (16, 16, 3, 3)))
     assert not lib.cv_wins(_geom((8, 3, 32, 32), (16, 3, 3, 3), (3, 3), 2, 1))  # 27 taps
+    assert lib.cv_wins(_geom((128, 32, 16, 16), (64, 32, 3, 3), (3, 3), 2, 1))
+    assert lib.cv_wins(_geom((8, 3, 224, 224), (64, 3, 7, 7), (7, 7), 2, 3))
+    assert not lib.cv_wins(_geom((8, 32, 14, 10), (32, 32, 3, 3)))  # stride 1, two vectors
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -104,14 +115,16 @@ def test_input_gradient_through_it(monkeypatch):
     assert dx.tobytes() == ops.conv2d_backward(g, x, w, padding=1)[0].tobytes()
 
 
-@pytest.mark.parametrize("name", ["course-5x5/2", "twelve-dilated", "grouped"])
+@pytest.mark.parametrize("name", ["course-5x5/2", "twelve-dilated", "grouped", "four-vectors-grouped-dilated",
+                                  "stem-7x7/2"])
 def test_channel_vector_matches_torch(name):
     x, w, b, kw = _case(name, seed=1)
     assert_conv2d_matches_torch_float64(x, w, b, **kw)
 
 
-def test_bits_do_not_depend_on_the_thread_count(monkeypatch):
-    x, w, b, kw = _case("nine-3x3/3")
+@pytest.mark.parametrize("name", ["nine-3x3/3", "four-vectors-resnet20"])
+def test_bits_do_not_depend_on_the_thread_count(name, monkeypatch):
+    x, w, b, kw = _case(name)
     outs = conv2d_bits_over_threads(monkeypatch, x, w, b, **kw)
     assert outs[0] == outs[1] == outs[2]
 
