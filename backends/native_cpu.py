@@ -66,6 +66,10 @@ INLINE_PACK_PANELS = 8
 #: ConvNeXt's 7x7 at 56x56 3.1-3.5 -> 2.6-2.9, MobileNet's 3x3 at 56x56 (batch 64) 17 -> 16;
 #: a 3x3 at 14x14 (batch 64, 512 channels) the other way, 2.7-3.0 against 3.2-3.4.
 DW_DX_AS_FORWARD_SPAN = 4
+#: Whether depthwise stride-1 forwards with a 3x3, 5x5 or 7x7 kernel compute blocks of output
+#: rows, each loaded vector of the frame multiplied into every row that reads it
+#: (``dwk_plane_blocked``, the same bits), rather than one vector load per multiply-add.
+DW_ROW_BLOCKS = True
 DW_DX_AS_FORWARD_WIDTH = 56
 #: The weight gradient sums this many fixed shares of the batch apart, then adds them up
 #: (8: an even split for 1, 2, 4 or 8 threads).
@@ -258,7 +262,8 @@ def forward(x, weight, bias, win: Window, groups: int):
         y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
 
         # items: (image, group) in order
-        _run(lib, "dw_conv_fwd_f32", (_ptr(x), _ptr(weight), bias_ptr, _ptr(y), START, STOP, _ptr(geom)),
+        _run(lib, "dw_conv_fwd_f32", (_ptr(x), _ptr(weight), bias_ptr, _ptr(y), START, STOP, _ptr(geom),
+                                      int(DW_ROW_BLOCKS)),
              lib.dw_items(_ptr(geom)), y.size * (weight.size // o), "conv2d")
         return y
 

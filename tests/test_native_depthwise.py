@@ -169,3 +169,42 @@ def test_stride_1_depthwise_input_gradient_runs_as_the_forward_of_dy(case, as_fo
     assert_rel(dx, want, 1e-5, "dx")
     assert_rel(own_loops, want, 1e-5, "dx by the input-gradient loops")
 
+
+
+# (N, C, H, W, multiplier, kernel, padding): planes that go by blocks of rows
+ROW_BLOCK_CASES = {
+    "3x3_w17": (2, 3, 9, 17, 1, 3, 1),  # two vectors, one lane of the second: 6-row blocks, a tail
+    "5x5_w40": (1, 2, 11, 40, 2, 5, 2),  # three vectors, a channel multiplier
+    "7x7_w56": (2, 2, 13, 56, 1, 7, 3),  # four vectors, 4-row blocks; 13 rows: the last block starts higher
+    "3x3_w130": (1, 2, 8, 130, 1, 3, 1),  # column blocks of 4 vectors, 4 and 1 more
+    "5x5_crop": (1, 3, 12, 36, 1, 5, 0),  # no padding
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROW_BLOCK_CASES))
+def test_depthwise_forward_by_blocks_of_rows_gives_the_same_bits(case, monkeypatch):
+    """Stride 1, dilation 1, 3x3/5x5/7x7, rows wider than a vector: the forward computes blocks
+    of rows, each loaded vector multiplied into every row that reads it; the same sums as the
+    wide-row loops, so the same bits, with and without bias, forward and the input gradient
+    run as one; float64's values; rows of one vector or less keep the wide row."""
+    n, c, h, w, m, k, p = ROW_BLOCK_CASES[case]
+    r = np.random.default_rng(4)
+    x = r.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = r.standard_normal((c * m, 1, k, k)).astype(np.float32)
+    b = r.standard_normal(c * m).astype(np.float32)
+    kw = dict(padding=p, groups=c)
+    lib = native.library()
+    win = native_cpu.Window(k, k, 1, 1, 1, 1, p, p, p, p, h + 2 * p - k + 1, w + 2 * p - k + 1)
+    assert lib.dw_row_blocks(native_cpu._ptr(native_cpu._geometry(x.shape, c * m, win, c)))
+    narrow, side = native_cpu.Window(k, k, 1, 1, 1, 1, p, p, p, p, 8, 8), 8 + k - 1 - 2 * p  # rows of 8: one vector
+    assert not lib.dw_row_blocks(native_cpu._ptr(native_cpu._geometry((1, c, side, side), c * m, narrow, c)))
+    gy = r.standard_normal((n, c * m) + win[-2:]).astype(np.float32)
+    results = {}
+    for blocks in (True, False):
+        monkeypatch.setattr(native_cpu, "DW_ROW_BLOCKS", blocks)
+        results[blocks] = (ops.conv2d(x, wt, b, **kw), ops.conv2d(x, wt, None, **kw),
+                           ops.conv2d_backward(gy, x, wt, **kw)[0])
+    for name, a, c_ in zip(("y", "y without bias", "dx"), results[True], results[False]):
+        np.testing.assert_array_equal(a, c_, err_msg=f"{case} {name}")
+    want = ops.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **kw)
+    assert_rel(results[True][0], want, 1e-5, case)
