@@ -66,11 +66,12 @@ INLINE_PACK_PANELS = 8
 #: ConvNeXt's 7x7 at 56x56 3.1-3.5 -> 2.6-2.9, MobileNet's 3x3 at 56x56 (batch 64) 17 -> 16;
 #: a 3x3 at 14x14 (batch 64, 512 channels) the other way, 2.7-3.0 against 3.2-3.4.
 DW_DX_AS_FORWARD_SPAN = 4
-#: Whether depthwise stride-1 forwards with a 3x3, 5x5 or 7x7 kernel compute blocks of output
-#: rows, each loaded vector of the frame multiplied into every row that reads it
-#: (``dwk_plane_blocked``, the same bits), rather than one vector load per multiply-add.
-DW_ROW_BLOCKS = True
 DW_DX_AS_FORWARD_WIDTH = 56
+#: Whether depthwise stride-1 forwards with a 3x3, 5x5 or 7x7 kernel and rows wider than a
+#: vector (AVX-512) compute blocks of output rows, each loaded vector of the frame multiplied into every
+#: row that reads it (``dwk_plane_blocked``, the same bits), rather than one vector load per
+#: multiply-add: ConvNeXt's 7x7 at 56x56 3.0 -> 1.9 ms (``bench/results/dw-row-blocks-20261207.txt``).
+DW_ROW_BLOCKS = True
 #: The weight gradient sums this many fixed shares of the batch apart, then adds them up
 #: (8: an even split for 1, 2, 4 or 8 threads).
 DW_BATCH_PARTS = 8
@@ -424,8 +425,9 @@ def _forward_packed(lib, x, plan: _ForwardPlan, bias_ptr, pack, inline):
 #: group), "always" or "never". In W's order each vector of taps is gathered from the frame;
 #: in the other, (ky, kx, c), it is one load, and dW is transposed afterwards: one pass over
 #: dW, which costs as much as the GEMM where the batch has few pixels (ResNet layer4 at batch
-#: 1: 3.0 ms -> 1.6), while the gathers cost 12-70% more than the loads and the transpose at
-#: 49+ pixels per channel (``bench/results/dw-order-20261207.txt``). The bits are the same.
+#: 1: 4.1 ms -> 1.9), while with a 3x3 or larger kernel the gathers take 0.96-1.69x the time of
+#: the loads and the transpose at 6-8192 pixels per channel (``bench/results/dw-order-20261207.txt``).
+#: The bits are the same.
 DW_W_ORDER = "auto"
 DW_W_ORDER_PIXELS = 2
 

@@ -240,14 +240,16 @@ static void dwk_block_any(const float *fr, i64 wq, const float *w, int k, int nv
     }
 }
 
-/* Whether dwk_plane_blocked computes this layer's planes: stride 1, dilation 1, a 3x3, 5x5
- * or 7x7 kernel, one input channel a group, at least as many output rows as a block, and rows
- * wider than a vector: a weight broadcast then serves two or more multiply-adds. (Rows of
- * one vector or less take a broadcast per multiply-add here, as many loads as dwk_rows does,
- * whose wide row packs them into whole vectors: 14x14 3x3 was 9-15% slower, 7x7 33%.) */
+/* Whether dwk_plane_blocked computes this layer's planes: the AVX-512 build, stride 1,
+ * dilation 1, a 3x3, 5x5 or 7x7 kernel, one input channel a group, at least as many output
+ * rows as a block, and rows wider than a vector: a weight broadcast then serves two or more
+ * multiply-adds. (Rows of one vector or less take a broadcast per multiply-add here, as many
+ * loads as dwk_rows does, whose wide row packs them into whole vectors: 14x14 3x3 was 9-15%
+ * slower, 7x7 33%. The AVX2 build, with half the registers for blocks of 5 rows of 2
+ * vectors, was 1.1-1.7x slower on SimpleCNN's and LeNet-5's first layers.) */
 static int dwk_blocks_serve(const geom_t *s)
 {
-    return s->sh == 1 && s->sw == 1 && s->dh == 1 && s->dw == 1 && s->kh == s->kw &&
+    return V_ISA == 512 && s->sh == 1 && s->sw == 1 && s->dh == 1 && s->dw == 1 && s->kh == s->kw &&
            (s->kh == 3 || s->kh == 5 || s->kh == 7) && s->cg == 1 && s->oh >= DWK_R && s->ow > VL;
 }
 
