@@ -6,15 +6,13 @@ ms untimed burst of the same call (as ``python -m engine.bench``); the three are
 for 3 s (at least 7 each), medians.
 Run: python bench/results/scripts/channel_vector_wide.py
 """
-import time
-
 import numpy as np
 import torch
 
 from engine import ops
 from engine.backends import native_cpu
 
-from _burst import burst_time
+from _burst import interleaved_medians
 
 LAYERS = [  # (name, N, C, H, O, k, stride, padding)
     ("ResNet-20 stage3 3x3/2", 128, 32, 16, 64, 3, 2, 1),
@@ -49,12 +47,7 @@ def main():
         native_cpu.CHANNEL_VECTOR = "auto"
         auto = native_cpu.forward_kernel(x.shape, w.shape, native_cpu.Window(
             k, k, st, st, 1, 1, p, p, p, p, (h + 2 * p - k) // st + 1, (h + 2 * p - k) // st + 1), 1)
-        times = {key: [] for key in calls}
-        t_end = time.perf_counter() + 3
-        while time.perf_counter() < t_end or len(times["torch"]) < 7:
-            for key, f in calls.items():
-                times[key].append(burst_time(f))
-        m = {key: float(np.median(v)) * 1e3 for key, v in times.items()}
+        m = interleaved_medians(calls, 3, 7)
         print(f"{name:30s} {m['gemm']:8.3f} {m['cv']:8.3f} {m['torch']:8.3f} {m['cv'] / m['gemm']:7.2f} "
               f"{m['cv'] / m['torch']:8.2f} {'cv' if auto == 'conv2d_fwd_cv_f32' else 'other'}", flush=True)
     native_cpu.CHANNEL_VECTOR = native_cpu.WINOGRAD = "auto"

@@ -6,8 +6,6 @@ transpose of dW afterwards (the data behind ``DW_W_ORDER_PIXELS``). Both give th
 ``python -m engine.bench``); the two are interleaved for 1.5 s (at least 5 each), medians.
 Run: python bench/results/scripts/dw_order.py
 """
-import time
-
 import numpy as np
 
 import engine  # noqa: F401  (binds the backends)
@@ -15,7 +13,7 @@ from engine.backends import native_cpu
 from engine.backends.base import Window
 from engine.bench.suites import SWEEP
 
-from _burst import burst_time
+from _burst import interleaved_medians
 
 
 def window(s):
@@ -37,18 +35,16 @@ def main():
         x = rng.standard_normal((s.n, s.c, s.h, s.w), dtype=np.float32)
         gy = rng.standard_normal((s.n, s.o, win.oh, win.ow), dtype=np.float32)
         wshape = (s.o, s.c // s.groups, win.kh, win.kw)
-        out, times = {}, {m: [] for m in modes}
-        for m in modes:
-            native_cpu.DW_W_ORDER = m
-            out[m] = native_cpu.weight_grad(gy, x, wshape, win, s.groups)
-        assert np.array_equal(out["never"], out["always"]), s.name
-        t_end = time.perf_counter() + 1.5
-        while time.perf_counter() < t_end or len(times["never"]) < 5:
-            for m in modes:
-                native_cpu.DW_W_ORDER = m
-                times[m].append(burst_time(lambda: native_cpu.weight_grad(gy, x, wshape, win, s.groups)))
+        def in_order(mode):
+            def f():
+                native_cpu.DW_W_ORDER = mode
+                return native_cpu.weight_grad(gy, x, wshape, win, s.groups)
+            return f
+        calls = {m: in_order(m) for m in modes}
+        assert np.array_equal(calls["never"](), calls["always"]()), s.name
+        ms = interleaved_medians(calls, 1.5, 5)
         native_cpu.DW_W_ORDER = "auto"
-        a, b = (float(np.median(times[m])) * 1e3 for m in modes)
+        a, b = (ms[m] for m in modes)
         pixels, og = s.n * win.oh * win.ow, s.o // s.groups
         auto = "W" if native_cpu._dw_in_w_order(pixels, og) else "T"
         print(f"{s.name:32s} {pixels:7d} {og:5d} {pixels / og:7.1f} {a:14.3f} {b:10.3f} {b / a:6.2f} {auto}",

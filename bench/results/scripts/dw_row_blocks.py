@@ -7,15 +7,13 @@ the same call (as ``python -m engine.bench``); the three are interleaved for 3 s
 each), medians.
 Run: python bench/results/scripts/dw_row_blocks.py
 """
-import time
-
 import numpy as np
 import torch
 
 from engine import ops
 from engine.backends import native_cpu
 
-from _burst import burst_time
+from _burst import interleaved_medians
 
 LAYERS = [  # (name, N, C, H, k, padding)
     ("ConvNeXt dw 7x7 96@56", 8, 96, 56, 7, 3),
@@ -49,12 +47,7 @@ def main():
         calls = {"rows": engine_call(False), "blocks": engine_call(True),
                  "torch": lambda: torch.nn.functional.conv2d(xt, wt, bt, padding=p, groups=c)}
         assert np.array_equal(calls["rows"](), calls["blocks"]()), name
-        times = {key: [] for key in calls}
-        t_end = time.perf_counter() + 3
-        while time.perf_counter() < t_end or len(times["torch"]) < 7:
-            for key, f in calls.items():
-                times[key].append(burst_time(f))
-        m = {key: float(np.median(v)) * 1e3 for key, v in times.items()}
+        m = interleaved_medians(calls, 3, 7)
         print(f"{name:38s} {m['rows']:8.3f} {m['blocks']:9.3f} {m['torch']:8.3f} {m['blocks'] / m['rows']:11.2f} "
               f"{m['blocks'] / m['torch']:6.2f}", flush=True)
     native_cpu.DW_ROW_BLOCKS = True

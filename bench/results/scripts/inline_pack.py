@@ -6,15 +6,13 @@ gradient, 2 threads: the data behind ``INLINE_PACK_PANELS``. Both give the same 
 ``inline`` says whether "auto" packs as it goes for that call.
 Run: python bench/results/scripts/inline_pack.py
 """
-import time
-
 import numpy as np
 
 from engine import ops
 from engine.backends import native_cpu
 from engine.bench.suites import SWEEP
 
-from _burst import burst_time
+from _burst import interleaved_medians
 
 EXTRA = [  # (name, C, H, O, k, stride, padding): more batch-1 layers of 1-12 panels
     ("ResNet layer3 3x3 b1", 256, 14, 256, 3, 1, 1),
@@ -47,20 +45,18 @@ def main():
         calls = {"fwd": lambda: ops.conv2d(x, wt, None, **kw),
                  "dx": lambda: ops.conv2d_backward(gy, x, wt, need_weight_grad=False, **kw)[0]}
         for op, f in calls.items():
-            out, times = {}, {m: [] for m in modes}
-            for m in modes:
-                native_cpu.INLINE_PACK = m
-                out[m] = f()
-            assert np.array_equal(out["never"], out["auto"]), (name, op)
-            t_end = time.perf_counter() + 1.5
-            while time.perf_counter() < t_end or len(times["never"]) < 5:
-                for m in modes:
-                    native_cpu.INLINE_PACK = m
-                    times[m].append(burst_time(f))
+            def packing(mode, f=f):
+                def g():
+                    native_cpu.INLINE_PACK = mode
+                    return f()
+                return g
+            by_mode = {m: packing(m) for m in modes}
+            assert np.array_equal(by_mode["never"](), by_mode["auto"]()), (name, op)
+            ms = interleaved_medians(by_mode, 1.5, 5)
             plans = [p for p in native_cpu._plans.values() if p.inline]
             inline = "yes" if plans else "no"
             native_cpu._plans.clear()
-            a, b = (float(np.median(times[m])) * 1e3 for m in modes)
+            a, b = (ms[m] for m in modes)
             print(f"{name:32s} {op:3s} {a:8.3f} {b:9.3f} {b / a:6.2f} {inline}", flush=True)
     native_cpu.INLINE_PACK = "auto"
 
