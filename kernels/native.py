@@ -36,6 +36,9 @@ have: ``ENGINE_NATIVE=0``, no compiler, a failed build, an unsafe cache
 directory, a library lacking an entry point of :data:`SIGNATURES`, or a CPU
 with neither AVX-512 nor AVX2 and FMA. :func:`status` says which, in words;
 nothing here raises, since the NumPy path always works without the library.
+A build that a compiler was found for and that failed also gives one
+``RuntimeWarning``: the process then runs several times slower than it
+would, and nothing else would say so.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from importlib import resources
 
 #: The C sources, compiled as one translation unit in this order (each file after the
@@ -471,6 +475,11 @@ def library():
             lib, _status = _load()
         except Exception as exc:  # noqa: BLE001  (the NumPy path must keep working, whatever broke)
             lib, _status = None, f"off: loading the C kernels failed: {type(exc).__name__}: {exc}"
+    if _status.startswith(f"off: building kernels/{SOURCE} failed"):
+        first = next((line for line in _status.splitlines()[1:] if "error" in line), "")
+        warnings.warn(f"engine: the C kernels did not build, so the slower NumPy path runs"
+                      f"{': ' + first.strip() if first else ''} (engine.kernels.native.status() has the "
+                      f"compiler's output)", RuntimeWarning, stacklevel=2)
     return lib
 
 

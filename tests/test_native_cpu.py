@@ -440,6 +440,24 @@ def test_without_a_compiler_the_numpy_path_runs_and_status_says_why(tmp_path):
     assert float(total) == 3 * 2 * (9 * 9 + 12 * 6 + 4 * 4)
 
 
+def test_a_failed_build_warns_once_and_the_numpy_path_runs(tmp_path):
+    """A compiler that runs but fails (here a script that says so): one RuntimeWarning naming
+    the compiler's error line, status() with its output, and the NumPy path's results."""
+    cc = tmp_path / "broken-cc"
+    cc.write_text('#!/bin/sh\nif [ "$1" = "--version" ]; then echo "brokencc 1.0"; exit 0; fi\n'
+                  'echo "kernels/cpu_conv.c:1:1: error: broken on purpose" >&2\nexit 1\n')
+    cc.chmod(0o755)
+    code = "import warnings; warnings.simplefilter('always'); " + CHECK + "; ops.conv2d(x, w, padding=1)"
+    env = {**os.environ, "CC": str(cc), "ENGINE_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    *status, total = done.stdout.strip().splitlines()  # the status carries the compiler's lines
+    assert status[0].startswith("off: building kernels/cpu_*.c failed") and "broken on purpose" in "".join(status)
+    assert float(total) == 3 * 2 * (9 * 9 + 12 * 6 + 4 * 4)
+    assert done.stderr.count("RuntimeWarning: engine: the C kernels did not build") == 1, done.stderr
+    assert "error: broken on purpose" in done.stderr
+
+
 def test_a_build_is_cached_under_a_hash_and_reused(tmp_path):
     out1 = _run_fresh({"ENGINE_CACHE_DIR": str(tmp_path)}, CHECK)
     built = sorted(os.listdir(tmp_path / "native"))
