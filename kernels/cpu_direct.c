@@ -210,13 +210,15 @@ int cv_serves(const i64 *g)
  * 3->16 stem, 1.4x the direct tile's time), and either a stride (the GEMM path permutes or
  * gathers while packing) or, one vector of channels, rows that leave a fifth or more of the
  * direct tile's lanes idle (LeNet-5's rows of 10; a 32-pixel row fills two vectors, and the
- * direct tile was 10% faster there). */
+ * direct tile was 10% faster there). Two or more vectors of channels need a batch: on one
+ * image, which both threads frame and lay the weights out for, it took 1.03-1.11x the GEMM
+ * path's time (a 7x7/2 stem at 224x224, a 3x3/2 into 64 at 32x32). */
 int cv_wins(const i64 *g)
 {
     if (!cv_serves(g)) return 0;
     geom_t s = read_geom(g);
     i64 lanes = ceil_div(s.ow, VL) * VL;
-    if (s.kg < 64) return 0;
+    if (s.kg < 64 || (s.og > VL && s.n < 2)) return 0;
     return s.sh != 1 || s.sw != 1 || (s.og <= VL && 5 * s.ow < 4 * lanes);
 }
 
@@ -292,11 +294,18 @@ int conv2d_fwd_cv_f32(const float *x, const float *wpacked, const float *bias, f
             framed = plane;
         }
         if (gi != weights_of) {  /* the group's weights, nvc vectors a tap: wv[k][r] = W[r][k] */
-            memset(wv, 0, (size_t)(s.kg * width) * 4);
-            for (i64 ip = 0; ip < rp; ip++)
-                for (i64 k = 0; k < s.kg; k++)
-                    for (i64 r = 0; r < MR && ip * MR + r < s.og; r++)
-                        wv[k * width + ip * MR + r] = wpacked[(gi * rp + ip) * a_stride + k * MR + r];
+            for (i64 k = 0; k < s.kg; k++) {  /* each row panel's MR weights of tap k are one run */
+                float *dst = wv + k * width;
+                for (i64 ip = 0; ip < rp; ip++) {
+                    const float *src = wpacked + (gi * rp + ip) * a_stride + k * MR;
+                    i64 rows = min64(MR, s.og - ip * MR);
+                    if (rows == MR)
+                        for (int r = 0; r < MR; r++) dst[ip * MR + r] = src[r];  /* a constant count: one move */
+                    else
+                        for (i64 r = 0; r < rows; r++) dst[ip * MR + r] = src[r];
+                }
+                for (i64 r = s.og; r < width; r++) dst[r] = 0.0f;
+            }
             weights_of = gi;
         }
         const float *src = frame + oy * s.sh * s.wp;

@@ -73,8 +73,9 @@ def test_it_serves_9_to_64_channels_a_group_and_384_taps_on_avx512_only():
 @pytest.mark.skipif(not AVX512, reason="the AVX2 build never takes this kernel")
 def test_cost_model():
     """It wins on LeNet-5's second layer (rows of 10) and the NumPy course's 5x5/2 (a stride),
-    ResNet-20's 3x3/2 into 64 channels and a 7x7/2 stem (strides), not on 32-pixel rows (the
-    direct tile fills its lanes), nor on stride 1 past 16 channels, nor with fewer than 64 taps."""
+    ResNet-20's 3x3/2 into 64 channels and a 7x7/2 stem (strides, a batch), not on 32-pixel rows
+    (the direct tile fills its lanes), nor on stride 1 past 16 channels, nor on one image past
+    16 channels, nor with fewer than 64 taps."""
     xs = (8, 6, 14, 14)
     assert lib.cv_wins(_geom(xs, (16, 6, 5, 5), (5, 5), 1, 0))
     assert lib.cv_wins(_geom((8, 8, 14, 14), (16, 8, 5, 5), (5, 5), 2, 2))
@@ -82,6 +83,8 @@ def test_cost_model():
     assert not lib.cv_wins(_geom((8, 3, 32, 32), (16, 3, 3, 3), (3, 3), 2, 1))  # 27 taps
     assert lib.cv_wins(_geom((128, 32, 16, 16), (64, 32, 3, 3), (3, 3), 2, 1))
     assert lib.cv_wins(_geom((8, 3, 224, 224), (64, 3, 7, 7), (7, 7), 2, 3))
+    assert not lib.cv_wins(_geom((1, 3, 224, 224), (64, 3, 7, 7), (7, 7), 2, 3))  # one image, 4 vectors
+    assert lib.cv_wins(_geom((1, 8, 14, 14), (16, 8, 5, 5), (5, 5), 2, 2))  # one image, one vector
     assert not lib.cv_wins(_geom((8, 32, 14, 10), (32, 32, 3, 3)))  # stride 1, two vectors
 
 

@@ -1,7 +1,7 @@
 """The channel-vector forward (``conv2d_fwd_cv_f32``) with 17-64 output channels (2-4 vectors a
-pixel) against the GEMM path and PyTorch, 2 threads: strided layers, which ``cv_wins`` now
-gives it, and stride-1 layers past 16 channels, which it does not (``always`` forced there,
-Winograd off). Both engine paths give the same bits (asserted). Each timed call follows a 20
+pixel) against the GEMM path and PyTorch, 2 threads: strided layers, which ``cv_wins`` gives
+it from a batch of 2 on, and batch-1 and stride-1 layers past 16 channels, which it does not
+(``always`` forced there, Winograd off). Both engine paths give the same bits (asserted). Each timed call follows a 20
 ms untimed burst of the same call (as ``python -m engine.bench``); the three are interleaved
 for 3 s (at least 7 each), medians.
 Run: python bench/results/scripts/channel_vector_wide.py
@@ -21,6 +21,7 @@ LAYERS = [  # (name, N, C, H, O, k, stride, padding)
     ("ResNet stem 7x7/2 b1", 1, 3, 224, 64, 7, 2, 3),
     ("AlexNet conv1 11x11/4 b8", 8, 3, 227, 64, 11, 4, 2),
     ("LeNet-ish 5x5/2 8->24", 64, 8, 28, 24, 5, 2, 2),
+    ("ResNet-20-ish 3x3/2 32->64 @32 b1", 1, 32, 32, 64, 3, 2, 1),
     ("stride 1: 32->64 3x3 @14 b8", 8, 32, 14, 64, 3, 1, 1),
     ("stride 1: 16->32 5x5 @28 b32", 32, 16, 28, 32, 5, 1, 2),
     ("stride 1: 24->48 3x3 @9 b64", 64, 24, 9, 48, 3, 1, 1),
