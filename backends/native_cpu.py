@@ -68,9 +68,10 @@ INLINE_PACK_PANELS = 8
 DW_DX_AS_FORWARD_SPAN = 4
 DW_DX_AS_FORWARD_WIDTH = 56
 #: Whether depthwise stride-1 forwards with a 3x3, 5x5 or 7x7 kernel and rows wider than a
-#: vector (AVX-512) compute blocks of output rows, each loaded vector of the frame multiplied into every
-#: row that reads it (``dwk_plane_blocked``, the same bits), rather than one vector load per
-#: multiply-add: ConvNeXt's 7x7 at 56x56 3.0 -> 1.9 ms (``bench/results/dw-row-blocks-20261207.txt``).
+#: vector (AVX-512) compute blocks of output rows, each loaded vector of the frame multiplied
+#: into every row that reads it (``dwk_plane_blocked``, the same bits), rather than one vector
+#: load per multiply-add: ConvNeXt's 7x7 at 56x56 3.0 -> 1.9 ms
+#: (``bench/results/dw-row-blocks-20261207.txt``).
 DW_ROW_BLOCKS = True
 #: The weight gradient sums this many fixed shares of the batch apart, then adds them up
 #: (8: an even split for 1, 2, 4 or 8 threads).
@@ -467,6 +468,11 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
     # order of the sums depends on the shapes alone, never on the thread count.
     pixels = win.oh * win.ow
     w_order = _dw_in_w_order(n * pixels, o // groups)
+    columns = (cg, kh, kw) if w_order else (kh, kw, cg)  # the kernels' column order of dW
+
+    def as_weight(dw):  # (O, *columns) -> (O, C/groups, kh, kw)
+        return dw if w_order else np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
+
     pixel_shares = 0
     if n == 1 and pixels >= DW_PIXELS_A_PART:
         pixel_shares = _even_shares(min(DW_BATCH_PARTS, pixels // DW_PIXELS_A_PART))
@@ -476,19 +482,19 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
         parts = host_threads.split(n, _dw_parts(n, pixels))
     if len(parts) == 1:
         # one share (one small image): the threads take column panels of dW instead, no partials
-        dw = np.empty((o, cg, kh, kw) if w_order else (o, kh, kw, cg), dtype=np.float32)
+        dw = np.empty((o,) + columns, dtype=np.float32)
 
         _run(lib, "conv2d_dw_cols_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), 0, n, START, STOP, int(w_order),
                                          _ptr(geom)), lib.dw_col_panels(_ptr(geom)), macs, "conv2d backward")
-        return dw if w_order else np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
-    dw = np.empty((len(parts), o) + ((cg, kh, kw) if w_order else (kh, kw, cg)), dtype=np.float32)
+        return as_weight(dw)
+    dw = np.empty((len(parts), o) + columns, dtype=np.float32)
     bounds = np.array([p.start for p in parts] + [parts[-1].stop], dtype=np.int64)
     _run(lib, "conv2d_dw_shares_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), _ptr(bounds), int(pixel_shares >= 2),
                                        int(w_order), START, STOP, _ptr(geom)), len(parts), macs, "conv2d backward")
     total = dw[0]
     for partial in dw[1:]:
         total += partial
-    return total if w_order else np.ascontiguousarray(total.transpose(0, 3, 1, 2))
+    return as_weight(total)
 
 
 def input_grad(grad_out, weight, x_shape, win: Window, groups: int):

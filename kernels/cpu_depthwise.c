@@ -176,15 +176,11 @@ static void dwk_rows_any(const float *fr, i64 chan, i64 cg, const i64 *off, cons
  * every multiply-add: K*K*R*NV multiply-adds for (R + K - 1)*K*NV loads (5x5, 7 rows: 175 for
  * 55). Each output element is summed as by dwk_rows: the bias, then the taps in order (rows
  * j of the frame ascending, so ky ascending, kx ascending within), the same bits. ks, rows and
- * nvec are constants at each call (K, R, NV above). */
+ * nvec are constants at each call (K, R, NV above). AVX-512 only (dwk_blocks_serve). */
 #if V_ISA == 512
 #define DWK_NV 4
-static inline int dwk_block_rows(int nv) { return nv == 1 ? 7 : nv == 2 ? 6 : nv == 3 ? 5 : 4; }
-#else
-#define DWK_NV 2
-static inline int dwk_block_rows(int nv) { return nv == 1 ? 7 : 5; }
-#endif
 #define DWK_R 7
+static inline int dwk_block_rows(int nv) { return nv == 1 ? 7 : nv == 2 ? 6 : nv == 3 ? 5 : 4; }
 
 static inline __attribute__((always_inline)) void
 dwk_block(const float *fr, i64 wq, const float *w, const int ks, const int rows, const int nvec, float b, float *y,
@@ -220,15 +216,9 @@ dwk_block(const float *fr, i64 wq, const float *w, const int ks, const int rows,
     switch (nv) {                                                                               \
     case 1: dwk_block(fr, wq, w, K, dwk_block_rows(1), 1, b, y, ow, oy0, c0); return;           \
     case 2: dwk_block(fr, wq, w, K, dwk_block_rows(2), 2, b, y, ow, oy0, c0); return;           \
-    DWK_BLOCK_WIDE(K)                                                                           \
-    }
-#if V_ISA == 512
-#define DWK_BLOCK_WIDE(K)                                                                       \
     case 3: dwk_block(fr, wq, w, K, dwk_block_rows(3), 3, b, y, ow, oy0, c0); return;           \
-    default: dwk_block(fr, wq, w, K, dwk_block_rows(4), 4, b, y, ow, oy0, c0); return;
-#else
-#define DWK_BLOCK_WIDE(K)
-#endif
+    default: dwk_block(fr, wq, w, K, dwk_block_rows(4), 4, b, y, ow, oy0, c0); return;          \
+    }
 
 static void dwk_block_any(const float *fr, i64 wq, const float *w, int k, int nv, float b, float *y, i64 ow,
                           i64 oy0, i64 c0)
@@ -238,26 +228,6 @@ static void dwk_block_any(const float *fr, i64 wq, const float *w, int k, int nv
     case 5: DWK_BLOCK_K(5)
     default: DWK_BLOCK_K(7)
     }
-}
-
-/* Whether dwk_plane_blocked computes this layer's planes: the AVX-512 build, stride 1,
- * dilation 1, a 3x3, 5x5 or 7x7 kernel, one input channel a group, at least as many output
- * rows as a block, and rows wider than a vector: a weight broadcast then serves two or more
- * multiply-adds. (Rows of one vector or less take a broadcast per multiply-add here, as many
- * loads as dwk_rows does, whose wide row packs them into whole vectors: 14x14 3x3 was 9-15%
- * slower, 7x7 33%. The AVX2 build, with half the registers for blocks of 5 rows of 2
- * vectors, was 1.1-1.7x slower on SimpleCNN's and LeNet-5's first layers.) */
-static int dwk_blocks_serve(const geom_t *s)
-{
-    return V_ISA == 512 && s->sh == 1 && s->sw == 1 && s->dh == 1 && s->dw == 1 && s->kh == s->kw &&
-           (s->kh == 3 || s->kh == 5 || s->kh == 7) && s->cg == 1 && s->oh >= DWK_R && s->ow > VL;
-}
-
-/* Whether the forward of geometry g computes its planes by blocks of rows (for tests). */
-int dw_row_blocks(const i64 *g)
-{
-    geom_t s = read_geom(g);
-    return dwk_blocks_serve(&s);
 }
 
 /* One output plane (oh, ow) of y from a channel's frame (row pitch wq) by blocks of rows and
@@ -270,6 +240,33 @@ static void dwk_plane_blocked(const float *fr, i64 wq, const float *w, int k, fl
         for (i64 oy0 = 0; oy0 < oh; oy0 += rows)
             dwk_block_any(fr, wq, w, k, nv, b, y, ow, min64(oy0, oh - rows), c0);
     }
+}
+
+#endif  /* V_ISA == 512 */
+
+/* Whether dwk_plane_blocked computes this layer's planes: the AVX-512 build, stride 1,
+ * dilation 1, a 3x3, 5x5 or 7x7 kernel, one input channel a group, at least as many output
+ * rows as a block, and rows wider than a vector: a weight broadcast then serves two or more
+ * multiply-adds. (Rows of one vector or less take a broadcast per multiply-add here, as many
+ * loads as dwk_rows does, whose wide row packs them into whole vectors: 14x14 3x3 was 9-15%
+ * slower, 7x7 33%. The AVX2 build, with half the registers for blocks of 5 rows of 2
+ * vectors, was 1.1-1.7x slower on SimpleCNN's and LeNet-5's first layers.) */
+static int dwk_blocks_serve(const geom_t *s)
+{
+#if V_ISA != 512
+    (void)s;
+    return 0;
+#else
+    return s->sh == 1 && s->sw == 1 && s->dh == 1 && s->dw == 1 && s->kh == s->kw &&
+           (s->kh == 3 || s->kh == 5 || s->kh == 7) && s->cg == 1 && s->oh >= DWK_R && s->ow > VL;
+#endif
+}
+
+/* Whether the forward of geometry g computes its planes by blocks of rows (for tests). */
+int dw_row_blocks(const i64 *g)
+{
+    geom_t s = read_geom(g);
+    return dwk_blocks_serve(&s);
 }
 
 /* How many planes of `floats` to frame before computing them: about 16 KiB's worth. */
@@ -301,7 +298,11 @@ int dw_conv_fwd_f32(const float *x, const float *w, const float *bias, float *y,
     memset(fr, 0, (size_t)(batch * s->cg * d.chan) * 4);
     for (i64 t = 0; t < d.taps; t++) off[t] = dwk_tap(&d, t);
     int direct = d.wq == s->ow;  /* no spare columns: the wide row is the output plane */
+#if V_ISA == 512
     int blocked = blocks && dwk_blocks_serve(s);
+#else
+    (void)blocks;  /* the AVX2 build keeps the wide row (dwk_blocks_serve) */
+#endif
     for (i64 b0 = w0; b0 < w1; b0 += batch) {
         /* frame a few items, then compute them: the loads then never wait on the frames' stores */
         i64 b1 = min64(w1, b0 + batch);
@@ -316,11 +317,13 @@ int dw_conv_fwd_f32(const float *x, const float *w, const float *bias, float *y,
             for (i64 o = 0; o < s->og; o++) {
                 i64 oo = gi * s->og + o;
                 float *yo = y + (n * s->o + oo) * s->p, *dst = direct ? yo : wide;
+#if V_ISA == 512
                 if (blocked) {
                     dwk_plane_blocked(fi, d.wq, w + oo * d.taps, (int)s->kh, bias ? bias[oo] : 0.0f, yo, s->oh,
                                       s->ow);
                     continue;
                 }
+#endif
                 dwk_rows_any(fi, d.chan, s->cg, off, w + oo * s->cg * d.taps, d.taps, bias ? bias[oo] : 0.0f,
                              dst, d.len);
                 if (!direct)
