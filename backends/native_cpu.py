@@ -73,6 +73,15 @@ DW_DX_AS_FORWARD_WIDTH = 56
 #: load per multiply-add: ConvNeXt's 7x7 at 56x56 3.0 -> 1.9 ms
 #: (``bench/results/dw-row-blocks-20261207.txt``).
 DW_ROW_BLOCKS = True
+#: Depthwise forwards (one channel a group in and out) with a 3x3, 5x5 or 7x7 kernel at stride 1
+#: or 2 (AVX-512) that lay 16 channels out pixel by pixel and compute each output pixel as one
+#: vector of the 16 channels (``dwc_forward``, the same bits): ``"auto"`` where that serves (not
+#: a 3x3 at stride 1 on rows wider than 32, nor channels that fill less than 3/4 of their
+#: vectors), ``"always"`` wherever the kernel can, ``"never"``. EfficientNet's 5x5 at 14x14
+#: 0.37 -> 0.21 ms, its 5x5/2 at 56x56 1.6 -> 0.8, MobileNet's 3x3/2 at 112x112 2.8 -> 1.8
+#: (``bench/results/dw-channel-vectors-20261207.txt``).
+DW_CHANNEL_VECTORS = "auto"
+_DW_CHANNEL_VECTOR_BITS = {"never": 0, "auto": 2, "always": 6}  # dw_conv_fwd_f32's kinds
 #: The weight gradient sums this many fixed shares of the batch apart, then adds them up
 #: (8: an even split for 1, 2, 4 or 8 threads).
 DW_BATCH_PARTS = 8
@@ -265,7 +274,7 @@ def forward(x, weight, bias, win: Window, groups: int):
 
         # items: (image, group) in order
         _run(lib, "dw_conv_fwd_f32", (_ptr(x), _ptr(weight), bias_ptr, _ptr(y), START, STOP, _ptr(geom),
-                                      int(DW_ROW_BLOCKS)),
+                                      int(DW_ROW_BLOCKS) | _DW_CHANNEL_VECTOR_BITS[DW_CHANNEL_VECTORS]),
              lib.dw_items(_ptr(geom)), y.size * (weight.size // o), "conv2d")
         return y
 

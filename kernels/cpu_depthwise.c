@@ -9,7 +9,8 @@
  *
  * A GEMM has nothing to share between output channels here (one input channel
  * each), so these are direct loops, vectorised along the output pixels, the
- * taps' weights broadcast from memory.
+ * taps' weights broadcast from memory; or (the AVX-512 forward of most depthwise
+ * layers, dwc_forward further down) along 16 channels.
  *
  * The phase frame. Each input channel is copied, zero padded, into sh*sw phase
  * planes: frame row r, column q lands in plane (r % sh, q % sw) at row r / sh,
@@ -242,6 +243,198 @@ static void dwk_plane_blocked(const float *fr, i64 wq, const float *w, int k, fl
     }
 }
 
+/* Channels in the vector (AVX-512). 16 channels of an image are laid out pixel by pixel, each
+ * pixel one vector of the 16 channels (a 16x16 transpose of 16 pixels of 16 planes at a time),
+ * into a zero-padded frame of a band of rows; every output pixel is then a vector of
+ * multiply-adds with the weights' vectors: aligned loads and every lane used, whatever the
+ * width or the stride, and the output pixels go back to the planes by the same transpose.
+ * On rows of a vector or less (EfficientNet's 5x5 at 14x14 and 7x7) the planar loops use
+ * 77-88% of the lanes with unaligned loads, or a broadcast per multiply-add; at stride 2 they
+ * read phase planes, one load per multiply-add. Each output element is summed as there: the
+ * bias, then the taps in order (ky, then kx), the same bits. Scratch: a band's frame (at most
+ * DWC_FRAME_MAX floats) and output pixels (DWC_OUT_MAX), the weights. */
+#define DWC_FRAME_MAX (2304 * VL)  /* frame pixels: 48x48, 144 KiB */
+#define DWC_OUT_MAX (1024 * VL)    /* output pixels: 32x32, 64 KiB */
+
+/* In place: lane j of r[i] goes to lane i of r[j]. */
+static inline void dwc_transpose16(vf r[16])
+{
+    vf t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_f32x4(u[h + i], u[h + 4 + i], 0x88);
+            t[h + 4 + i] = _mm512_shuffle_f32x4(u[h + i], u[h + 4 + i], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+typedef struct {
+    i64 x;        /* output pixels a chunk of a row computes: 16, 14 or 7 */
+    i64 fw;       /* frame columns (the chunks may read past wp) */
+    i64 rows;     /* output rows a band computes */
+    i64 fh;       /* frame rows a band reads */
+} dwc_t;
+
+/* Whether a band of b output rows fits the scratch: its frame and its output pixels. */
+static int dwc_band_fits(const geom_t *s, const dwc_t *c, i64 b)
+{
+    return ((b - 1) * s->sh + s->kh) * c->fw * VL <= DWC_FRAME_MAX && b * s->ow * VL <= DWC_OUT_MAX;
+}
+
+static dwc_t dwc_layout(const geom_t *s)
+{
+    dwc_t c;
+    static const i64 xs[3] = {16, 14, 7};
+    i64 best = 0;
+    for (int k = 0; k < 3; k++)  /* the width that computes the fewest spare pixels, the widest of ties */
+        if (ceil_div(s->ow, xs[k]) * xs[k] < ceil_div(s->ow, xs[best]) * xs[best]) best = k;
+    c.x = xs[best];
+    i64 reach = (ceil_div(s->ow, c.x) * c.x - 1) * s->sw + s->kw;
+    c.fw = reach > s->pl + s->w ? reach : s->pl + s->w;  /* >= wp too */
+    i64 most = s->oh;
+    while (most > 1 && !dwc_band_fits(s, &c, most)) most--;
+    c.rows = ceil_div(s->oh, ceil_div(s->oh, most));  /* bands of even height */
+    c.fh = (c.rows - 1) * s->sh + s->kh;
+    return c;
+}
+
+/* One chunk of an output row: X output pixels from the frame row r0 on, column q0 on, the
+ * taps' weights wv (K*K vectors); the first n of them to out (pixels of VL floats). */
+static inline __attribute__((always_inline)) void
+dwc_chunk(const float *fr, i64 fw, const float *wv, vf bias, const int K, const int S, const int X, i64 r0, i64 q0,
+          float *out, i64 n)
+{
+    vf acc[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < X; j++) acc[j] = bias;
+    for (int ky = 0; ky < K; ky++) {
+        const float *row = fr + ((r0 + ky) * fw + q0) * VL;
+        vf wk[7];
+#pragma GCC unroll 7
+        for (int kx = 0; kx < K; kx++) wk[kx] = v_load(wv + (ky * K + kx) * VL);
+#pragma GCC unroll 40
+        for (int q = 0; q < (X - 1) * S + K; q++) {
+            vf xv = v_load(row + q * VL);
+#pragma GCC unroll 7
+            for (int kx = 0; kx < K; kx++) {
+                int d = q - kx;  /* output pixel d / S reads this pixel with tap kx */
+                if (d >= 0 && d % S == 0 && d / S < X) acc[d / S] = v_fma(wk[kx], xv, acc[d / S]);
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int j = 0; j < X; j++)
+        if (j < n) v_store(out + j * VL, acc[j]);
+}
+
+#define DWC_CHUNK_X(K, S)                                                                             \
+    switch (x) {                                                                                      \
+    case 16: dwc_chunk(fr, fw, wv, bias, K, S, 16, r0, q0, out, n); return;                           \
+    case 14: dwc_chunk(fr, fw, wv, bias, K, S, 14, r0, q0, out, n); return;                           \
+    default: dwc_chunk(fr, fw, wv, bias, K, S, 7, r0, q0, out, n); return;                            \
+    }
+
+static void dwc_chunk_any(const float *fr, i64 fw, const float *wv, vf bias, int k, int s, int x, i64 r0, i64 q0,
+                          float *out, i64 n)
+{
+    switch (k * 4 + s) {
+    case 13: DWC_CHUNK_X(3, 1)
+    case 14: DWC_CHUNK_X(3, 2)
+    case 21: DWC_CHUNK_X(5, 1)
+    case 22: DWC_CHUNK_X(5, 2)
+    case 29: DWC_CHUNK_X(7, 1)
+    default: DWC_CHUNK_X(7, 2)
+    }
+}
+
+/* Channels [c0, c0 + nc) (nc <= VL) of image n: y planes from x planes (see above), by bands
+ * of output rows. fr: a frame zeroed once (a band's image pixels are written to the same
+ * places each time; rows that are padding in one band and image in another are zeroed as
+ * they come), ob: the band's output pixels, wv: K*K + 1 vectors of room. */
+static void dwc_group(const float *x, const float *w, const float *bias, float *y, const geom_t *s, const dwc_t *c,
+                      i64 n, i64 c0, i64 nc, float *fr, float *ob, float *wv)
+{
+    i64 taps = s->kh * s->kw, hw = s->h * s->w, st = s->sh;
+    for (i64 t = 0; t < taps; t++)
+        for (i64 l = 0; l < VL; l++) wv[t * VL + l] = l < nc ? w[(c0 + l) * taps + t] : 0.0f;
+    for (i64 l = 0; l < VL; l++) wv[taps * VL + l] = l < nc && bias ? bias[c0 + l] : 0.0f;
+    vf bv = v_load(wv + taps * VL);
+    const float *xc = x + (n * s->c + c0) * hw;
+    float *yc = y + (n * s->o + c0) * s->p;
+    int banded = c->rows < s->oh, ahead = n * s->c + c0 + 2 * VL <= s->n * s->c;
+    for (i64 oy0 = 0; oy0 < s->oh; oy0 += c->rows) {
+        i64 oy1 = min64(s->oh, oy0 + c->rows), r0 = oy0 * st, r1 = (oy1 - 1) * st + s->kh;
+        i64 iy0 = r0 - s->pt > 0 ? r0 - s->pt : 0, iy1 = min64(s->h, r1 - s->pt);  /* image rows read */
+        if (banded)
+            for (i64 r = r0; r < r1; r++)
+                if (r < s->pt || r >= s->pt + s->h) memset(fr + (r - r0) * c->fw * VL, 0, (size_t)(c->fw * VL) * 4);
+        /* the image's pixels into the frame, 16 at a time */
+        i64 iy = iy0, ix = 0;
+        for (i64 p0 = iy0 * s->w; p0 < iy1 * s->w; p0 += VL) {
+            i64 m = min64(VL, iy1 * s->w - p0);
+            vf r[16];
+            for (int l = 0; l < 16; l++) r[l] = l < nc ? v_loadn(xc + l * hw + p0, m) : v_zero();
+            if (ahead)  /* the same pixels of the next 16 planes (the next group's, mostly), on the way */
+                for (int l = 0; l < 16; l++) _mm_prefetch((const char *)(xc + (VL + l) * hw + p0), _MM_HINT_T0);
+            dwc_transpose16(r);
+            for (i64 j = 0; j < m; j++) {
+                v_store(fr + ((iy + s->pt - r0) * c->fw + ix + s->pl) * VL, r[j]);
+                if (++ix == s->w) { ix = 0; iy++; }
+            }
+        }
+        /* the band's output pixels */
+        int k = (int)s->kh, xw = (int)c->x;
+        for (i64 oy = oy0; oy < oy1; oy++)
+            for (i64 ox = 0; ox < s->ow; ox += xw)
+                dwc_chunk_any(fr, c->fw, wv, bv, k, (int)st, xw, (oy - oy0) * st, ox * st,
+                              ob + ((oy - oy0) * s->ow + ox) * VL, min64(xw, s->ow - ox));
+        /* back to the planes, 16 pixels at a time */
+        i64 pb = (oy1 - oy0) * s->ow;
+        for (i64 p0 = 0; p0 < pb; p0 += VL) {
+            i64 m = min64(VL, pb - p0);
+            vf r[16];
+            for (int j = 0; j < 16; j++) r[j] = j < m ? v_load(ob + (p0 + j) * VL) : v_zero();
+            dwc_transpose16(r);
+            float *dst = yc + oy0 * s->ow + p0;
+            for (i64 l = 0; l < nc; l++) {
+                if (m == VL) dwk_storeu(dst + l * s->p, r[l]);
+                else v_storen(dst + l * s->p, r[l], m);
+            }
+        }
+    }
+}
+
+/* y for the items [w0, w1) of (image, channel), channels in the vector. */
+static int dwc_forward(const float *x, const float *w, const float *bias, float *y, i64 w0, i64 w1, const geom_t *s)
+{
+    dwc_t c = dwc_layout(s);
+    i64 taps = s->kh * s->kw;
+    float *fr = scratch((size_t)(c.fh * c.fw * VL)), *ob = scratch((size_t)((c.rows * s->ow + VL) * VL));
+    float *wv = scratch((size_t)((taps + 1) * VL));
+    if (!fr || !ob || !wv) { free(fr); free(ob); free(wv); return -1; }
+    memset(fr, 0, (size_t)(c.fh * c.fw * VL) * 4);
+    for (i64 item = w0; item < w1;) {
+        i64 n = item / s->c, c0 = item % s->c, nc = min64(VL, min64(s->c - c0, w1 - item));
+        dwc_group(x, w, bias, y, s, &c, n, c0, nc, fr, ob, wv);
+        item += nc;
+    }
+    free(fr); free(ob); free(wv);
+    return 0;
+}
+
 #endif  /* V_ISA == 512 */
 
 /* Whether dwk_plane_blocked computes this layer's planes: the AVX-512 build, stride 1,
@@ -262,11 +455,40 @@ static int dwk_blocks_serve(const geom_t *s)
 #endif
 }
 
-/* Whether the forward of geometry g computes its planes by blocks of rows (for tests). */
-int dw_row_blocks(const i64 *g)
+/* Whether the forward of s runs with channels in the vector (dwc_forward): the AVX-512 build,
+ * one channel a group in and out, a square 3x3, 5x5 or 7x7 kernel, stride 1 or 2 both ways,
+ * no dilation, no negative padding, bands of rows that fit the scratch (taller than the rows
+ * two bands share). Unless `always`: channels that fill 3/4 of their vectors or more, and
+ * where the blocks of rows serve (stride 1, rows wider than a vector) whole vectors of them
+ * and not a 3x3 on rows wider than 32: there it took 1.22x the time of those blocks (which
+ * need no transposes) on one 32x112x112 image, 1.27x on 64 images of 128x56x56, 1.31x with
+ * 24 channels at 56x56 (1.29x with a 5x5). The cases measured:
+ * bench/results/dw-channel-vectors-20261207.txt. */
+static int dwc_serves(const geom_t *s, int always)
+{
+#if V_ISA != 512
+    (void)s; (void)always;
+    return 0;
+#else
+    if (!(s->cg == 1 && s->og == 1 && s->kh == s->kw && (s->kh == 3 || s->kh == 5 || s->kh == 7) &&
+          s->sh == s->sw && (s->sh == 1 || s->sh == 2) && s->dh == 1 && s->dw == 1 && s->pt >= 0 && s->pl >= 0 &&
+          s->p >= 1))
+        return 0;
+    if (!always) {
+        i64 lanes = ceil_div(s->c, VL) * VL;  /* where the blocks of rows serve, all of them filled */
+        if (dwk_blocks_serve(s) ? s->c < lanes || (s->kh == 3 && s->ow > 32) : 4 * s->c < 3 * lanes) return 0;
+    }
+    dwc_t c = dwc_layout(s);  /* bands that transpose the rows they share twice at most half their rows */
+    return dwc_band_fits(s, &c, c.rows) && (c.rows == s->oh || c.rows * s->sh >= 2 * (s->kh - s->sh));
+#endif
+}
+
+/* How the forward of geometry g computes its planes (for tests): 2 channels in the vector,
+ * 1 blocks of rows, 0 the wide row. */
+int dw_forward_kind(const i64 *g)
 {
     geom_t s = read_geom(g);
-    return dwk_blocks_serve(&s);
+    return dwc_serves(&s, 0) ? 2 : dwk_blocks_serve(&s) ? 1 : 0;
 }
 
 /* How many planes of `floats` to frame before computing them: about 16 KiB's worth. */
@@ -284,13 +506,17 @@ i64 dw_items(const i64 *g)
 }
 
 /* y (N, O, OH, OW) for the items [w0, w1) of (image, group): w (O, C/groups, kh, kw),
- * bias (O,) or NULL. blocks: planes go by blocks of rows (dwk_plane_blocked) where that
- * serves; else (and with blocks 0) by the wide row. */
+ * bias (O,) or NULL. kinds: bit 1 lets channels go in the vector (dwc_forward) where that
+ * serves (bit 2 as well: wherever dwc_forward can), bit 0 planes go by blocks of rows (dwk_plane_blocked) where that serves; else
+ * planes go by the wide row. */
 int dw_conv_fwd_f32(const float *x, const float *w, const float *bias, float *y, i64 w0, i64 w1, const i64 *g,
-                    i64 blocks)
+                    i64 kinds)
 {
     dwg_t d = dwk_geom(g);
     const geom_t *s = &d.s;
+#if V_ISA == 512
+    if ((kinds & 2) && dwc_serves(s, (int)(kinds & 4))) return dwc_forward(x, w, bias, y, w0, w1, s);
+#endif
     i64 batch = dwk_batch(s->cg * d.chan);
     float *fr = scratch((size_t)(batch * s->cg * d.chan)), *wide = scratch((size_t)(d.lr + 4 * VL));
     i64 *off = scratch((size_t)(2 * d.taps));  /* i64: two floats each */
@@ -299,9 +525,9 @@ int dw_conv_fwd_f32(const float *x, const float *w, const float *bias, float *y,
     for (i64 t = 0; t < d.taps; t++) off[t] = dwk_tap(&d, t);
     int direct = d.wq == s->ow;  /* no spare columns: the wide row is the output plane */
 #if V_ISA == 512
-    int blocked = blocks && dwk_blocks_serve(s);
+    int blocked = (kinds & 1) && dwk_blocks_serve(s);
 #else
-    (void)blocks;  /* the AVX2 build keeps the wide row (dwk_blocks_serve) */
+    (void)kinds;  /* the AVX2 build keeps the wide row (dwk_blocks_serve) */
 #endif
     for (i64 b0 = w0; b0 < w1; b0 += batch) {
         /* frame a few items, then compute them: the loads then never wait on the frames' stores */

@@ -110,7 +110,7 @@ SIGNATURES = {
     # kernels/cpu_depthwise.c
     "dw_items": (_i64, (_ptr,)),
     "dw_conv_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64)),
-    "dw_row_blocks": (ctypes.c_int, (_ptr,)),
+    "dw_forward_kind": (ctypes.c_int, (_ptr,)),
     "dw_conv_dx_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "dw_conv_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _i64, _ptr)),
     # kernels/cpu_direct.c

@@ -196,9 +196,9 @@ def test_depthwise_forward_by_blocks_of_rows_gives_the_same_bits(case, monkeypat
     lib = native.library()
     win = native_cpu.Window(k, k, 1, 1, 1, 1, p, p, p, p, h + 2 * p - k + 1, w + 2 * p - k + 1)
     blocks_here = lib.native_isa() == 512  # the AVX2 build keeps the wide row
-    assert bool(lib.dw_row_blocks(native_cpu._ptr(native_cpu._geometry(x.shape, c * m, win, c)))) == blocks_here
+    assert lib.dw_forward_kind(native_cpu._ptr(native_cpu._geometry(x.shape, c * m, win, c))) == int(blocks_here)
     narrow, side = native_cpu.Window(k, k, 1, 1, 1, 1, p, p, p, p, 8, 8), 8 + k - 1 - 2 * p  # rows of 8: one vector
-    assert not lib.dw_row_blocks(native_cpu._ptr(native_cpu._geometry((1, c, side, side), c * m, narrow, c)))
+    assert lib.dw_forward_kind(native_cpu._ptr(native_cpu._geometry((1, c, side, side), c * m, narrow, c))) == 0
     gy = r.standard_normal((n, c * m) + win[-2:]).astype(np.float32)
     results = {}
     for blocks in (True, False):
@@ -209,3 +209,86 @@ def test_depthwise_forward_by_blocks_of_rows_gives_the_same_bits(case, monkeypat
         np.testing.assert_array_equal(a, c_, err_msg=f"{case} {name}")
     want = ops.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **kw)
     assert_rel(results[True][0], want, 1e-5, case)
+
+
+# (N, C, H, W, kernel, stride, padding): forwards with 16 channels in the vector
+CHANNEL_VECTOR_CASES = {
+    "5x5_w14": (2, 24, 14, 14, 5, 1, 2),  # a group of 16 and one of 8; 14-pixel chunks
+    "3x3_s2_w9": (3, 16, 9, 9, 3, 2, 1),  # 5 output columns: 7-pixel chunks
+    "7x7_13ch": (2, 13, 11, 12, 7, 1, 3),  # 13 of 16 lanes, a non-square plane
+    "7x7_s2": (2, 32, 23, 21, 7, 2, 3),
+    "3x3_w30": (1, 48, 30, 30, 3, 1, 1),  # the widest 3x3 rows at stride 1 it takes
+    "5x5_s2_bands": (1, 16, 120, 40, 5, 2, 2),  # three bands of output rows
+    "7x7_bands": (2, 32, 70, 20, 7, 1, 3),  # two bands, padding rows in both
+    "3x3_s2_rows": (2, 24, 10, 13, 3, 2, (2, 0)),  # row padding only; the last input row read by no tap
+}
+
+
+def _channel_vector_data(case, seed=6):
+    n, c, h, w, k, s, p = CHANNEL_VECTOR_CASES[case]
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (r.standard_normal((c, 1, k, k)) / k).astype(np.float32)
+    b = r.standard_normal(c).astype(np.float32)
+    return x, wt, b, dict(stride=s, padding=p, groups=c)
+
+
+@pytest.mark.parametrize("case", sorted(CHANNEL_VECTOR_CASES))
+def test_depthwise_forward_with_channels_in_the_vector_gives_the_same_bits(case, monkeypatch):
+    """AVX-512, one channel a group in and out, 3x3/5x5/7x7, stride 1 or 2: the forward lays 16
+    channels out pixel by pixel (a 16x16 transpose) and sums each output pixel's taps in the
+    order the planar loops do, so the same bits as they give, with and without bias, split
+    between 1, 2 or 3 threads anywhere in a group of 16 channels, and the input gradient
+    that runs as a forward (stride 1, 5x5 and 7x7); float64's values."""
+    x, wt, b, kw = _channel_vector_data(case)
+    n, c, h, w, k, s, p = CHANNEL_VECTOR_CASES[case]
+    lib = native.library()
+    y64 = ops.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), **kw)
+    pt, pl = (p, p) if isinstance(p, int) else p
+    win = native_cpu.Window(k, k, s, s, 1, 1, pt, pt, pl, pl, *y64.shape[2:])
+    want_kind = 2 if lib.native_isa() == 512 else 0
+    assert lib.dw_forward_kind(native_cpu._ptr(native_cpu._geometry(x.shape, c, win, c))) == want_kind
+    gy = np.random.default_rng(7).standard_normal(y64.shape).astype(np.float32)
+    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)  # split even these small calls
+    results = {}
+    for vectors, threads in (("auto", 1), ("auto", 2), ("auto", 3), ("never", 2)):
+        monkeypatch.setattr(native_cpu, "DW_CHANNEL_VECTORS", vectors)
+        monkeypatch.setattr(host_threads, "_num_threads", threads)
+        results[vectors, threads] = (ops.conv2d(x, wt, b, **kw), ops.conv2d(x, wt, None, **kw),
+                                     ops.conv2d_backward(gy, x, wt, **kw)[0])
+    for key, got in results.items():
+        for name, a, ref in zip(("y", "y without bias", "dx"), got, results["auto", 1]):
+            np.testing.assert_array_equal(a, ref, err_msg=f"{case} {name} {key}")
+    assert_rel(results["auto", 2][0], y64, 1e-5, case)
+    dx64 = ops.conv2d_backward(gy.astype(np.float64), x.astype(np.float64), wt.astype(np.float64), **kw)[0]
+    assert_rel(results["auto", 2][2], dx64, 1e-5, f"{case} dx")
+
+
+@pytest.mark.parametrize("shape, k, s, d, m, why", [
+    ((1, 32, 36, 36), 3, 1, 1, 1, "3x3 at stride 1 on rows of 34"),
+    ((1, 8, 14, 14), 5, 1, 1, 1, "8 channels: half a vector"),
+    ((1, 20, 14, 14), 5, 1, 1, 1, "20 channels: 20 of 32 lanes"),
+    ((1, 24, 40, 40), 5, 1, 1, 1, "24 channels on rows of 40, where the blocks of rows serve"),
+    ((1, 32, 14, 14), 3, 1, 2, 1, "dilation 2"),
+    ((1, 16, 14, 14), 5, 1, 1, 2, "a channel multiplier"),
+    ((1, 16, 14, 14), 5, 3, 1, 1, "stride 3"),
+    ((1, 16, 14, 14), 9, 1, 1, 1, "a 9x9 kernel"),
+    ((1, 16, 200, 200), 7, 1, 1, 1, "bands of 5 rows: 6 of the 11 they read shared"),
+    ((1, 16, 12, 2400), 3, 1, 1, 1, "a 3x3 stride-1 frame row past the scratch"),
+    ((1, 16, 12, 2400), 3, 2, 1, 1, "a frame row past the scratch"),
+])
+def test_channels_in_the_vector_only_where_they_serve(shape, k, s, d, m, why, monkeypatch):
+    """The rule (dwc_serves) turns them down; where the kernel could take the layer still,
+    "always" gives the planar loops' bits."""
+    n, c, h, w = shape
+    p = d * (k - 1) // 2
+    oh, ow = (h + 2 * p - d * (k - 1) - 1) // s + 1, (w + 2 * p - d * (k - 1) - 1) // s + 1
+    geom = native_cpu._geometry(shape, c * m, native_cpu.Window(k, k, s, s, d, d, p, p, p, p, oh, ow), c)
+    assert native.library().dw_forward_kind(native_cpu._ptr(geom)) != 2, why
+    if h * w <= 2000 and m == 1:
+        r = np.random.default_rng(8)
+        x, wt = r.standard_normal(shape).astype(np.float32), r.standard_normal((c, 1, k, k)).astype(np.float32)
+        kw = dict(stride=s, padding=p, dilation=d, groups=c)
+        planar = ops.conv2d(x, wt, **kw)
+        monkeypatch.setattr(native_cpu, "DW_CHANNEL_VECTORS", "always")
+        np.testing.assert_array_equal(ops.conv2d(x, wt, **kw), planar, err_msg=why)
