@@ -64,9 +64,18 @@ def available() -> list[str]:
     return usable
 
 
+#: Owners found by :func:`backend_of`, by the array's type (backends own arrays by type):
+#: an op asks for every argument, and the loop over ``owns`` took 1 us an array.
+_owner_by_type: dict[type, Backend] = {}
+
+
 def backend_of(x) -> Backend | None:
     """The loaded backend that owns array ``x``, or ``None`` if none does."""
+    owner = _owner_by_type.get(type(x))
+    if owner is not None:
+        return owner
     for backend in _loaded.values():
         if backend.owns(x):
+            _owner_by_type[type(x)] = backend
             return backend
     return None

@@ -109,6 +109,32 @@ def test_conv2d_refuses_a_bias_of_another_dtype_and_bool_groups():
         ops.conv2d(x, w, groups=True)
 
 
+def test_conv2d_checks_every_call_that_differs_from_a_checked_one():
+    """conv2d keeps the checked geometry of each call (engine.ops.conv._SETUPS); arguments that
+    compare equal to a checked call's but would not pass (1.0 or True for 1, another dtype, a
+    Tensor) are still refused, and a kept entry still gives the right window."""
+    import array_api_strict as strict
+    from engine.ops import conv as conv_ops
+    x, w = np.ones((1, 2, 5, 5), np.float32), np.ones((2, 2, 3, 3), np.float32)
+    y = ops.conv2d(x, w, stride=1, padding=1, groups=1)
+    assert y.shape == (1, 2, 5, 5) and any(k[8:12] == (1, 1, 1, 1) for k in conv_ops._SETUPS)
+    np.testing.assert_array_equal(ops.conv2d(x, w, stride=1, padding=1, groups=1), y)
+    with pytest.raises(TypeError, match="stride must be an int or a pair of ints, got 1.0"):
+        ops.conv2d(x, w, stride=1.0, padding=1)
+    with pytest.raises(TypeError, match="stride must be an int or a pair of ints, got True"):
+        ops.conv2d(x, w, stride=True, padding=1)
+    with pytest.raises(ValueError, match="groups must be a positive int, got True"):
+        ops.conv2d(x, w, padding=1, groups=True)
+    with pytest.raises(TypeError, match="differs from weight dtype float32"):
+        ops.conv2d(x.astype(np.float64), w, padding=1)
+    with pytest.raises(TypeError, match="got an engine.Tensor"):
+        ops.conv2d(engine.Tensor(x), w, padding=1)
+    with pytest.raises(TypeError, match="array_api_strict"):  # not a NumPy array, whether that backend is loaded or not
+        ops.conv2d(strict.asarray(x), w, padding=1)
+    assert ops.conv2d(x, w, stride=2, padding=1).shape == (1, 2, 3, 3)
+    assert ops.conv2d(x, w, stride=(2, 1), padding=[1, 0]).shape == (1, 2, 3, 3)  # a list: checked, not kept
+
+
 def test_mse_of_0d_arrays_and_mean_over_nothing_is_nan():
     assert float(ops.mse_loss(np.ones(()), np.zeros(()))) == 1.0
     assert np.isnan(float(ops.cross_entropy(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))))  # 0/0, no warning

@@ -8,7 +8,41 @@ from ._common import _batch_chunks, conv_padding, _device, _is_pointwise, _items
 CONV_METHODS = ("gemm", "strided", "naive")
 
 
+#: ``(backend, window)`` of the calls :func:`_conv_setup` has checked, by what the checks read
+#: (the arrays' types, shapes and dtypes, the arguments as they came): a batch-1 layer spent
+#: 9 us of its 60 in the checks (SimpleCNN's 32->64 at 14x14).
+_SETUPS: dict = {}
+_SETUPS_MAX = 1024
+
+
+def _plain(value) -> bool:
+    """An int, a str or a tuple of ints: arguments whose equality means the same checks
+    (``1.0``, ``True`` and ``1`` are equal keys, and only ``1`` passes)."""
+    kind = type(value)
+    return kind is int or kind is str or (kind is tuple and all(type(v) is int for v in value))
+
+
 def _conv_setup(x, weight, bias, stride, padding, dilation, groups, method, where):
+    key = None
+    if _plain(stride) and _plain(padding) and _plain(dilation) and type(groups) is int and type(method) is str:
+        try:
+            key = (type(x), x.shape, x.dtype, type(weight), weight.shape, weight.dtype, type(bias),
+                   None if bias is None else (bias.shape, bias.dtype), stride, padding, dilation, groups, method,
+                   where)
+            found = _SETUPS.get(key)
+        except (AttributeError, TypeError):  # not arrays, or an unhashable dtype: checked below
+            key = found = None
+        if found is not None:
+            return found
+    backend, win = _checked_conv_setup(x, weight, bias, stride, padding, dilation, groups, method, where)
+    if key is not None:
+        if len(_SETUPS) >= _SETUPS_MAX:
+            _SETUPS.clear()
+        _SETUPS[key] = (backend, win)
+    return backend, win
+
+
+def _checked_conv_setup(x, weight, bias, stride, padding, dilation, groups, method, where):
     backend = backend_for(x, weight, bias, where=where)
     require_ndim(x, 4, "(N, C, H, W)", where)
     require_ndim(weight, 4, "(out_channels, in_channels/groups, kh, kw)", where, "weight")
