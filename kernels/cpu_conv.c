@@ -529,13 +529,67 @@ static i64 *tap_list(const i64 *ys, i64 nty, const i64 *xs, i64 ntx, i64 kw)
     return tl;
 }
 
+/* How many output channels ahead the transposed-weight packers prefetch their rows: each
+ * thread reads a run of 9 KiB of every output channel's 18 KiB (512 x 512 x 3x3), a stride
+ * the hardware prefetchers do not follow. With its weights out of the caches (other calls
+ * in between), ResNet layer4's batch-1 input gradient took 1.3-1.5x its forward's time
+ * without, 1.07-1.14x with 4 (2: 1.11, 8: 1.10); called back to back, 1.0-1.1x either way. */
+#define PACK_T_AHEAD 4
+
+/* The lanes of pack_t_taps by vector permutes (AVX-512, MR 8): for a whole tap list of nt
+ * taps out of kernels of `taps` floats, MR kernels in at most 5 vectors (taps <= 10), lane l
+ * of output vector j takes source float idx[j][l]. ok is 0 where that does not apply. */
+typedef struct {
+    int ok;
+    i64 nv, nt;
+    int32_t idx[5][16];
+} tperm_t;
+
+static tperm_t tperm_make(i64 taps, const i64 *tl, i64 nt)
+{
+    tperm_t p = {0};
+#if V_ISA == 512 && MR == 8
+    p.ok = taps > 1 && taps * MR <= 5 * VL;
+    p.nt = nt;
+    p.nv = ceil_div(nt * MR, VL);
+    for (i64 q = 0; p.ok && q < p.nv * VL; q++)
+        p.idx[q / VL][q % VL] = q < nt * MR ? (int32_t)((q % MR) * taps + tl[q / MR]) : 0;
+#else
+    (void)taps; (void)tl; (void)nt;
+#endif
+    return p;
+}
+
 /* Transposed weights of one output channel for MR input channels: src holds the channels'
  * kernels (taps floats each, `rows` of them real), o gets o[t * MR + r] = src[r * taps +
  * tl[t]] for the nt taps tl, rows past `rows` zero. Channels outer, taps inner: the other
- * way round was slower in a micro-benchmark of 512 x 512 x 3x3 weights. */
-static void pack_t_taps(const float *restrict src, i64 taps, const i64 *tl, i64 nt, i64 rows, float *restrict o)
+ * way round was slower in a micro-benchmark of 512 x 512 x 3x3 weights. perm (or NULL):
+ * tperm_make's lanes for the whole tap list, used when tl is all of it and all MR rows are
+ * real: with the scalar loop, one load and one store a float, this function took 41% of the
+ * samples of ResNet layer4's batch-1 input gradient called in a loop, 15% with the
+ * permutes and the prefetches (PACK_T_AHEAD). */
+static void pack_t_taps(const float *restrict src, i64 taps, const i64 *tl, i64 nt, i64 rows, float *restrict o,
+                        const tperm_t *perm)
 {
     if (taps == 1 && nt == 1 && rows == MR) { memcpy(o, src, MR * 4); return; }  /* 1x1: a row's run */
+#if V_ISA == 512 && MR == 8
+    if (perm && perm->ok && nt == perm->nt && rows == MR) {
+        i64 n = taps * MR;  /* source floats: whole vectors, the last one masked */
+        __m512 s0 = v_loadn(src, n), s1 = n > 16 ? v_loadn(src + 16, n - 16) : v_zero();
+        __m512 s2 = n > 32 ? v_loadn(src + 32, n - 32) : v_zero(), s3 = n > 48 ? v_loadn(src + 48, n - 48) : v_zero();
+        __m512 s4 = n > 64 ? v_loadn(src + 64, n - 64) : v_zero();
+        for (i64 j = 0; j < perm->nv; j++) {
+            __m512i ix = _mm512_loadu_si512(perm->idx[j]);
+            __m512 lo = _mm512_permutex2var_ps(s0, ix, s1), mid = _mm512_permutex2var_ps(s2, ix, s3);
+            __m512 v = _mm512_mask_mov_ps(lo, _mm512_cmpge_epi32_mask(ix, _mm512_set1_epi32(32)), mid);
+            v = _mm512_mask_mov_ps(v, _mm512_cmpge_epi32_mask(ix, _mm512_set1_epi32(64)), _mm512_permutexvar_ps(ix, s4));
+            v_storen(o + j * VL, v, nt * MR - j * VL);
+        }
+        return;
+    }
+#else
+    (void)perm;
+#endif
     for (i64 r = 0; r < rows; r++)
         for (i64 t = 0; t < nt; t++) o[t * MR + r] = src[r * taps + tl[t]];
     for (i64 r = rows; r < MR; r++)
@@ -553,6 +607,7 @@ typedef struct {
     const float *w;
     geom_t wg;
     const i64 *tl;
+    tperm_t perm;        /* pack_t_taps' permutes for tl */
     i64 nt, gi, r0, r1;  /* the group and the rows [r0, r1) packed (r0 a multiple of MR) */
     float *buf;          /* ceil((r1 - r0) / MR) * MR * KC_FWD floats */
 } a_inline_t;
@@ -570,9 +625,13 @@ static void pack_a_inline(const a_inline_t *a, i64 k0, i64 k1)
     i64 taps = g->kh * g->kw;
     for (i64 k = k0; k < k1;) {  /* o outermost: each o's rows are one run of w */
         i64 oo = k / a->nt, t0 = k % a->nt, t1 = min64(a->nt, t0 + k1 - k);
-        for (i64 c0 = a->r0; c0 < a->r1; c0 += MR)
+        const float *ahead = oo + PACK_T_AHEAD < g->og ? a->w + ((a->gi * g->og + oo + PACK_T_AHEAD) * g->cg) * taps : 0;
+        for (i64 c0 = a->r0; c0 < a->r1; c0 += MR) {
+            if (ahead)  /* the same rows PACK_T_AHEAD output channels on: their runs are 9 KiB, strided */
+                for (i64 l = 0; l < MR * taps; l += 16) _mm_prefetch((const char *)(ahead + c0 * taps + l), _MM_HINT_T0);
             pack_t_taps(a->w + ((a->gi * g->og + oo) * g->cg + c0) * taps, taps, a->tl + t0, t1 - t0,
-                        min64(MR, a->r1 - c0), a->buf + (c0 - a->r0) * kc + (k - k0) * MR);
+                        min64(MR, a->r1 - c0), a->buf + (c0 - a->r0) * kc + (k - k0) * MR, &a->perm);
+        }
         k += t1 - t0;
     }
 }
@@ -652,13 +711,18 @@ int pack_weights_t_f32(const float *w, const i64 *g, const i64 *ys, i64 nty, con
     i64 rp = ceil_div(s.cg, MR), taps = s.kh * s.kw, nt = nty * ntx, k = s.og * nt;
     i64 *tl = tap_list(ys, nty, xs, ntx, s.kw);  /* the taps in their new order */
     if (!tl) return -1;
+    tperm_t perm = tperm_make(taps, tl, nt);
     /* o outermost: w is read in order (a share's channels of each o are one run), each panel
      * written in order; panel by panel would read w in strides past the prefetchers' reach */
     for (i64 oo = 0; oo < s.og; oo++)
         for (i64 i = i0; i < i1; i++) {
             i64 gi = i / rp, c0 = (i % rp) * MR;
+            if (oo + PACK_T_AHEAD < s.og)  /* as pack_a_inline does */
+                for (i64 l = 0; l < MR * taps; l += 16)
+                    _mm_prefetch((const char *)(w + ((gi * s.og + oo + PACK_T_AHEAD) * s.cg + c0) * taps + l),
+                                 _MM_HINT_T0);
             pack_t_taps(w + ((gi * s.og + oo) * s.cg + c0) * taps, taps, tl, nt, min64(MR, s.cg - c0),
-                        out + i * MR * k + oo * nt * MR);
+                        out + i * MR * k + oo * nt * MR, &perm);
         }
     free(tl);
     return 0;
@@ -783,6 +847,7 @@ int conv2d_fwd_split_inline_f32(const float *x, const float *w, const float *bia
     if (ys) {
         if (!(tl = tap_list(ys, nty, xs, ntx, in.wg.kw))) return -1;
         in.tl = tl;
+        in.perm = tperm_make(in.wg.kh * in.wg.kw, tl, in.nt);
     }
     int rc = fwd_split(x, 0, &in, bias, y, w0, w1, g, ob);
     free(tl);

@@ -646,3 +646,38 @@ def test_a_build_without_avx2_or_avx512_turns_the_kernels_off(tmp_path):
     status, total = out.splitlines()
     assert status.startswith("off: this CPU has neither AVX-512 nor AVX2 with FMA")
     assert float(total) == 3 * 2 * (9 * 9 + 12 * 6 + 4 * 4)
+
+
+@pytest.mark.parametrize("cg, og, groups, k, ys, xs", [
+    (16, 5, 1, (3, 3), [2, 1, 0], [2, 1, 0]),  # a 3x3 input gradient's flipped taps: permutes (AVX-512)
+    (8, 3, 2, (3, 3), [2, 1, 0], [2, 1, 0]),  # two groups
+    (16, 4, 1, (3, 3), [2, 0], [1]),  # a phase of a 3x3/2: a subset of the taps
+    (24, 3, 1, (2, 2), [1, 0], [1, 0]),
+    (8, 2, 1, (1, 3), [0], [2, 1, 0]),
+    (16, 2, 1, (3, 1), [2, 1, 0], [0]),
+    (13, 3, 1, (3, 3), [2, 1, 0], [2, 1, 0]),  # a last panel of 5 (or 1) rows: the scalar loop
+    (8, 2, 1, (5, 5), [4, 3, 2, 1, 0], [4, 3, 2, 1, 0]),  # 200 floats of 8 kernels: the scalar loop
+    (16, 3, 1, (1, 1), [0], [0]),  # 1x1: a row's run
+])
+def test_transposed_weights_are_packed_as_numpy_lays_them_out(cg, og, groups, k, ys, xs):
+    """pack_weights_t_f32 (the input gradient's weights, transposed, taps in a given order),
+    whose MR-row runs of whole tap lists go by vector permutes on AVX-512: every float where
+    the layout puts it, rows past the channels zero."""
+    lib = native.library()
+    mr = 8 if lib.native_isa() == 512 else 6
+    kh, kw = k
+    c, o = cg * groups, og * groups
+    w = np.random.default_rng(9).standard_normal((o, cg, kh, kw)).astype(np.float32)
+    win = native_cpu.Window(kh, kw, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1)
+    geom = native_cpu._geometry((1, c, kh, kw), o, win, groups)
+    ys_a, xs_a = np.array(ys, dtype=np.int64), np.array(xs, dtype=np.int64)
+    nt, rp = len(ys) * len(xs), -(-cg // mr)
+    out = np.full(groups * rp * mr * og * nt, np.nan, dtype=np.float32)
+    assert lib.pack_weights_t_f32(native_cpu._ptr(w), native_cpu._ptr(geom), native_cpu._ptr(ys_a), len(ys),
+                                  native_cpu._ptr(xs_a), len(xs), native_cpu._ptr(out), 0, groups * rp) == 0
+    taps = w.reshape(groups, og, cg, kh, kw)[:, :, :, ys, :][:, :, :, :, xs].reshape(groups, og, cg, nt)
+    want = np.zeros((groups, rp * mr, og, nt), dtype=np.float32)
+    want[:, :cg] = taps.transpose(0, 2, 1, 3)  # (group, input channel, output channel, tap)
+    # panel i = (group, MR rows): columns (o, t), each column's MR rows together
+    want = want.reshape(groups, rp, mr, og * nt).transpose(0, 1, 3, 2).reshape(-1)
+    np.testing.assert_array_equal(out, want)
