@@ -559,9 +559,7 @@ def _channel_vectors_serve(x, win: Window, groups: int) -> bool:
     32 x 96 at 28x28), one 512-channel 14x14 image 1.02x, 64 of them 1.26x (0.53x PyTorch's
     time against 0.42x) (``bench/results/dw-dx-as-forward-20261207.txt``)."""
     lib = _lib(x) if DW_CHANNEL_VECTORS != "never" else None
-    if lib is None or x.shape[1] != groups:
-        return False
-    return lib.dw_forward_kind(_ptr(_geometry(x.shape, x.shape[1], win, groups))) == 2
+    return lib is not None and lib.dw_forward_kind(_ptr(_geometry(x.shape, groups, win, groups))) == 2
 
 
 def _forward_transposed(grad_out, weight, x_shape, as_forward: Window, groups: int, ys, xs):

@@ -536,6 +536,13 @@ static i64 *tap_list(const i64 *ys, i64 nty, const i64 *xs, i64 ntx, i64 kw)
  * without, 1.07-1.14x with 4 (2: 1.11, 8: 1.10); called back to back, 1.0-1.1x either way. */
 #define PACK_T_AHEAD 4
 
+/* pack_t_taps' `ahead` for output channel oo of og, whose kernels (taps floats each) are cg
+ * apart: PACK_T_AHEAD channels on, or 0 past the last. */
+static i64 pack_t_ahead(i64 oo, i64 og, i64 cg, i64 taps)
+{
+    return oo + PACK_T_AHEAD < og ? PACK_T_AHEAD * cg * taps : 0;
+}
+
 /* The lanes of pack_t_taps by vector permutes (AVX-512, MR 8): for a whole tap list of nt
  * taps out of kernels of `taps` floats, MR kernels in at most 5 vectors (taps <= 10), lane l
  * of output vector j takes source float idx[j][l]. ok is 0 where that does not apply. */
@@ -567,10 +574,13 @@ static tperm_t tperm_make(i64 taps, const i64 *tl, i64 nt)
  * tperm_make's lanes for the whole tap list, used when tl is all of it and all MR rows are
  * real: with the scalar loop, one load and one store a float, this function took 41% of the
  * samples of ResNet layer4's batch-1 input gradient called in a loop, 15% with the
- * permutes and the prefetches (PACK_T_AHEAD). */
+ * permutes and the prefetches. ahead: how far on (in floats) the same rows of a later
+ * output channel lie, to be fetched meanwhile, or 0 (pack_t_ahead). */
 static void pack_t_taps(const float *restrict src, i64 taps, const i64 *tl, i64 nt, i64 rows, float *restrict o,
-                        const tperm_t *perm)
+                        const tperm_t *perm, i64 ahead)
 {
+    if (ahead)
+        for (i64 l = 0; l < MR * taps; l += 16) _mm_prefetch((const char *)(src + ahead + l), _MM_HINT_T0);
     if (taps == 1 && nt == 1 && rows == MR) { memcpy(o, src, MR * 4); return; }  /* 1x1: a row's run */
 #if V_ISA == 512 && MR == 8
     if (perm && perm->ok && nt == perm->nt && rows == MR) {
@@ -582,7 +592,8 @@ static void pack_t_taps(const float *restrict src, i64 taps, const i64 *tl, i64 
             __m512i ix = _mm512_loadu_si512(perm->idx[j]);
             __m512 lo = _mm512_permutex2var_ps(s0, ix, s1), mid = _mm512_permutex2var_ps(s2, ix, s3);
             __m512 v = _mm512_mask_mov_ps(lo, _mm512_cmpge_epi32_mask(ix, _mm512_set1_epi32(32)), mid);
-            v = _mm512_mask_mov_ps(v, _mm512_cmpge_epi32_mask(ix, _mm512_set1_epi32(64)), _mm512_permutexvar_ps(ix, s4));
+            v = _mm512_mask_mov_ps(v, _mm512_cmpge_epi32_mask(ix, _mm512_set1_epi32(64)),
+                                   _mm512_permutexvar_ps(ix, s4));
             v_storen(o + j * VL, v, nt * MR - j * VL);
         }
         return;
@@ -625,13 +636,10 @@ static void pack_a_inline(const a_inline_t *a, i64 k0, i64 k1)
     i64 taps = g->kh * g->kw;
     for (i64 k = k0; k < k1;) {  /* o outermost: each o's rows are one run of w */
         i64 oo = k / a->nt, t0 = k % a->nt, t1 = min64(a->nt, t0 + k1 - k);
-        const float *ahead = oo + PACK_T_AHEAD < g->og ? a->w + ((a->gi * g->og + oo + PACK_T_AHEAD) * g->cg) * taps : 0;
-        for (i64 c0 = a->r0; c0 < a->r1; c0 += MR) {
-            if (ahead)  /* the same rows PACK_T_AHEAD output channels on: their runs are 9 KiB, strided */
-                for (i64 l = 0; l < MR * taps; l += 16) _mm_prefetch((const char *)(ahead + c0 * taps + l), _MM_HINT_T0);
+        i64 ahead = pack_t_ahead(oo, g->og, g->cg, taps);
+        for (i64 c0 = a->r0; c0 < a->r1; c0 += MR)
             pack_t_taps(a->w + ((a->gi * g->og + oo) * g->cg + c0) * taps, taps, a->tl + t0, t1 - t0,
-                        min64(MR, a->r1 - c0), a->buf + (c0 - a->r0) * kc + (k - k0) * MR, &a->perm);
-        }
+                        min64(MR, a->r1 - c0), a->buf + (c0 - a->r0) * kc + (k - k0) * MR, &a->perm, ahead);
         k += t1 - t0;
     }
 }
@@ -717,12 +725,8 @@ int pack_weights_t_f32(const float *w, const i64 *g, const i64 *ys, i64 nty, con
     for (i64 oo = 0; oo < s.og; oo++)
         for (i64 i = i0; i < i1; i++) {
             i64 gi = i / rp, c0 = (i % rp) * MR;
-            if (oo + PACK_T_AHEAD < s.og)  /* as pack_a_inline does */
-                for (i64 l = 0; l < MR * taps; l += 16)
-                    _mm_prefetch((const char *)(w + ((gi * s.og + oo + PACK_T_AHEAD) * s.cg + c0) * taps + l),
-                                 _MM_HINT_T0);
             pack_t_taps(w + ((gi * s.og + oo) * s.cg + c0) * taps, taps, tl, nt, min64(MR, s.cg - c0),
-                        out + i * MR * k + oo * nt * MR, &perm);
+                        out + i * MR * k + oo * nt * MR, &perm, pack_t_ahead(oo, s.og, s.cg, taps));
         }
     free(tl);
     return 0;

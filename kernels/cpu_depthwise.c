@@ -507,8 +507,8 @@ i64 dw_items(const i64 *g)
 
 /* y (N, O, OH, OW) for the items [w0, w1) of (image, group): w (O, C/groups, kh, kw),
  * bias (O,) or NULL. kinds: bit 1 lets channels go in the vector (dwc_forward) where that
- * serves (bit 2 as well: wherever dwc_forward can), bit 0 planes go by blocks of rows (dwk_plane_blocked) where that serves; else
- * planes go by the wide row. */
+ * serves (bit 2 as well: wherever dwc_forward can), bit 0 planes go by blocks of rows
+ * (dwk_plane_blocked) where that serves; else planes go by the wide row. */
 int dw_conv_fwd_f32(const float *x, const float *w, const float *bias, float *y, i64 w0, i64 w1, const i64 *g,
                     i64 kinds)
 {
