@@ -137,6 +137,31 @@ static void *scratch(size_t floats) { return aligned_alloc(64, ((floats * 4 + 63
 static i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
 static i64 min64(i64 a, i64 b) { return a < b ? a : b; }
 
+/* out[j * os + r] = a[r * rs + j] for r, j < 8: an 8x8 transpose in registers (AVX, so
+ * either build), for the packings that turn rows into columns. */
+static inline void transpose8(const float *a, i64 rs, float *out, i64 os)
+{
+    __m256 r0 = _mm256_loadu_ps(a), r1 = _mm256_loadu_ps(a + rs), r2 = _mm256_loadu_ps(a + 2 * rs);
+    __m256 r3 = _mm256_loadu_ps(a + 3 * rs), r4 = _mm256_loadu_ps(a + 4 * rs), r5 = _mm256_loadu_ps(a + 5 * rs);
+    __m256 r6 = _mm256_loadu_ps(a + 6 * rs), r7 = _mm256_loadu_ps(a + 7 * rs);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(out + 0 * os, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(out + 1 * os, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(out + 2 * os, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(out + 3 * os, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(out + 4 * os, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(out + 5 * os, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(out + 6 * os, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(out + 7 * os, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
 /* The padded frame of cg channels of one image: frame[c][r][q] = x[c][r - pt][q - pl],
  * zero outside the image. A negative pt/pl crops instead. Zeroed with one memset where
  * there is padding, rows copied with vector loads and stores: small images (LeNet-5's
@@ -167,21 +192,45 @@ static void pad_frame_hwc_rows(const float *x, const geom_t *s, i64 r0, i64 r1, 
 
 static void pad_frame_hwc(const float *x, const geom_t *s, float *frame) { pad_frame_hwc_rows(x, s, 0, s->hp, frame); }
 
-/* Rows [r0, r1) of that frame only, the first at frame. */
+/* Whether any tap reads row r of the padded frame: a 1x1 kernel at stride 2 reads every
+ * other row only. */
+static int frame_row_read(const geom_t *s, i64 r)
+{
+    for (i64 ky = 0; ky < s->kh; ky++) {
+        i64 t = r - ky * s->dh;
+        if (t >= 0 && t % s->sh == 0 && t / s->sh < s->oh) return 1;
+    }
+    return 0;
+}
+
+/* Rows [r0, r1) of that frame only, the first at frame. Blocks of 8 channels by 8 columns
+ * are transposed in registers (a row's last block overlapping the one before where the
+ * columns are not a multiple of 8); channels past the last multiple of 8, and rows shorter
+ * than 8 columns, one float at a time. Rows no tap reads are zeroed, not copied. */
 static void pad_frame_hwc_rows(const float *x, const geom_t *s, i64 r0, i64 r1, float *frame)
 {
-    i64 cg = s->cg, pitch = s->wp * cg;
+    i64 cg = s->cg, pitch = s->wp * cg, plane = s->h * s->w, c8 = cg / 8 * 8;
+    i64 q0 = s->pl > 0 ? s->pl : 0, q1 = min64(s->wp, s->pl + s->w);  /* columns fed by the image */
     for (i64 r = r0; r < r1; r++) {
         float *row = frame + (r - r0) * pitch;
         i64 ir = r - s->pt;
-        if (ir < 0 || ir >= s->h) { memset(row, 0, (size_t)pitch * 4); continue; }
-        for (i64 q = 0; q < s->wp; q++) {
-            i64 iq = q - s->pl;
-            float *px = row + q * cg;
-            if (iq < 0 || iq >= s->w) { memset(px, 0, (size_t)cg * 4); continue; }
-            const float *src = x + ir * s->w + iq;
-            for (i64 c = 0; c < cg; c++) px[c] = src[c * s->h * s->w];
+        if (ir < 0 || ir >= s->h || q1 <= q0 || !frame_row_read(s, r)) {
+            memset(row, 0, (size_t)pitch * 4);
+            continue;
         }
+        if (q0 > 0) memset(row, 0, (size_t)(q0 * cg) * 4);
+        if (q1 < s->wp) memset(row + q1 * cg, 0, (size_t)((s->wp - q1) * cg) * 4);
+        const float *src = x + ir * s->w - s->pl;  /* src[q]: column q of the frame */
+        i64 vec_end = q0;  /* columns [q0, vec_end) have their first c8 channels */
+        if (c8 && q1 - q0 >= 8) {
+            for (i64 q = q0; q < q1; q += 8) {
+                i64 qb = q + 8 <= q1 ? q : q1 - 8;
+                for (i64 c = 0; c < c8; c += 8) transpose8(src + c * plane + qb, plane, row + qb * cg + c, cg);
+            }
+            vec_end = q1;
+        }
+        for (i64 q = q0; q < q1; q++)
+            for (i64 c = q < vec_end ? c8 : 0; c < cg; c++) row[q * cg + c] = src[c * plane + q];
     }
 }
 
@@ -312,31 +361,6 @@ static void pack_b_ahead(const float *frame, const int32_t *rowoff, i64 rows, co
 
 /* A packed in panels of MR rows, each k-major: panel i holds a[(i*MR + r) * rs + k * cs] at
  * [k * MR + r], rows past m as zeros. */
-#if MR == 8
-/* out[j * 8 + r] = a[r * rs + j] for r, j < 8: an 8x8 transpose in registers. */
-static inline void transpose8(const float *a, i64 rs, float *out)
-{
-    __m256 r0 = _mm256_loadu_ps(a), r1 = _mm256_loadu_ps(a + rs), r2 = _mm256_loadu_ps(a + 2 * rs);
-    __m256 r3 = _mm256_loadu_ps(a + 3 * rs), r4 = _mm256_loadu_ps(a + 4 * rs), r5 = _mm256_loadu_ps(a + 5 * rs);
-    __m256 r6 = _mm256_loadu_ps(a + 6 * rs), r7 = _mm256_loadu_ps(a + 7 * rs);
-    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    _mm256_storeu_ps(out + 0 * 8, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(out + 1 * 8, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(out + 2 * 8, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(out + 3 * 8, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(out + 4 * 8, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(out + 5 * 8, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(out + 6 * 8, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(out + 7 * 8, _mm256_permute2f128_ps(u3, u7, 0x31));
-}
-#endif
 
 static void pack_a(const float *a, i64 m, i64 k, i64 rs, i64 cs, float *out)
 {
@@ -345,7 +369,7 @@ static void pack_a(const float *a, i64 m, i64 k, i64 rs, i64 cs, float *out)
         i64 kk = 0;
 #if MR == 8
         if (cs == 1 && rows == MR)  /* rows that run on (the weights): 8x8 blocks transposed */
-            for (; kk + 8 <= k; kk += 8) transpose8(a + i0 * rs + kk, rs, out + kk * MR);
+            for (; kk + 8 <= k; kk += 8) transpose8(a + i0 * rs + kk, rs, out + kk * MR, MR);
 #endif
         for (; kk < k; kk++) {
             for (i64 r = 0; r < rows; r++) out[kk * MR + r] = a[(i0 + r) * rs + kk * cs];
@@ -965,7 +989,12 @@ static void pack_a_images(const float *dy, i64 img_stride, i64 m, i64 p, i64 nb,
         for (i64 i = 0; i < nb; i++) {
             const float *a = dy + i * img_stride + i0 * p;
             float *o = out + i * p * MR;
-            for (i64 kk = 0; kk < p; kk++) {
+            i64 kk = 0;
+#if MR == 8
+            if (rows == MR)
+                for (; kk + 8 <= p; kk += 8) transpose8(a + kk, p, o + kk * MR, MR);
+#endif
+            for (; kk < p; kk++) {
                 for (i64 r = 0; r < rows; r++) o[kk * MR + r] = a[r * p + kk];
                 for (i64 r = rows; r < MR; r++) o[kk * MR + r] = 0.0f;
             }

@@ -1,0 +1,93 @@
+"""Weight-gradient time of two commits, process against process: rounds that run the old
+and the new checkout one after the other, each timing dW of every shape (the bench's burst
+protocol) and PyTorch's in the same process, and hashing dW's bits.
+
+    git worktree add --detach /tmp/wt-old OLD_COMMIT
+    python bench/results/scripts/dw_packing_ab.py /tmp/wt-old [rounds]
+
+Prints, per shape, the medians over rounds of each side's median, new/old, new/PyTorch and
+whether the bits are the same."""
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+SHAPES = {  # N, C, H, O, k (or kh x kw), stride, pad
+    "VGG CIFAR conv1 64x3x32->64 k3": (64, 3, 32, 64, (3, 3), 1, (1, 1)),
+    "ResNet-20 down 128x32x16->64 k1/2": (128, 32, 16, 64, (1, 1), 2, (0, 0)),
+    "ResNet layer2 down 8x64x56->128 k1/2": (8, 64, 56, 128, (1, 1), 2, (0, 0)),
+    "ResNet stem 8x3x224->64 k7/2": (8, 3, 224, 64, (7, 7), 2, (3, 3)),
+    "ResNet layer1 8x64x56->64 k3": (8, 64, 56, 64, (3, 3), 1, (1, 1)),
+    "ResNet layer3 8x256x14->256 k3": (8, 256, 14, 256, (3, 3), 1, (1, 1)),
+    "ResNet layer4 1x512x7->512 k3": (1, 512, 7, 512, (3, 3), 1, (1, 1)),
+    "ResNet-50 64x1024x14->256 k1": (64, 1024, 14, 256, (1, 1), 1, (0, 0)),
+    "Inception 8x128x17->192 k7x1": (8, 128, 17, 192, (7, 1), 1, (3, 0)),
+    "LeNet-5 conv2 64x6x14->16 k5": (64, 6, 14, 16, (5, 5), 1, (0, 0)),
+    "VGG-16 conv4_2 1x512x28->512 k3": (1, 512, 28, 512, (3, 3), 1, (1, 1)),
+    "SimpleCNN conv2 128x32x14->64 k3": (128, 32, 14, 64, (3, 3), 1, (1, 1)),
+}
+
+CHILD = r'''
+import hashlib, json, sys
+# the checkout given (sys.path[0]) must win over an editable install's import hook, which
+# maps engine.backends to the installed checkout whatever engine itself resolves to
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+sys.path.insert(0, sys.argv[1])
+import numpy as np, torch
+from _burst import interleaved_medians
+from engine.backends import native_cpu as nc
+from engine.backends.base import Window
+torch.set_num_threads(2)
+out = {}
+for name, (n, c, h, o, (kh, kw), s, (ph, pw)) in json.loads(sys.argv[2]).items():
+    oh, ow = (h + 2 * ph - kh) // s + 1, (h + 2 * pw - kw) // s + 1
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, h), dtype=np.float32)
+    gy = rng.standard_normal((n, o, oh, ow), dtype=np.float32)
+    win = Window(kh, kw, s, s, 1, 1, ph, ph, pw, pw, oh, ow)
+    xt, gt, wt = torch.from_numpy(x), torch.from_numpy(gy), torch.empty(o, c, kh, kw)
+    ours = lambda: nc.weight_grad(gy, x, (o, c, kh, kw), win, 1)
+    theirs = lambda: torch.ops.aten.convolution_backward(gt, xt, wt, None, [s, s], [ph, pw], [1, 1], False,
+                                                          [0, 0], 1, [False, True, False])
+    m = interleaved_medians({"ours": ours, "torch": theirs}, 1.5, 7)
+    out[name] = (m["ours"], m["torch"], hashlib.sha1(ours().tobytes()).hexdigest())
+assert nc.__file__.startswith(sys.argv[3]), (nc.__file__, sys.argv[3])
+print(json.dumps(out))
+'''
+
+
+def side(root):
+    env = dict(os.environ, PYTHONPATH=root, ENGINE_CACHE_DIR=os.path.join("/tmp", "dwab-cache-" + hashlib.sha1(
+        root.encode()).hexdigest()[:8]))
+    scripts = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run([sys.executable, "-c", CHILD, scripts, json.dumps(SHAPES), root], env=env, cwd=root, capture_output=True,
+                       text=True)
+    if r.returncode:
+        raise SystemExit(f"{root}: {r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main():
+    old_root = sys.argv[1]
+    new_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    runs = {"old": [], "new": []}
+    for _ in range(rounds):
+        runs["old"].append(side(old_root))
+        runs["new"].append(side(new_root))
+    print(f"{'shape':40s} {'old ms':>8s} {'new ms':>8s} {'torch':>8s} {'new/old':>8s} {'new/torch':>9s} {'old/torch':>9s} bits")
+    for name in SHAPES:
+        old = statistics.median(r[name][0] for r in runs["old"])
+        new = statistics.median(r[name][0] for r in runs["new"])
+        torch = statistics.median([r[name][1] for r in runs["old"]] + [r[name][1] for r in runs["new"]])
+        tn = statistics.median(r[name][1] for r in runs["new"])
+        to = statistics.median(r[name][1] for r in runs["old"])
+        same = len({r[name][2] for side_runs in runs.values() for r in side_runs}) == 1
+        print(f"{name:40s} {old:8.3f} {new:8.3f} {torch:8.3f} {new / old:8.2f} {new / tn:9.2f} {old / to:9.2f} "
+              f"{'same' if same else 'DIFFER'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
