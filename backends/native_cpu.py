@@ -82,6 +82,19 @@ DW_ROW_BLOCKS = True
 #: (``bench/results/dw-channel-vectors-20261207.txt``).
 DW_CHANNEL_VECTORS = "auto"
 _DW_CHANNEL_VECTOR_BITS = {"never": 0, "auto": 2, "always": 6}  # dw_conv_fwd_f32's kinds
+#: When the weight gradient of a layer with few input channels a group runs as dot products
+#: along output rows (``kernels/cpu_dw_rows.c``, any stride and dilation: no packing; other
+#: rounding than the GEMM path): ``"auto"`` where :func:`_dw_rows_wins` says so, ``"always"``
+#: wherever the C kernels run, ``"never"``. Measured, 2 threads
+#: (``bench/results/dw-rows-20261207.txt``): 3 or 8 channels on rows of 28-224 pixels
+#: 0.32-0.82x the GEMM path's time (ResNet-20's conv1 0.45, VGG's CIFAR conv1 0.64, the 7x7/2
+#: stem 0.82); one grey channel 0.60-0.90x the depthwise loops' (SimpleCNN's conv1 0.65,
+#: LeNet-5's C1 0.81); 16 or more channels, or rows of 7-10 pixels (7 or 10 of 16 lanes),
+#: 1.07-3.8x.
+DW_ROWS = "auto"
+DW_ROWS_CHANNELS = 8
+DW_ROWS_OUTPUTS = 4  # a tile's output channels (depthwise layers, with one, keep their loops)
+DW_ROWS_FILL = 0.85
 #: The weight gradient sums this many fixed shares of the batch apart, then adds them up
 #: (8: an even split for 1, 2, 4 or 8 threads).
 DW_BATCH_PARTS = 8
@@ -450,6 +463,16 @@ def _dw_in_w_order(pixels: int, og: int) -> bool:
     return pixels <= DW_W_ORDER_PIXELS * og
 
 
+def _dw_rows_wins(lib, x_shape, weight_shape, win: Window, groups: int) -> bool:
+    """Whether dW runs as dot products along output rows (:data:`DW_ROWS`): at most
+    :data:`DW_ROWS_CHANNELS` input channels and at least :data:`DW_ROWS_OUTPUTS` output
+    channels a group, on output rows that fill at least :data:`DW_ROWS_FILL` of the vectors
+    they take."""
+    lanes = lib.native_isa() // 32
+    return (x_shape[1] // groups <= DW_ROWS_CHANNELS and weight_shape[0] // groups >= DW_ROWS_OUTPUTS
+            and win.ow / (-(-win.ow // lanes) * lanes) >= DW_ROWS_FILL)
+
+
 def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
     """``dW`` with ``weight_shape``, summed over the batch, or ``None``."""
     lib = _lib(grad_out, x)
@@ -460,6 +483,11 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
     o, cg, kh, kw = weight_shape
     n = x.shape[0]
     macs = grad_out.size * cg * kh * kw
+    if DW_ROWS == "always" or (DW_ROWS == "auto" and _dw_rows_wins(lib, x.shape, weight_shape, win, groups)):
+        dw = np.empty(weight_shape, dtype=np.float32)
+        _run(lib, "conv2d_dw_rows_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), START, STOP, _ptr(geom)),
+             lib.dw_rows_items(_ptr(geom)), macs, "conv2d backward")
+        return dw
     if _direct(x.shape, groups):
         # each weight summed over the whole batch by one item, images in order; items are
         # groups, or blocks of a group's output channels where there are few groups (one

@@ -59,7 +59,7 @@ from importlib import resources
 
 #: The C sources, compiled as one translation unit in this order (each file after the
 #: first may use the vector layer and helpers of those before it).
-SOURCES = ("cpu_conv.c", "cpu_dense.c", "cpu_depthwise.c", "cpu_direct.c", "cpu_winograd.c", "cpu_norm.c",
+SOURCES = ("cpu_conv.c", "cpu_dense.c", "cpu_depthwise.c", "cpu_direct.c", "cpu_dw_rows.c", "cpu_winograd.c", "cpu_norm.c",
            "cpu_peak.c", "cpu_pool.c", "cpu_activations.c")
 SOURCE = "cpu_*.c"  # how messages name them
 FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fno-math-errno")
@@ -122,6 +122,9 @@ SIGNATURES = {
     "cv_wins": (ctypes.c_int, (_ptr,)),
     "cv_items": (_i64, (_ptr,)),
     "conv2d_fwd_cv_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
+    # kernels/cpu_dw_rows.c
+    "dw_rows_items": (_i64, (_ptr,)),
+    "conv2d_dw_rows_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     # kernels/cpu_winograd.c
     "wino_serves": (ctypes.c_int, (_ptr,)),
     "wino_wins": (ctypes.c_int, (_ptr,)),

@@ -62,6 +62,14 @@ CASES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _gemm_weight_gradients(monkeypatch):
+    """The weight gradients here go through the GEMM path (its shares, pixel shares and column
+    panels), not the rows kernel that layers with few input channels take by default
+    (tests/test_native_dw_rows.py covers that one)."""
+    monkeypatch.setattr(native_cpu, "DW_ROWS", "never")
+
+
 def _data(case, seed=0):
     n, c, h, w, o, k, s, p, d, g = CASES[case]
     kh, kw = (k, k) if isinstance(k, int) else k
