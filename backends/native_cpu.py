@@ -646,6 +646,9 @@ def _strided_input_grad(grad_out, weight, x_shape, win: Window, groups: int):
     across phases) and the result does not depend on the thread count."""
     n, c, h, w = x_shape
     o, cg, kh, kw = weight.shape
+    lib = _lib(grad_out, weight)
+    if lib is None:
+        return None
     dx = np.empty(x_shape, dtype=np.float32)
     for ry in range(win.sh):
         fy, ny, ty, sy, top = _phase(h, kh, win.sh, win.dh, win.pad_top, ry)
@@ -655,8 +658,9 @@ def _strided_input_grad(grad_out, weight, x_shape, win: Window, groups: int):
             fx, nx, tx, sx, left = _phase(w, kw, win.sw, win.dw, win.pad_left, rx)
             if not nx:
                 continue
+            place = np.array([ny, nx, h, w, fy, fx, win.sh, win.sw], dtype=np.int64)
             if not ty or not tx:  # no tap reaches these pixels
-                dx[:, :, fy::win.sh, fx::win.sw] = 0.0
+                _stream(lib, "place_phase_f32", (None, _ptr(dx), START, STOP, _ptr(place)), n * c, ny * nx * n * c)
                 continue
             bottom = (ny - 1) + sy * (len(ty) - 1) + 1 - top - grad_out.shape[2]
             right = (nx - 1) + sx * (len(tx) - 1) + 1 - left - grad_out.shape[3]
@@ -665,7 +669,9 @@ def _strided_input_grad(grad_out, weight, x_shape, win: Window, groups: int):
                                        groups, ty[::-1], tx[::-1])
             if part is None:
                 return None
-            dx[:, :, fy::win.sh, fx::win.sw] = part
+            # in place by the C pool: NumPy's strided copy took 15% of ResNet-20's 3x3/2 input gradient
+            _stream(lib, "place_phase_f32", (_ptr(part), _ptr(dx), START, STOP, _ptr(place)), n * c,
+                    2 * part.size)
     return dx
 
 

@@ -1203,6 +1203,27 @@ void relu_backward_f32(const float *g, const float *y, float *dx, i64 i0, i64 i1
     for (i64 i = i0; i < i1; i++) dx[i] = g[i] * (y[i] > 0.0f ? 1.0f : 0.0f);
 }
 
+/* One phase of a strided input gradient put in place, planes [p0, p1) of (N*C, H, W):
+ * dx[fy + i*sh][fx + j*sw] = part[i][j] for the phase's ny x nx pixels (zeros where part is
+ * null: pixels no tap reaches). g: ny, nx, H, W, fy, fx, sh, sw. */
+void place_phase_f32(const float *part, float *dx, i64 p0, i64 p1, const i64 *g)
+{
+    i64 ny = g[0], nx = g[1], h = g[2], w = g[3], fy = g[4], fx = g[5], sh = g[6], sw = g[7];
+    for (i64 pl = p0; pl < p1; pl++)
+        for (i64 i = 0; i < ny; i++) {
+            float *d = dx + (pl * h + fy + i * sh) * w + fx;
+            const float *src = part ? part + (pl * ny + i) * nx : 0;
+            if (sw == 1) {
+                if (src) memcpy(d, src, (size_t)nx * 4);
+                else memset(d, 0, (size_t)nx * 4);
+            } else if (src) {
+                for (i64 j = 0; j < nx; j++) d[j * sw] = src[j];
+            } else {
+                for (i64 j = 0; j < nx; j++) d[j * sw] = 0.0f;
+            }
+        }
+}
+
 /* ---------------------------------------------------------------------------------------
  * Max pooling over planes [p0, p1) of the (N*C, H, W) input, PyTorch's rules: the first
  * maximum in the window's row-major order wins, a NaN wins over anything before it (so the

@@ -1,9 +1,9 @@
-"""Weight-gradient time of two commits, process against process: rounds that run the old
-and the new checkout one after the other, each timing dW of every shape (the bench's burst
-protocol) and PyTorch's in the same process, and hashing dW's bits.
+"""Weight-gradient (or input-gradient) time of two commits, process against process: rounds
+that run the old and the new checkout one after the other, each timing dW (dx) of every shape
+(the bench's burst protocol) and PyTorch's in the same process, and hashing the bits.
 
     git worktree add --detach /tmp/wt-old OLD_COMMIT
-    python bench/results/scripts/dw_packing_ab.py /tmp/wt-old [rounds]
+    python bench/results/scripts/dw_packing_ab.py /tmp/wt-old [rounds] [dw|dx]
 
 Prints, per shape, the medians over rounds of each side's median, new/old, new/PyTorch and
 whether the bits are the same."""
@@ -28,6 +28,17 @@ SHAPES = {  # N, C, H, O, k (or kh x kw), stride, pad
     "VGG-16 conv4_2 1x512x28->512 k3": (1, 512, 28, 512, (3, 3), 1, (1, 1)),
     "SimpleCNN conv2 128x32x14->64 k3": (128, 32, 14, 64, (3, 3), 1, (1, 1)),
 }
+STRIDED = {  # the input gradient's shapes: strided layers (by phases) and a stride-1 control
+    "ResNet-20 stage3 128x32x16->64 k3/2": (128, 32, 16, 64, (3, 3), 2, (1, 1)),
+    "ResNet-20 down 128x32x16->64 k1/2": (128, 32, 16, 64, (1, 1), 2, (0, 0)),
+    "ResNet layer2 8x64x56->128 k3/2": (8, 64, 56, 128, (3, 3), 2, (1, 1)),
+    "ResNet layer2 down 8x64x56->128 k1/2": (8, 64, 56, 128, (1, 1), 2, (0, 0)),
+    "ResNet layer4 8x256x14->512 k3/2": (8, 256, 14, 512, (3, 3), 2, (1, 1)),
+    "course 64x8x14->16 k5/2": (64, 8, 14, 16, (5, 5), 2, (2, 2)),
+    "AlexNet conv1 8x3x227->64 k11/4": (8, 3, 227, 64, (11, 11), 4, (2, 2)),
+    "ResNet-20 stage2 128x16x32->32 k3/2": (128, 16, 32, 32, (3, 3), 2, (1, 1)),
+    "ResNet layer3 8x256x14->256 k3": (8, 256, 14, 256, (3, 3), 1, (1, 1)),
+}
 
 CHILD = r'''
 import hashlib, json, sys
@@ -37,6 +48,7 @@ sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f,
 sys.path.insert(0, sys.argv[1])
 import numpy as np, torch
 from _burst import interleaved_medians
+from engine import ops
 from engine.backends import native_cpu as nc
 from engine.backends.base import Window
 torch.set_num_threads(2)
@@ -48,9 +60,16 @@ for name, (n, c, h, o, (kh, kw), s, (ph, pw)) in json.loads(sys.argv[2]).items()
     gy = rng.standard_normal((n, o, oh, ow), dtype=np.float32)
     win = Window(kh, kw, s, s, 1, 1, ph, ph, pw, pw, oh, ow)
     xt, gt, wt = torch.from_numpy(x), torch.from_numpy(gy), torch.empty(o, c, kh, kw)
-    ours = lambda: nc.weight_grad(gy, x, (o, c, kh, kw), win, 1)
+    w = rng.standard_normal((o, c, kh, kw), dtype=np.float32)
+    if sys.argv[4] == "dx":
+        wt = torch.from_numpy(w)
+        ours = lambda: ops.conv2d_backward(gy, x, w, stride=s, padding=(ph, pw), need_weight_grad=False,
+                                           has_bias=False)[0]  # the NumPy path where the C one declines
+    else:
+        ours = lambda: nc.weight_grad(gy, x, (o, c, kh, kw), win, 1)
+    mask = [sys.argv[4] == "dx", sys.argv[4] == "dw", False]
     theirs = lambda: torch.ops.aten.convolution_backward(gt, xt, wt, None, [s, s], [ph, pw], [1, 1], False,
-                                                          [0, 0], 1, [False, True, False])
+                                                          [0, 0], 1, mask)
     m = interleaved_medians({"ours": ours, "torch": theirs}, 1.5, 7)
     out[name] = (m["ours"], m["torch"], hashlib.sha1(ours().tobytes()).hexdigest())
 assert nc.__file__.startswith(sys.argv[3]), (nc.__file__, sys.argv[3])
@@ -58,11 +77,12 @@ print(json.dumps(out))
 '''
 
 
-def side(root):
+def side(root, op):
     env = dict(os.environ, PYTHONPATH=root, ENGINE_CACHE_DIR=os.path.join("/tmp", "dwab-cache-" + hashlib.sha1(
         root.encode()).hexdigest()[:8]))
     scripts = os.path.dirname(os.path.abspath(__file__))
-    r = subprocess.run([sys.executable, "-c", CHILD, scripts, json.dumps(SHAPES), root], env=env, cwd=root, capture_output=True,
+    shapes = json.dumps(STRIDED if op == "dx" else SHAPES)
+    r = subprocess.run([sys.executable, "-c", CHILD, scripts, shapes, root, op], env=env, cwd=root, capture_output=True,
                        text=True)
     if r.returncode:
         raise SystemExit(f"{root}: {r.stderr}")
@@ -73,12 +93,14 @@ def main():
     old_root = sys.argv[1]
     new_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    op = sys.argv[3] if len(sys.argv) > 3 else "dw"
+    shapes = STRIDED if op == "dx" else SHAPES
     runs = {"old": [], "new": []}
     for _ in range(rounds):
-        runs["old"].append(side(old_root))
-        runs["new"].append(side(new_root))
+        runs["old"].append(side(old_root, op))
+        runs["new"].append(side(new_root, op))
     print(f"{'shape':40s} {'old ms':>8s} {'new ms':>8s} {'torch':>8s} {'new/old':>8s} {'new/torch':>9s} {'old/torch':>9s} bits")
-    for name in SHAPES:
+    for name in shapes:
         old = statistics.median(r[name][0] for r in runs["old"])
         new = statistics.median(r[name][0] for r in runs["new"])
         torch = statistics.median([r[name][1] for r in runs["old"]] + [r[name][1] for r in runs["new"]])
