@@ -99,7 +99,8 @@ def main():
     for _ in range(rounds):
         runs["old"].append(side(old_root, op))
         runs["new"].append(side(new_root, op))
-    print(f"{'shape':40s} {'old ms':>8s} {'new ms':>8s} {'torch':>8s} {'new/old':>8s} {'new/torch':>9s} {'old/torch':>9s} bits")
+    print(f"{'shape':40s} {'old ms':>8s} {'new ms':>8s} {'torch':>8s} {'new/old':>8s} {'new/torch':>9s} "
+          f"{'old/torch':>9s} bits")
     for name in shapes:
         old = statistics.median(r[name][0] for r in runs["old"])
         new = statistics.median(r[name][0] for r in runs["new"])

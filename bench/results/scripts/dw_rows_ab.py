@@ -72,9 +72,9 @@ def main():
                  "torch": lambda: torch.ops.aten.convolution_backward(
                      gt, xt, torch.empty(o, c, k, k), None, [s, s], [p, p], [1, 1], False, [0, 0], 1,
                      [False, True, False])}
-        ref = torch.ops.aten.convolution_backward(gt.double(), xt.double(), torch.empty(o, c, k, k, dtype=torch.float64),
-                                                  None, [s, s], [p, p], [1, 1], False, [0, 0], 1,
-                                                  [False, True, False])[1].numpy()
+        w64 = torch.empty(o, c, k, k, dtype=torch.float64)
+        ref = torch.ops.aten.convolution_backward(gt.double(), xt.double(), w64, None, [s, s], [p, p], [1, 1],
+                                                  False, [0, 0], 1, [False, True, False])[1].numpy()
         err = {m: float(np.abs(calls[m]() - ref).max() / np.abs(ref).max()) for m in ("rows", "other")}
         m = interleaved_medians(calls, seconds, 7)
         shape = f"{n}x{c}x{h}->{o} k{k} s{s} p{p}"
