@@ -9,7 +9,10 @@ Arguments: N,C,H,O,k,s,p, repetitions, a label.
 import sys
 import time
 
-import engine  # noqa: F401
+# PYTHONPATH's checkout must win over an editable install's import hook, which maps
+# engine.backends and engine.kernels to the installed checkout whatever engine resolves to
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+import engine  # noqa: E402, F401
 import numpy as np
 
 import engine.ops as F

@@ -26,11 +26,17 @@ LAYERS = [  # (name, N, C, H, O, k, stride, padding, dilation, groups)
 ]
 
 CHILD = r'''
-import sys, json, numpy as np, torch
+import sys, json
+# the checkout in ROOT must win over an editable install's import hook, which maps
+# engine.backends and engine.kernels to the installed checkout whatever engine resolves to
+# (before this line both sides ran the installed tree's kernels)
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+import numpy as np, torch
 sys.path.insert(0, SCRIPTS)
 from _burst import interleaved_medians
 from engine import ops
 from engine.backends import native_calls
+assert native_calls.__file__.startswith(ROOT), (native_calls.__file__, ROOT)
 out = []
 for name, n, c, h, o, k, s, p, d, g in LAYERS:
     rng = np.random.default_rng(0)
@@ -57,7 +63,8 @@ print(json.dumps(out))
 
 def run(root, cache):
     env = dict(os.environ, PYTHONPATH=root, ENGINE_CACHE_DIR=cache)
-    code = (f"SCRIPTS = {os.path.dirname(os.path.abspath(__file__))!r}\nLAYERS = {LAYERS!r}\n" + CHILD)
+    code = (f"SCRIPTS = {os.path.dirname(os.path.abspath(__file__))!r}\nLAYERS = {LAYERS!r}\nROOT = {root!r}\n"
+            + CHILD)
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
                             check=True)
     import json
