@@ -483,10 +483,8 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
     o, cg, kh, kw = weight_shape
     n = x.shape[0]
     macs = grad_out.size * cg * kh * kw
-    # the rows kernel indexes its phase frame (one image's cg channels) with 32-bit offsets
-    rows_frame = cg * ((win.oh - 1) * win.sh + win.dh * (kh - 1) + 1) * win.sw * (win.ow + win.dw * (kw - 1) // win.sw)
-    if rows_frame <= _INT32_MAX and (DW_ROWS == "always" or (
-            DW_ROWS == "auto" and _dw_rows_wins(lib, x.shape, weight_shape, win, groups))):
+    if (DW_ROWS == "always" or (DW_ROWS == "auto" and _dw_rows_wins(lib, x.shape, weight_shape, win, groups))) \
+            and lib.dw_rows_serves(_ptr(geom)):
         dw = np.empty(weight_shape, dtype=np.float32)
         _run(lib, "conv2d_dw_rows_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), START, STOP, _ptr(geom)),
              lib.dw_rows_items(_ptr(geom)), macs, "conv2d backward")

@@ -123,6 +123,14 @@ dr_tile(const float *const *d, const float *const *b, i64 rowstep, i64 ow, i64 y
         }
 }
 
+/* Whether conv2d_dw_rows_f32 serves this convolution: its phase frame of one image's cg
+ * channels is indexed with 32-bit offsets. */
+int dw_rows_serves(const i64 *g)
+{
+    geom_t s = read_geom(g);
+    return dr_frame_geom(&s).fsize <= INT32_MAX;
+}
+
 /* Items: blocks of DR_OB output channels of each group. */
 i64 dw_rows_items(const i64 *g)
 {

@@ -124,6 +124,7 @@ SIGNATURES = {
     "cv_items": (_i64, (_ptr,)),
     "conv2d_fwd_cv_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     # kernels/cpu_dw_rows.c
+    "dw_rows_serves": (ctypes.c_int, (_ptr,)),
     "dw_rows_items": (_i64, (_ptr,)),
     "conv2d_dw_rows_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     # kernels/cpu_winograd.c

@@ -163,10 +163,10 @@ def torch_conv2d_input_grad_float64(x, w, g, **kwargs):
     return xt.grad.numpy()
 
 
-def conv2d_bits_over_threads(monkeypatch, x, w, b, threads=(1, 2, 3), **kwargs) -> list:
-    """``ops.conv2d``'s output bytes on each thread count, every call split (a threshold of 1)."""
+def bits_over_threads(monkeypatch, call, threads=(1, 2, 3)) -> list:
+    """The bytes of ``call()``'s result on each thread count, every C call split (a threshold
+    of 1)."""
     import engine
-    from engine import ops
     from engine.backends import native_cpu
     monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
     before = engine.get_num_threads()
@@ -174,7 +174,13 @@ def conv2d_bits_over_threads(monkeypatch, x, w, b, threads=(1, 2, 3), **kwargs) 
         outs = []
         for n in threads:
             engine.set_num_threads(n)
-            outs.append(ops.conv2d(x, w, b, **kwargs).tobytes())
+            outs.append(call().tobytes())
     finally:
         engine.set_num_threads(before)
     return outs
+
+
+def conv2d_bits_over_threads(monkeypatch, x, w, b, threads=(1, 2, 3), **kwargs) -> list:
+    """``ops.conv2d``'s output bytes on each thread count, every call split (a threshold of 1)."""
+    from engine import ops
+    return bits_over_threads(monkeypatch, lambda: ops.conv2d(x, w, b, **kwargs), threads)

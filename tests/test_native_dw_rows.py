@@ -13,7 +13,7 @@ from engine.backends import native_cpu
 from engine.backends.base import Window
 from engine.kernels import native
 
-from _helpers import avx2_rerun, count_native_calls, run_file_under_avx2, torch_or_skip
+from _helpers import avx2_rerun, bits_over_threads, count_native_calls, run_file_under_avx2, torch_or_skip
 
 lib = native.library()
 pytestmark = pytest.mark.skipif(lib is None, reason=f"C kernels unavailable: {native.status()}")
@@ -111,6 +111,10 @@ def test_which_layers_take_the_rows_kernel(monkeypatch):
     assert takes((64, 1, 28, 28), (6, 1, 5, 5), 1, 2) == (28 / (-(-28 // lanes) * lanes) >= 0.85)
     assert not takes((64, 3, 32, 32), (3, 3, 3, 3), 1, 1)  # fewer outputs than a tile
     assert not takes((128, 6, 14, 14), (16, 6, 5, 5), 1, 0)
+    # its frame's 32-bit offsets: 2^20 channels of 66x66 run past them (nothing is allocated here)
+    big = Window(3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 64, 64)
+    assert lib.dw_rows_serves(native_cpu._ptr(native_cpu._geometry((1, 3, 64, 64), 4, big, 1)))
+    assert not lib.dw_rows_serves(native_cpu._ptr(native_cpu._geometry((1, 1 << 20, 64, 64), 4, big, 1)))
     counts = count_native_calls(monkeypatch)
     x, w, g, kw = _case("rgb-3x3")
     _dw(g, x, w, **kw)
@@ -118,18 +122,9 @@ def test_which_layers_take_the_rows_kernel(monkeypatch):
 
 
 def test_rows_bits_do_not_depend_on_the_thread_count(monkeypatch):
-    import engine
     x, w, g, kw = _case("nine-outputs-5x5")
     monkeypatch.setattr(native_cpu, "DW_ROWS", "always")
-    monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
-    before = engine.get_num_threads()
-    try:
-        outs = []
-        for n in (1, 2, 3):
-            engine.set_num_threads(n)
-            outs.append(_dw(g, x, w, **kw).tobytes())
-    finally:
-        engine.set_num_threads(before)
+    outs = bits_over_threads(monkeypatch, lambda: _dw(g, x, w, **kw))
     assert outs[0] == outs[1] == outs[2]
 
 
