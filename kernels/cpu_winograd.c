@@ -32,6 +32,7 @@
 #if defined(V_ISA)
 
 #define WN 16           /* points of a 4x4 tile */
+#define WINO_PREFETCH 8 /* columns ahead whose kernels wino_pack_panel prefetches */
 #define WINO_KC 128     /* input channels a V chunk: 16 x 128 x 48 floats = 384 KiB, in L2 */
 /* Floats from one point's V (or M) to the next: a line more than the data, so that the 16
  * points' rows fall in different sets of L1 (24 KiB apart, all 16 would share one 8-way set
@@ -112,6 +113,21 @@ static void wino_kernel(const float *k, float *u)
 }
 #endif
 
+#if V_ISA == 512 && MR == 8
+/* Fetch the kernels of one column (rows r at col + r * rs, taps up to last_tap) into L1 ahead
+ * of the gathers, which otherwise wait on each line: in an input gradient's U a column's
+ * kernels lie C*9 floats from the next column's, past what the hardware prefetchers follow
+ * (ResNet layer4's 512x512 3x3 input gradient at batch 8: 10.0 -> 7.5 ms,
+ * bench/results/wino-prefetch-20261207.txt). */
+static inline void wino_prefetch_column(const float *col, i64 rows, i64 rs, i64 last_tap)
+{
+    for (i64 r = 0; r < rows; r++) {
+        _mm_prefetch((const char *)(col + r * rs), _MM_HINT_T0);
+        _mm_prefetch((const char *)(col + r * rs + last_tap), _MM_HINT_T0);
+    }
+}
+#endif
+
 /* Row panel `panel` of one group's U from kernels read as src[r * rs + q * cs + taps[t]] for the
  * panel's row r (output channel), column q (input channel) and tap t = ky * 3 + kx. On
  * AVX-512 a vector holds the MR rows of two columns, which lie side by side in U: 9 gathers
@@ -124,15 +140,21 @@ static void wino_pack_panel(const float *src, i64 rows, i64 cols, i64 rs, i64 cs
     float *out = u_group + panel * MR * cols;
 #if V_ISA == 512 && MR == 8
     const __m512 half = _mm512_set1_ps(0.5f);
-    for (i64 q0 = 0; q0 < cols; q0 += 2) {
-        int32_t lane_off[VL];
-        __mmask16 live = 0, stored = q0 + 1 < cols ? (__mmask16)0xFFFF : (__mmask16)0xFF;
-        for (int l = 0; l < VL; l++) {
-            i64 r = l % MR, q = q0 + l / MR;
-            lane_off[l] = r < rows && q < cols ? (int32_t)(r * rs + q * cs) : 0;
-            if (r < rows && q < cols) live |= (__mmask16)(1u << l);
-        }
-        __m512i off = _mm512_loadu_si512(lane_off);
+    int32_t lane_off[VL];  /* lane l: row l % MR of column l / MR, from column q0 */
+    __mmask16 live_rows = 0;
+    for (int l = 0; l < VL; l++) {
+        int live = l % MR < rows;
+        lane_off[l] = live ? (int32_t)((l % MR) * rs + (l / MR) * cs) : 0;
+        live_rows |= (__mmask16)(live << l);
+    }
+    __m512i off = _mm512_loadu_si512(lane_off);
+    const __m512i two_columns = _mm512_set1_epi32((int32_t)(2 * cs));
+    i64 last_tap = 0;
+    for (int t = 0; t < 9; t++) last_tap = taps[t] > last_tap ? taps[t] : last_tap;
+    for (i64 q0 = 0; q0 < cols; q0 += 2, off = _mm512_add_epi32(off, two_columns)) {
+        __mmask16 stored = q0 + 1 < cols ? (__mmask16)0xFFFF : (__mmask16)0xFF, live = live_rows & stored;
+        for (i64 q = q0 + WINO_PREFETCH; q < min64(q0 + WINO_PREFETCH + 2, cols); q++)
+            wino_prefetch_column(src + q * cs, rows, rs, last_tap);
         __m512 k[9], t[12];
         for (int i = 0; i < 9; i++)
             k[i] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live,

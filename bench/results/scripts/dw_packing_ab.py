@@ -1,9 +1,12 @@
-"""Weight-gradient (or input-gradient) time of two commits, process against process: rounds
-that run the old and the new checkout one after the other, each timing dW (dx) of every shape
-(the bench's burst protocol) and PyTorch's in the same process, and hashing the bits.
+"""Weight-gradient (input-gradient, forward) time of two commits, process against process:
+rounds that run the old and the new checkout one after the other, each timing dW (dx, y) of
+every shape (the bench's burst protocol) and PyTorch's in the same process, and hashing the bits.
 
     git worktree add --detach /tmp/wt-old OLD_COMMIT
-    python bench/results/scripts/dw_packing_ab.py /tmp/wt-old [rounds] [dw|dx]
+    python bench/results/scripts/dw_packing_ab.py /tmp/wt-old [rounds] [dw|dx|fwd] [shapes]
+
+The shapes: ``dw`` (the default for dw), ``strided`` (for dx) or ``wino`` (3x3 stride-1
+layers, most on Winograd's kernel; the default for fwd).
 
 Prints, per shape, the medians over rounds of each side's median, new/old, new/PyTorch and
 whether the bits are the same."""
@@ -39,6 +42,19 @@ STRIDED = {  # the input gradient's shapes: strided layers (by phases) and a str
     "ResNet-20 stage2 128x16x32->32 k3/2": (128, 16, 32, 32, (3, 3), 2, (1, 1)),
     "ResNet layer3 8x256x14->256 k3": (8, 256, 14, 256, (3, 3), 1, (1, 1)),
 }
+WINO = {  # 3x3 stride 1: Winograd's layers where its cost model takes them, and two it declines
+    "ResNet layer4 1x512x7->512 k3": (1, 512, 7, 512, (3, 3), 1, (1, 1)),
+    "ResNet layer4 8x512x7->512 k3": (8, 512, 7, 512, (3, 3), 1, (1, 1)),
+    "ResNet layer3 8x256x14->256 k3": (8, 256, 14, 256, (3, 3), 1, (1, 1)),
+    "ResNet layer2 8x128x28->128 k3": (8, 128, 28, 128, (3, 3), 1, (1, 1)),
+    "VGG-16 conv4_2 1x512x28->512 k3": (1, 512, 28, 512, (3, 3), 1, (1, 1)),
+    "VGG-16 conv3_2 8x256x56->256 k3": (8, 256, 56, 256, (3, 3), 1, (1, 1)),
+    "VGG CIFAR conv5 64x512x2->512 k3": (64, 512, 2, 512, (3, 3), 1, (1, 1)),
+    "ResNet layer1 8x64x56->64 k3": (8, 64, 56, 64, (3, 3), 1, (1, 1)),
+    "SimpleCNN conv2 128x32x14->64 k3": (128, 32, 14, 64, (3, 3), 1, (1, 1)),
+}
+SETS = {"dw": SHAPES, "strided": STRIDED, "wino": WINO}
+DEFAULT_SET = {"dw": "dw", "dx": "strided", "fwd": "wino"}
 
 CHILD = r'''
 import hashlib, json, sys
@@ -61,15 +77,20 @@ for name, (n, c, h, o, (kh, kw), s, (ph, pw)) in json.loads(sys.argv[2]).items()
     win = Window(kh, kw, s, s, 1, 1, ph, ph, pw, pw, oh, ow)
     xt, gt, wt = torch.from_numpy(x), torch.from_numpy(gy), torch.empty(o, c, kh, kw)
     w = rng.standard_normal((o, c, kh, kw), dtype=np.float32)
-    if sys.argv[4] == "dx":
+    if sys.argv[4] == "fwd":
+        wt = torch.from_numpy(w)
+        ours = lambda: ops.conv2d(x, w, stride=s, padding=(ph, pw))
+        theirs = lambda: torch.nn.functional.conv2d(xt, wt, stride=s, padding=(ph, pw))
+    elif sys.argv[4] == "dx":
         wt = torch.from_numpy(w)
         ours = lambda: ops.conv2d_backward(gy, x, w, stride=s, padding=(ph, pw), need_weight_grad=False,
                                            has_bias=False)[0]  # the NumPy path where the C one declines
     else:
         ours = lambda: nc.weight_grad(gy, x, (o, c, kh, kw), win, 1)
-    mask = [sys.argv[4] == "dx", sys.argv[4] == "dw", False]
-    theirs = lambda: torch.ops.aten.convolution_backward(gt, xt, wt, None, [s, s], [ph, pw], [1, 1], False,
-                                                          [0, 0], 1, mask)
+    if sys.argv[4] != "fwd":
+        mask = [sys.argv[4] == "dx", sys.argv[4] == "dw", False]
+        theirs = lambda: torch.ops.aten.convolution_backward(gt, xt, wt, None, [s, s], [ph, pw], [1, 1], False,
+                                                              [0, 0], 1, mask)
     m = interleaved_medians({"ours": ours, "torch": theirs}, 1.5, 7)
     out[name] = (m["ours"], m["torch"], hashlib.sha1(ours().tobytes()).hexdigest())
 assert nc.__file__.startswith(sys.argv[3]), (nc.__file__, sys.argv[3])
@@ -77,12 +98,11 @@ print(json.dumps(out))
 '''
 
 
-def side(root, op):
+def side(root, op, shapes):
     env = dict(os.environ, PYTHONPATH=root, ENGINE_CACHE_DIR=os.path.join("/tmp", "dwab-cache-" + hashlib.sha1(
         root.encode()).hexdigest()[:8]))
     scripts = os.path.dirname(os.path.abspath(__file__))
-    shapes = json.dumps(STRIDED if op == "dx" else SHAPES)
-    r = subprocess.run([sys.executable, "-c", CHILD, scripts, shapes, root, op], env=env, cwd=root, capture_output=True,
+    r = subprocess.run([sys.executable, "-c", CHILD, scripts, json.dumps(shapes), root, op], env=env, cwd=root, capture_output=True,
                        text=True)
     if r.returncode:
         raise SystemExit(f"{root}: {r.stderr}")
@@ -94,11 +114,11 @@ def main():
     new_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     op = sys.argv[3] if len(sys.argv) > 3 else "dw"
-    shapes = STRIDED if op == "dx" else SHAPES
+    shapes = SETS[sys.argv[4] if len(sys.argv) > 4 else DEFAULT_SET[op]]
     runs = {"old": [], "new": []}
     for _ in range(rounds):
-        runs["old"].append(side(old_root, op))
-        runs["new"].append(side(new_root, op))
+        runs["old"].append(side(old_root, op, shapes))
+        runs["new"].append(side(new_root, op, shapes))
     print(f"{'shape':40s} {'old ms':>8s} {'new ms':>8s} {'torch':>8s} {'new/old':>8s} {'new/torch':>9s} "
           f"{'old/torch':>9s} bits")
     for name in shapes:
