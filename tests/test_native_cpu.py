@@ -54,6 +54,7 @@ CASES = {
     # batch 1, few pixels: a full panel and a nearly empty one, channel blocks, dx weights
     # packed straight from W (several row panels, groups, phases)
     "b1_pointwise_7": (1, 40, 7, 7, 70, 1, 1, 0, 1, 1),
+    "b1_pointwise_groups": (1, 20, 7, 7, 12, 1, 1, 0, 1, 2),  # 1x1 dx packing: a full row panel and a tail, 2 groups
     "b1_dilated_14": (1, 16, 14, 14, 24, 3, 1, 2, 2, 2),
     "b1_strided_groups": (1, 12, 9, 9, 18, 3, 2, 1, 1, 3),
     # one large image: dW in shares of its pixels (not whole rows: 1763 pixels in two)
@@ -289,7 +290,7 @@ def test_weights_packed_as_the_tiles_go_give_the_same_bits(case, monkeypatch):
         for name, a, c in zip(("y", "dx"), results["never"], results["always"]):
             np.testing.assert_array_equal(a, c, err_msg=f"{case} {name} on {threads} threads")
     assert counts.get("conv2d_fwd_split_inline_f32", 0) >= 3, counts
-    if case in ("tails", "strided", "b1_pointwise_7"):
+    if case in ("tails", "strided", "b1_pointwise_7", "b1_pointwise_groups"):
         for name, got, want in zip(("y", "dx"), results["always"], _float64_im2col(x, wt, b, gy, kw)):
             assert_rel(got, want, 1e-5, f"{case} {name}")
 

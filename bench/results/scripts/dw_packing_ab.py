@@ -5,8 +5,8 @@ every shape (the bench's burst protocol) and PyTorch's in the same process, and 
     git worktree add --detach /tmp/wt-old OLD_COMMIT
     python bench/results/scripts/dw_packing_ab.py /tmp/wt-old [rounds] [dw|dx|fwd] [shapes]
 
-The shapes: ``dw`` (the default for dw), ``strided`` (for dx) or ``wino`` (3x3 stride-1
-layers, most on Winograd's kernel; the default for fwd).
+The shapes: ``dw`` (the default for dw), ``strided`` (for dx), ``wino`` (3x3 stride-1
+layers, most on Winograd's kernel; the default for fwd) or ``pointwise`` (1x1 layers).
 
 Prints, per shape, the medians over rounds of each side's median, new/old, new/PyTorch and
 whether the bits are the same."""
@@ -53,7 +53,16 @@ WINO = {  # 3x3 stride 1: Winograd's layers where its cost model takes them, and
     "ResNet layer1 8x64x56->64 k3": (8, 64, 56, 64, (3, 3), 1, (1, 1)),
     "SimpleCNN conv2 128x32x14->64 k3": (128, 32, 14, 64, (3, 3), 1, (1, 1)),
 }
-SETS = {"dw": SHAPES, "strided": STRIDED, "wino": WINO}
+POINTWISE = {  # 1x1 input gradients: one image (weights packed as the tiles go) and batch-8 controls
+    "ResNet-50 1x512x7->2048 k1": (1, 512, 7, 2048, (1, 1), 1, (0, 0)),
+    "ResNet-50 1x2048x7->512 k1": (1, 2048, 7, 512, (1, 1), 1, (0, 0)),
+    "ResNet-50 1x1024x14->256 k1": (1, 1024, 14, 256, (1, 1), 1, (0, 0)),
+    "MobileNet 1x512x14->512 k1": (1, 512, 14, 512, (1, 1), 1, (0, 0)),
+    "ResNet layer3 down 1x128x28->256 k1/2": (1, 128, 28, 256, (1, 1), 2, (0, 0)),
+    "ResNet-50 1x256x56->64 k1": (1, 256, 56, 64, (1, 1), 1, (0, 0)),
+    "ResNet-50 8x512x7->2048 k1": (8, 512, 7, 2048, (1, 1), 1, (0, 0)),
+}
+SETS = {"dw": SHAPES, "strided": STRIDED, "wino": WINO, "pointwise": POINTWISE}
 DEFAULT_SET = {"dw": "dw", "dx": "strided", "fwd": "wino"}
 
 CHILD = r'''
