@@ -111,8 +111,8 @@ def side(root, op, shapes):
     env = dict(os.environ, PYTHONPATH=root, ENGINE_CACHE_DIR=os.path.join("/tmp", "dwab-cache-" + hashlib.sha1(
         root.encode()).hexdigest()[:8]))
     scripts = os.path.dirname(os.path.abspath(__file__))
-    r = subprocess.run([sys.executable, "-c", CHILD, scripts, json.dumps(shapes), root, op], env=env, cwd=root, capture_output=True,
-                       text=True)
+    r = subprocess.run([sys.executable, "-c", CHILD, scripts, json.dumps(shapes), root, op], env=env, cwd=root,
+                       capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"{root}: {r.stderr}")
     return json.loads(r.stdout.strip().splitlines()[-1])
