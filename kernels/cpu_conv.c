@@ -591,9 +591,9 @@ static tperm_t tperm_make(i64 taps, const i64 *tl, i64 nt)
     return p;
 }
 
-/* Transposed weights of one output channel for MR input channels: src holds the channels'
- * kernels (taps floats each, `rows` of them real), o gets o[t * MR + r] = src[r * taps +
- * tl[t]] for the nt taps tl, rows past `rows` zero. Channels outer, taps inner: the other
+/* Transposed weights of one output channel for MR input channels (kernels larger than 1x1;
+ * pack_t_run takes 1x1's): src holds the channels' kernels (taps floats each, `rows` of them
+ * real), o gets o[t * MR + r] = src[r * taps + tl[t]] for the nt taps tl, rows past `rows` zero. Channels outer, taps inner: the other
  * way round was slower in a micro-benchmark of 512 x 512 x 3x3 weights. perm (or NULL):
  * tperm_make's lanes for the whole tap list, used when tl is all of it and all MR rows are
  * real: with the scalar loop, one load and one store a float, this function took 41% of the
@@ -605,7 +605,6 @@ static void pack_t_taps(const float *restrict src, i64 taps, const i64 *tl, i64 
 {
     if (ahead)
         for (i64 l = 0; l < MR * taps; l += 16) _mm_prefetch((const char *)(src + ahead + l), _MM_HINT_T0);
-    if (taps == 1 && nt == 1 && rows == MR) { memcpy(o, src, MR * 4); return; }  /* 1x1: a row's run */
 #if V_ISA == 512 && MR == 8
     if (perm && perm->ok && nt == perm->nt && rows == MR) {
         i64 n = taps * MR;  /* source floats: whole vectors, the last one masked */
