@@ -593,8 +593,9 @@ static tperm_t tperm_make(i64 taps, const i64 *tl, i64 nt)
 
 /* Transposed weights of one output channel for MR input channels (kernels larger than 1x1;
  * pack_t_run takes 1x1's): src holds the channels' kernels (taps floats each, `rows` of them
- * real), o gets o[t * MR + r] = src[r * taps + tl[t]] for the nt taps tl, rows past `rows` zero. Channels outer, taps inner: the other
- * way round was slower in a micro-benchmark of 512 x 512 x 3x3 weights. perm (or NULL):
+ * real), o gets o[t * MR + r] = src[r * taps + tl[t]] for the nt taps tl, rows past `rows`
+ * zero. Channels outer, taps inner: the other way round was slower in a micro-benchmark of
+ * 512 x 512 x 3x3 weights. perm (or NULL):
  * tperm_make's lanes for the whole tap list, used when tl is all of it and all MR rows are
  * real: with the scalar loop, one load and one store a float, this function took 41% of the
  * samples of ResNet layer4's batch-1 input gradient called in a loop, 15% with the
@@ -759,10 +760,7 @@ int pack_weights_t_f32(const float *w, const i64 *g, const i64 *ys, i64 nty, con
 {
     geom_t s = read_geom(g);
     i64 rp = ceil_div(s.cg, MR), taps = s.kh * s.kw, nt = nty * ntx, k = s.og * nt;
-    i64 *tl = tap_list(ys, nty, xs, ntx, s.kw);  /* the taps in their new order */
-    if (!tl) return -1;
-    tperm_t perm = tperm_make(taps, tl, nt);
-    if (taps == 1) {  /* 1x1: each o's channels of a group are one run of w */
+    if (taps == 1) {  /* 1x1 (one tap, k = og): each o's channels of a group are one run of w */
         for (i64 oo = 0; oo < s.og; oo++)
             for (i64 i = i0; i < i1;) {
                 i64 gi = i / rp, end = min64(i1, (gi + 1) * rp), c0 = (i % rp) * MR;
@@ -770,9 +768,11 @@ int pack_weights_t_f32(const float *w, const i64 *g, const i64 *ys, i64 nty, con
                            out + i * MR * k + oo * MR, MR * k);
                 i = end;
             }
-        free(tl);
         return 0;
     }
+    i64 *tl = tap_list(ys, nty, xs, ntx, s.kw);  /* the taps in their new order */
+    if (!tl) return -1;
+    tperm_t perm = tperm_make(taps, tl, nt);
     /* o outermost: w is read in order (a share's channels of each o are one run), each panel
      * written in order; panel by panel would read w in strides past the prefetchers' reach */
     for (i64 oo = 0; oo < s.og; oo++)

@@ -59,8 +59,8 @@ from importlib import resources
 
 #: The C sources, compiled as one translation unit in this order (each file after the
 #: first may use the vector layer and helpers of those before it).
-SOURCES = ("cpu_conv.c", "cpu_dense.c", "cpu_depthwise.c", "cpu_direct.c", "cpu_dw_rows.c", "cpu_winograd.c", "cpu_norm.c",
-           "cpu_peak.c", "cpu_pool.c", "cpu_activations.c")
+SOURCES = ("cpu_conv.c", "cpu_dense.c", "cpu_depthwise.c", "cpu_direct.c", "cpu_dw_rows.c", "cpu_winograd.c",
+           "cpu_norm.c", "cpu_peak.c", "cpu_pool.c", "cpu_activations.c")
 SOURCE = "cpu_*.c"  # how messages name them
 FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fno-math-errno")
 #: What ``native_isa()`` of a build may answer, named; 0 (neither) turns the kernels off.
