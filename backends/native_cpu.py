@@ -115,10 +115,14 @@ def _even_shares(k: int) -> int:
     return 1 << (k.bit_length() - 1)
 
 
+_F32 = np.dtype(np.float32)
+
+
 def _lib(*arrays):
     """The library, for float32 arrays with no empty axis (those take the NumPy path)."""
-    if any(a is None or a.dtype != np.float32 or a.size == 0 for a in arrays):
-        return None
+    for a in arrays:  # a loop and a dtype object: a third of the time of any() over np.float32
+        if a is None or a.dtype != _F32 or a.size == 0:
+            return None
     return native.library()
 
 
@@ -729,10 +733,22 @@ def channel_sum(x):
     return db
 
 
+#: Pooling geometries by plane size and window (:func:`_pool_geometry`).
+_pool_geometries: dict = {}
+
+
 def _pool_geometry(x_shape, win: Window):
+    """The pooling kernels' geometry array for planes of ``x_shape``, made once per plane size
+    and window and shared: the kernels only read it (1 us of a batch-1 pooling's 5 us here)."""
     _, _, h, w = x_shape
-    return np.array([h, w, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw, win.pad_top, win.pad_left,
-                     win.oh, win.ow], dtype=np.int64)
+    key = (h, w, win)
+    geom = _pool_geometries.get(key)
+    if geom is None:
+        if len(_pool_geometries) >= _MAX_PLANS:
+            _pool_geometries.clear()
+        geom = _pool_geometries[key] = np.array([h, w, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw, win.pad_top,
+                                                 win.pad_left, win.oh, win.ow], dtype=np.int64)
+    return geom
 
 
 def max_pool2d(x, win: Window):

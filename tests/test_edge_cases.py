@@ -135,6 +135,48 @@ def test_conv2d_checks_every_call_that_differs_from_a_checked_one():
     assert ops.conv2d(x, w, stride=(2, 1), padding=[1, 0]).shape == (1, 2, 3, 3)  # a list: checked, not kept
 
 
+def test_pooling_checks_every_call_that_differs_from_a_checked_one():
+    """max_pool2d and avg_pool2d keep their checked windows too (engine.ops.pooling._SETUPS):
+    arguments equal to a kept call's that would not pass, and other shapes or dtypes, are still
+    checked; a kept entry gives the right window, under the op's own name."""
+    from engine.ops import pooling
+    x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
+    y = ops.max_pool2d(x, 2, stride=None, padding=0, dilation=1, ceil_mode=False)
+    assert any(k[3:9] == (2, None, 0, 1, False, "max_pool2d") for k in pooling._SETUPS)
+    np.testing.assert_array_equal(ops.max_pool2d(x, 2), y)
+    np.testing.assert_array_equal(y[0, 0], [[5, 7], [13, 15]])
+    with pytest.raises(TypeError, match="max_pool2d: kernel_size must be an int or a pair of ints, got True"):
+        ops.max_pool2d(x, True)
+    with pytest.raises(TypeError, match="kernel_size must be an int or a pair of ints, got 2.0"):
+        ops.max_pool2d(x, 2.0)
+    with pytest.raises(ValueError, match="max_pool2d: input must have 4 dimensions"):
+        ops.max_pool2d(x[0], 2)
+    with pytest.raises(TypeError, match="max_pool2d: input must be a floating-point array"):
+        ops.max_pool2d(x.astype(np.int32), 2)
+    with pytest.raises(TypeError, match="got an engine.Tensor"):
+        ops.max_pool2d(engine.Tensor(x), 2)
+    with pytest.raises(ValueError, match="avg_pool2d: padding"):
+        ops.avg_pool2d(x, 2, padding=2)
+    assert ops.max_pool2d(x, 2, ceil_mode=1).shape == (1, 2, 2, 2)  # an int for a bool: checked, not kept
+    np.testing.assert_array_equal(ops.avg_pool2d(x, 2)[0, 0], [[2.5, 4.5], [10.5, 12.5]])
+
+
+def test_linear_checks_every_call_that_differs_from_a_checked_one():
+    """linear keeps the backend of each checked call (engine.ops.activations._SETUPS) by the
+    arrays' types, shapes and dtypes: any of them changed is checked again."""
+    x, w, b = np.ones((2, 3), np.float32), np.ones((4, 3), np.float32), np.ones(4, np.float32)
+    np.testing.assert_array_equal(ops.linear(x, w, b), np.full((2, 4), 4, np.float32))
+    np.testing.assert_array_equal(ops.linear(x, w, b), np.full((2, 4), 4, np.float32))
+    with pytest.raises(ValueError, match="linear: input must have 3 features"):
+        ops.linear(np.ones((2, 5), np.float32), w, b)
+    with pytest.raises(TypeError, match="linear: input dtype float64 differs from weight dtype float32"):
+        ops.linear(x.astype(np.float64), w, b)
+    with pytest.raises(TypeError, match="got an engine.Tensor"):
+        ops.linear(engine.Tensor(x), w, b)
+    with pytest.raises(TypeError, match="linear: input must be a floating-point array"):
+        ops.linear(x.astype(np.int64), w.astype(np.int64))
+
+
 def test_mse_of_0d_arrays_and_mean_over_nothing_is_nan():
     assert float(ops.mse_loss(np.ones(()), np.zeros(()))) == 1.0
     assert np.isnan(float(ops.cross_entropy(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))))  # 0/0, no warning

@@ -79,3 +79,25 @@ def _device(x):
 def _itemsize(xp, dtype) -> int:
     """Bytes per element of a floating-point ``dtype`` (sizes im2col workspaces)."""
     return xp.finfo(dtype).bits // 8
+
+
+#: How many checked setups an op's cache (:func:`_remember`) keeps before it starts again.
+SETUPS_MAX = 1024
+
+
+def _plain(value) -> bool:
+    """An int, a str or a tuple of ints: arguments whose equality means the same checks
+    (``1.0``, ``True`` and ``1`` are equal keys, and only ``1`` passes)."""
+    kind = type(value)
+    return kind is int or kind is str or (kind is tuple and all(type(v) is int for v in value))
+
+
+def _remember(cache: dict, key, value):
+    """``cache[key] = value`` (unless ``key`` is ``None``), emptying a full cache first;
+    returns ``value``. The ops' setup caches: the checks of a batch-1 layer cost as much as
+    its arithmetic, and they give the same answer for the same types, shapes and arguments."""
+    if key is not None:
+        if len(cache) >= SETUPS_MAX:
+            cache.clear()
+        cache[key] = value
+    return value

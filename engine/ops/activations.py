@@ -5,11 +5,23 @@ from __future__ import annotations
 import math
 
 from .._checks import backend_for, require_float, require_ndim, require_same_dtype
-from ._common import _device
+from ._common import _device, _remember
 
 
-def linear(x, weight, bias=None):
-    """``x @ weight.T + bias``: ``(N, in_features) -> (N, out_features)``."""
+#: The backend of the :func:`linear` calls checked so far, by the arrays' types, shapes and
+#: dtypes (the checks took 1.5 us of a batch-1 layer's 6 us of Python).
+_SETUPS: dict = {}
+
+
+def _linear_setup(x, weight, bias):
+    try:
+        key = (type(x), x.shape, x.dtype, type(weight), weight.shape, weight.dtype, type(bias),
+               None if bias is None else (bias.shape, bias.dtype))
+        found = _SETUPS.get(key)
+    except (AttributeError, TypeError):  # not arrays, or an unhashable dtype: checked below
+        key = found = None
+    if found is not None:
+        return found
     where = "linear"
     backend = backend_for(x, weight, bias, where=where)
     require_ndim(weight, 2, "(out_features, in_features)", where, "weight")
@@ -18,6 +30,12 @@ def linear(x, weight, bias=None):
                          f"got shape {tuple(x.shape)}")
     require_float(x, where)
     require_same_dtype(x, weight, bias, where)
+    return _remember(_SETUPS, key, backend)
+
+
+def linear(x, weight, bias=None):
+    """``x @ weight.T + bias``: ``(N, in_features) -> (N, out_features)``."""
+    backend = _linear_setup(x, weight, bias)
     if x.ndim == 2:
         fast = backend.linear_fused(x, weight, bias)  # float32 on the CPU: the C kernels, bias in the pass
         if fast is not None:

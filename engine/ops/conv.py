@@ -3,7 +3,8 @@ benchmarks and tests), forward and backward."""
 from __future__ import annotations
 
 from .._checks import backend_for, pair, positive_int, require_float, require_ndim, require_same_dtype
-from ._common import _batch_chunks, conv_padding, _device, _is_pointwise, _itemsize, _window, _window_at
+from ._common import (_batch_chunks, conv_padding, _device, _is_pointwise, _itemsize, _plain, _remember, _window,
+                      _window_at)
 
 CONV_METHODS = ("gemm", "strided", "naive")
 
@@ -12,14 +13,6 @@ CONV_METHODS = ("gemm", "strided", "naive")
 #: (the arrays' types, shapes and dtypes, the arguments as they came): a batch-1 layer spent
 #: 9 us of its 60 in the checks (SimpleCNN's 32->64 at 14x14).
 _SETUPS: dict = {}
-_SETUPS_MAX = 1024
-
-
-def _plain(value) -> bool:
-    """An int, a str or a tuple of ints: arguments whose equality means the same checks
-    (``1.0``, ``True`` and ``1`` are equal keys, and only ``1`` passes)."""
-    kind = type(value)
-    return kind is int or kind is str or (kind is tuple and all(type(v) is int for v in value))
 
 
 def _conv_setup(x, weight, bias, stride, padding, dilation, groups, method, where):
@@ -34,12 +27,8 @@ def _conv_setup(x, weight, bias, stride, padding, dilation, groups, method, wher
             key = found = None
         if found is not None:
             return found
-    backend, win = _checked_conv_setup(x, weight, bias, stride, padding, dilation, groups, method, where)
-    if key is not None:
-        if len(_SETUPS) >= _SETUPS_MAX:
-            _SETUPS.clear()
-        _SETUPS[key] = (backend, win)
-    return backend, win
+    return _remember(_SETUPS, key, _checked_conv_setup(x, weight, bias, stride, padding, dilation, groups, method,
+                                                       where))
 
 
 def _checked_conv_setup(x, weight, bias, stride, padding, dilation, groups, method, where):
