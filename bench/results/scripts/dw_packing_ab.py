@@ -6,7 +6,8 @@ every shape (the bench's burst protocol) and PyTorch's in the same process, and 
     python bench/results/scripts/dw_packing_ab.py /tmp/wt-old [rounds] [dw|dx|fwd] [shapes]
 
 The shapes: ``dw`` (the default for dw), ``strided`` (for dx), ``wino`` (3x3 stride-1
-layers, most on Winograd's kernel; the default for fwd) or ``pointwise`` (1x1 layers).
+layers, most on Winograd's kernel; the default for fwd), ``pointwise`` (1x1 layers) or
+``planar`` (forwards of one input channel a group: first layers and depthwise).
 
 Prints, per shape, the medians over rounds of each side's median, new/old, new/PyTorch and
 whether the bits are the same."""
@@ -62,7 +63,16 @@ POINTWISE = {  # 1x1 input gradients: one image (weights packed as the tiles go)
     "ResNet-50 1x256x56->64 k1": (1, 256, 56, 64, (1, 1), 1, (0, 0)),
     "ResNet-50 8x512x7->2048 k1": (8, 512, 7, 2048, (1, 1), 1, (0, 0)),
 }
-SETS = {"dw": SHAPES, "strided": STRIDED, "wino": WINO, "pointwise": POINTWISE}
+PLANAR = {  # forwards of one input channel a group (kernels/cpu_depthwise.c), groups last
+    "SimpleCNN conv1 1x1x28->32 k3": (1, 1, 28, 32, (3, 3), 1, (1, 1), 1),
+    "LeNet-5 conv1 1x1x28->6 k5": (1, 1, 28, 6, (5, 5), 1, (2, 2), 1),
+    "SimpleCNN conv1 64x1x28->32 k3": (64, 1, 28, 32, (3, 3), 1, (1, 1), 1),
+    "MobileNet dw 1x32x112 k3": (1, 32, 112, 32, (3, 3), 1, (1, 1), 32),
+    "MobileNet dw 8x128x56 k3": (8, 128, 56, 128, (3, 3), 1, (1, 1), 128),
+    "EfficientNet dw 1x96x56 k5": (1, 96, 56, 96, (5, 5), 1, (2, 2), 96),
+    "dw 8x32x56 k7": (8, 32, 56, 32, (7, 7), 1, (3, 3), 32),
+}
+SETS = {"dw": SHAPES, "strided": STRIDED, "wino": WINO, "pointwise": POINTWISE, "planar": PLANAR}
 DEFAULT_SET = {"dw": "dw", "dx": "strided", "fwd": "wino"}
 
 CHILD = r'''
@@ -78,28 +88,29 @@ from engine.backends import native_cpu as nc
 from engine.backends.base import Window
 torch.set_num_threads(2)
 out = {}
-for name, (n, c, h, o, (kh, kw), s, (ph, pw)) in json.loads(sys.argv[2]).items():
+for name, (n, c, h, o, (kh, kw), s, (ph, pw), *groups) in json.loads(sys.argv[2]).items():
+    g = groups[0] if groups else 1
     oh, ow = (h + 2 * ph - kh) // s + 1, (h + 2 * pw - kw) // s + 1
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, h, h), dtype=np.float32)
     gy = rng.standard_normal((n, o, oh, ow), dtype=np.float32)
     win = Window(kh, kw, s, s, 1, 1, ph, ph, pw, pw, oh, ow)
-    xt, gt, wt = torch.from_numpy(x), torch.from_numpy(gy), torch.empty(o, c, kh, kw)
-    w = rng.standard_normal((o, c, kh, kw), dtype=np.float32)
+    xt, gt, wt = torch.from_numpy(x), torch.from_numpy(gy), torch.empty(o, c // g, kh, kw)
+    w = rng.standard_normal((o, c // g, kh, kw), dtype=np.float32)
     if sys.argv[4] == "fwd":
         wt = torch.from_numpy(w)
-        ours = lambda: ops.conv2d(x, w, stride=s, padding=(ph, pw))
-        theirs = lambda: torch.nn.functional.conv2d(xt, wt, stride=s, padding=(ph, pw))
+        ours = lambda: ops.conv2d(x, w, stride=s, padding=(ph, pw), groups=g)
+        theirs = lambda: torch.nn.functional.conv2d(xt, wt, stride=s, padding=(ph, pw), groups=g)
     elif sys.argv[4] == "dx":
         wt = torch.from_numpy(w)
-        ours = lambda: ops.conv2d_backward(gy, x, w, stride=s, padding=(ph, pw), need_weight_grad=False,
+        ours = lambda: ops.conv2d_backward(gy, x, w, stride=s, padding=(ph, pw), groups=g, need_weight_grad=False,
                                            has_bias=False)[0]  # the NumPy path where the C one declines
     else:
-        ours = lambda: nc.weight_grad(gy, x, (o, c, kh, kw), win, 1)
+        ours = lambda: nc.weight_grad(gy, x, (o, c // g, kh, kw), win, g)
     if sys.argv[4] != "fwd":
         mask = [sys.argv[4] == "dx", sys.argv[4] == "dw", False]
         theirs = lambda: torch.ops.aten.convolution_backward(gt, xt, wt, None, [s, s], [ph, pw], [1, 1], False,
-                                                              [0, 0], 1, mask)
+                                                              [0, 0], g, mask)
     m = interleaved_medians({"ours": ours, "torch": theirs}, 1.5, 7)
     out[name] = (m["ours"], m["torch"], hashlib.sha1(ours().tobytes()).hexdigest())
 assert nc.__file__.startswith(sys.argv[3]), (nc.__file__, sys.argv[3])
