@@ -126,10 +126,39 @@ def _lib(*arrays):
     return native.library()
 
 
+#: Convolution geometries by shapes, window and groups (:func:`_geometry`).
+_geometries: dict = {}
+
+
 def _geometry(x_shape, o, win: Window, groups: int):
-    n, c, h, w = x_shape
-    return np.array([n, c, h, w, o, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw,
-                     win.pad_top, win.pad_left, win.oh, win.ow, groups], dtype=np.int64)
+    """The kernels' geometry array of a convolution, made once per shapes, window and groups
+    and shared: the kernels only read it (``const i64 *g``)."""
+    key = (tuple(x_shape), o, win, groups)
+    geom = _geometries.get(key)
+    if geom is None:
+        if len(_geometries) >= _MAX_PLANS:
+            _geometries.clear()
+        n, c, h, w = x_shape
+        geom = _geometries[key] = np.array([n, c, h, w, o, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw,
+                                            win.pad_top, win.pad_left, win.oh, win.ow, groups], dtype=np.int64)
+    return geom
+
+
+#: ``(geometry, its address, items)`` of the depthwise loops' calls, by :func:`_geometry`'s key
+#: and the library (a batch-1 first layer spent 2 of its 12 us of Python making them).
+_dw_plans: dict = {}
+
+
+def _dw_plan(lib, x_shape, o, win: Window, groups: int):
+    key = (id(lib), tuple(x_shape), o, win, groups)
+    plan = _dw_plans.get(key)
+    if plan is None:
+        if len(_dw_plans) >= _MAX_PLANS:
+            _dw_plans.clear()
+        geom = _geometry(x_shape, o, win, groups)
+        geom_ptr = _ptr(geom)
+        plan = _dw_plans[key] = (geom, geom_ptr, lib.dw_items(geom_ptr))
+    return plan
 
 
 def _offsets_fit(x_shape, win: Window, groups: int) -> bool:
@@ -286,13 +315,13 @@ def forward(x, weight, bias, win: Window, groups: int):
     bias = np.ascontiguousarray(bias) if bias is not None else None
     bias_ptr = _ptr(bias) if bias is not None else None
     if _direct(x.shape, groups):
-        geom = _geometry(x.shape, o, win, groups)
+        geom, geom_ptr, items = _dw_plan(lib, x.shape, o, win, groups)  # geom held while the kernel reads it
         y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
 
         # items: (image, group) in order
-        _run(lib, "dw_conv_fwd_f32", (_ptr(x), _ptr(weight), bias_ptr, _ptr(y), START, STOP, _ptr(geom),
+        _run(lib, "dw_conv_fwd_f32", (_ptr(x), _ptr(weight), bias_ptr, _ptr(y), START, STOP, geom_ptr,
                                       int(DW_ROW_BLOCKS) | _DW_CHANNEL_VECTOR_BITS[DW_CHANNEL_VECTORS]),
-             lib.dw_items(_ptr(geom)), y.size * (weight.size // o), "conv2d")
+             items, y.size * (weight.size // o), "conv2d")
         return y
 
     plan = _forward_plan(lib, tuple(x.shape), tuple(weight.shape), win, groups)
@@ -565,12 +594,12 @@ def input_grad(grad_out, weight, x_shape, win: Window, groups: int):
         lib = _lib(grad_out, weight)
         if lib is None or not _offsets_fit(x_shape, win, groups):
             return None
-        geom = _geometry(x_shape, o, win, groups)
+        geom, geom_ptr, items = _dw_plan(lib, x_shape, o, win, groups)
         grad_out, weight = np.ascontiguousarray(grad_out), np.ascontiguousarray(weight)
         dx = np.empty(x_shape, dtype=np.float32)
 
-        _run(lib, "dw_conv_dx_f32", (_ptr(grad_out), _ptr(weight), _ptr(dx), START, STOP, _ptr(geom)),
-             lib.dw_items(_ptr(geom)), grad_out.size * cg * kh * kw, "conv2d backward")
+        _run(lib, "dw_conv_dx_f32", (_ptr(grad_out), _ptr(weight), _ptr(dx), START, STOP, geom_ptr), items,
+             grad_out.size * cg * kh * kw, "conv2d backward")
         return dx
     og = o // groups
     if cg < 4 and og * (win.oh + win.dh * kh) * (win.ow + win.dw * kw) * 4 > FEW_ROWS_FRAME_BYTES:
