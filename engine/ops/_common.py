@@ -89,7 +89,12 @@ def _plain(value) -> bool:
     """An int, a str or a tuple of ints: arguments whose equality means the same checks
     (``1.0``, ``True`` and ``1`` are equal keys, and only ``1`` passes)."""
     kind = type(value)
-    return kind is int or kind is str or (kind is tuple and all(type(v) is int for v in value))
+    if kind is tuple:
+        for v in value:  # a loop, not all() over a generator: this runs a few times a layer call
+            if type(v) is not int:
+                return False
+        return True
+    return kind is int or kind is str
 
 
 def _remember(cache: dict, key, value):
