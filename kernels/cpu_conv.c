@@ -1102,11 +1102,13 @@ int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n
             i64 nb = min64(batch, n1 - c0), k = nb * s.p, blocks = kc_blocks(k), a_stride = k * MR;
             for (i64 i = 0; i < nb; i++) pad_frame_hwc(x + ((c0 + i) * s.c + gi * s.cg) * s.h * s.w, &s, frame + i * fsize);
             pack_a_images(dy + (c0 * s.o + gi * s.og) * s.p, s.o * s.p, s.og, s.p, nb, ap);
-            for (i64 b = 0; b < blocks; b++) {
-                i64 p0 = kc_start(k, blocks, b), kc = kc_start(k, blocks, b + 1) - p0;
-                for (i64 j0 = t0 * NR; j0 < min64(s.kg, t1 * NR); j0 += NR) {
-                    i64 cols = min64(NR, s.kg - j0);
-                    int nv = (int)ceil_div(cols, VL);
+            /* A column panel of dW runs through every block of the reduction before the
+             * next: its og x NR floats stay in L1/L2 between the blocks that add to them */
+            for (i64 j0 = t0 * NR; j0 < min64(s.kg, t1 * NR); j0 += NR) {
+                i64 cols = min64(NR, s.kg - j0);
+                int nv = (int)ceil_div(cols, VL);
+                for (i64 b = 0; b < blocks; b++) {
+                    i64 p0 = kc_start(k, blocks, b), kc = kc_start(k, blocks, b + 1) - p0;
                     pack_b(frame, pix + p0, kc, taps + j0, nv, 1, bp);
                     panel_times_a(nv, kc, ap + p0 * MR, a_stride, bp, dwg + j0, s.kg, s.og, cols,
                                   c0 == n0 && b == 0, 0);
@@ -1141,11 +1143,11 @@ int conv2d_dw_pixels_f32(const float *x, const float *dy, float *dw, i64 nn, i64
         float *dwg = dw + gi * s.og * s.kg;
         pad_frame_hwc_rows(x + (nn * s.c + gi * s.cg) * s.h * s.w, &s, r0, r1, frame);
         pack_a(dy + (nn * s.o + gi * s.og) * s.p + q0, s.og, k, s.p, 1, ap);
-        for (i64 b = 0; b < blocks; b++) {
-            i64 p0 = kc_start(k, blocks, b), kc = kc_start(k, blocks, b + 1) - p0;
-            for (i64 j0 = 0; j0 < s.kg; j0 += NR) {
-                i64 cols = min64(NR, s.kg - j0);
-                int nv = (int)ceil_div(cols, VL);
+        for (i64 j0 = 0; j0 < s.kg; j0 += NR) {  /* a column panel through every block, as above */
+            i64 cols = min64(NR, s.kg - j0);
+            int nv = (int)ceil_div(cols, VL);
+            for (i64 b = 0; b < blocks; b++) {
+                i64 p0 = kc_start(k, blocks, b), kc = kc_start(k, blocks, b + 1) - p0;
                 pack_b(frame, one + q0 + p0, kc, taps + j0, nv, 1, bp);
                 panel_times_a(nv, kc, ap + p0 * MR, a_stride, bp, dwg + j0, s.kg, s.og, cols, b == 0, 0);
             }
