@@ -404,7 +404,8 @@ tile(const int nv, i64 kc, const float *restrict a, const float *restrict b, flo
         a += MR;
         b += nv * VL;
     }
-    for (; k < kc; k++) {
+    for (; k < kc; k++) {  /* the step above, and a line of C (as an inline helper, GCC allocated the
+                              * registers of the tile differently: kept written out twice) */
         vf bv[NV];
         i64 line = k - k_c;
         _mm_prefetch((const char *)(next + k * MR), _MM_HINT_T0);
