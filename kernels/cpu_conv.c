@@ -390,34 +390,33 @@ tile(const int nv, i64 kc, const float *restrict a, const float *restrict b, flo
     vf acc[MR][NV];
     for (int r = 0; r < MR; r++)
         for (int v = 0; v < nv; v++) acc[r][v] = v_zero();
+    /* One k step: nv vectors of B times MR broadcasts of A into acc. A macro, not an inline
+     * function: as a function taking acc, GCC allocated the tile's registers differently. */
+#define TILE_STEP()                                                                   \
+    do {                                                                              \
+        vf bv[NV];                                                                    \
+        for (int v = 0; v < nv; v++) bv[v] = v_load(b + v * VL);                      \
+        for (int r = 0; r < MR; r++) {                                                \
+            vf ar = v_set1(a[r]);                                                     \
+            for (int v = 0; v < nv; v++) acc[r][v] = v_fma(ar, bv[v], acc[r][v]);     \
+        }                                                                             \
+        a += MR;                                                                      \
+        b += nv * VL;                                                                 \
+    } while (0)
     /* Where the tile adds to C, the last m*nv steps each fetch a line of it: C is often far
      * (an output past L2), and its loads would otherwise wait. */
     i64 k_c = first || kc < m * nv ? kc : kc - m * nv, k = 0;
     for (; k < k_c; k++) {
-        vf bv[NV];
         _mm_prefetch((const char *)(next + k * MR), _MM_HINT_T0);
-        for (int v = 0; v < nv; v++) bv[v] = v_load(b + v * VL);
-        for (int r = 0; r < MR; r++) {
-            vf ar = v_set1(a[r]);
-            for (int v = 0; v < nv; v++) acc[r][v] = v_fma(ar, bv[v], acc[r][v]);
-        }
-        a += MR;
-        b += nv * VL;
+        TILE_STEP();
     }
-    for (; k < kc; k++) {  /* the step above, and a line of C (as an inline helper, GCC allocated the
-                              * registers of the tile differently: kept written out twice) */
-        vf bv[NV];
+    for (; k < kc; k++) {
         i64 line = k - k_c;
         _mm_prefetch((const char *)(next + k * MR), _MM_HINT_T0);
         if (line < m * nv) _mm_prefetch((const char *)(c + (line / nv) * ldc + (line % nv) * VL), _MM_HINT_T0);
-        for (int v = 0; v < nv; v++) bv[v] = v_load(b + v * VL);
-        for (int r = 0; r < MR; r++) {
-            vf ar = v_set1(a[r]);
-            for (int v = 0; v < nv; v++) acc[r][v] = v_fma(ar, bv[v], acc[r][v]);
-        }
-        a += MR;
-        b += nv * VL;
+        TILE_STEP();
     }
+#undef TILE_STEP
     for (i64 r = 0; r < m; r++) {
         float *row = c + r * ldc;
         for (int v = 0; v < nv; v++) {
