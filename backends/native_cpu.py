@@ -126,6 +126,18 @@ def _lib(*arrays):
     return native.library()
 
 
+#: How many entries each of this module's caches (plans, geometries) keeps before it starts again.
+_MAX_PLANS = 512
+
+
+def _keep(cache: dict, key, value):
+    """``cache[key] = value``, emptying a full cache first (:data:`_MAX_PLANS`); returns ``value``."""
+    if len(cache) >= _MAX_PLANS:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 #: Convolution geometries by shapes, window and groups (:func:`_geometry`).
 _geometries: dict = {}
 
@@ -136,11 +148,9 @@ def _geometry(x_shape, o, win: Window, groups: int):
     key = (tuple(x_shape), o, win, groups)
     geom = _geometries.get(key)
     if geom is None:
-        if len(_geometries) >= _MAX_PLANS:
-            _geometries.clear()
         n, c, h, w = x_shape
-        geom = _geometries[key] = np.array([n, c, h, w, o, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw,
-                                            win.pad_top, win.pad_left, win.oh, win.ow, groups], dtype=np.int64)
+        geom = _keep(_geometries, key, np.array([n, c, h, w, o, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw,
+                                                 win.pad_top, win.pad_left, win.oh, win.ow, groups], dtype=np.int64))
     return geom
 
 
@@ -153,11 +163,9 @@ def _dw_plan(lib, x_shape, o, win: Window, groups: int):
     key = (id(lib), tuple(x_shape), o, win, groups)
     plan = _dw_plans.get(key)
     if plan is None:
-        if len(_dw_plans) >= _MAX_PLANS:
-            _dw_plans.clear()
         geom = _geometry(x_shape, o, win, groups)
         geom_ptr = _ptr(geom)
-        plan = _dw_plans[key] = (geom, geom_ptr, lib.dw_items(geom_ptr))
+        plan = _keep(_dw_plans, key, (geom, geom_ptr, lib.dw_items(geom_ptr)))
     return plan
 
 
@@ -351,7 +359,6 @@ class _ForwardPlan:
 #: Plans by shapes and the settings they depend on; a batch-1 forward spends more time
 #: deciding than multiplying when each decision is a ctypes call.
 _plans: dict = {}
-_MAX_PLANS = 512
 
 
 def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _ForwardPlan:
@@ -401,10 +408,7 @@ def _forward_plan(lib, x_shape, weight_shape, win: Window, groups: int) -> _Forw
     # Winograd's kernel takes the weights transformed (U, 16 points a kernel); the others packed
     plan.packed_size = (lib.wino_packed_size if plan.entry == WINO_ENTRY else lib.packed_weights_size)(gp)
     plan.pack_parts = native_calls.threads_for(plan.panels, 2 * plan.packed_size, MIN_ELEMENTS_PER_THREAD)
-    if len(_plans) >= _MAX_PLANS:
-        _plans.clear()
-    _plans[key] = plan
-    return plan
+    return _keep(_plans, key, plan)
 
 
 WINO_ENTRY = "conv2d_fwd_wino_f32"
@@ -773,10 +777,8 @@ def _pool_geometry(x_shape, win: Window):
     key = (h, w, win)
     geom = _pool_geometries.get(key)
     if geom is None:
-        if len(_pool_geometries) >= _MAX_PLANS:
-            _pool_geometries.clear()
-        geom = _pool_geometries[key] = np.array([h, w, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw, win.pad_top,
-                                                 win.pad_left, win.oh, win.ow], dtype=np.int64)
+        geom = _keep(_pool_geometries, key, np.array([h, w, win.kh, win.kw, win.sh, win.sw, win.dh, win.dw,
+                                                      win.pad_top, win.pad_left, win.oh, win.ow], dtype=np.int64))
     return geom
 
 
