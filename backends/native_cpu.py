@@ -560,7 +560,7 @@ def weight_grad(grad_out, x, weight_shape, win: Window, groups: int):
         dw = np.empty((o,) + columns, dtype=np.float32)
 
         _run(lib, "conv2d_dw_cols_f32", (_ptr(x), _ptr(grad_out), _ptr(dw), 0, n, START, STOP, int(w_order),
-                                         _ptr(geom)), lib.dw_col_panels(_ptr(geom)), macs, "conv2d backward")
+                                         _ptr(geom)), lib.dw_col_items(_ptr(geom)), macs, "conv2d backward")
         return as_weight(dw)
     dw = np.empty((len(parts), o) + columns, dtype=np.float32)
     bounds = np.array([p.start for p in parts] + [parts[-1].stop], dtype=np.int64)

@@ -1069,26 +1069,38 @@ static i64 dw_batch(const geom_t *s, i64 share)
  * bits in either order. */
 int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, i64 t0, i64 t1, i64 w_order,
                        const i64 *g);
+i64 dw_col_items(const i64 *g);
 
 int conv2d_dw_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, i64 w_order, const i64 *g)
 {
-    return conv2d_dw_cols_f32(x, dy, dw, n0, n1, 0, ceil_div(read_geom(g).kg, NR), w_order, g);
+    return conv2d_dw_cols_f32(x, dy, dw, n0, n1, 0, dw_col_items(g), w_order, g);
 }
 
-/* Column panels of NR taps of each group's dW (the parts of conv2d_dw_cols_f32). */
-i64 dw_col_panels(const i64 *g) { return ceil_div(read_geom(g).kg, NR); }
+/* Work items of conv2d_dw_cols_f32: (column panel of NR taps, row panel of MR output
+ * channels) of each group's dW, panel-major. Row panels, not whole column panels, so that
+ * threads get even shares: AlexNet's grouped 5x5 at batch 1 has 25 column panels, which two
+ * threads took as 13 and 12, one waiting 8% of the call. */
+i64 dw_col_items(const i64 *g)
+{
+    geom_t s = read_geom(g);
+    return ceil_div(s.kg, NR) * ceil_div(s.og, MR);
+}
 
-/* conv2d_dw_f32 for the column panels [t0, t1) of each group's dW only: threads given
- * disjoint panels share one share of the batch (a small image, batch 1) with no partial sums;
- * each element is summed exactly as by conv2d_dw_f32. */
+/* conv2d_dw_f32 for the items [t0, t1) (dw_col_items) of each group's dW only: threads
+ * given disjoint items share one share of the batch (a small image, batch 1) with no
+ * partial sums; each element is summed exactly as by conv2d_dw_f32. A column panel split
+ * between two threads is packed by both. */
 int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n1, i64 t0, i64 t1, i64 w_order,
                        const i64 *g)
 {
     geom_t s = read_geom(g);
+    i64 rt = ceil_div(s.og, MR), j_lo = t0 / rt, j_hi = ceil_div(t1, rt);  /* column panels touched */
+    /* row panels of dY to pack: those of the one column panel, or all of them */
+    i64 a_lo = j_hi - j_lo == 1 ? t0 - j_lo * rt : 0, a_hi = j_hi - j_lo == 1 ? t1 - j_lo * rt : rt;
     i64 fsize = s.cg * s.hp * s.wp, batch = dw_batch(&s, n1 - n0), kmax = batch * s.p;
     float *frame = scratch((size_t)(batch * fsize + 2 * VL));
     float *bp = scratch((size_t)(KC * NR));
-    float *ap = scratch((size_t)(ceil_div(s.og, MR) * MR * kmax));
+    float *ap = scratch((size_t)((a_hi - a_lo) * MR * kmax));
     int32_t *taps = tap_offsets(&s, w_order ? TAPS_W_ORDER_HWC : TAPS_HWC), *one = pixel_offsets(&s);
     int32_t *pix = scratch((size_t)kmax);
     if (!frame || !bp || !ap || !taps || !one || !pix) {
@@ -1101,17 +1113,21 @@ int conv2d_dw_cols_f32(const float *x, const float *dy, float *dw, i64 n0, i64 n
         for (i64 c0 = n0; c0 < n1; c0 += batch) {
             i64 nb = min64(batch, n1 - c0), k = nb * s.p, blocks = kc_blocks(k), a_stride = k * MR;
             for (i64 i = 0; i < nb; i++) pad_frame_hwc(x + ((c0 + i) * s.c + gi * s.cg) * s.h * s.w, &s, frame + i * fsize);
-            pack_a_images(dy + (c0 * s.o + gi * s.og) * s.p, s.o * s.p, s.og, s.p, nb, ap);
+            pack_a_images(dy + (c0 * s.o + gi * s.og + a_lo * MR) * s.p, s.o * s.p,
+                          min64(s.og, a_hi * MR) - a_lo * MR, s.p, nb, ap);
             /* A column panel of dW runs through every block of the reduction before the
              * next: its og x NR floats stay in L1/L2 between the blocks that add to them */
-            for (i64 j0 = t0 * NR; j0 < min64(s.kg, t1 * NR); j0 += NR) {
-                i64 cols = min64(NR, s.kg - j0);
+            for (i64 jp = j_lo; jp < j_hi; jp++) {
+                i64 j0 = jp * NR, cols = min64(NR, s.kg - j0);
+                i64 r_lo = t0 > jp * rt ? t0 - jp * rt : 0, r_hi = min64(rt, t1 - jp * rt);  /* row panels */
+                i64 rows = min64(s.og, r_hi * MR) - r_lo * MR;
                 int nv = (int)ceil_div(cols, VL);
+                const float *ar = ap + (r_lo - a_lo) * a_stride;
                 for (i64 b = 0; b < blocks; b++) {
                     i64 p0 = kc_start(k, blocks, b), kc = kc_start(k, blocks, b + 1) - p0;
                     pack_b(frame, pix + p0, kc, taps + j0, nv, 1, bp);
-                    panel_times_a(nv, kc, ap + p0 * MR, a_stride, bp, dwg + j0, s.kg, s.og, cols,
-                                  c0 == n0 && b == 0, 0);
+                    panel_times_a(nv, kc, ar + p0 * MR, a_stride, bp, dwg + r_lo * MR * s.kg + j0, s.kg, rows,
+                                  cols, c0 == n0 && b == 0, 0);
                 }
             }
         }

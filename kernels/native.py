@@ -89,7 +89,7 @@ SIGNATURES = {
     "conv2d_dw_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _i64, _ptr)),
     "conv2d_dw_pixels_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _ptr)),
     "conv2d_dw_shares_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _ptr)),
-    "dw_col_panels": (_i64, (_ptr,)),
+    "dw_col_items": (_i64, (_ptr,)),
     "conv2d_dw_cols_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _ptr)),
     "gemm_panels": (_i64, (_i64,)),
     "gemm_f32": (ctypes.c_int, (_ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _i64, _i64, _i64, _i64)),

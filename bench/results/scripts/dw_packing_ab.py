@@ -31,6 +31,11 @@ SHAPES = {  # N, C, H, O, k (or kh x kw), stride, pad
     "LeNet-5 conv2 64x6x14->16 k5": (64, 6, 14, 16, (5, 5), 1, (0, 0)),
     "VGG-16 conv4_2 1x512x28->512 k3": (1, 512, 28, 512, (3, 3), 1, (1, 1)),
     "SimpleCNN conv2 128x32x14->64 k3": (128, 32, 14, 64, (3, 3), 1, (1, 1)),
+    # batch 1, few pixels: threads share out dW's tiles (conv2d_dw_cols_f32); groups last
+    "AlexNet conv2 g2 1x96x27->256 k5": (1, 96, 27, 256, (5, 5), 1, (2, 2), 2),
+    "ResNet layer3 1x256x14->256 k3": (1, 256, 14, 256, (3, 3), 1, (1, 1)),
+    "Inception 1x128x17->192 k7x1": (1, 128, 17, 192, (7, 1), 1, (3, 0)),
+    "MobileNet 1x512x14->512 k1": (1, 512, 14, 512, (1, 1), 1, (0, 0)),
 }
 STRIDED = {  # the input gradient's shapes: strided layers (by phases) and a stride-1 control
     "ResNet-20 stage3 128x32x16->64 k3/2": (128, 32, 16, 64, (3, 3), 2, (1, 1)),
