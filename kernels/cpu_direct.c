@@ -186,7 +186,8 @@ int conv2d_fwd_direct_f32(const float *x, const float *wpacked, const float *bia
  * lanes) pay for.
  *
  * Every output element is the GEMM path's: fma(w, x, acc) over k in W's column order from
- * zero, the bias after; one reduction block only (kg <= KC_FWD), so the same bits. */
+ * zero within each of the forward's reduction blocks, each block's sum added in turn, the
+ * bias after the last; so the same bits. */
 #define CV_PIX 12
 #define CV_VECS 4
 
@@ -198,7 +199,7 @@ int cv_serves(const i64 *g)
 {
 #if V_ISA == 512
     geom_t s = read_geom(g);
-    return 2 * s.og > VL && s.og <= CV_VECS * VL && s.kg <= KC_FWD && s.ow >= 1 && s.oh >= 1;
+    return 2 * s.og > VL && s.og <= CV_VECS * VL && s.ow >= 1 && s.oh >= 1;
 #else
     (void)g;
     return 0;
@@ -207,33 +208,42 @@ int cv_serves(const i64 *g)
 
 /* Whether it should also beat the other paths: a reduction of at least 64 taps (with fewer,
  * storing each pixel's channels one by one costs more than the multiply-adds: ResNet-20's
- * 3->16 stem, 1.4x the direct tile's time), and either a stride (the GEMM path permutes or
- * gathers while packing) or, one vector of channels, rows that leave a fifth or more of the
- * direct tile's lanes idle (LeNet-5's rows of 10; a 32-pixel row fills two vectors, and the
- * direct tile was 10% faster there). Two or more vectors of channels need a batch: on one
- * image, which both threads frame and lay the weights out for, it took 1.03-1.11x the GEMM
- * path's time (a 7x7/2 stem at 224x224, a 3x3/2 into 64 at 32x32). */
+ * 3->16 stem, 1.4x the direct tile's time), and then:
+ * - two or more vectors of channels at stride 1 (any dilation): always. The GEMM path packs a
+ *   micro-panel for every two to eight row panels of weights, this kernel nothing; measured
+ *   0.87-1.00x its time from 288 to 3200 taps, one image or a batch (the input gradients of
+ *   Inception's 5x5 and AlexNet's grouped 5x5, 5x5 and 7x7 layers, dilated 3x3s;
+ *   bench/results/cv-blocks-20261208.txt). A 3x3 into 32 channels at 16x16, batch 64: 1.02.
+ * - two or more vectors, strided: with a batch. On one image, whose frame both threads make,
+ *   it took 1.03-1.11x the GEMM path's time (a 7x7/2 stem at 224x224, a 3x3/2 into 64 at
+ *   32x32).
+ * - one vector: a stride (the GEMM path permutes or gathers while packing), or rows that leave
+ *   a fifth or more of the direct tile's lanes idle (LeNet-5's rows of 10; a 32-pixel row fills
+ *   two vectors, and the direct tile was 10% faster there). */
 int cv_wins(const i64 *g)
 {
     if (!cv_serves(g)) return 0;
     geom_t s = read_geom(g);
     i64 lanes = ceil_div(s.ow, VL) * VL;
-    if (s.kg < 64 || (s.og > VL && s.n < 2)) return 0;
-    return s.sh != 1 || s.sw != 1 || (s.og <= VL && 5 * s.ow < 4 * lanes);
+    int stride_1 = s.sh == 1 && s.sw == 1;
+    if (s.kg < 64) return 0;
+    if (s.og > VL) return stride_1 || s.n >= 2;
+    return !stride_1 || 5 * s.ow < 4 * lanes;
 }
 
-/* Work items: (image, group, output row), in that order. */
+/* Work items: (group, image, output row), in that order: a thread lays out one group's
+ * weights, not one for each image. */
 i64 cv_items(const i64 *g)
 {
     geom_t s = read_geom(g);
     return s.n * s.groups * s.oh;
 }
 
-/* tile[p][v*VL + lane] = sum over the kc taps of wv[k][v*VL + lane] * src[p * sw + taps[k]],
- * p < np, v < nvc. */
+/* tile[p][v*VL + lane] = (first ? 0 : tile) + the sum over the kc taps of
+ * wv[k][v*VL + lane] * src[p * sw + taps[k]], p < np, v < nvc. */
 static inline __attribute__((always_inline)) void
 cv_tile(const int nvc, const int np, const i64 sw, i64 kc, const float *restrict wv, const float *src,
-        const int32_t *taps, float *tile)
+        const int32_t *taps, float *tile, int first)
 {
     vf acc[CV_VECS][CV_PIX];
     for (int v = 0; v < nvc; v++)
@@ -248,10 +258,13 @@ cv_tile(const int nvc, const int np, const i64 sw, i64 kc, const float *restrict
         }
     }
     for (int p = 0; p < np; p++)
-        for (int v = 0; v < nvc; v++) v_store(tile + (p * nvc + v) * VL, acc[v][p]);
+        for (int v = 0; v < nvc; v++) {
+            float *t = tile + (p * nvc + v) * VL;
+            v_store(t, first ? acc[v][p] : v_add(v_load(t), acc[v][p]));
+        }
 }
 
-#define CV_CASE(nvc, np, sw) case np: cv_tile(nvc, np, sw, kc, wv, src, taps, tile); return;
+#define CV_CASE(nvc, np, sw) case np: cv_tile(nvc, np, sw, kc, wv, src, taps, tile, first); return;
 #define CV_NP_6(nvc, sw) CV_CASE(nvc, 1, sw) CV_CASE(nvc, 2, sw) CV_CASE(nvc, 3, sw) CV_CASE(nvc, 4, sw) \
     CV_CASE(nvc, 5, sw) CV_CASE(nvc, 6, sw)
 #define CV_NP_8(nvc, sw) CV_NP_6(nvc, sw) CV_CASE(nvc, 7, sw) CV_CASE(nvc, 8, sw)
@@ -268,7 +281,7 @@ cv_tile(const int nvc, const int np, const i64 sw, i64 kc, const float *restrict
 /* cv_tile for nvc vectors of channels and np <= cv_pixels(nvc) pixels sw apart (strides 1 and
  * 2 with the stride a constant). */
 static void cv_tile_any(int nvc, int np, i64 sw, i64 kc, const float *wv, const float *src, const int32_t *taps,
-                        float *tile)
+                        float *tile, int first)
 {
     if (sw == 1) { CV_CASES(1) }
     if (sw == 2) { CV_CASES(2) }
@@ -276,19 +289,22 @@ static void cv_tile_any(int nvc, int np, i64 sw, i64 kc, const float *wv, const 
 }
 
 /* y (N, O, OH, OW) for the work items [w0, w1) of cv_items, from weights packed as for
- * conv2d_fwd_split_f32; bias (O,) or NULL. Only where cv_serves. */
+ * conv2d_fwd_split_f32; bias (O,) or NULL. Only where cv_serves. A row's pixels meet each
+ * reduction block in turn (the forward's blocks, fwd_kc_blocks: the GEMM path's sums), the
+ * block's weights (at most KC_FWD taps, in L2) read once per group of pixels. */
 int conv2d_fwd_cv_f32(const float *x, const float *wpacked, const float *bias, float *y, i64 w0, i64 w1,
                       const i64 *g)
 {
     geom_t s = read_geom(g);
     int nvc = cv_vecs(&s), pix = cv_pixels(nvc);
     i64 rp = ceil_div(s.og, MR), a_stride = s.kg * MR, width = nvc * VL, framed = -1, weights_of = -1;
+    i64 blocks = fwd_kc_blocks(s.kg), planes = s.n * s.oh;
     float *frame = scratch((size_t)(s.cg * s.hp * s.wp + 2 * VL));
-    float *wv = scratch((size_t)(s.kg * width)), *tile = scratch((size_t)(pix * width));
+    float *wv = scratch((size_t)(s.kg * width)), *row = scratch((size_t)(s.ow * width));
     int32_t *taps = tap_offsets(&s, TAPS_W_ORDER);
-    if (!frame || !wv || !tile || !taps) { free(frame); free(wv); free(tile); free(taps); return -1; }
+    if (!frame || !wv || !row || !taps) { free(frame); free(wv); free(row); free(taps); return -1; }
     for (i64 w = w0; w < w1; w++) {
-        i64 plane = w / s.oh, oy = w % s.oh, nn = plane / s.groups, gi = plane % s.groups;
+        i64 gi = w / planes, nn = w % planes / s.oh, oy = w % s.oh, plane = nn * s.groups + gi;
         if (plane != framed) {  /* the thread's items run on through an image: frame it once */
             pad_frame(x + (nn * s.c + gi * s.cg) * s.h * s.w, &s, frame);
             framed = plane;
@@ -309,21 +325,23 @@ int conv2d_fwd_cv_f32(const float *x, const float *wpacked, const float *bias, f
             weights_of = gi;
         }
         const float *src = frame + oy * s.sh * s.wp;
+        for (i64 b = 0; b < blocks; b++) {
+            i64 k0 = kc_start(s.kg, blocks, b), kc = kc_start(s.kg, blocks, b + 1) - k0;
+            for (i64 ox0 = 0; ox0 < s.ow; ox0 += pix)
+                cv_tile_any(nvc, (int)min64(pix, s.ow - ox0), s.sw, kc, wv + k0 * width, src + ox0 * s.sw,
+                            taps + k0, row + ox0 * width, b == 0);
+        }
         float *yrow = y + (nn * s.o + gi * s.og) * s.p + oy * s.ow;
         const float *bg = bias ? bias + gi * s.og : 0;
-        for (i64 ox0 = 0; ox0 < s.ow; ox0 += pix) {
-            int np = (int)min64(pix, s.ow - ox0);
-            cv_tile_any(nvc, np, s.sw, s.kg, wv, src + ox0 * s.sw, taps, tile);
-            for (i64 r = 0; r < s.og; r++) {
-                float *out = yrow + r * s.p + ox0;
-                if (bg)
-                    for (int p = 0; p < np; p++) out[p] = tile[p * width + r] + bg[r];
-                else
-                    for (int p = 0; p < np; p++) out[p] = tile[p * width + r];
-            }
+        for (i64 r = 0; r < s.og; r++) {
+            float *out = yrow + r * s.p;
+            if (bg)
+                for (i64 p = 0; p < s.ow; p++) out[p] = row[p * width + r] + bg[r];
+            else
+                for (i64 p = 0; p < s.ow; p++) out[p] = row[p * width + r];
         }
     }
-    free(frame); free(wv); free(tile); free(taps);
+    free(frame); free(wv); free(row); free(taps);
     return 0;
 }
 

@@ -7,7 +7,8 @@ every shape (the bench's burst protocol) and PyTorch's in the same process, and 
 
 The shapes: ``dw`` (the default for dw), ``strided`` (for dx), ``wino`` (3x3 stride-1
 layers, most on Winograd's kernel; the default for fwd), ``pointwise`` (1x1 layers) or
-``planar`` (forwards of one input channel a group: first layers and depthwise).
+``planar`` (forwards of one input channel a group: first layers and depthwise) or ``cv``
+(17-64 channels a group: the channel-vector kernel's range).
 
 Prints, per shape, the medians over rounds of each side's median, new/old, new/PyTorch and
 whether the bits are the same."""
@@ -77,7 +78,24 @@ PLANAR = {  # forwards of one input channel a group (kernels/cpu_depthwise.c), g
     "EfficientNet dw 1x96x56 k5": (1, 96, 56, 96, (5, 5), 1, (2, 2), 96),
     "dw 8x32x56 k7": (8, 32, 56, 32, (7, 7), 1, (3, 3), 32),
 }
-SETS = {"dw": SHAPES, "strided": STRIDED, "wino": WINO, "pointwise": POINTWISE, "planar": PLANAR}
+CV = {  # 17-64 output channels a group (forward) or input channels (dx): conv2d_fwd_cv_f32's range;
+    # groups, then dilation, last
+    "Inception 5x5 8x48x35->64": (8, 48, 35, 64, (5, 5), 1, (2, 2)),
+    "Inception 5x5 1x48x35->64": (1, 48, 35, 64, (5, 5), 1, (2, 2)),
+    "AlexNet conv2 g2 1x96x27->256 k5": (1, 96, 27, 256, (5, 5), 1, (2, 2), 2),
+    "AlexNet conv2 g2 8x96x27->256 k5": (8, 96, 27, 256, (5, 5), 1, (2, 2), 2),
+    "5x5 32x16x32->32": (32, 16, 32, 32, (5, 5), 1, (2, 2)),
+    "5x5 64x32x8->32": (64, 32, 8, 32, (5, 5), 1, (2, 2)),
+    "5x5 16x64x14->64": (16, 64, 14, 64, (5, 5), 1, (2, 2)),
+    "7x7 8x64x28->64": (8, 64, 28, 64, (7, 7), 1, (3, 3)),
+    "1x7 8x64x17->64": (8, 64, 17, 64, (1, 7), 1, (0, 3)),
+    "3x3 d2 64x32x32->32": (64, 32, 32, 32, (3, 3), 1, (2, 2), 1, 2),
+    "3x3 d2 8x64x56->64": (8, 64, 56, 64, (3, 3), 1, (2, 2), 1, 2),
+    "ResNet-20 3x3/2 1x32x16->64": (1, 32, 16, 64, (3, 3), 2, (1, 1)),
+    "ResNet-20 3x3/2 128x16x32->32": (128, 16, 32, 32, (3, 3), 2, (1, 1)),
+    "LeNet-5 conv2 64x6x14->16 k5": (64, 6, 14, 16, (5, 5), 1, (0, 0)),
+}
+SETS = {"dw": SHAPES, "strided": STRIDED, "wino": WINO, "pointwise": POINTWISE, "planar": PLANAR, "cv": CV}
 DEFAULT_SET = {"dw": "dw", "dx": "strided", "fwd": "wino"}
 
 CHILD = r'''
@@ -93,28 +111,29 @@ from engine.backends import native_cpu as nc
 from engine.backends.base import Window
 torch.set_num_threads(2)
 out = {}
-for name, (n, c, h, o, (kh, kw), s, (ph, pw), *groups) in json.loads(sys.argv[2]).items():
-    g = groups[0] if groups else 1
-    oh, ow = (h + 2 * ph - kh) // s + 1, (h + 2 * pw - kw) // s + 1
+for name, (n, c, h, o, (kh, kw), s, (ph, pw), *extra) in json.loads(sys.argv[2]).items():
+    g, d = (list(extra) + [1, 1])[:2]
+    oh, ow = (h + 2 * ph - d * (kh - 1) - 1) // s + 1, (h + 2 * pw - d * (kw - 1) - 1) // s + 1
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, h, h), dtype=np.float32)
     gy = rng.standard_normal((n, o, oh, ow), dtype=np.float32)
-    win = Window(kh, kw, s, s, 1, 1, ph, ph, pw, pw, oh, ow)
+    win = Window(kh, kw, s, s, d, d, ph, ph, pw, pw, oh, ow)
     xt, gt, wt = torch.from_numpy(x), torch.from_numpy(gy), torch.empty(o, c // g, kh, kw)
     w = rng.standard_normal((o, c // g, kh, kw), dtype=np.float32)
     if sys.argv[4] == "fwd":
         wt = torch.from_numpy(w)
-        ours = lambda: ops.conv2d(x, w, stride=s, padding=(ph, pw), groups=g)
-        theirs = lambda: torch.nn.functional.conv2d(xt, wt, stride=s, padding=(ph, pw), groups=g)
+        ours = lambda: ops.conv2d(x, w, stride=s, padding=(ph, pw), dilation=d, groups=g)
+        theirs = lambda: torch.nn.functional.conv2d(xt, wt, stride=s, padding=(ph, pw), dilation=d, groups=g)
     elif sys.argv[4] == "dx":
         wt = torch.from_numpy(w)
-        ours = lambda: ops.conv2d_backward(gy, x, w, stride=s, padding=(ph, pw), groups=g, need_weight_grad=False,
+        ours = lambda: ops.conv2d_backward(gy, x, w, stride=s, padding=(ph, pw), dilation=d, groups=g,
+                                           need_weight_grad=False,
                                            has_bias=False)[0]  # the NumPy path where the C one declines
     else:
         ours = lambda: nc.weight_grad(gy, x, (o, c // g, kh, kw), win, g)
     if sys.argv[4] != "fwd":
         mask = [sys.argv[4] == "dx", sys.argv[4] == "dw", False]
-        theirs = lambda: torch.ops.aten.convolution_backward(gt, xt, wt, None, [s, s], [ph, pw], [1, 1], False,
+        theirs = lambda: torch.ops.aten.convolution_backward(gt, xt, wt, None, [s, s], [ph, pw], [d, d], False,
                                                               [0, 0], g, mask)
     m = interleaved_medians({"ours": ours, "torch": theirs}, 1.5, 7)
     out[name] = (m["ours"], m["torch"], hashlib.sha1(ours().tobytes()).hexdigest())
