@@ -150,6 +150,7 @@ def test_panels_across_images_give_the_per_image_bits(case, monkeypatch):
     x, wt, b, gy, kw = _data(case)
     x, gy = np.concatenate([x] * 5), np.concatenate([gy] * 5)
     monkeypatch.setattr(native_cpu, "DIRECT", "never")  # the GEMM path's kernels (cpu_direct.c has its own tests,
+    monkeypatch.setattr(native_cpu, "CHANNEL_VECTOR", "never")  # its channel vectors too,
     monkeypatch.setattr(native_cpu, "WINOGRAD", "never")  # and so has cpu_winograd.c)
     counts = count_native_calls(monkeypatch)
     batched = (ops.conv2d(x, wt, b, **kw), ops.conv2d_backward(gy, x, wt, **kw)[0])
@@ -251,6 +252,7 @@ def test_one_image_gives_the_same_bits_for_any_thread_count(case, monkeypatch):
     monkeypatch.setattr(native_cpu, "MIN_MACS_PER_THREAD", 1)
     monkeypatch.setattr(native_cpu, "MIN_ELEMENTS_PER_THREAD", 1)  # split the packing too
     monkeypatch.setattr(native_cpu, "DIRECT", "never")  # the GEMM path's kernels (cpu_direct.c has its own tests,
+    monkeypatch.setattr(native_cpu, "CHANNEL_VECTOR", "never")  # its channel vectors too,
     monkeypatch.setattr(native_cpu, "WINOGRAD", "never")  # and so has cpu_winograd.c)
     monkeypatch.setattr(native_cpu, "INLINE_PACK", "never")  # the packing pass (the other: its own test)
     counts = count_native_calls(monkeypatch)
