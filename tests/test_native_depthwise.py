@@ -29,7 +29,8 @@ CASES = {
     "mixed": (2, 4, 20, 23, 3, (3, 5), (2, 1), (1, 2), (2, 1)),  # per-axis stride and dilation
     "7x7_s3": (2, 3, 40, 37, 1, 7, 3, 3, 1),
     "no_pad": (1, 2, 5, 5, 1, 3, 1, 0, 1),
-    "wide": (2, 4, 57, 55, 1, 3, 2, 1, 1),  # many vectors a row
+    "wide": (2, 4, 57, 55, 1, 3, 2, 1, 1),  # many vectors a row; stride-2 columns split and merged by vectors
+    "wide_5x5_s2": (2, 3, 21, 71, 1, 5, 2, 2, 1),  # the same from an even column (padding 2), odd widths
     "big_pad": (1, 3, 8, 8, 1, 3, 1, 4, 1),  # output border made of padding only
     "1x7": (2, 3, 12, 12, 1, (1, 7), 1, (0, 3), 1),
     "1x1_mult": (2, 3, 9, 10, 2, 1, 1, 0, 1),

@@ -8,7 +8,8 @@ every shape (the bench's burst protocol) and PyTorch's in the same process, and 
 The shapes: ``dw`` (the default for dw), ``strided`` (for dx), ``wino`` (3x3 stride-1
 layers, most on Winograd's kernel; the default for fwd), ``pointwise`` (1x1 layers) or
 ``planar`` (forwards of one input channel a group: first layers and depthwise) or ``cv``
-(17-64 channels a group: the channel-vector kernel's range).
+(17-64 channels a group: the channel-vector kernel's range) or ``dw_strided`` (strided
+depthwise layers).
 
 Prints, per shape, the medians over rounds of each side's median, new/old, new/PyTorch and
 whether the bits are the same."""
@@ -95,7 +96,16 @@ CV = {  # 17-64 output channels a group (forward) or input channels (dx): conv2d
     "ResNet-20 3x3/2 128x16x32->32": (128, 16, 32, 32, (3, 3), 2, (1, 1)),
     "LeNet-5 conv2 64x6x14->16 k5": (64, 6, 14, 16, (5, 5), 1, (0, 0)),
 }
-SETS = {"dw": SHAPES, "strided": STRIDED, "wino": WINO, "pointwise": POINTWISE, "planar": PLANAR, "cv": CV}
+DW_STRIDED = {  # strided depthwise layers (kernels/cpu_depthwise.c: phase planes), groups last
+    "EfficientNet dw 5x5/2 8x144x56": (8, 144, 56, 144, (5, 5), 2, (2, 2), 144),
+    "MobileNet dw 3x3/2 8x64x112": (8, 64, 112, 64, (3, 3), 2, (1, 1), 64),
+    "MobileNet dw 3x3/2 1x128x56": (1, 128, 56, 128, (3, 3), 2, (1, 1), 128),
+    "dw 3x3/2 32x32x32": (32, 32, 32, 32, (3, 3), 2, (1, 1), 32),
+    "dw 7x7/2 8x96x56": (8, 96, 56, 96, (7, 7), 2, (3, 3), 96),
+    "MobileNet dw 3x3 8x128x56 (stride 1)": (8, 128, 56, 128, (3, 3), 1, (1, 1), 128),
+}
+SETS = {"dw": SHAPES, "strided": STRIDED, "wino": WINO, "pointwise": POINTWISE, "planar": PLANAR, "cv": CV,
+        "dw_strided": DW_STRIDED}
 DEFAULT_SET = {"dw": "dw", "dx": "strided", "fwd": "wino"}
 
 CHILD = r'''
