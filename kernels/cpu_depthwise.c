@@ -52,51 +52,6 @@ static inline void dwk_copy(float *restrict dst, const float *restrict src, i64 
     if (i < n) v_storen(dst + i, v_loadn(src + i, n - i), n - i);
 }
 
-/* Stride 2's two column phases of a row and the row itself: dst[2i] = even[i] and
- * dst[2i+1] = odd[i] for i < n/2 (and dst[n-1] = even[n/2] for an odd n), and its inverse.
- * Scalar, these strided copies took about half of a 5x5/2 depthwise input gradient
- * (EfficientNet's 144 channels at 56x56). */
-#if V_ISA == 512
-static const int32_t dwk_lo_idx[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-static const int32_t dwk_hi_idx[16] = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-static const int32_t dwk_even_idx[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-static const int32_t dwk_odd_idx[16] = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
-#endif
-
-static void dwk_interleave2(float *restrict dst, const float *restrict even, const float *restrict odd, i64 n)
-{
-    i64 i = 0;
-#if V_ISA == 512
-    const __m512i lo = _mm512_loadu_si512(dwk_lo_idx), hi = _mm512_loadu_si512(dwk_hi_idx);
-    for (; 2 * i + 2 * VL <= n; i += VL) {
-        vf e = v_loadu(even + i), o = v_loadu(odd + i);
-        dwk_storeu(dst + 2 * i, _mm512_permutex2var_ps(e, lo, o));
-        dwk_storeu(dst + 2 * i + VL, _mm512_permutex2var_ps(e, hi, o));
-    }
-#endif
-    for (; 2 * i < n; i++) {
-        dst[2 * i] = even[i];
-        if (2 * i + 1 < n) dst[2 * i + 1] = odd[i];
-    }
-}
-
-static void dwk_deinterleave2(float *restrict even, float *restrict odd, const float *restrict src, i64 n)
-{
-    i64 i = 0;
-#if V_ISA == 512
-    const __m512i ei = _mm512_loadu_si512(dwk_even_idx), oi = _mm512_loadu_si512(dwk_odd_idx);
-    for (; 2 * i + 2 * VL <= n; i += VL) {
-        vf a = v_loadu(src + 2 * i), b = v_loadu(src + 2 * i + VL);
-        dwk_storeu(even + i, _mm512_permutex2var_ps(a, ei, b));
-        dwk_storeu(odd + i, _mm512_permutex2var_ps(a, oi, b));
-    }
-#endif
-    for (; 2 * i < n; i++) {
-        even[i] = src[2 * i];
-        if (2 * i + 1 < n) odd[i] = src[2 * i + 1];
-    }
-}
-
 typedef struct {
     geom_t s;
     i64 hq, wq;    /* rows and columns of a phase plane */
@@ -151,7 +106,7 @@ static void dwk_frame(const float *x, const dwg_t *d, float *fr)
         if (s->sw == 1) dwk_copy(row + q0, src + q0, q1 - q0);
         else if (s->sw == 2) {  /* columns q0.. go to planes q0 % 2 and the other, from index q0 / 2 on */
             float *first = row + (q0 % 2) * d->plane, *second = row + ((q0 + 1) % 2) * d->plane;
-            dwk_deinterleave2(first + q0 / 2, second + (q0 + 1) / 2, src + q0, q1 - q0);
+            deinterleave2(first + q0 / 2, second + (q0 + 1) / 2, src + q0, q1 - q0);
         } else
             for (i64 q = q0; q < q0 + s->sw && q < q1; q++) {  /* one phase plane at a time */
                 float *dst = row + (q % s->sw) * d->plane;
@@ -677,7 +632,7 @@ int dw_conv_dx_f32(const float *dy, const float *w, float *dx, i64 w0, i64 w1, c
                 } else if (s->sw == 2) {  /* frame column u = ix + pl: plane u % 2, index u / 2 */
                     i64 u0 = ix0 + s->pl;
                     if (ix1 > ix0)
-                        dwk_interleave2(row + ix0, src + (u0 % 2) * d.plane + u0 / 2,
+                        interleave2(row + ix0, src + (u0 % 2) * d.plane + u0 / 2,
                                         src + ((u0 + 1) % 2) * d.plane + (u0 + 1) / 2, ix1 - ix0);
                 } else {
                     for (i64 ix = ix0; ix < ix0 + s->sw && ix < ix1; ix++) {  /* one phase plane at a time */

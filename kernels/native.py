@@ -96,6 +96,7 @@ SIGNATURES = {
     "relu_f32": (None, (_ptr, _ptr, _i64, _i64)),
     "relu_backward_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64)),
     "place_phase_f32": (None, (_ptr, _ptr, _i64, _i64, _ptr)),
+    "place_phases2_f32": (None, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "max_pool2d_fwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "max_pool2d_bwd_f32": (ctypes.c_int, (_ptr, _ptr, _ptr, _i64, _i64, _ptr)),
     "avg_pool2d_k2s2_ok": (ctypes.c_int, (_ptr,)),

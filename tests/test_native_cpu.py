@@ -140,6 +140,37 @@ def test_input_gradient_takes_the_c_kernels_for_any_stride(monkeypatch):
     assert _forward_calls(counts) == 4, counts
 
 
+@pytest.mark.parametrize("x_shape, k, stride, padding, dilation", [
+    ((2, 5, 9, 11), 3, 2, 1, 1),  # odd width: one more even column than odd
+    ((2, 5, 10, 40), 3, 2, 1, 1),  # even width, rows of whole vectors
+    ((1, 3, 8, 37), 1, 2, 0, 1),  # 1x1: three of the four phases reached by no tap (zeros)
+    ((2, 4, 12, 13), (3, 4), (1, 2), (1, 2), 1),  # a column stride only
+    ((2, 4, 12, 13), 3, (2, 1), 1, 1),  # a row stride only: each phase on its own
+    ((1, 4, 16, 33), 3, 2, 2, 2),  # dilation 2 with stride 2
+    ((1, 3, 17, 19), 5, 3, 2, 1),  # stride 3: each phase on its own
+    ((2, 3, 9, 1), 3, 2, 1, 1),  # one column: one column phase
+])
+def test_strided_input_gradient_puts_every_phase_in_place(x_shape, k, stride, padding, dilation, monkeypatch):
+    """The input gradient by phases: at a column stride of 2 the two column phases of a row
+    phase go in together (place_phases2_f32), else one at a time (place_phase_f32); every
+    input pixel gets its phase's value, or zero where no tap reaches it."""
+    rng = np.random.default_rng(5)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    wt = rng.standard_normal((6, x_shape[1], kh, kw)).astype(np.float32)
+    kw_args = dict(stride=stride, padding=padding, dilation=dilation)
+    y = ops.conv2d(x, wt, **kw_args)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    counts = count_native_calls(monkeypatch)
+    dx = ops.conv2d_backward(gy, x, wt, need_weight_grad=False, **kw_args)[0]
+    sw = stride if isinstance(stride, int) else stride[1]
+    paired = sw == 2 and x_shape[3] > 1
+    assert ("place_phases2_f32" in counts) == paired, counts
+    dx64 = ops.conv2d_backward(gy.astype(np.float64), x.astype(np.float64), wt.astype(np.float64),
+                               need_weight_grad=False, **kw_args)[0]
+    assert_rel(dx, dx64, 1e-5, str(x_shape))
+
+
 @pytest.mark.parametrize("case", ["deep_k", "pointwise", "big_pad", "batch1_tall", "b1_pointwise_7", "b1_dilated_14",
                                   "unpadded_strided_groups"])
 def test_panels_across_images_give_the_per_image_bits(case, monkeypatch):
