@@ -633,7 +633,7 @@ int dw_conv_dx_f32(const float *dy, const float *w, float *dx, i64 w0, i64 w1, c
                     i64 u0 = ix0 + s->pl;
                     if (ix1 > ix0)
                         interleave2(row + ix0, src + (u0 % 2) * d.plane + u0 / 2,
-                                        src + ((u0 + 1) % 2) * d.plane + (u0 + 1) / 2, ix1 - ix0);
+                                    src + ((u0 + 1) % 2) * d.plane + (u0 + 1) / 2, ix1 - ix0);
                 } else {
                     for (i64 ix = ix0; ix < ix0 + s->sw && ix < ix1; ix++) {  /* one phase plane at a time */
                         const float *from = src + ((ix + s->pl) % s->sw) * d.plane;

@@ -210,7 +210,7 @@ int cv_serves(const i64 *g)
  * storing each pixel's channels one by one costs more than the multiply-adds: ResNet-20's
  * 3->16 stem, 1.4x the direct tile's time), and then:
  * - two or more vectors of channels at stride 1 (any dilation): always. The GEMM path packs a
- *   micro-panel for every two to eight row panels of weights, this kernel nothing; measured
+ *   micro-panel for every three to eight row panels of weights, this kernel nothing; measured
  *   0.87-1.00x its time from 288 to 3200 taps, one image or a batch (the input gradients of
  *   Inception's 5x5 and AlexNet's grouped 5x5, 5x5 and 7x7 layers, dilated 3x3s;
  *   bench/results/cv-blocks-20261208.txt). A 3x3 into 32 channels at 16x16, batch 64: 1.02.
