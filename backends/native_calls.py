@@ -51,6 +51,12 @@ def address(a) -> int:
         return a.ctypes.data
 
 
+def address_or_none(a) -> int | None:
+    """:func:`address` of ``a``, or ``None`` (NULL to the kernels: an optional operand) where
+    ``a`` is ``None``."""
+    return None if a is None else address(a)
+
+
 def _entry(lib, name: str):
     """``(address, returns_int)`` of entry point ``name``, checked to suit ``pool_run``."""
     key = (id(lib), name)

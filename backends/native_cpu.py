@@ -280,6 +280,7 @@ def _split_plan(batch: int, nr: int, n: int, pixels: int, frame_floats: int, fra
 
 
 _ptr = native_calls.address
+_ptr_or_none = native_calls.address_or_none
 
 
 def _ok(rc: int, what: str) -> None:
@@ -321,7 +322,7 @@ def forward(x, weight, bias, win: Window, groups: int):
     # Contiguous copies held in names: a temporary would be freed before the C call reads it.
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     bias = np.ascontiguousarray(bias) if bias is not None else None
-    bias_ptr = _ptr(bias) if bias is not None else None
+    bias_ptr = _ptr_or_none(bias)
     if _direct(x.shape, groups):
         geom, geom_ptr, items = _dw_plan(lib, x.shape, o, win, groups)  # geom held while the kernel reads it
         y = np.empty((n, o, win.oh, win.ow), dtype=np.float32)
@@ -712,13 +713,13 @@ def _strided_input_grad(grad_out, weight, x_shape, win: Window, groups: int):
         if win.sw == 2 and [fx for fx, _, _ in parts] in ([0, 1], [1, 0]):
             (_, nx_even, even), (_, nx_odd, odd) = sorted(parts, key=lambda part: part[0])
             place = np.array([ny, nx_even, nx_odd, h, w, fy, win.sh], dtype=np.int64)
-            _stream(lib, "place_phases2_f32", (None if even is None else _ptr(even), None if odd is None else _ptr(odd),
-                                               _ptr(dx), START, STOP, _ptr(place)), n * c, 2 * ny * w * n * c)
+            _stream(lib, "place_phases2_f32", (_ptr_or_none(even), _ptr_or_none(odd), _ptr(dx), START, STOP,
+                                               _ptr(place)), n * c, 2 * ny * w * n * c)
             continue
         for fx, nx, part in parts:
             place = np.array([ny, nx, h, w, fy, fx, win.sh, win.sw], dtype=np.int64)
-            _stream(lib, "place_phase_f32", (None if part is None else _ptr(part), _ptr(dx), START, STOP,
-                                             _ptr(place)), n * c, 2 * ny * nx * n * c)
+            _stream(lib, "place_phase_f32", (_ptr_or_none(part), _ptr(dx), START, STOP, _ptr(place)), n * c,
+                    2 * ny * nx * n * c)
     return dx
 
 
@@ -757,7 +758,7 @@ def batch_norm_apply(x, mean, scale, bias):
     bias = np.ascontiguousarray(bias) if bias is not None else None
     y = np.empty(x.shape, dtype=np.float32)
     hw = x.size // (x.shape[0] * c)
-    _stream(lib, "bn_apply_f32", (_ptr(x), _ptr(mean), _ptr(scale), None if bias is None else _ptr(bias), _ptr(y),
+    _stream(lib, "bn_apply_f32", (_ptr(x), _ptr(mean), _ptr(scale), _ptr_or_none(bias), _ptr(y),
                                   c, hw, START, STOP), x.shape[0] * c, 2 * x.size)
     return y
 

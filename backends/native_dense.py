@@ -75,7 +75,7 @@ def linear(x, weight, bias):
     if lib is None or (bias is not None and bias.shape != (n,)):
         return None
     y = np.empty((m, n), dtype=_F32)
-    args = (_ptr(x), _ptr(weight), _ptr(bias) if bias is not None else None, _ptr(y), m, n, k, START, STOP)
+    args = (_ptr(x), _ptr(weight), native_calls.address_or_none(bias), _ptr(y), m, n, k, START, STOP)
     _run(lib, "linear_fwd_f32", args, lib.linear_tiles(n), m * n * k,
          MIN_MACS_PER_THREAD if m > 1 else GEMV_WEIGHTS_PER_THREAD)
     return y
